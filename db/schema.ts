@@ -1,0 +1,230 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  foreignKey,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/**
+ * `observed_at` on every access-state row is the time of the Logto read (or event) that produced it.
+ * Writers never replace a row with a snapshot observed before the stored one, which is what keeps a
+ * slow reconcile page from undoing a webhook applied while it ran.
+ */
+
+export const users = pgTable(
+  'users',
+  {
+    id: text('id').primaryKey(),
+    username: text('username'),
+    primaryEmail: text('primary_email'),
+    primaryPhone: text('primary_phone'),
+    name: text('name'),
+    avatar: text('avatar'),
+    isSuspended: boolean('is_suspended').notNull().default(false),
+    customData: jsonb('custom_data').$type<Record<string, unknown>>().notNull().default({}),
+    profile: jsonb('profile').$type<Record<string, unknown>>().notNull().default({}),
+    applicationId: text('application_id'),
+    lastSignInAt: tz('last_sign_in_at'),
+    createdAt: tz('created_at').notNull(),
+    updatedAt: tz('updated_at').notNull(),
+    raw: jsonb('raw').$type<Record<string, unknown>>().notNull(),
+    observedAt: tz('observed_at').notNull(),
+  },
+  (table) => [
+    index('users_username_idx').on(table.username),
+    index('users_primary_email_idx').on(table.primaryEmail),
+    index('users_suspended_idx').on(table.isSuspended).where(sql`${table.isSuspended}`),
+  ],
+);
+
+export const organizations = pgTable(
+  'organizations',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    description: text('description'),
+    customData: jsonb('custom_data').$type<Record<string, unknown>>().notNull().default({}),
+    isMfaRequired: boolean('is_mfa_required').notNull().default(false),
+    createdAt: tz('created_at').notNull(),
+    raw: jsonb('raw').$type<Record<string, unknown>>().notNull(),
+    observedAt: tz('observed_at').notNull(),
+  },
+  (table) => [index('organizations_name_idx').on(table.name)],
+);
+
+export const organizationRoles = pgTable(
+  'organization_roles',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    description: text('description'),
+    type: text('type').notNull().default('User'),
+    raw: jsonb('raw').$type<Record<string, unknown>>().notNull(),
+    observedAt: tz('observed_at').notNull(),
+  },
+  (table) => [index('organization_roles_name_idx').on(table.name)],
+);
+
+export const organizationMembers = pgTable(
+  'organization_members',
+  {
+    organizationId: text('organization_id')
+      .notNull()
+      .references(() => organizations.id, { onDelete: 'cascade' }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    since: tz('since').notNull(),
+    observedAt: tz('observed_at').notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.organizationId, table.userId] }),
+    index('organization_members_user_idx').on(table.userId, table.organizationId),
+  ],
+);
+
+export const organizationMemberRoles = pgTable(
+  'organization_member_roles',
+  {
+    organizationId: text('organization_id').notNull(),
+    userId: text('user_id').notNull(),
+    organizationRoleId: text('organization_role_id')
+      .notNull()
+      .references(() => organizationRoles.id, { onDelete: 'cascade' }),
+    since: tz('since').notNull(),
+    observedAt: tz('observed_at').notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.organizationId, table.userId, table.organizationRoleId] }),
+    // As in Logto: removing a member takes the member's roles with it.
+    foreignKey({
+      name: 'organization_member_roles_member_fk',
+      columns: [table.organizationId, table.userId],
+      foreignColumns: [organizationMembers.organizationId, organizationMembers.userId],
+    }).onDelete('cascade'),
+    index('organization_member_roles_role_idx').on(table.organizationRoleId, table.organizationId, table.userId),
+    index('organization_member_roles_user_idx').on(table.userId),
+  ],
+);
+
+/**
+ * Append-only history: one row per grant, revoke, and user or definition change. No foreign keys,
+ * because history must outlive the entities it describes.
+ */
+export const accessChanges = pgTable(
+  'access_changes',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: tz('at').notNull().defaultNow(),
+    kind: text('kind').notNull(),
+    source: text('source').notNull(),
+    actor: text('actor'),
+    userId: text('user_id'),
+    organizationId: text('organization_id'),
+    organizationRoleId: text('organization_role_id'),
+    details: jsonb('details').$type<Record<string, unknown>>(),
+    syncRunId: bigint('sync_run_id', { mode: 'number' }),
+    deliveryId: bigint('delivery_id', { mode: 'number' }),
+  },
+  (table) => [
+    index('access_changes_user_idx').on(table.userId, table.id),
+    index('access_changes_organization_idx').on(table.organizationId, table.id),
+    index('access_changes_at_idx').on(table.at),
+    index('access_changes_source_idx').on(table.source, table.id),
+  ],
+);
+
+/** The webhook inbox: a verified delivery is stored here before it is acknowledged. */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    dedupKey: text('dedup_key').notNull(),
+    event: text('event').notNull(),
+    // 'logto' (signed by Logto), 'svix' (relayed, Standard Webhooks), 'recent_logs' (recovered from Logto's hook logs)
+    channel: text('channel').notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    receivedAt: tz('received_at').notNull().defaultNow(),
+    // pending → processing → applied | ignored | dead; processing rows whose lease expired are pending again
+    status: text('status').notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: tz('next_attempt_at').notNull().defaultNow(),
+    leaseUntil: tz('lease_until'),
+    lastError: text('last_error'),
+    processedAt: tz('processed_at'),
+  },
+  (table) => [
+    uniqueIndex('webhook_deliveries_dedup_idx').on(table.dedupKey),
+    index('webhook_deliveries_ready_idx')
+      .on(table.nextAttemptAt, table.id)
+      .where(sql`${table.status} in ('pending', 'processing')`),
+    index('webhook_deliveries_status_idx').on(table.status, table.id),
+  ],
+);
+
+/** Each full sync, reconcile and role sweep, with its counts and the drift it found. */
+export const syncRuns = pgTable(
+  'sync_runs',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    kind: text('kind').notNull(), // 'baseline' | 'reconcile' | 'sweep'
+    trigger: text('trigger').notNull(), // 'start' | 'cli' | 'api' | 'cron' | 'schedule'
+    status: text('status').notNull().default('running'), // 'running' | 'succeeded' | 'failed'
+    startedAt: tz('started_at').notNull().defaultNow(),
+    finishedAt: tz('finished_at'),
+    counts: jsonb('counts').$type<Record<string, number>>().notNull().default({}),
+    report: jsonb('report').$type<Record<string, unknown>>(),
+    error: text('error'),
+    organizationsAvailable: boolean('organizations_available'),
+    notes: text('notes'),
+  },
+  (table) => [index('sync_runs_kind_idx').on(table.kind, table.id)],
+);
+
+/**
+ * Scratch space for a running sync: the ids a crawl has seen, so that memory stays bounded whatever
+ * the tenant's size. Rows live only while their run does.
+ */
+export const syncSeen = pgTable(
+  'sync_seen',
+  {
+    runId: bigint('run_id', { mode: 'number' }).notNull(),
+    entity: text('entity').notNull(), // 'user' | 'organization' | 'organization_role' | 'member:<orgId>'
+    id: text('id').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.runId, table.entity, table.id] })],
+);
+
+/** Small pieces of state that jobs keep between runs (role sweep position, last webhook applied). */
+export const syncState = pgTable('sync_state', {
+  key: text('key').primaryKey(),
+  value: jsonb('value').$type<Record<string, unknown>>().notNull(),
+  updatedAt: tz('updated_at').notNull().defaultNow(),
+});
+
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    name: text('name').notNull(),
+    scope: text('scope').notNull(), // 'read' | 'write'
+    // SHA-256 of the secret: keys are long random strings, so a slow hash buys nothing.
+    hash: text('hash').notNull(),
+    prefix: text('prefix').notNull(),
+    createdAt: tz('created_at').notNull().defaultNow(),
+    revokedAt: tz('revoked_at'),
+    lastUsedAt: tz('last_used_at'),
+  },
+  (table) => [uniqueIndex('api_keys_hash_idx').on(table.hash), uniqueIndex('api_keys_name_idx').on(table.name)],
+);

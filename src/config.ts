@@ -1,0 +1,165 @@
+import { z } from 'zod';
+
+/** Parses `"200/10s"` (count per duration; units ms, s, m) into a rate budget. */
+export const parseRateLimit = (value: string): { requests: number; intervalMs: number } | null => {
+  const match = /^\s*(\d+)\s*\/\s*(\d+)?\s*(ms|s|m)\s*$/.exec(value);
+  if (!match) return null;
+  const requests = Number(match[1]);
+  const amount = match[2] === undefined ? 1 : Number(match[2]);
+  const unit = match[3] === 'ms' ? 1 : match[3] === 's' ? 1000 : 60_000;
+  if (requests < 1 || amount < 1) return null;
+  return { requests, intervalMs: amount * unit };
+};
+
+const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const optionalText = z
+  .string()
+  .trim()
+  .transform((value) => (value === '' ? undefined : value))
+  .optional();
+
+const environmentSchema = z.object({
+  LOGTO_BASE_URL: url.transform((value) => value.replace(/\/+$/, '')),
+  LOGTO_TOKEN_URL: url.optional(),
+  LOGTO_MANAGEMENT_API_RESOURCE: url.optional(),
+  LOGTO_CLIENT_ID: z.string({ error: 'is required' }).trim().min(1, 'is required'),
+  LOGTO_CLIENT_SECRET: z.string({ error: 'is required' }).min(1, 'is required'),
+  LOGTO_RATE_LIMIT: z
+    .string()
+    .default('200/10s')
+    .transform((value, context) => {
+      const parsed = parseRateLimit(value);
+      if (!parsed) {
+        context.addIssue({ code: 'custom', message: 'must look like 200/10s' });
+        return z.NEVER;
+      }
+      return parsed;
+    }),
+  LOGTO_CONCURRENCY: positiveInt(8),
+  LOGTO_TIMEOUT_MS: positiveInt(15_000),
+  LOGTO_MAX_RETRIES: z.coerce.number().int().min(0).max(20).default(6),
+  LOGTO_HOOK_ID: optionalText,
+  LOGTO_WEBHOOK_SIGNING_KEYS: z
+    .string()
+    .default('')
+    .transform((value) => value.split(',').map((key) => key.trim()).filter(Boolean)),
+  SVIX_WEBHOOK_SECRET: optionalText,
+  DATABASE_URL: optionalText.pipe(
+    z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  ),
+  DATA_DIR: z.string().default('./data'),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
+  HOST: z.string().default('0.0.0.0'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  API_KEYS: z
+    .string()
+    .default('')
+    .transform((value, context) =>
+      value
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean)
+        .map((entry, index) => {
+          const [name, scope, ...rest] = entry.split(':');
+          const secret = rest.join(':');
+          if (!name || (scope !== 'read' && scope !== 'write') || secret.length < 16) {
+            context.addIssue({
+              code: 'custom',
+              message: `entry ${index + 1} must be name:read|write:secret with a secret of 16+ characters`,
+            });
+            return { name: '', scope: 'read' as const, secret: '' };
+          }
+          return { name, scope: scope as 'read' | 'write', secret };
+        }),
+    ),
+  RECONCILE_CRON: z.string().default('0 3 * * *'),
+  RECONCILE_TZ: z.string().default('UTC'),
+  ROLE_SWEEP_INTERVAL: z
+    .string()
+    .default('10m')
+    .transform((value, context) => {
+      const match = /^(\d+)\s*(ms|s|m|h)$/.exec(value.trim());
+      if (!match) {
+        context.addIssue({ code: 'custom', message: 'must look like 10m, 30s or 1h' });
+        return z.NEVER;
+      }
+      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
+      return Number(match[1]) * unit;
+    }),
+  WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
+  SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
+});
+
+export type Config = {
+  logto: {
+    baseUrl: string;
+    tokenUrl: string;
+    resource: string;
+    clientId: string;
+    clientSecret: string;
+    rateLimit: { requests: number; intervalMs: number };
+    concurrency: number;
+    timeoutMs: number;
+    maxRetries: number;
+    hookId: string | undefined;
+  };
+  webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
+  database: { url: string | undefined; dataDir: string };
+  http: { port: number; host: string; apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[] };
+  jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number };
+  logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
+  shutdownTimeoutMs: number;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads the whole configuration once. Every problem is collected so an operator fixes them in one go;
+ * messages name the setting but never echo its value, because some of them are secrets.
+ */
+export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config => {
+  const parsed = environmentSchema.safeParse(environment);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? 'configuration');
+      const missing = issue.code === 'invalid_type' && environment[key] === undefined;
+      return `${key} ${missing ? 'is required' : issue.message}`;
+    });
+    throw new ConfigError([...new Set(problems)]);
+  }
+  const env = parsed.data;
+  return {
+    logto: {
+      baseUrl: env.LOGTO_BASE_URL,
+      tokenUrl: env.LOGTO_TOKEN_URL ?? `${env.LOGTO_BASE_URL}/oidc/token`,
+      resource: env.LOGTO_MANAGEMENT_API_RESOURCE ?? `${env.LOGTO_BASE_URL}/api`,
+      clientId: env.LOGTO_CLIENT_ID,
+      clientSecret: env.LOGTO_CLIENT_SECRET,
+      rateLimit: env.LOGTO_RATE_LIMIT,
+      concurrency: env.LOGTO_CONCURRENCY,
+      timeoutMs: env.LOGTO_TIMEOUT_MS,
+      maxRetries: env.LOGTO_MAX_RETRIES,
+      hookId: env.LOGTO_HOOK_ID,
+    },
+    webhooks: {
+      signingKeys: env.LOGTO_WEBHOOK_SIGNING_KEYS,
+      svixSecret: env.SVIX_WEBHOOK_SECRET,
+      maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
+    },
+    database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
+    http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS },
+    jobs: {
+      reconcileCron: env.RECONCILE_CRON,
+      reconcileTimezone: env.RECONCILE_TZ,
+      roleSweepIntervalMs: env.ROLE_SWEEP_INTERVAL,
+    },
+    logLevel: env.LOG_LEVEL,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+  };
+};

@@ -1,0 +1,111 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { sql, type SQL } from 'drizzle-orm';
+import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
+import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
+import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import pg from 'pg';
+import * as schema from '../../db/schema.js';
+
+export type Schema = typeof schema;
+/** A database or a transaction: every query function accepts either. */
+export type Database = PgDatabase<PgQueryResultHKT, Schema>;
+export type Transaction = PgTransaction<PgQueryResultHKT, Schema>;
+
+export type DatabaseHandle = {
+  db: Database;
+  driver: 'postgres' | 'pglite';
+  /** Runs `fn` on one dedicated connection (session-level state such as advisory locks lives there). */
+  withSession<T>(fn: (session: Database) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+};
+
+/** Finds db/migrations upward from this module, so it works from src/ (tsx) and dist/src/ (built) alike. */
+export const migrationsFolder = (): string => {
+  let directory = dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 6; depth += 1) {
+    const candidate = join(directory, 'db', 'migrations');
+    if (existsSync(join(candidate, 'meta', '_journal.json'))) return candidate;
+    directory = dirname(directory);
+  }
+  throw new Error('db/migrations was not found next to the application');
+};
+
+export const openPostgres = (url: string, options: { max?: number } = {}): DatabaseHandle => {
+  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: 5000 });
+  // An idle client losing its server must not crash the process; the next query reports the error.
+  pool.on('error', () => {});
+  const db = drizzlePg(pool, { schema }) as unknown as Database;
+  return {
+    db,
+    driver: 'postgres',
+    async withSession(fn) {
+      const client = await pool.connect();
+      try {
+        return await fn(drizzlePg(client, { schema }) as unknown as Database);
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+};
+
+export const openPglite = async (dataDir: string | undefined): Promise<DatabaseHandle> => {
+  if (dataDir) mkdirSync(resolve(dataDir), { recursive: true });
+  const client = dataDir ? new PGlite(resolve(dataDir)) : new PGlite();
+  await client.waitReady;
+  const db = drizzlePglite(client, { schema }) as unknown as Database;
+  return {
+    db,
+    driver: 'pglite',
+    // PGlite is one connection: the whole database is the session.
+    withSession: (fn) => fn(db),
+    close: () => client.close(),
+  };
+};
+
+/** Real PostgreSQL when a URL is given, otherwise the embedded PGlite database under `dataDir/pglite`. */
+export const openDatabase = async (options: { url?: string; dataDir: string }): Promise<DatabaseHandle> =>
+  options.url ? openPostgres(options.url) : openPglite(join(options.dataDir, 'pglite'));
+
+export const runMigrations = async (handle: DatabaseHandle): Promise<void> => {
+  const config = { migrationsFolder: migrationsFolder(), migrationsSchema: 'drizzle' };
+  if (handle.driver === 'postgres') {
+    // Serialise concurrent starts of several replicas.
+    await handle.withSession(async (session) => {
+      await session.execute(sql`select pg_advisory_lock(7204153)`);
+      try {
+        await migratePg(session as never, config);
+      } finally {
+        await session.execute(sql`select pg_advisory_unlock(7204153)`);
+      }
+    });
+  } else {
+    await migratePglite(handle.db as never, config);
+  }
+};
+
+/** Rows of a raw query, whichever driver ran it. */
+export const rows = async <T>(db: Database, query: SQL): Promise<T[]> => {
+  const result = (await db.execute(query)) as unknown as { rows: T[] };
+  return result.rows;
+};
+
+/** True when every migration shipped with this build has been applied. */
+export const migrationsApplied = async (db: Database): Promise<boolean> => {
+  const { readFileSync } = await import('node:fs');
+  const journal = JSON.parse(readFileSync(join(migrationsFolder(), 'meta', '_journal.json'), 'utf8')) as {
+    entries: unknown[];
+  };
+  try {
+    const [row] = await rows<{ count: number }>(db, sql`select count(*)::int as count from drizzle.__drizzle_migrations`);
+    return (row?.count ?? 0) >= journal.entries.length;
+  } catch {
+    return false;
+  }
+};

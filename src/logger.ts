@@ -1,0 +1,26 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** Paths pino blanks wherever they appear, so a secret that reaches a log call still never reaches the output. */
+const redact = [
+  'clientSecret',
+  '*.clientSecret',
+  'secret',
+  '*.secret',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'req.headers["logto-signature-sha-256"]',
+  'req.headers["svix-signature"]',
+  'req.headers["webhook-signature"]',
+  'access_token',
+  '*.access_token',
+];
+
+export const createLogger = (level: string = process.env.LOG_LEVEL ?? 'info'): Logger =>
+  pino({ level, redact: { paths: redact, censor: '[redacted]' }, base: { service: 'logto-access-sync' } });
+
+/** A logger that discards everything: the default for library code and tests. */
+export const silentLogger: Logger = pino({ level: 'silent' });
