@@ -127,6 +127,8 @@ export const accessChanges = pgTable(
   {
     id: bigserial('id', { mode: 'number' }).primaryKey(),
     at: tz('at').notNull().defaultNow(),
+    // When the information behind the change was true in Logto; later snapshots are compared against it.
+    observedAt: tz('observed_at').notNull(),
     kind: text('kind').notNull(),
     source: text('source').notNull(),
     actor: text('actor'),
@@ -141,6 +143,7 @@ export const accessChanges = pgTable(
     index('access_changes_user_idx').on(table.userId, table.id),
     index('access_changes_organization_idx').on(table.organizationId, table.id),
     index('access_changes_at_idx').on(table.at),
+    index('access_changes_observed_idx').on(table.observedAt),
     index('access_changes_source_idx').on(table.source, table.id),
   ],
 );
@@ -151,6 +154,9 @@ export const webhookDeliveries = pgTable(
   {
     id: bigserial('id', { mode: 'number' }).primaryKey(),
     dedupKey: text('dedup_key').notNull(),
+    // SHA-256 of the payload's canonical JSON: recognises one event whichever way it reached us
+    // (delivered, or recovered from Logto's hook logs, which re-serialise the body).
+    contentHash: text('content_hash').notNull(),
     event: text('event').notNull(),
     // 'logto' (signed by Logto), 'svix' (relayed, Standard Webhooks), 'recent_logs' (recovered from Logto's hook logs)
     channel: text('channel').notNull(),
@@ -166,6 +172,7 @@ export const webhookDeliveries = pgTable(
   },
   (table) => [
     uniqueIndex('webhook_deliveries_dedup_idx').on(table.dedupKey),
+    index('webhook_deliveries_content_hash_idx').on(table.contentHash),
     index('webhook_deliveries_ready_idx')
       .on(table.nextAttemptAt, table.id)
       .where(sql`${table.status} in ('pending', 'processing')`),

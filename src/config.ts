@@ -1,3 +1,4 @@
+import cron from 'node-cron';
 import { z } from 'zod';
 
 /** Parses `"200/10s"` (count per duration; units ms, s, m) into a rate budget. */
@@ -73,8 +74,21 @@ const environmentSchema = z.object({
           return { name, scope: scope as 'read' | 'write', secret };
         }),
     ),
-  RECONCILE_CRON: z.string().default('0 3 * * *'),
-  RECONCILE_TZ: z.string().default('UTC'),
+  RECONCILE_CRON: z
+    .string()
+    .default('0 3 * * *')
+    .refine((value) => cron.validate(value), 'must be a cron expression such as "0 3 * * *"'),
+  RECONCILE_TZ: z
+    .string()
+    .default('UTC')
+    .refine((value) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: value });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be an IANA time zone such as UTC or Europe/Berlin'),
   ROLE_SWEEP_INTERVAL: z
     .string()
     .default('10m')
@@ -162,4 +176,13 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
     logLevel: env.LOG_LEVEL,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
   };
+};
+
+/** The database settings alone, for commands that never talk to Logto (migrate, keys). */
+export const loadDatabaseConfig = (environment: NodeJS.ProcessEnv = process.env): Config['database'] => {
+  const parsed = environmentSchema.pick({ DATABASE_URL: true, DATA_DIR: true }).safeParse(environment);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((issue) => `${String(issue.path[0])} ${issue.message}`));
+  }
+  return { url: parsed.data.DATABASE_URL, dataDir: parsed.data.DATA_DIR };
 };

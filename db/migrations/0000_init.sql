@@ -1,6 +1,7 @@
 CREATE TABLE "access_changes" (
 	"id" bigserial PRIMARY KEY NOT NULL,
 	"at" timestamp with time zone DEFAULT now() NOT NULL,
+	"observed_at" timestamp with time zone NOT NULL,
 	"kind" text NOT NULL,
 	"source" text NOT NULL,
 	"actor" text,
@@ -108,6 +109,7 @@ CREATE TABLE "users" (
 CREATE TABLE "webhook_deliveries" (
 	"id" bigserial PRIMARY KEY NOT NULL,
 	"dedup_key" text NOT NULL,
+	"content_hash" text NOT NULL,
 	"event" text NOT NULL,
 	"channel" text NOT NULL,
 	"payload" jsonb NOT NULL,
@@ -127,6 +129,7 @@ ALTER TABLE "organization_members" ADD CONSTRAINT "organization_members_user_id_
 CREATE INDEX "access_changes_user_idx" ON "access_changes" USING btree ("user_id","id");--> statement-breakpoint
 CREATE INDEX "access_changes_organization_idx" ON "access_changes" USING btree ("organization_id","id");--> statement-breakpoint
 CREATE INDEX "access_changes_at_idx" ON "access_changes" USING btree ("at");--> statement-breakpoint
+CREATE INDEX "access_changes_observed_idx" ON "access_changes" USING btree ("observed_at");--> statement-breakpoint
 CREATE INDEX "access_changes_source_idx" ON "access_changes" USING btree ("source","id");--> statement-breakpoint
 CREATE UNIQUE INDEX "api_keys_hash_idx" ON "api_keys" USING btree ("hash");--> statement-breakpoint
 CREATE UNIQUE INDEX "api_keys_name_idx" ON "api_keys" USING btree ("name");--> statement-breakpoint
@@ -140,5 +143,6 @@ CREATE INDEX "users_username_idx" ON "users" USING btree ("username");--> statem
 CREATE INDEX "users_primary_email_idx" ON "users" USING btree ("primary_email");--> statement-breakpoint
 CREATE INDEX "users_suspended_idx" ON "users" USING btree ("is_suspended") WHERE "users"."is_suspended";--> statement-breakpoint
 CREATE UNIQUE INDEX "webhook_deliveries_dedup_idx" ON "webhook_deliveries" USING btree ("dedup_key");--> statement-breakpoint
+CREATE INDEX "webhook_deliveries_content_hash_idx" ON "webhook_deliveries" USING btree ("content_hash");--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_ready_idx" ON "webhook_deliveries" USING btree ("next_attempt_at","id") WHERE "webhook_deliveries"."status" in ('pending', 'processing');--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_status_idx" ON "webhook_deliveries" USING btree ("status","id");

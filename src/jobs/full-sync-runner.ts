@@ -1,0 +1,41 @@
+import { lastSyncRun } from '../db/sync-runs.js';
+import { AppError } from '../errors.js';
+import type { SyncDeps } from '../sync/context.js';
+import { runFullSync, type FullSyncKind, type FullSyncResult, type SyncProgress } from '../sync/full-sync.js';
+import { withJobLock } from './lock.js';
+
+export type StartedRun = { runId: number; done: Promise<FullSyncResult> };
+
+const lockName = 'full-sync';
+
+/**
+ * Starts a baseline or reconcile under the one 'full-sync' lock, so across every replica at most one
+ * runs. Resolves as soon as the run has its id; a start while another runs fails with 409 and that id.
+ */
+export const startFullSync = async (
+  deps: SyncDeps,
+  options: { kind: FullSyncKind; trigger: string; onProgress?: (progress: SyncProgress) => void },
+): Promise<StartedRun> => {
+  let started!: (runId: number) => void;
+  const runId = new Promise<number>((resolve) => (started = resolve));
+  const done = withJobLock(deps.database, lockName, () =>
+    runFullSync(deps, { ...options, onStart: (run) => started(run.id) }),
+  ).then((outcome) => {
+    if (outcome === null) throw new AppError(409, 'sync_running', 'A full sync or reconcile is already running');
+    return outcome.value;
+  });
+  const first = await Promise.race([runId.then((id) => ({ id })), done.then(() => null, (error: unknown) => ({ error }))]);
+  if (first && 'id' in first) return { runId: first.id, done };
+  const error = first?.error;
+  if (error instanceof AppError && error.code === 'sync_running') {
+    const running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+    throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', {
+      runId: running?.id ?? null,
+    });
+  }
+  throw error;
+};
+
+/** True when no baseline or reconcile has ever succeeded: the database has never been synced. */
+export const neverSynced = async (deps: SyncDeps): Promise<boolean> =>
+  (await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'succeeded')) === null;

@@ -1,0 +1,110 @@
+import { and, gt, inArray, eq, sql } from 'drizzle-orm';
+import { accessChanges } from '../../../db/schema.js';
+import type { Database } from '../../db/client.js';
+import { metrics } from '../../metrics.js';
+
+export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
+
+export type ChangeKind =
+  | 'user.created'
+  | 'user.updated'
+  | 'user.suspended'
+  | 'user.unsuspended'
+  | 'user.deleted'
+  | 'organization.created'
+  | 'organization.updated'
+  | 'organization.deleted'
+  | 'organization_role.created'
+  | 'organization_role.updated'
+  | 'organization_role.deleted'
+  | 'member.added'
+  | 'member.removed'
+  | 'member_role.granted'
+  | 'member_role.revoked';
+
+/**
+ * Who is writing and what they saw. `observedAt` is when the snapshot being applied was true in Logto
+ * (the time its page was read, or the event's time): a snapshot never overrides a change recorded after it.
+ */
+export type ChangeContext = {
+  source: ChangeSource;
+  observedAt: Date;
+  actor?: string | null;
+  syncRunId?: number | null;
+  deliveryId?: number | null;
+};
+
+export type ChangeRecord = {
+  kind: ChangeKind;
+  userId?: string | null;
+  organizationId?: string | null;
+  organizationRoleId?: string | null;
+  details?: Record<string, unknown>;
+};
+
+export type ApplyResult = { changes: ChangeRecord[]; rowsWritten: number };
+
+export const emptyResult = (): ApplyResult => ({ changes: [], rowsWritten: 0 });
+
+export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyResult => {
+  target.changes.push(...source.changes);
+  target.rowsWritten += source.rowsWritten;
+  return target;
+};
+
+const insertBatchSize = 500;
+
+/** Appends the change log rows for `changes`; returns how many rows it wrote. */
+export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number> => {
+  for (let start = 0; start < changes.length; start += insertBatchSize) {
+    await db.insert(accessChanges).values(
+      changes.slice(start, start + insertBatchSize).map((change) => ({
+        kind: change.kind,
+        observedAt: context.observedAt,
+        source: context.source,
+        actor: context.actor ?? null,
+        userId: change.userId ?? null,
+        organizationId: change.organizationId ?? null,
+        organizationRoleId: change.organizationRoleId ?? null,
+        details: change.details ?? null,
+        syncRunId: context.syncRunId ?? null,
+        deliveryId: context.deliveryId ?? null,
+      })),
+    );
+  }
+  for (const change of changes) metrics.accessChanges.inc({ source: context.source, kind: change.kind });
+  return changes.length;
+};
+
+/**
+ * Changes of `kinds` recorded after `since`, for the given entity keys: what a snapshot observed at
+ * `since` must not undo. Keys are `userId`, `organizationId`, `organizationId:userId` or
+ * `organizationId:userId:organizationRoleId` according to `key`.
+ */
+export const changedSince = async (
+  db: Database,
+  kinds: ChangeKind[],
+  since: Date,
+  scope: { organizationId?: string; userIds?: string[]; organizationIds?: string[]; organizationRoleIds?: string[] },
+): Promise<ChangeRecord[]> => {
+  const filters = [inArray(accessChanges.kind, kinds), gt(accessChanges.observedAt, since)];
+  if (scope.organizationId) filters.push(eq(accessChanges.organizationId, scope.organizationId));
+  if (scope.userIds) filters.push(inArray(accessChanges.userId, scope.userIds.length > 0 ? scope.userIds : ['']));
+  if (scope.organizationIds)
+    filters.push(inArray(accessChanges.organizationId, scope.organizationIds.length > 0 ? scope.organizationIds : ['']));
+  if (scope.organizationRoleIds)
+    filters.push(
+      inArray(accessChanges.organizationRoleId, scope.organizationRoleIds.length > 0 ? scope.organizationRoleIds : ['']),
+    );
+  const found = await db
+    .select({
+      kind: accessChanges.kind,
+      userId: accessChanges.userId,
+      organizationId: accessChanges.organizationId,
+      organizationRoleId: accessChanges.organizationRoleId,
+    })
+    .from(accessChanges)
+    .where(and(...filters))
+    .orderBy(sql`${accessChanges.id}`);
+  return found.map((row) => ({ ...row, kind: row.kind as ChangeKind }));
+};

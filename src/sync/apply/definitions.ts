@@ -1,0 +1,169 @@
+import { eq, inArray } from 'drizzle-orm';
+import { organizationMemberRoles, organizationMembers, organizationRoles, organizations } from '../../../db/schema.js';
+import type { Database } from '../../db/client.js';
+import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
+import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
+import { fromExcluded } from './upsert.js';
+
+/**
+ * Organizations and organization roles carry no `updatedAt` in Logto, so ordering rests on `observedAt`:
+ * a stored row observed later than the incoming snapshot wins, and a deletion recorded after it is final.
+ */
+type Definition<Row extends { id: string; observedAt: Date }> = {
+  table: typeof organizations | typeof organizationRoles;
+  entity: 'organization' | 'organization_role';
+  key: 'organizationId' | 'organizationRoleId';
+  compared: (keyof Row & string)[];
+};
+
+const organizationDefinition: Definition<typeof organizations.$inferInsert & { observedAt: Date }> = {
+  table: organizations,
+  entity: 'organization',
+  key: 'organizationId',
+  compared: ['name', 'description', 'customData', 'isMfaRequired', 'createdAt'],
+};
+
+const organizationRoleDefinition: Definition<typeof organizationRoles.$inferInsert & { observedAt: Date }> = {
+  table: organizationRoles,
+  entity: 'organization_role',
+  key: 'organizationRoleId',
+  compared: ['name', 'description', 'type'],
+};
+
+export const toOrganizationRow = (organization: LogtoOrganization, observedAt: Date) => {
+  const { tenantId: _tenantId, ...raw } = organization;
+  return {
+    id: organization.id,
+    name: organization.name,
+    description: organization.description ?? null,
+    customData: organization.customData ?? {},
+    isMfaRequired: organization.isMfaRequired ?? false,
+    createdAt: new Date(organization.createdAt),
+    raw,
+    observedAt,
+  };
+};
+
+export const toOrganizationRoleRow = (role: LogtoOrganizationRole, observedAt: Date) => {
+  const { tenantId: _tenantId, ...raw } = role;
+  return { id: role.id, name: role.name, description: role.description ?? null, type: role.type, raw, observedAt };
+};
+
+const comparable = (value: unknown) => (value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null));
+
+const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
+  db: Database,
+  definition: Definition<Row>,
+  rows: Row[],
+  context: ChangeContext,
+): Promise<ApplyResult> => {
+  if (rows.length === 0) return { changes: [], rowsWritten: 0 };
+  const { table, entity, key, compared } = definition;
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const ids = [...byId.keys()].sort();
+  return db.transaction(async (tx) => {
+    const stored = (await tx.select().from(table).where(inArray(table.id, ids)).orderBy(table.id).for('update')) as unknown as Row[];
+    const storedById = new Map(stored.map((row) => [row.id, row]));
+    const unseen = ids.filter((id) => !storedById.has(id));
+    const deletedLater = new Set(
+      (
+        await changedSince(tx, [`${entity}.deleted` as ChangeKind], context.observedAt, {
+          [key === 'organizationId' ? 'organizationIds' : 'organizationRoleIds']: unseen,
+        })
+      ).map((change) => change[key]),
+    );
+    const writes: Row[] = [];
+    const changes: ChangeRecord[] = [];
+    for (const id of ids) {
+      const row = byId.get(id)!;
+      const current = storedById.get(id);
+      if (!current) {
+        if (deletedLater.has(id)) continue;
+        writes.push(row);
+        changes.push({ kind: `${entity}.created` as ChangeKind, [key]: id, details: { name: (row as { name?: string }).name } });
+        continue;
+      }
+      if (current.observedAt.getTime() > context.observedAt.getTime()) continue;
+      const fields = compared.filter((field) => comparable(current[field]) !== comparable(row[field]));
+      if (fields.length === 0) continue;
+      writes.push(row);
+      changes.push({ kind: `${entity}.updated` as ChangeKind, [key]: id, details: { fields } });
+    }
+    if (writes.length > 0) {
+      await tx
+        .insert(table)
+        .values(writes as never)
+        .onConflictDoUpdate({ target: table.id, set: fromExcluded(table, [...compared, 'raw', 'observedAt']) });
+    }
+    const logged = await recordChanges(tx, changes, context);
+    return { changes, rowsWritten: writes.length + logged };
+  });
+};
+
+export const applyOrganizations = (db: Database, incoming: LogtoOrganization[], context: ChangeContext) =>
+  applyDefinitions(db, organizationDefinition, incoming.map((organization) => toOrganizationRow(organization, context.observedAt)), context);
+
+export const applyOrganizationRoles = (db: Database, incoming: LogtoOrganizationRole[], context: ChangeContext) =>
+  applyDefinitions(db, organizationRoleDefinition, incoming.map((role) => toOrganizationRoleRow(role, context.observedAt)), context);
+
+/** Deletes organizations with their memberships and member roles, recording every grant that ends with them. */
+export const removeOrganizations = async (db: Database, organizationIds: string[], context: ChangeContext): Promise<ApplyResult> => {
+  if (organizationIds.length === 0) return { changes: [], rowsWritten: 0 };
+  const ids = [...new Set(organizationIds)].sort();
+  return db.transaction(async (tx) => {
+    const roles = await tx
+      .select({
+        organizationId: organizationMemberRoles.organizationId,
+        userId: organizationMemberRoles.userId,
+        organizationRoleId: organizationMemberRoles.organizationRoleId,
+      })
+      .from(organizationMemberRoles)
+      .where(inArray(organizationMemberRoles.organizationId, ids));
+    const members = await tx
+      .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
+      .from(organizationMembers)
+      .where(inArray(organizationMembers.organizationId, ids));
+    const deleted = await tx.delete(organizations).where(inArray(organizations.id, ids)).returning({ id: organizations.id });
+    const gone = new Set(deleted.map((row) => row.id));
+    const changes: ChangeRecord[] = [
+      ...roles
+        .filter((role) => gone.has(role.organizationId))
+        .map((role): ChangeRecord => ({ kind: 'member_role.revoked', ...role, details: { reason: 'organization.deleted' } })),
+      ...members
+        .filter((member) => gone.has(member.organizationId))
+        .map((member): ChangeRecord => ({ kind: 'member.removed', ...member, details: { reason: 'organization.deleted' } })),
+      ...deleted.map((row): ChangeRecord => ({ kind: 'organization.deleted', organizationId: row.id })),
+    ];
+    const logged = await recordChanges(tx, changes, context);
+    return { changes, rowsWritten: changes.length + logged };
+  });
+};
+
+/** Deletes organization roles; Logto strips a deleted role from every member silently, so each loss is recorded here. */
+export const removeOrganizationRoles = async (db: Database, roleIds: string[], context: ChangeContext): Promise<ApplyResult> => {
+  if (roleIds.length === 0) return { changes: [], rowsWritten: 0 };
+  const ids = [...new Set(roleIds)].sort();
+  return db.transaction(async (tx) => {
+    const holders = await tx
+      .select({
+        organizationId: organizationMemberRoles.organizationId,
+        userId: organizationMemberRoles.userId,
+        organizationRoleId: organizationMemberRoles.organizationRoleId,
+      })
+      .from(organizationMemberRoles)
+      .where(inArray(organizationMemberRoles.organizationRoleId, ids));
+    const deleted = await tx.delete(organizationRoles).where(inArray(organizationRoles.id, ids)).returning({ id: organizationRoles.id });
+    const gone = new Set(deleted.map((row) => row.id));
+    const changes: ChangeRecord[] = [
+      ...holders
+        .filter((holder) => gone.has(holder.organizationRoleId))
+        .map((holder): ChangeRecord => ({ kind: 'member_role.revoked', ...holder, details: { reason: 'organization_role.deleted' } })),
+      ...deleted.map((row): ChangeRecord => ({ kind: 'organization_role.deleted', organizationRoleId: row.id })),
+    ];
+    const logged = await recordChanges(tx, changes, context);
+    return { changes, rowsWritten: changes.length + logged };
+  });
+};
+
+export const organizationExists = async (db: Database, id: string) =>
+  (await db.select({ id: organizations.id }).from(organizations).where(eq(organizations.id, id))).length > 0;

@@ -1,0 +1,4 @@
+export * from './changes.js';
+export * from './users.js';
+export * from './definitions.js';
+export * from './members.js';

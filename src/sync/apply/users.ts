@@ -1,0 +1,151 @@
+import { inArray } from 'drizzle-orm';
+import { organizationMemberRoles, organizationMembers, users } from '../../../db/schema.js';
+import type { Database } from '../../db/client.js';
+import type { LogtoUser } from '../../logto/index.js';
+import { fromExcluded } from './upsert.js';
+import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+
+type UserRow = typeof users.$inferInsert;
+
+/** The fields the mirror keeps and compares; `raw` rides along but is not compared (its shape differs by endpoint). */
+const comparedFields = [
+  'username',
+  'primaryEmail',
+  'primaryPhone',
+  'name',
+  'avatar',
+  'isSuspended',
+  'customData',
+  'profile',
+  'applicationId',
+  'lastSignInAt',
+  'createdAt',
+  'updatedAt',
+] as const;
+export type UserField = (typeof comparedFields)[number];
+
+const toDate = (epochMs: number | null | undefined) => (epochMs === null || epochMs === undefined ? null : new Date(epochMs));
+
+export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
+  // hasPassword is present on /users but absent on member lists: dropping it keeps raw comparable across both.
+  const { hasPassword: _hasPassword, organizationRoles: _roles, ...raw } = user as LogtoUser & {
+    organizationRoles?: unknown;
+  };
+  return {
+    id: user.id,
+    username: user.username ?? null,
+    primaryEmail: user.primaryEmail ?? null,
+    primaryPhone: user.primaryPhone ?? null,
+    name: user.name ?? null,
+    avatar: user.avatar ?? null,
+    isSuspended: user.isSuspended,
+    customData: user.customData ?? {},
+    profile: user.profile ?? {},
+    applicationId: user.applicationId ?? null,
+    lastSignInAt: toDate(user.lastSignInAt),
+    createdAt: new Date(user.createdAt),
+    updatedAt: new Date(user.updatedAt),
+    raw,
+    observedAt,
+  };
+};
+
+const comparable = (value: unknown): string =>
+  value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null, (_key, inner) => sortKeys(inner));
+
+const sortKeys = (value: unknown): unknown =>
+  value && typeof value === 'object' && !Array.isArray(value)
+    ? Object.fromEntries(Object.entries(value as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
+    : value;
+
+export const differingUserFields = (stored: Partial<UserRow>, incoming: UserRow): UserField[] =>
+  comparedFields.filter((field) => comparable(stored[field]) !== comparable(incoming[field]));
+
+/**
+ * Writes users that are new or differ, never replacing a copy Logto updated later (`updatedAt`), and never
+ * resurrecting a user whose deletion was recorded after the snapshot was observed.
+ */
+export const applyUsers = async (db: Database, incoming: LogtoUser[], context: ChangeContext): Promise<ApplyResult> => {
+  if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
+  const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+  const ids = [...byId.keys()].sort();
+  return db.transaction(async (tx) => {
+    const stored = await tx.select().from(users).where(inArray(users.id, ids)).orderBy(users.id).for('update');
+    const storedById = new Map(stored.map((row) => [row.id, row]));
+    const deletedLater = new Set(
+      (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: ids.filter((id) => !storedById.has(id)) })).map(
+        (change) => change.userId,
+      ),
+    );
+    const writes: UserRow[] = [];
+    const changes: ChangeRecord[] = [];
+    for (const id of ids) {
+      const row = byId.get(id)!;
+      const current = storedById.get(id);
+      if (!current) {
+        if (deletedLater.has(id)) continue;
+        writes.push(row);
+        changes.push({ kind: 'user.created', userId: id, details: { username: row.username, primaryEmail: row.primaryEmail } });
+        if (row.isSuspended) changes.push({ kind: 'user.suspended', userId: id });
+        continue;
+      }
+      if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
+      const fields = differingUserFields(current, row);
+      if (fields.length === 0) continue;
+      writes.push(row);
+      // updatedAt alone (a password change, say) is written but is no change anyone asked about.
+      const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
+      if (other.length > 0) changes.push({ kind: 'user.updated', userId: id, details: { fields: other } });
+      if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: id });
+    }
+    if (writes.length > 0) {
+      await tx
+        .insert(users)
+        .values(writes)
+        .onConflictDoUpdate({
+          target: users.id,
+          set: fromExcluded(users, [...comparedFields, 'raw', 'observedAt']),
+        });
+    }
+    const logged = await recordChanges(tx, changes, context);
+    return { changes, rowsWritten: writes.length + logged };
+  });
+};
+
+/**
+ * Removes users with their memberships and member roles, recording each grant that ends with them
+ * (Logto sends no membership event for these cascades).
+ */
+export const removeUsers = async (db: Database, userIds: string[], context: ChangeContext): Promise<ApplyResult> => {
+  if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
+  const ids = [...new Set(userIds)].sort();
+  return db.transaction(async (tx) => {
+    const memberships = await tx
+      .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
+      .from(organizationMembers)
+      .where(inArray(organizationMembers.userId, ids));
+    const roles = await tx
+      .select({
+        organizationId: organizationMemberRoles.organizationId,
+        userId: organizationMemberRoles.userId,
+        organizationRoleId: organizationMemberRoles.organizationRoleId,
+      })
+      .from(organizationMemberRoles)
+      .where(inArray(organizationMemberRoles.userId, ids));
+    const deleted = await tx.delete(users).where(inArray(users.id, ids)).returning({ id: users.id });
+    const deletedIds = new Set(deleted.map((row) => row.id));
+    const changes: ChangeRecord[] = [
+      ...roles
+        .filter((role) => deletedIds.has(role.userId))
+        .map((role): ChangeRecord => ({ kind: 'member_role.revoked', ...role, details: { reason: 'user.deleted' } })),
+      ...memberships
+        .filter((membership) => deletedIds.has(membership.userId))
+        .map((membership): ChangeRecord => ({ kind: 'member.removed', ...membership, details: { reason: 'user.deleted' } })),
+      ...deleted.map((row): ChangeRecord => ({ kind: 'user.deleted', userId: row.id })),
+    ];
+    const logged = await recordChanges(tx, changes, context);
+    const cascaded = changes.length - deleted.length;
+    return { changes, rowsWritten: deleted.length + cascaded + logged };
+  });
+};
+

@@ -1,0 +1,114 @@
+import type { LogtoOrganizationMember } from '../logto/index.js';
+import {
+  applyMembers,
+  applyOrganizationRoles,
+  applyUsers,
+  emptyResult,
+  mergeResults,
+  removeMembers,
+  storedMemberIdsBetween,
+  type ApplyResult,
+  type ChangeContext,
+} from './apply/index.js';
+import type { SyncDeps } from './context.js';
+
+export type OrganizationMembersResult = ApplyResult & { membersChecked: number; memberRolesChecked: number };
+
+/** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
+const confirmOneByOneLimit = 20;
+
+/**
+ * Applies one page of members, first bringing in whatever the page refers to that the database lacks:
+ * a user created after the users crawl (the member item is itself a full user snapshot) or a role
+ * created after the roles crawl.
+ */
+const applyMemberPage = async (
+  deps: SyncDeps,
+  organizationId: string,
+  members: LogtoOrganizationMember[],
+  context: ChangeContext,
+): Promise<ApplyResult> => {
+  const db = deps.database.db;
+  const snapshots = members.map((member) => ({
+    userId: member.id,
+    organizationRoleIds: member.organizationRoles.map((role) => role.id),
+  }));
+  const first = await applyMembers(db, organizationId, snapshots, context);
+  if (first.unknownUserIds.length === 0 && first.unknownRoleIds.length === 0) return first;
+  const result = mergeResults(emptyResult(), first);
+  const unknownUsers = new Set(first.unknownUserIds);
+  mergeResults(result, await applyUsers(db, members.filter((member) => unknownUsers.has(member.id)), context));
+  const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter(
+    (role) => role !== null,
+  );
+  mergeResults(result, await applyOrganizationRoles(db, roles, context));
+  // The second pass only touches what the first one skipped; everything else is already equal.
+  const retry = snapshots.filter(
+    (snapshot) =>
+      unknownUsers.has(snapshot.userId) || snapshot.organizationRoleIds.some((id) => first.unknownRoleIds.includes(id)),
+  );
+  return mergeResults(result, await applyMembers(db, organizationId, retry, context));
+};
+
+/**
+ * Makes one organization's members and member roles in the database equal to Logto's, streaming page
+ * by page. Logto orders members by user id, so each page covers a range of ids: stored members inside a
+ * page's range that the page lacks are candidates for removal. Offset paging can skip a member when the
+ * list changes during the crawl, so candidates are confirmed before anything is removed.
+ */
+export const syncOrganizationMembers = async (
+  deps: SyncDeps,
+  organizationId: string,
+  base: Omit<ChangeContext, 'observedAt'>,
+): Promise<OrganizationMembersResult> => {
+  const db = deps.database.db;
+  const result: OrganizationMembersResult = { ...emptyResult(), membersChecked: 0, memberRolesChecked: 0 };
+  const candidates: string[] = [];
+  const totals = new Set<number | null>();
+  let previousLast: string | null = null;
+  const crawlStartedAt = new Date();
+  const pages = deps.logto.listOrganizationMembers(organizationId)[Symbol.asyncIterator]();
+  for (;;) {
+    const observedAt = new Date();
+    const next = await pages.next();
+    if (next.done) break;
+    const { items, total } = next.value;
+    totals.add(total);
+    if (items.length === 0) continue;
+    const sorted = [...items].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const last = sorted[sorted.length - 1]!.id;
+    mergeResults(result, await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }));
+    result.membersChecked += items.length;
+    result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
+    const onPage = new Set(sorted.map((item) => item.id));
+    candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, last)).filter((id) => !onPage.has(id)));
+    previousLast = last;
+  }
+  candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, null)));
+  if (candidates.length === 0) return result;
+
+  const confirmed = await confirmRemovedMembers(deps, organizationId, candidates);
+  // Only memberships that existed before the crawl began may go: one added since is newer than what we read.
+  mergeResults(result, await removeMembers(db, organizationId, confirmed, { ...base, observedAt: crawlStartedAt }));
+  return result;
+};
+
+const confirmRemovedMembers = async (deps: SyncDeps, organizationId: string, candidates: string[]): Promise<string[]> => {
+  if (candidates.length <= confirmOneByOneLimit) {
+    const checks = await Promise.all(
+      candidates.map(async (userId) => {
+        const organizations = await deps.logto.getUserOrganizations(userId);
+        return organizations === null || !organizations.some((organization) => organization.id === organizationId)
+          ? userId
+          : null;
+      }),
+    );
+    return checks.filter((userId) => userId !== null);
+  }
+  const wanted = new Set(candidates);
+  for await (const page of deps.logto.listOrganizationMembers(organizationId)) {
+    for (const item of page.items) wanted.delete(item.id);
+  }
+  return [...wanted];
+};
+

@@ -1,0 +1,167 @@
+import { asc, eq } from 'drizzle-orm';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  accessChanges,
+  organizationMemberRoles,
+  organizationMembers,
+  organizationRoles,
+  organizations,
+  users,
+} from '../../db/schema.js';
+import type { LogtoOrganization, LogtoOrganizationRole, LogtoUser } from '../../src/logto/index.js';
+import {
+  addMembers,
+  applyMembers,
+  applyOrganizationRoles,
+  applyOrganizations,
+  applyUsers,
+  removeMembers,
+  removeOrganizationRoles,
+  removeOrganizations,
+  removeUsers,
+  type ChangeContext,
+} from '../../src/sync/apply/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { recorded } from '../helpers/recordings.js';
+
+const [bob, alice] = recorded<LogtoUser[]>('api-users-list.json');
+const [acme, initech] = recorded<LogtoOrganization[]>('api-organizations-list.json');
+const [admin, viewer] = recorded<LogtoOrganizationRole[]>('api-organization-roles-list.json');
+
+const at = (iso: string) => new Date(iso);
+const context = (observedAt: string, source: ChangeContext['source'] = 'webhook'): ChangeContext => ({
+  source,
+  observedAt: at(observedAt),
+});
+
+describe('apply functions', () => {
+  let database: TestDatabase;
+  const db = () => database.db;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await database.drop();
+  });
+  beforeEach(async () => {
+    await db().delete(accessChanges);
+    await db().delete(users);
+    await db().delete(organizations);
+    await db().delete(organizationRoles);
+    await applyUsers(db(), [alice!, bob!], context('2026-11-23T10:00:00Z', 'baseline'));
+    await applyOrganizations(db(), [acme!, initech!], context('2026-11-23T10:00:00Z', 'baseline'));
+    await applyOrganizationRoles(db(), [admin!, viewer!], context('2026-11-23T10:00:00Z', 'baseline'));
+    await db().delete(accessChanges);
+  });
+
+  const changes = async () =>
+    (await db().select().from(accessChanges).orderBy(asc(accessChanges.id))).map((row) => ({
+      kind: row.kind,
+      userId: row.userId,
+      organizationId: row.organizationId,
+      organizationRoleId: row.organizationRoleId,
+      source: row.source,
+    }));
+
+  it('writes nothing when the snapshot equals what is stored', async () => {
+    const result = await applyUsers(db(), [alice!, bob!], context('2026-11-23T11:00:00Z', 'reconcile'));
+    expect(result).toEqual({ changes: [], rowsWritten: 0 });
+    expect(await changes()).toEqual([]);
+  });
+
+  it('never replaces a user with an older copy, in whichever order the copies arrive', async () => {
+    const renamed = { ...alice!, name: 'Alice Newer', updatedAt: alice!.updatedAt + 1000 };
+    const older = { ...alice!, name: 'Alice Older', updatedAt: alice!.updatedAt + 500 };
+    await applyUsers(db(), [renamed], context('2026-11-23T11:00:00Z'));
+    const late = await applyUsers(db(), [older], context('2026-11-23T11:00:01Z'));
+    expect(late.changes).toEqual([]);
+    const [stored] = await db().select().from(users).where(eq(users.id, alice!.id));
+    expect(stored?.name).toBe('Alice Newer');
+    expect(await changes()).toEqual([
+      { kind: 'user.updated', userId: alice!.id, organizationId: null, organizationRoleId: null, source: 'webhook' },
+    ]);
+  });
+
+  it('records suspension as its own change', async () => {
+    const suspended = { ...bob!, isSuspended: true, updatedAt: bob!.updatedAt + 1 };
+    const result = await applyUsers(db(), [suspended], context('2026-11-23T11:00:00Z'));
+    expect(result.changes.map((change) => change.kind)).toEqual(['user.suspended']);
+  });
+
+  it('adds members with their roles, then converges a later snapshot to exactly its roles', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id, viewer!.id] }], context('2026-11-23T11:00:00Z'));
+    const second = await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [viewer!.id] }], context('2026-11-23T11:05:00Z'));
+    expect(second.changes).toEqual([{ kind: 'member_role.revoked', organizationId: acme!.id, userId: alice!.id, organizationRoleId: admin!.id }]);
+    const roles = await db().select().from(organizationMemberRoles);
+    expect(roles.map((row) => row.organizationRoleId)).toEqual([viewer!.id]);
+  });
+
+  it('does not let an older snapshot undo a removal recorded after it', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
+    await removeMembers(db(), acme!.id, [alice!.id], context('2026-11-23T11:10:00Z'));
+    // A reconcile page read before the removal still lists alice.
+    const stale = await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:05:00Z', 'reconcile'));
+    expect(stale.changes).toEqual([]);
+    expect(await db().select().from(organizationMembers)).toEqual([]);
+  });
+
+  it('keeps a membership added after the information behind a removal', async () => {
+    await addMembers(db(), acme!.id, [bob!.id], context('2026-11-23T12:00:00Z'));
+    const result = await removeMembers(db(), acme!.id, [bob!.id], context('2026-11-23T11:59:00Z'));
+    expect(result.changes).toEqual([]);
+    expect((await db().select().from(organizationMembers)).map((row) => row.userId)).toEqual([bob!.id]);
+  });
+
+  it('reports members and roles it cannot place instead of failing', async () => {
+    const result = await applyMembers(
+      db(),
+      acme!.id,
+      [{ userId: 'unknownuser1', organizationRoleIds: [] }, { userId: bob!.id, organizationRoleIds: ['unknownrole'] }],
+      context('2026-11-23T11:00:00Z'),
+    );
+    expect(result.unknownUserIds).toEqual(['unknownuser1']);
+    expect(result.unknownRoleIds).toEqual(['unknownrole']);
+    expect(result.changes).toEqual([{ kind: 'member.added', organizationId: acme!.id, userId: bob!.id }]);
+    const missingOrganization = await addMembers(db(), 'nosuchorg', [bob!.id], context('2026-11-23T11:00:00Z'));
+    expect(missingOrganization.organizationKnown).toBe(false);
+  });
+
+  it('records every grant a deleted user loses, then the deletion', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
+    await applyMembers(db(), initech!.id, [{ userId: alice!.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z'));
+    await db().delete(accessChanges);
+    const result = await removeUsers(db(), [alice!.id], context('2026-11-23T11:30:00Z'));
+    expect(result.changes.map((change) => `${change.kind}:${change.organizationId ?? ''}`).sort()).toEqual(
+      [`member.removed:${acme!.id}`, `member.removed:${initech!.id}`, `member_role.revoked:${acme!.id}`, 'user.deleted:'].sort(),
+    );
+    expect(await db().select().from(organizationMembers)).toEqual([]);
+    // A snapshot observed before the deletion cannot bring the user back.
+    const resurrect = await applyUsers(db(), [alice!], context('2026-11-23T11:20:00Z', 'reconcile'));
+    expect(resurrect.changes).toEqual([]);
+    expect(await db().select().from(users).where(eq(users.id, alice!.id))).toEqual([]);
+  });
+
+  it('strips a deleted organization role from every member and says so', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }, { userId: bob!.id, organizationRoleIds: [admin!.id, viewer!.id] }], context('2026-11-23T11:00:00Z'));
+    await db().delete(accessChanges);
+    const result = await removeOrganizationRoles(db(), [admin!.id], context('2026-11-23T11:30:00Z'));
+    expect(result.changes.filter((change) => change.kind === 'member_role.revoked')).toHaveLength(2);
+    expect((await db().select().from(organizationMemberRoles)).map((row) => row.organizationRoleId)).toEqual([viewer!.id]);
+  });
+
+  it('ends every membership of a deleted organization', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
+    const result = await removeOrganizations(db(), [acme!.id], context('2026-11-23T11:30:00Z'));
+    expect(result.changes.map((change) => change.kind)).toEqual(['member_role.revoked', 'member.removed', 'organization.deleted']);
+    expect(await db().select().from(organizationMembers)).toEqual([]);
+  });
+
+  it('updates an organization only from a snapshot newer than the stored one', async () => {
+    await applyOrganizations(db(), [{ ...acme!, name: 'Acme Renamed' }], context('2026-11-23T12:00:00Z'));
+    const older = await applyOrganizations(db(), [{ ...acme!, name: 'Acme Old' }], context('2026-11-23T11:00:00Z', 'reconcile'));
+    expect(older.changes).toEqual([]);
+    const [stored] = await db().select().from(organizations).where(eq(organizations.id, acme!.id));
+    expect(stored?.name).toBe('Acme Renamed');
+  });
+});
