@@ -119,10 +119,8 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       applyUsers(db, items, { ...base, observedAt }).then(account),
     );
 
-    if (organizationsAvailable) {
-      await crawlAllMembers(deps, base, options, counts, account);
-    }
-
+    // Removals come before the member crawl: a deleted user, organization or role then shows in the
+    // report as itself, with the grants it took along counted as cascades, not as drift of its own.
     options.onProgress?.({ phase: 'removals', done: 0, total: null });
     counts.removed += await removeUnseen(deps, run.id, 'user', base, account, async (ids) => {
       const found = new Set((await deps.logto.findUsersByIds(ids)).map((user) => user.id));
@@ -135,6 +133,10 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       counts.removed += await removeUnseen(deps, run.id, 'organization_role', base, account, async (ids) =>
         confirmEach(ids, (id) => deps.logto.getOrganizationRole(id)),
       );
+    }
+
+    if (organizationsAvailable) {
+      await crawlAllMembers(deps, base, options, counts, account);
     }
 
     counts.requests = deps.logto.stats().requests - requestsBefore;

@@ -127,8 +127,8 @@ describe('full sync against the simulated tenant', () => {
     const before = await mirrorState(database.db);
     const doomed = sim.state.listUsers()[6]!;
     sim.state.deleteUser(doomed.id);
-    // Every members page fails for good: the crawl dies before any removal could run.
-    sim.faults.failNext(10_000, { status: 503, paths: /\/organizations\/[^/]+\/users/ });
+    // Every users page fails for good: the crawl dies before any removal could run.
+    sim.faults.failNext(10_000, { status: 503, paths: /^\/api\/users(\?.*)?$/ });
     const error = await sync('reconcile', clientFor(sim, { maxRetries: 1 })).catch((caught: unknown) => caught);
     sim.faults.reset();
     expect(error).toBeInstanceOf(LogtoError);
