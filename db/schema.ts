@@ -177,6 +177,7 @@ export const webhookDeliveries = pgTable(
       .on(table.nextAttemptAt, table.id)
       .where(sql`${table.status} in ('pending', 'processing')`),
     index('webhook_deliveries_status_idx').on(table.status, table.id),
+    index('webhook_deliveries_applied_idx').on(table.processedAt).where(sql`${table.status} = 'applied'`),
   ],
 );
 

@@ -145,4 +145,5 @@ CREATE INDEX "users_suspended_idx" ON "users" USING btree ("is_suspended") WHERE
 CREATE UNIQUE INDEX "webhook_deliveries_dedup_idx" ON "webhook_deliveries" USING btree ("dedup_key");--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_content_hash_idx" ON "webhook_deliveries" USING btree ("content_hash");--> statement-breakpoint
 CREATE INDEX "webhook_deliveries_ready_idx" ON "webhook_deliveries" USING btree ("next_attempt_at","id") WHERE "webhook_deliveries"."status" in ('pending', 'processing');--> statement-breakpoint
-CREATE INDEX "webhook_deliveries_status_idx" ON "webhook_deliveries" USING btree ("status","id");
+CREATE INDEX "webhook_deliveries_status_idx" ON "webhook_deliveries" USING btree ("status","id");--> statement-breakpoint
+CREATE INDEX "webhook_deliveries_applied_idx" ON "webhook_deliveries" USING btree ("processed_at") WHERE "webhook_deliveries"."status" = 'applied';

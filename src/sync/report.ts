@@ -73,7 +73,10 @@ export class DriftReporter {
   add(changes: ChangeRecord[]): void {
     // A user whose suspension and other fields both changed is one stale user, not two drifts.
     const staleUsers = new Map<string, DriftItem>();
+    // A user created suspended is one missing user; its suspension is part of the copy, not drift of its own.
+    const createdUsers = new Set(changes.filter((change) => change.kind === 'user.created').map((change) => change.userId));
     for (const change of changes) {
+      if ((change.kind === 'user.suspended' || change.kind === 'user.unsuspended') && createdUsers.has(change.userId)) continue;
       if (change.details?.reason) {
         this.report.cascaded += 1;
         continue;

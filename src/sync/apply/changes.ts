@@ -87,14 +87,16 @@ export const changedSince = async (
   since: Date,
   scope: { organizationId?: string; userIds?: string[]; organizationIds?: string[]; organizationRoleIds?: string[] },
 ): Promise<ChangeRecord[]> => {
+  const lists = [scope.userIds, scope.organizationIds, scope.organizationRoleIds];
+  if (lists.some((list) => list !== undefined && list.length === 0)) return [];
   const filters = [inArray(accessChanges.kind, kinds), gt(accessChanges.observedAt, since)];
   if (scope.organizationId) filters.push(eq(accessChanges.organizationId, scope.organizationId));
-  if (scope.userIds) filters.push(inArray(accessChanges.userId, scope.userIds.length > 0 ? scope.userIds : ['']));
+  if (scope.userIds) filters.push(inArray(accessChanges.userId, scope.userIds));
   if (scope.organizationIds)
-    filters.push(inArray(accessChanges.organizationId, scope.organizationIds.length > 0 ? scope.organizationIds : ['']));
+    filters.push(inArray(accessChanges.organizationId, scope.organizationIds));
   if (scope.organizationRoleIds)
     filters.push(
-      inArray(accessChanges.organizationRoleId, scope.organizationRoleIds.length > 0 ? scope.organizationRoleIds : ['']),
+      inArray(accessChanges.organizationRoleId, scope.organizationRoleIds),
     );
   const found = await db
     .select({

@@ -1,4 +1,4 @@
-import { eq, inArray } from 'drizzle-orm';
+import { eq, inArray, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
@@ -61,42 +61,46 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
   const { table, entity, key, compared } = definition;
   const byId = new Map(rows.map((row) => [row.id, row]));
   const ids = [...byId.keys()].sort();
+  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
+  const stored = (await db.select().from(table).where(inArray(table.id, ids))) as unknown as Row[];
+  const storedById = new Map(stored.map((row) => [row.id, row]));
+  const writes = new Map<string, ChangeRecord>();
+  for (const id of ids) {
+    const row = byId.get(id)!;
+    const current = storedById.get(id);
+    if (!current) {
+      writes.set(id, { kind: `${entity}.created` as ChangeKind, [key]: id, details: { name: (row as { name?: string }).name } });
+      continue;
+    }
+    if (current.observedAt.getTime() > context.observedAt.getTime()) continue;
+    const fields = compared.filter((field) => comparable(current[field]) !== comparable(row[field]));
+    if (fields.length > 0) writes.set(id, { kind: `${entity}.updated` as ChangeKind, [key]: id, details: { fields } });
+  }
+  if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+
   return db.transaction(async (tx) => {
-    const stored = (await tx.select().from(table).where(inArray(table.id, ids)).orderBy(table.id).for('update')) as unknown as Row[];
-    const storedById = new Map(stored.map((row) => [row.id, row]));
-    const unseen = ids.filter((id) => !storedById.has(id));
+    const created = [...writes.keys()].filter((id) => !storedById.has(id));
     const deletedLater = new Set(
       (
         await changedSince(tx, [`${entity}.deleted` as ChangeKind], context.observedAt, {
-          [key === 'organizationId' ? 'organizationIds' : 'organizationRoleIds']: unseen,
+          [key === 'organizationId' ? 'organizationIds' : 'organizationRoleIds']: created,
         })
       ).map((change) => change[key]),
     );
-    const writes: Row[] = [];
-    const changes: ChangeRecord[] = [];
-    for (const id of ids) {
-      const row = byId.get(id)!;
-      const current = storedById.get(id);
-      if (!current) {
-        if (deletedLater.has(id)) continue;
-        writes.push(row);
-        changes.push({ kind: `${entity}.created` as ChangeKind, [key]: id, details: { name: (row as { name?: string }).name } });
-        continue;
-      }
-      if (current.observedAt.getTime() > context.observedAt.getTime()) continue;
-      const fields = compared.filter((field) => comparable(current[field]) !== comparable(row[field]));
-      if (fields.length === 0) continue;
-      writes.push(row);
-      changes.push({ kind: `${entity}.updated` as ChangeKind, [key]: id, details: { fields } });
-    }
-    if (writes.length > 0) {
-      await tx
-        .insert(table)
-        .values(writes as never)
-        .onConflictDoUpdate({ target: table.id, set: fromExcluded(table, [...compared, 'raw', 'observedAt']) });
-    }
+    const rowsToWrite = [...writes.keys()].filter((id) => !deletedLater.has(id)).map((id) => byId.get(id)!);
+    if (rowsToWrite.length === 0) return { changes: [], rowsWritten: 0 };
+    const written = await tx
+      .insert(table)
+      .values(rowsToWrite as never)
+      .onConflictDoUpdate({
+        target: table.id,
+        set: fromExcluded(table, [...compared, 'raw', 'observedAt']),
+        setWhere: sql`${table.observedAt} <= excluded.observed_at`,
+      })
+      .returning({ id: table.id });
+    const changes = written.map(({ id }) => writes.get(id)!);
     const logged = await recordChanges(tx, changes, context);
-    return { changes, rowsWritten: writes.length + logged };
+    return { changes, rowsWritten: written.length + logged };
   });
 };
 

@@ -1,6 +1,6 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
-import type { Database } from '../../db/client.js';
+import { rows, type Database } from '../../db/client.js';
 import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
@@ -16,6 +16,49 @@ export type MembersResult = ApplyResult & {
 
 const pairKey = (...parts: string[]) => parts.join('\u0000');
 
+type StoredMembership = {
+  organizationKnown: boolean;
+  knownUsers: Set<string>;
+  knownRoles: Set<string>;
+  members: Set<string>;
+  roles: { userId: string; organizationRoleId: string; observedAt: Date }[];
+};
+
+const idList = (ids: string[]) => (ids.length === 0 ? sql`(null)` : sql`(${sql.join(ids.map((id) => sql`${id}`), sql`, `)})`);
+
+/** Everything a page of members is compared with, in one round trip: most pages then need nothing else. */
+const readStoredMembership = async (
+  db: Database,
+  organizationId: string,
+  userIds: string[],
+  roleIds: string[],
+): Promise<StoredMembership> => {
+  const [row] = await rows<{
+    organization_known: boolean;
+    known_users: string[];
+    known_roles: string[];
+    members: string[];
+    roles: { u: string; r: string; o: string }[];
+  }>(
+    db,
+    sql`select
+      exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
+      coalesce((select json_agg(id) from ${users} where id in ${idList(userIds)}), '[]'::json) as known_users,
+      coalesce((select json_agg(id) from ${organizationRoles} where id in ${idList(roleIds)}), '[]'::json) as known_roles,
+      coalesce((select json_agg(user_id) from ${organizationMembers}
+        where organization_id = ${organizationId} and user_id in ${idList(userIds)}), '[]'::json) as members,
+      coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
+        where organization_id = ${organizationId} and user_id in ${idList(userIds)}), '[]'::json) as roles`,
+  );
+  return {
+    organizationKnown: row!.organization_known,
+    knownUsers: new Set(row!.known_users),
+    knownRoles: new Set(row!.known_roles),
+    members: new Set(row!.members),
+    roles: row!.roles.map((role) => ({ userId: role.u, organizationRoleId: role.r, observedAt: new Date(role.o) })),
+  };
+};
+
 const applyMemberships = async (
   db: Database,
   organizationId: string,
@@ -23,110 +66,93 @@ const applyMemberships = async (
   context: ChangeContext,
   withRoles: boolean,
 ): Promise<MembersResult> => {
-  const empty: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
-  if (members.length === 0) return empty;
+  const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
+  if (members.length === 0) return result;
+  const userIds = [...new Set(members.map((member) => member.userId))].sort();
+  const roleIds = withRoles ? [...new Set(members.flatMap((member) => member.organizationRoleIds))].sort() : [];
+  const stored = await readStoredMembership(db, organizationId, userIds, roleIds);
+  if (!stored.organizationKnown) return { ...result, organizationKnown: false };
+  result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id));
+  result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
+
+  // What differs, judged against the stored state; most pages of a reconcile stop here without writing.
+  const known = members.filter((member) => stored.knownUsers.has(member.userId));
+  const toAdd = known.filter((member) => !stored.members.has(member.userId)).map((member) => member.userId);
+  const grants: { userId: string; organizationRoleId: string }[] = [];
+  const revokes: { userId: string; organizationRoleId: string; observedAt: Date }[] = [];
+  if (withRoles) {
+    const storedKeys = new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
+    const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
+    for (const member of known) {
+      for (const roleId of new Set(member.organizationRoleIds)) {
+        if (stored.knownRoles.has(roleId) && !storedKeys.has(pairKey(member.userId, roleId))) {
+          grants.push({ userId: member.userId, organizationRoleId: roleId });
+        }
+      }
+    }
+    for (const role of stored.roles) {
+      if (!desiredByUser.get(role.userId)?.has(role.organizationRoleId) && role.observedAt.getTime() <= context.observedAt.getTime()) {
+        revokes.push(role);
+      }
+    }
+  }
+  if (toAdd.length === 0 && grants.length === 0 && revokes.length === 0) return result;
+
   return db.transaction(async (tx) => {
-    const [organization] = await tx.select({ id: organizations.id }).from(organizations).where(eq(organizations.id, organizationId));
-    if (!organization) return { ...empty, organizationKnown: false };
-    const userIds = [...new Set(members.map((member) => member.userId))].sort();
-    const knownUsers = new Set(
-      (await tx.select({ id: users.id }).from(users).where(inArray(users.id, userIds))).map((row) => row.id),
-    );
-    const roleIds = [...new Set(members.flatMap((member) => member.organizationRoleIds))];
-    const knownRoles = new Set(
-      roleIds.length === 0
-        ? []
-        : (await tx.select({ id: organizationRoles.id }).from(organizationRoles).where(inArray(organizationRoles.id, roleIds))).map(
-            (row) => row.id,
-          ),
-    );
+    // A change recorded after this snapshot was observed is newer information: the snapshot must not undo it.
     const later = await changedSince(tx, ['member.removed', 'member_role.granted', 'member_role.revoked'], context.observedAt, {
       organizationId,
-      userIds: userIds.filter((id) => knownUsers.has(id)),
+      userIds: [...new Set([...toAdd, ...grants.map((grant) => grant.userId), ...revokes.map((revoke) => revoke.userId)])],
     });
     const removedLater = new Set(later.filter((c) => c.kind === 'member.removed').map((c) => c.userId!));
     const grantedLater = new Set(later.filter((c) => c.kind === 'member_role.granted').map((c) => pairKey(c.userId!, c.organizationRoleId!)));
     const revokedLater = new Set(later.filter((c) => c.kind === 'member_role.revoked').map((c) => pairKey(c.userId!, c.organizationRoleId!)));
-
-    const eligible = members.filter((member) => knownUsers.has(member.userId) && !removedLater.has(member.userId));
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
-    if (eligible.length > 0) {
+
+    const adding = toAdd.filter((userId) => !removedLater.has(userId));
+    if (adding.length > 0) {
       const added = await tx
         .insert(organizationMembers)
-        .values(eligible.map((member) => ({ organizationId, userId: member.userId, since: context.observedAt, observedAt: context.observedAt })))
+        .values(adding.map((userId) => ({ organizationId, userId, since: context.observedAt, observedAt: context.observedAt })))
         .onConflictDoNothing()
         .returning({ userId: organizationMembers.userId });
       rowsWritten += added.length;
       changes.push(...added.map(({ userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
     }
-
-    if (withRoles && eligible.length > 0) {
-      const stored = await tx
-        .select({
-          userId: organizationMemberRoles.userId,
-          organizationRoleId: organizationMemberRoles.organizationRoleId,
-          observedAt: organizationMemberRoles.observedAt,
-        })
-        .from(organizationMemberRoles)
+    const granting = grants.filter(
+      (grant) => !removedLater.has(grant.userId) && !revokedLater.has(pairKey(grant.userId, grant.organizationRoleId)),
+    );
+    if (granting.length > 0) {
+      const granted = await tx
+        .insert(organizationMemberRoles)
+        .values(granting.map((grant) => ({ organizationId, ...grant, since: context.observedAt, observedAt: context.observedAt })))
+        .onConflictDoNothing()
+        .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
+      rowsWritten += granted.length;
+      changes.push(...granted.map((grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, ...grant })));
+    }
+    const revoking = revokes.filter((revoke) => !grantedLater.has(pairKey(revoke.userId, revoke.organizationRoleId)));
+    if (revoking.length > 0) {
+      const revoked = await tx
+        .delete(organizationMemberRoles)
         .where(
           and(
             eq(organizationMemberRoles.organizationId, organizationId),
-            inArray(organizationMemberRoles.userId, eligible.map((member) => member.userId)),
-          ),
-        );
-      const storedByKey = new Map(stored.map((row) => [pairKey(row.userId, row.organizationRoleId), row]));
-      const grants: { userId: string; organizationRoleId: string }[] = [];
-      const revokes: { userId: string; organizationRoleId: string }[] = [];
-      for (const member of eligible) {
-        const desired = new Set(member.organizationRoleIds.filter((id) => knownRoles.has(id)));
-        for (const roleId of desired) {
-          const key = pairKey(member.userId, roleId);
-          if (!storedByKey.has(key) && !revokedLater.has(key)) grants.push({ userId: member.userId, organizationRoleId: roleId });
-        }
-      }
-      const eligibleById = new Map(eligible.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
-      for (const row of stored) {
-        const key = pairKey(row.userId, row.organizationRoleId);
-        if (eligibleById.get(row.userId)?.has(row.organizationRoleId)) continue;
-        if (grantedLater.has(key) || row.observedAt.getTime() > context.observedAt.getTime()) continue;
-        revokes.push({ userId: row.userId, organizationRoleId: row.organizationRoleId });
-      }
-      if (grants.length > 0) {
-        const granted = await tx
-          .insert(organizationMemberRoles)
-          .values(grants.map((grant) => ({ organizationId, ...grant, since: context.observedAt, observedAt: context.observedAt })))
-          .onConflictDoNothing()
-          .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
-        rowsWritten += granted.length;
-        changes.push(...granted.map((grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, ...grant })));
-      }
-      if (revokes.length > 0) {
-        const revoked = await tx
-          .delete(organizationMemberRoles)
-          .where(
-            and(
-              eq(organizationMemberRoles.organizationId, organizationId),
-              or(
-                ...revokes.map((revoke) =>
-                  and(eq(organizationMemberRoles.userId, revoke.userId), eq(organizationMemberRoles.organizationRoleId, revoke.organizationRoleId)),
-                ),
+            lte(organizationMemberRoles.observedAt, context.observedAt),
+            or(
+              ...revoking.map((revoke) =>
+                and(eq(organizationMemberRoles.userId, revoke.userId), eq(organizationMemberRoles.organizationRoleId, revoke.organizationRoleId)),
               ),
             ),
-          )
-          .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
-        rowsWritten += revoked.length;
-        changes.push(...revoked.map((revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, ...revoke })));
-      }
+          ),
+        )
+        .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
+      rowsWritten += revoked.length;
+      changes.push(...revoked.map((revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, ...revoke })));
     }
     rowsWritten += await recordChanges(tx, changes, context);
-    return {
-      changes,
-      rowsWritten,
-      unknownUserIds: userIds.filter((id) => !knownUsers.has(id)),
-      unknownRoleIds: withRoles ? roleIds.filter((id) => !knownRoles.has(id)) : [],
-      organizationKnown: true,
-    };
+    return { ...result, changes, rowsWritten };
   });
 };
 

@@ -1,4 +1,4 @@
-import { inArray } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
@@ -69,46 +69,52 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
   const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
   const ids = [...byId.keys()].sort();
-  return db.transaction(async (tx) => {
-    const stored = await tx.select().from(users).where(inArray(users.id, ids)).orderBy(users.id).for('update');
-    const storedById = new Map(stored.map((row) => [row.id, row]));
-    const deletedLater = new Set(
-      (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: ids.filter((id) => !storedById.has(id)) })).map(
-        (change) => change.userId,
-      ),
-    );
-    const writes: UserRow[] = [];
+  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
+  const stored = await db.select().from(users).where(inArray(users.id, ids));
+  const storedById = new Map(stored.map((row) => [row.id, row]));
+  const writes = new Map<string, ChangeRecord[]>();
+  for (const id of ids) {
+    const row = byId.get(id)!;
+    const current = storedById.get(id);
+    if (!current) {
+      writes.set(id, [
+        { kind: 'user.created', userId: id, details: { username: row.username, primaryEmail: row.primaryEmail } },
+        ...(row.isSuspended ? [{ kind: 'user.suspended', userId: id } as ChangeRecord] : []),
+      ]);
+      continue;
+    }
+    if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
+    const fields = differingUserFields(current, row);
+    if (fields.length === 0) continue;
     const changes: ChangeRecord[] = [];
-    for (const id of ids) {
-      const row = byId.get(id)!;
-      const current = storedById.get(id);
-      if (!current) {
-        if (deletedLater.has(id)) continue;
-        writes.push(row);
-        changes.push({ kind: 'user.created', userId: id, details: { username: row.username, primaryEmail: row.primaryEmail } });
-        if (row.isSuspended) changes.push({ kind: 'user.suspended', userId: id });
-        continue;
-      }
-      if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
-      const fields = differingUserFields(current, row);
-      if (fields.length === 0) continue;
-      writes.push(row);
-      // updatedAt alone (a password change, say) is written but is no change anyone asked about.
-      const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
-      if (other.length > 0) changes.push({ kind: 'user.updated', userId: id, details: { fields: other } });
-      if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: id });
-    }
-    if (writes.length > 0) {
-      await tx
-        .insert(users)
-        .values(writes)
-        .onConflictDoUpdate({
-          target: users.id,
-          set: fromExcluded(users, [...comparedFields, 'raw', 'observedAt']),
-        });
-    }
+    // updatedAt alone (a password change, say) is written but is no change anyone asked about.
+    const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
+    if (other.length > 0) changes.push({ kind: 'user.updated', userId: id, details: { fields: other } });
+    if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: id });
+    writes.set(id, changes);
+  }
+  if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+
+  return db.transaction(async (tx) => {
+    const created = [...writes.keys()].filter((id) => !storedById.has(id));
+    const deletedLater = new Set(
+      (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: created })).map((change) => change.userId),
+    );
+    const rowsToWrite = [...writes.keys()].filter((id) => !deletedLater.has(id)).map((id) => byId.get(id)!);
+    if (rowsToWrite.length === 0) return { changes: [], rowsWritten: 0 };
+    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
+    const written = await tx
+      .insert(users)
+      .values(rowsToWrite)
+      .onConflictDoUpdate({
+        target: users.id,
+        set: fromExcluded(users, [...comparedFields, 'raw', 'observedAt']),
+        setWhere: sql`${users.updatedAt} <= excluded.updated_at`,
+      })
+      .returning({ id: users.id });
+    const changes = written.flatMap(({ id }) => writes.get(id) ?? []);
     const logged = await recordChanges(tx, changes, context);
-    return { changes, rowsWritten: writes.length + logged };
+    return { changes, rowsWritten: written.length + logged };
   });
 };
 

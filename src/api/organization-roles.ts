@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { listOrganizationRoleMembers, listOrganizationRoles } from '../db/queries/organization-roles.js';
+import { encodeCursor } from '../db/queries/pagination.js';
+import { notFound } from '../errors.js';
+import { defineRoute } from './route.js';
+import {
+  idParam,
+  iso,
+  isoDateTime,
+  listOf,
+  organizationRefSchema,
+  organizationRoleSchema,
+  pageQuery,
+  searchParam,
+  stringKey,
+  toUser,
+  userSchema,
+} from './schemas.js';
+
+const roleMemberSchema = userSchema.extend({
+  organization: organizationRefSchema.describe('The organization in which the user holds the role'),
+  since: isoDateTime.describe('When the user was first seen holding the role there'),
+  memberSince: isoDateTime.describe('When the user was first seen as a member of that organization'),
+});
+
+export const organizationRoleRoutes = [
+  defineRoute({
+    method: 'get',
+    path: '/v1/organization-roles',
+    operationId: 'listOrganizationRoles',
+    summary: 'List organization roles (the tenant-wide organization template)',
+    tags: ['organization roles'],
+    auth: 'read',
+    query: z.strictObject({ search: searchParam('name and description'), ...pageQuery(stringKey) }),
+    success: { status: 200, description: 'A page of organization roles, ordered by id', schema: listOf(organizationRoleSchema) },
+    handler: async ({ deps, query }) => {
+      const page = await listOrganizationRoles(deps.db, { search: query.search }, { limit: query.limit, after: query.cursor });
+      return { data: page.rows, nextCursor: page.next && encodeCursor(page.next) };
+    },
+  }),
+  defineRoute({
+    method: 'get',
+    path: '/v1/organization-roles/:id/members',
+    operationId: 'listOrganizationRoleMembers',
+    summary: 'List every organization member holding a role, in every organization',
+    tags: ['organization roles'],
+    auth: 'read',
+    params: z.object({ id: idParam('organization role') }),
+    query: z.strictObject(pageQuery(z.tuple([z.string().min(1), z.string().min(1)]))),
+    success: {
+      status: 200,
+      description: 'A page of (member, organization) pairs, ordered by organization id then user id',
+      schema: listOf(roleMemberSchema),
+    },
+    errors: [404],
+    handler: async ({ deps, params, query }) => {
+      const page = await listOrganizationRoleMembers(deps.db, params.id, { limit: query.limit, after: query.cursor });
+      if (!page) throw notFound('Organization role', params.id);
+      return {
+        data: page.rows.map((member) => ({
+          ...toUser(member),
+          organization: member.organization,
+          since: iso(member.since),
+          memberSince: iso(member.memberSince),
+        })),
+        nextCursor: page.next && encodeCursor(page.next),
+      };
+    },
+  }),
+];
