@@ -143,8 +143,6 @@ export const accessChanges = pgTable(
     index('access_changes_user_idx').on(table.userId, table.id),
     index('access_changes_organization_idx').on(table.organizationId, table.id),
     index('access_changes_at_idx').on(table.at),
-    index('access_changes_observed_idx').on(table.observedAt),
-    index('access_changes_source_idx').on(table.source, table.id),
   ],
 );
 

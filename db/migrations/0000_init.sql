@@ -129,8 +129,6 @@ ALTER TABLE "organization_members" ADD CONSTRAINT "organization_members_user_id_
 CREATE INDEX "access_changes_user_idx" ON "access_changes" USING btree ("user_id","id");--> statement-breakpoint
 CREATE INDEX "access_changes_organization_idx" ON "access_changes" USING btree ("organization_id","id");--> statement-breakpoint
 CREATE INDEX "access_changes_at_idx" ON "access_changes" USING btree ("at");--> statement-breakpoint
-CREATE INDEX "access_changes_observed_idx" ON "access_changes" USING btree ("observed_at");--> statement-breakpoint
-CREATE INDEX "access_changes_source_idx" ON "access_changes" USING btree ("source","id");--> statement-breakpoint
 CREATE UNIQUE INDEX "api_keys_hash_idx" ON "api_keys" USING btree ("hash");--> statement-breakpoint
 CREATE UNIQUE INDEX "api_keys_name_idx" ON "api_keys" USING btree ("name");--> statement-breakpoint
 CREATE INDEX "organization_member_roles_role_idx" ON "organization_member_roles" USING btree ("organization_role_id","organization_id","user_id");--> statement-breakpoint

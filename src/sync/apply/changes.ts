@@ -110,3 +110,17 @@ export const changedSince = async (
     .orderBy(sql`${accessChanges.id}`);
   return found.map((row) => ({ ...row, kind: row.kind as ChangeKind }));
 };
+
+/**
+ * The transaction every apply function writes in. Crawls (baseline, reconcile, sweep) commit without
+ * waiting for the WAL flush: a crash can lose only the last moments of a run that is then marked failed
+ * and repaired by the next one, and any later synchronous commit (a webhook's) flushes them anyway.
+ * That removes one disk flush per page, which dominates a baseline on small machines.
+ */
+export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (tx: Database) => Promise<T>): Promise<T> =>
+  db.transaction(async (tx) => {
+    if (context.source === 'baseline' || context.source === 'reconcile' || context.source === 'sweep') {
+      await tx.execute(sql`set local synchronous_commit = off`);
+    }
+    return fn(tx);
+  });

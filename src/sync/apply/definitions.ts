@@ -2,7 +2,7 @@ import { eq, inArray, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
-import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
+import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
 import { fromExcluded } from './upsert.js';
 
 /**
@@ -78,7 +78,7 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
   }
   if (writes.size === 0) return { changes: [], rowsWritten: 0 };
 
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const created = [...writes.keys()].filter((id) => !storedById.has(id));
     const deletedLater = new Set(
       (
@@ -114,7 +114,7 @@ export const applyOrganizationRoles = (db: Database, incoming: LogtoOrganization
 export const removeOrganizations = async (db: Database, organizationIds: string[], context: ChangeContext): Promise<ApplyResult> => {
   if (organizationIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(organizationIds)].sort();
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const roles = await tx
       .select({
         organizationId: organizationMemberRoles.organizationId,
@@ -147,7 +147,7 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
 export const removeOrganizationRoles = async (db: Database, roleIds: string[], context: ChangeContext): Promise<ApplyResult> => {
   if (roleIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(roleIds)].sort();
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const holders = await tx
       .select({
         organizationId: organizationMemberRoles.organizationId,

@@ -1,7 +1,7 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
-import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
 export type MemberSnapshot = { userId: string; organizationRoleIds: string[] };
@@ -98,7 +98,7 @@ const applyMemberships = async (
   }
   if (toAdd.length === 0 && grants.length === 0 && revokes.length === 0) return result;
 
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     // A change recorded after this snapshot was observed is newer information: the snapshot must not undo it.
     const later = await changedSince(tx, ['member.removed', 'member_role.granted', 'member_role.revoked'], context.observedAt, {
       organizationId,
@@ -179,7 +179,7 @@ export const removeMembers = async (
 ): Promise<ApplyResult> => {
   if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(userIds)].sort();
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const target = and(
       eq(organizationMembers.organizationId, organizationId),
       inArray(organizationMembers.userId, ids),

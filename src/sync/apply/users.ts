@@ -3,7 +3,7 @@ import { organizationMemberRoles, organizationMembers, users } from '../../../db
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { fromExcluded } from './upsert.js';
-import { changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 type UserRow = typeof users.$inferInsert;
 
@@ -95,7 +95,7 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   }
   if (writes.size === 0) return { changes: [], rowsWritten: 0 };
 
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const created = [...writes.keys()].filter((id) => !storedById.has(id));
     const deletedLater = new Set(
       (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: created })).map((change) => change.userId),
@@ -125,7 +125,7 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
 export const removeUsers = async (db: Database, userIds: string[], context: ChangeContext): Promise<ApplyResult> => {
   if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(userIds)].sort();
-  return db.transaction(async (tx) => {
+  return applyTransaction(db, context, async (tx) => {
     const memberships = await tx
       .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
       .from(organizationMembers)
