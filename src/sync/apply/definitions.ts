@@ -1,5 +1,6 @@
 import { eq, inArray, sql } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers, organizationRoles, organizations } from '../../../db/schema.js';
+import { organizationRoles, organizations } from '../../../db/schema.js';
+import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
 import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
@@ -115,27 +116,11 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
   if (organizationIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(organizationIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    const roles = await tx
-      .select({
-        organizationId: organizationMemberRoles.organizationId,
-        userId: organizationMemberRoles.userId,
-        organizationRoleId: organizationMemberRoles.organizationRoleId,
-      })
-      .from(organizationMemberRoles)
-      .where(inArray(organizationMemberRoles.organizationId, ids));
-    const members = await tx
-      .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
-      .from(organizationMembers)
-      .where(inArray(organizationMembers.organizationId, ids));
+    const held = await grantsHeldBy(tx, 'organization', ids);
     const deleted = await tx.delete(organizations).where(inArray(organizations.id, ids)).returning({ id: organizations.id });
     const gone = new Set(deleted.map((row) => row.id));
     const changes: ChangeRecord[] = [
-      ...roles
-        .filter((role) => gone.has(role.organizationId))
-        .map((role): ChangeRecord => ({ kind: 'member_role.revoked', ...role, details: { reason: 'organization.deleted' } })),
-      ...members
-        .filter((member) => gone.has(member.organizationId))
-        .map((member): ChangeRecord => ({ kind: 'member.removed', ...member, details: { reason: 'organization.deleted' } })),
+      ...endedGrants(held, (grant) => gone.has(grant.organizationId), 'organization.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'organization.deleted', organizationId: row.id })),
     ];
     const logged = await recordChanges(tx, changes, context);
@@ -148,20 +133,11 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
   if (roleIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(roleIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    const holders = await tx
-      .select({
-        organizationId: organizationMemberRoles.organizationId,
-        userId: organizationMemberRoles.userId,
-        organizationRoleId: organizationMemberRoles.organizationRoleId,
-      })
-      .from(organizationMemberRoles)
-      .where(inArray(organizationMemberRoles.organizationRoleId, ids));
+    const held = await grantsHeldBy(tx, 'organization_role', ids);
     const deleted = await tx.delete(organizationRoles).where(inArray(organizationRoles.id, ids)).returning({ id: organizationRoles.id });
     const gone = new Set(deleted.map((row) => row.id));
     const changes: ChangeRecord[] = [
-      ...holders
-        .filter((holder) => gone.has(holder.organizationRoleId))
-        .map((holder): ChangeRecord => ({ kind: 'member_role.revoked', ...holder, details: { reason: 'organization_role.deleted' } })),
+      ...endedGrants(held, (grant) => gone.has(grant.organizationRoleId!), 'organization_role.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'organization_role.deleted', organizationRoleId: row.id })),
     ];
     const logged = await recordChanges(tx, changes, context);

@@ -1,5 +1,6 @@
 import { inArray, sql } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers, users } from '../../../db/schema.js';
+import { users } from '../../../db/schema.js';
+import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { fromExcluded } from './upsert.js';
@@ -126,27 +127,11 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
   if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(userIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    const memberships = await tx
-      .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
-      .from(organizationMembers)
-      .where(inArray(organizationMembers.userId, ids));
-    const roles = await tx
-      .select({
-        organizationId: organizationMemberRoles.organizationId,
-        userId: organizationMemberRoles.userId,
-        organizationRoleId: organizationMemberRoles.organizationRoleId,
-      })
-      .from(organizationMemberRoles)
-      .where(inArray(organizationMemberRoles.userId, ids));
+    const held = await grantsHeldBy(tx, 'user', ids);
     const deleted = await tx.delete(users).where(inArray(users.id, ids)).returning({ id: users.id });
     const deletedIds = new Set(deleted.map((row) => row.id));
     const changes: ChangeRecord[] = [
-      ...roles
-        .filter((role) => deletedIds.has(role.userId))
-        .map((role): ChangeRecord => ({ kind: 'member_role.revoked', ...role, details: { reason: 'user.deleted' } })),
-      ...memberships
-        .filter((membership) => deletedIds.has(membership.userId))
-        .map((membership): ChangeRecord => ({ kind: 'member.removed', ...membership, details: { reason: 'user.deleted' } })),
+      ...endedGrants(held, (grant) => deletedIds.has(grant.userId), 'user.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'user.deleted', userId: row.id })),
     ];
     const logged = await recordChanges(tx, changes, context);
