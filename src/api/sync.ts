@@ -16,6 +16,10 @@ const syncRunSchema = z.object({
   error: z.string().nullable(),
   organizationsAvailable: z.boolean().nullable().describe("Whether the tenant's organizations feature answered"),
   notes: z.string().nullable(),
+  drift: z
+    .record(z.string(), z.number())
+    .nullable()
+    .describe('Drift found and repaired, by kind (missing, extra, stale, role_missing, role_extra); null for runs without a report'),
 });
 
 const syncRunDetailSchema = syncRunSchema.extend({
@@ -33,6 +37,7 @@ const toSyncRun = (run: SyncRun): z.infer<typeof syncRunSchema> => ({
   error: run.error,
   organizationsAvailable: run.organizationsAvailable,
   notes: run.notes,
+  drift: ((run.report as { drift?: { totals?: Record<string, number> } } | null)?.drift?.totals ?? null),
 });
 
 const syncStatusSchema = z.object({

@@ -19,7 +19,7 @@ describe('sync and webhook administration', () => {
         startedAt: at('2024-06-01T00:00:00Z'),
         finishedAt: at('2024-06-01T00:10:00Z'),
         counts: { users: 5, organizations: 3 },
-        report: { drift: [] },
+        report: { drift: { totals: { missing: 0, extra: 0, stale: 0, role_missing: 0, role_extra: 0 }, items: [] } },
         organizationsAvailable: true,
         notes: null,
       },
@@ -34,7 +34,7 @@ describe('sync and webhook administration', () => {
         counts: { users: 2 },
         organizationsAvailable: false,
         notes: 'organizations are not enabled in this tenant',
-        report: { drift: [{ kind: 'member.added', userId: 'alice' }] },
+        report: { drift: { totals: { missing: 1, extra: 0, stale: 0, role_missing: 0, role_extra: 0 }, items: [{ kind: 'missing', entity: 'membership', organizationId: 'acme', userId: 'alice', repair: 'created' }] } },
       },
       { kind: 'sweep', trigger: 'schedule', status: 'running', startedAt: at('2024-06-04T00:00:00Z') },
     ]);
@@ -106,7 +106,8 @@ describe('sync and webhook administration', () => {
       error: 'Logto answered 503',
       organizationsAvailable: false,
       notes: 'organizations are not enabled in this tenant',
-      report: { drift: [{ kind: 'member.added', userId: 'alice' }] },
+      drift: { missing: 1, extra: 0, stale: 0, role_missing: 0, role_extra: 0 },
+      report: { drift: { totals: { missing: 1, extra: 0, stale: 0, role_missing: 0, role_extra: 0 }, items: [{ kind: 'missing', entity: 'membership', organizationId: 'acme', userId: 'alice', repair: 'created' }] } },
     });
     expectProblem(await t.get('/v1/sync/runs/999999'), 404, 'not_found');
     for (const id of ['abc', '0', '-1', '1.5', '9'.repeat(20)]) {
