@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createApp } from './api/app.js';
+import { beginDraining, createApp } from './api/app.js';
 import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
 import { failAbandonedRuns } from './db/sync-runs.js';
@@ -116,6 +116,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   const close = () =>
     (closing ??= (async () => {
       logger.info('shutting down: finishing requests in flight');
+      // /readyz answers 503 and responses close their connections, so load balancers stop sending work here.
+      beginDraining(app);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
