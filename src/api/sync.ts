@@ -37,7 +37,7 @@ const toSyncRun = (run: SyncRun): z.infer<typeof syncRunSchema> => ({
   error: run.error,
   organizationsAvailable: run.organizationsAvailable,
   notes: run.notes,
-  drift: ((run.report as { drift?: { totals?: Record<string, number> } } | null)?.drift?.totals ?? null),
+  drift: run.drift,
 });
 
 const syncStatusSchema = z.object({

@@ -17,6 +17,8 @@ export type SyncRun = {
   error: string | null;
   organizationsAvailable: boolean | null;
   notes: string | null;
+  /** Drift found by kind, from the report (without reading the report itself). */
+  drift: Record<string, number> | null;
 };
 
 export type SyncRunDetail = SyncRun & { report: Record<string, unknown> | null };
@@ -32,6 +34,7 @@ const syncRunColumns = {
   error: syncRuns.error,
   organizationsAvailable: syncRuns.organizationsAvailable,
   notes: syncRuns.notes,
+  drift: sql<Record<string, number> | null>`${syncRuns.report} -> 'drift' -> 'totals'`,
 };
 
 export type SyncRunFilters = {
