@@ -103,7 +103,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     const sweep = startRoleSweepJob({ ...deps, config });
     stoppers.push(() => sweep.stop());
     if (config.logto.hookId) {
-      const missed = startMissedDeliveriesJob({ ...deps, config });
+      const missed = startMissedDeliveriesJob({ ...deps, config }, { onRecovered: () => worker.wake() });
       stoppers.push(() => missed.stop());
     }
   }

@@ -1,10 +1,21 @@
 import { createHash } from 'node:crypto';
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
 import { webhookDeliveries } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 
+/**
+ * The webhook inbox (`webhook_deliveries`): a verified delivery is committed here before it is
+ * acknowledged, then claimed and applied by the inbox worker. Claims use `FOR UPDATE SKIP LOCKED` and
+ * leases, so any number of workers (replicas) share one inbox and a crashed worker's deliveries are
+ * claimed again once their lease runs out. The same SQL runs on PostgreSQL and PGlite.
+ */
+
 export type Delivery = typeof webhookDeliveries.$inferSelect;
+export type DeliveryStatus = 'pending' | 'processing' | 'applied' | 'ignored' | 'dead';
+/** 'logto' (signed by Logto), 'svix' (relayed, Standard Webhooks), 'recent_logs' (recovered from Logto's hook logs). */
 export type DeliveryChannel = 'logto' | 'svix' | 'recent_logs';
+/** What identifies one claim of a delivery: a worker whose lease was taken over can no longer settle it. */
+export type DeliveryClaim = Pick<Delivery, 'id' | 'attempts'>;
 
 const canonical = (value: unknown): unknown =>
   Array.isArray(value)
@@ -17,16 +28,17 @@ const canonical = (value: unknown): unknown =>
         )
       : value;
 
-/** SHA-256 of the payload with keys sorted: the same event hashes alike however it was serialised. */
+/** Hex SHA-256 of the payload's canonical JSON (keys sorted recursively): one event hashes alike however it was serialised. */
 export const contentHash = (payload: unknown): string =>
   createHash('sha256').update(JSON.stringify(canonical(payload))).digest('hex');
 
-export const event = (payload: Record<string, unknown>): string =>
+/** The event name stored beside the payload (bounded; 'unknown' when the payload has none). */
+export const eventName = (payload: Record<string, unknown>): string =>
   typeof payload.event === 'string' && payload.event.length > 0 ? payload.event.slice(0, 200) : 'unknown';
 
 /**
- * Stores a verified delivery; a second delivery with the same dedup key is not stored again, and the
- * first one's id is returned with `duplicate: true`.
+ * Stores a verified delivery. A second delivery with the same dedup key is not stored again (insert … on
+ * conflict do nothing): the first one's id comes back with `duplicate: true`.
  */
 export const insertDelivery = async (
   db: Database,
@@ -37,7 +49,7 @@ export const insertDelivery = async (
     .values({
       dedupKey: input.dedupKey,
       contentHash: contentHash(input.payload),
-      event: event(input.payload),
+      event: eventName(input.payload),
       channel: input.channel,
       payload: input.payload,
     })
@@ -48,64 +60,138 @@ export const insertDelivery = async (
     .select({ id: webhookDeliveries.id })
     .from(webhookDeliveries)
     .where(eq(webhookDeliveries.dedupKey, input.dedupKey));
-  return { id: existing!.id, duplicate: true };
+  if (!existing) throw new Error('the delivery conflicted on its dedup key but the existing row was not found');
+  return { id: existing.id, duplicate: true };
 };
 
+/** The first stored delivery with this content hash, if any. */
+export const findByContentHash = async (db: Database, hash: string): Promise<Delivery | null> =>
+  (
+    await db
+      .select()
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.contentHash, hash))
+      .orderBy(asc(webhookDeliveries.id))
+      .limit(1)
+  )[0] ?? null;
+
 /**
- * A delivery recovered from Logto's hook logs. Logto stores the body re-serialised (jsonb key order), so
- * the raw-body hash cannot match; the content hash recognises a delivery we did receive after all.
+ * A delivery recovered from Logto's hook logs (dedup key `log:<log id>`). Logto stores the body
+ * re-serialised (jsonb key order), so the raw-body hash cannot match a delivery we did receive; the
+ * content hash recognises it, and then nothing is stored.
  */
 export const insertRecoveredDelivery = async (
   db: Database,
   input: { logId: string; payload: Record<string, unknown> },
 ): Promise<{ id: number; duplicate: boolean }> => {
-  const [known] = await db
-    .select({ id: webhookDeliveries.id })
-    .from(webhookDeliveries)
-    .where(eq(webhookDeliveries.contentHash, contentHash(input.payload)))
-    .limit(1);
+  const known = await findByContentHash(db, contentHash(input.payload));
   if (known) return { id: known.id, duplicate: true };
   return insertDelivery(db, { dedupKey: `log:${input.logId}`, channel: 'recent_logs', payload: input.payload });
 };
 
+const claimable = () =>
+  and(
+    or(
+      eq(webhookDeliveries.status, 'pending'),
+      and(eq(webhookDeliveries.status, 'processing'), lt(webhookDeliveries.leaseUntil, sql`now()`)),
+    ),
+    lte(webhookDeliveries.nextAttemptAt, sql`now()`),
+  );
+
+const leaseFor = (leaseMs: number) => sql`now() + make_interval(secs => ${leaseMs / 1000})`;
+
 /**
- * Claims up to `limit` deliveries for this worker: pending ones that are due, and processing ones whose
- * lease ran out (their worker died). SKIP LOCKED lets any number of workers claim side by side.
+ * Claims up to `limit` deliveries: pending ones that are due, and processing ones whose lease ran out
+ * (their worker died). One statement:
+ * `UPDATE … WHERE id IN (SELECT id … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING *`,
+ * so concurrent workers never claim the same row. Each claim counts as an attempt.
  */
 export const claimDeliveries = async (db: Database, limit: number, leaseMs: number): Promise<Delivery[]> => {
-  const claimed = await rows<{ id: number }>(
-    db,
-    sql`update ${webhookDeliveries} set status = 'processing', attempts = attempts + 1,
-          lease_until = now() + make_interval(secs => ${leaseMs / 1000})
-        where id in (
-          select id from ${webhookDeliveries}
-          where (status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()
-          order by id limit ${limit}
-          for update skip locked)
-        returning id`,
-  );
-  if (claimed.length === 0) return [];
-  return db
-    .select()
+  if (limit <= 0) return [];
+  const due = db
+    .select({ id: webhookDeliveries.id })
     .from(webhookDeliveries)
-    .where(inArray(webhookDeliveries.id, claimed.map((row) => Number(row.id))))
-    .orderBy(webhookDeliveries.id);
+    .where(claimable())
+    .orderBy(asc(webhookDeliveries.id))
+    .limit(limit)
+    .for('update', { skipLocked: true });
+  const claimed = await db
+    .update(webhookDeliveries)
+    .set({ status: 'processing', attempts: sql`${webhookDeliveries.attempts} + 1`, leaseUntil: leaseFor(leaseMs) })
+    .where(inArray(webhookDeliveries.id, due))
+    .returning();
+  return claimed.sort((a, b) => a.id - b.id);
 };
 
-export const markProcessed = async (db: Database, id: number, status: 'applied' | 'ignored'): Promise<void> => {
+/** Pushes the lease of deliveries still being worked on, so a slow handler is not presumed dead. */
+export const extendLeases = async (db: Database, claims: DeliveryClaim[], leaseMs: number): Promise<void> => {
+  if (claims.length === 0) return;
   await db
     .update(webhookDeliveries)
-    .set({ status, processedAt: new Date(), leaseUntil: null, lastError: null })
-    .where(eq(webhookDeliveries.id, id));
+    .set({ leaseUntil: leaseFor(leaseMs) })
+    .where(
+      and(
+        eq(webhookDeliveries.status, 'processing'),
+        or(...claims.map((claim) => and(eq(webhookDeliveries.id, claim.id), eq(webhookDeliveries.attempts, claim.attempts)))),
+      ),
+    );
 };
 
-/** Schedules another attempt after `retryInMs`, or ends the delivery as a dead letter. */
+/** Only the worker holding the current claim may settle a delivery. */
+const heldClaim = (claim: DeliveryClaim) =>
+  and(
+    eq(webhookDeliveries.id, claim.id),
+    eq(webhookDeliveries.status, 'processing'),
+    eq(webhookDeliveries.attempts, claim.attempts),
+  );
+
+const settle = async (db: Database, claim: DeliveryClaim, status: 'applied' | 'ignored'): Promise<boolean> => {
+  const updated = await db
+    .update(webhookDeliveries)
+    .set({ status, processedAt: new Date(), leaseUntil: null, lastError: null })
+    .where(heldClaim(claim))
+    .returning({ id: webhookDeliveries.id });
+  return updated.length > 0;
+};
+
+/** The delivery changed the access state as it should. False when the claim was lost (another worker took over). */
+export const markApplied = (db: Database, claim: DeliveryClaim): Promise<boolean> => settle(db, claim, 'applied');
+
+/** The delivery needs nothing done (an event this service does not follow). */
+export const markIgnored = (db: Database, claim: DeliveryClaim): Promise<boolean> => settle(db, claim, 'ignored');
+
+export type RetryPolicy = {
+  /** After this many attempts the delivery is a dead letter. */
+  maxAttempts: number;
+  /** Backoff of attempt n: base·2^(n−1), capped, with jitter (half fixed, half random). */
+  baseMs: number;
+  capMs: number;
+};
+
+/** The wait before the attempt after `attempts`: exponential, capped, with equal jitter (never zero). */
+export const retryDelayMs = (attempts: number, policy: Pick<RetryPolicy, 'baseMs' | 'capMs'>, random = Math.random): number => {
+  const ceiling = Math.min(policy.capMs, policy.baseMs * 2 ** Math.max(0, attempts - 1));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+};
+
+export type FailureOutcome = { dead: true } | { dead: false; retryInMs: number };
+
+/**
+ * Records a failed attempt: the delivery is due again after a backoff, or, once `maxAttempts` attempts
+ * have failed (or the failure is `permanent`), it becomes a dead letter with its last error, visible
+ * and retryable (`retryDeadLetter`).
+ */
 export const markFailed = async (
   db: Database,
-  id: number,
+  claim: DeliveryClaim,
   error: string,
-  outcome: { dead: true } | { dead: false; retryInMs: number },
-): Promise<void> => {
+  policy: RetryPolicy,
+  options: { permanent?: boolean } = {},
+): Promise<FailureOutcome> => {
+  const outcome: FailureOutcome =
+    options.permanent || claim.attempts >= policy.maxAttempts
+      ? { dead: true }
+      : { dead: false, retryInMs: retryDelayMs(claim.attempts, policy) };
   await db
     .update(webhookDeliveries)
     .set({
@@ -115,36 +201,65 @@ export const markFailed = async (
       processedAt: outcome.dead ? new Date() : null,
       nextAttemptAt: outcome.dead ? sql`now()` : sql`now() + make_interval(secs => ${outcome.retryInMs / 1000})`,
     })
-    .where(eq(webhookDeliveries.id, id));
+    .where(heldClaim(claim));
+  return outcome;
 };
 
-/** Puts a dead letter back in the queue with a fresh attempt budget. */
+/** Dead letters, newest first. */
+export const listDeadLetters = async (db: Database, options: { limit?: number; beforeId?: number } = {}): Promise<Delivery[]> =>
+  db
+    .select()
+    .from(webhookDeliveries)
+    .where(
+      and(
+        eq(webhookDeliveries.status, 'dead'),
+        options.beforeId === undefined ? undefined : lt(webhookDeliveries.id, options.beforeId),
+      ),
+    )
+    .orderBy(desc(webhookDeliveries.id))
+    .limit(options.limit ?? 50);
+
+/** Puts a dead letter back in the queue with a fresh attempt budget; false when there is no such dead letter. */
 export const retryDeadLetter = async (db: Database, id: number): Promise<boolean> => {
   const updated = await db
     .update(webhookDeliveries)
-    .set({ status: 'pending', attempts: 0, nextAttemptAt: sql`now()`, lastError: null, processedAt: null })
+    .set({ status: 'pending', attempts: 0, nextAttemptAt: sql`now()`, leaseUntil: null, lastError: null, processedAt: null })
     .where(and(eq(webhookDeliveries.id, id), eq(webhookDeliveries.status, 'dead')))
     .returning({ id: webhookDeliveries.id });
   return updated.length > 0;
 };
 
-export const inboxDepth = async (db: Database): Promise<number> => {
-  const [row] = await rows<{ depth: number }>(
-    db,
-    sql`select count(*)::int as depth from ${webhookDeliveries} where status in ('pending', 'processing')`,
-  );
-  return row?.depth ?? 0;
+export type InboxStats = {
+  /** Deliveries not yet settled (pending or being processed). */
+  depth: number;
+  /** When the oldest of them was received. */
+  oldestPendingReceivedAt: Date | null;
+  /** Dead letters waiting for an operator. */
+  dead: number;
 };
 
-/** Deliveries a worker could claim right now (due pending ones, or processing ones with an expired lease). */
-export const claimableCount = async (db: Database): Promise<number> => {
-  const [row] = await rows<{ count: number }>(
+export const inboxStats = async (db: Database): Promise<InboxStats> => {
+  const [row] = await rows<{ depth: number; oldest: string | Date | null; dead: number }>(
     db,
-    sql`select count(*)::int as count from ${webhookDeliveries}
-        where (status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()`,
+    sql`select
+          (select count(*)::int from ${webhookDeliveries} where status in ('pending', 'processing')) as depth,
+          (select min(received_at) from ${webhookDeliveries} where status in ('pending', 'processing')) as oldest,
+          (select count(*)::int from ${webhookDeliveries} where status = 'dead') as dead`,
   );
-  return row?.count ?? 0;
+  return {
+    depth: Number(row?.depth ?? 0),
+    oldestPendingReceivedAt: row?.oldest ? new Date(row.oldest) : null,
+    dead: Number(row?.dead ?? 0),
+  };
 };
+
+/** Deliveries a worker could claim right now. */
+export const claimableCount = async (db: Database): Promise<number> =>
+  db.$count(webhookDeliveries, claimable());
+
+/** Deliveries not yet settled, whether due now or waiting for a retry. */
+export const unsettledCount = async (db: Database): Promise<number> =>
+  db.$count(webhookDeliveries, inArray(webhookDeliveries.status, ['pending', 'processing']));
 
 export const findDelivery = async (db: Database, id: number): Promise<Delivery | null> =>
   (await db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)))[0] ?? null;

@@ -1,132 +1,243 @@
 import type { Config } from '../config.js';
-import { claimDeliveries, claimableCount, inboxDepth, markFailed, markProcessed, type Delivery } from '../db/inbox.js';
+import {
+  claimableCount,
+  claimDeliveries,
+  extendLeases,
+  markApplied,
+  markFailed,
+  markIgnored,
+  unsettledCount,
+  type Delivery,
+  type RetryPolicy,
+} from '../db/inbox.js';
 import { metrics } from '../metrics.js';
 import type { SyncDeps } from '../sync/context.js';
-import { createEventHandlers } from '../sync/events/index.js';
+import {
+  createEventHandlers,
+  deliveryEntityKey,
+  eventLabel,
+  PermanentDeliveryError,
+  type EventHandlers,
+} from '../sync/events/index.js';
 
 export type InboxWorkerOptions = {
-  /** How often the inbox is polled when nothing woke the worker (deliveries taken by another replica's router). */
+  /** How often the inbox is polled when nothing woke the worker (deliveries stored by another replica). Default 250 ms. */
   pollIntervalMs?: number;
-  /** Deliveries processed at once. */
+  /** Deliveries processed at once. Default 8. */
   concurrency?: number;
-  /** A claimed delivery not finished within this time is claimed again (its worker is presumed dead). */
+  /** A claimed delivery whose worker stops renewing its lease for this long is claimed again. Default 60 s. */
   leaseMs?: number;
-  /** Backoff of failed attempts: base·2^(attempt−1) with full jitter, capped. */
+  /** Backoff of failed attempts: base·2^(attempt−1), capped, with jitter. Defaults 1 s and 5 min. */
   retryBaseMs?: number;
   retryCapMs?: number;
+  /** The handlers (tests inject their own); default: `createEventHandlers(deps)`. */
+  handlers?: EventHandlers;
 };
 
 export type InboxWorker = {
   start(): void;
   /** Finishes the deliveries in hand; the rest stay in the inbox for the next start or another replica. */
   stop(): Promise<void>;
+  /** Claims at once instead of waiting for the next poll (the receiver calls it after each commit). */
   wake(): void;
-  /** Resolves when nothing is claimable and nothing is in hand (for tests and benchmarks). */
-  drain(): Promise<void>;
+  /**
+   * Resolves when nothing is claimable and nothing is in hand (for tests and tools). Works whether or not
+   * the worker was started. With `includeDelayed`, it also waits for deliveries scheduled for a retry.
+   */
+  drain(options?: { includeDelayed?: boolean }): Promise<void>;
+};
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+const describeError = (error: unknown): string => {
+  if (error instanceof Error) {
+    const status = (error as { status?: unknown }).status;
+    return `${error.name}: ${error.message}${typeof status === 'number' ? ` (status ${status})` : ''}`;
+  }
+  return String(error);
 };
 
 /**
- * Applies inbox deliveries through the event handlers. Claims use SKIP LOCKED and leases, so any number of
- * replicas can run one; failures are retried with backoff and end as dead letters an operator can retry.
+ * Applies inbox deliveries through the event handlers. Batches are claimed with SKIP LOCKED under a
+ * lease that is renewed while a delivery is worked on, so any number of replicas can run a worker and a
+ * crashed one's deliveries are claimed again. Deliveries are processed concurrently (bounded); those
+ * about the same entity run in the order they were received. Failures are retried with backoff and end
+ * as dead letters an operator can retry; a payload that can never apply is a dead letter at once.
  */
 export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: InboxWorkerOptions = {}): InboxWorker => {
   const db = deps.database.db;
-  const pollIntervalMs = options.pollIntervalMs ?? 500;
-  const concurrency = options.concurrency ?? 8;
-  const leaseMs = options.leaseMs ?? 120_000;
-  const retryBaseMs = options.retryBaseMs ?? 1000;
-  const retryCapMs = options.retryCapMs ?? 300_000;
-  const maxAttempts = deps.config.webhooks.maxAttempts;
-  const handlers = createEventHandlers(deps);
+  const pollIntervalMs = options.pollIntervalMs ?? 250;
+  const concurrency = Math.max(1, options.concurrency ?? 8);
+  const leaseMs = options.leaseMs ?? 60_000;
+  const policy: RetryPolicy = {
+    maxAttempts: deps.config.webhooks.maxAttempts,
+    baseMs: options.retryBaseMs ?? 1000,
+    capMs: options.retryCapMs ?? 300_000,
+  };
+  const handlers = options.handlers ?? createEventHandlers(deps);
   const log = deps.logger.child({ component: 'inbox-worker' });
 
   let running = false;
-  let timer: NodeJS.Timeout | null = null;
   let loop: Promise<void> | null = null;
   let wakeRequested = false;
-  const inHand = new Set<Promise<void>>();
+  let interruptSleep: (() => void) | null = null;
+  let claiming = 0;
+  let heartbeat: NodeJS.Timeout | null = null;
+  let lastDepthAt = 0;
+  /** Deliveries claimed by this worker and not yet settled. */
+  const inHand = new Map<number, { delivery: Delivery; done: Promise<void> }>();
+  /** Callers waiting for the loop to find nothing to do (`drain`). */
+  const idleWaiters: (() => void)[] = [];
+  /** The last delivery queued per entity key: the next one about that entity waits for it. */
+  const chains = new Map<string, Promise<void>>();
 
-  const processDelivery = async (delivery: Delivery) => {
+  const settle = async (delivery: Delivery) => {
     const context = { deliveryId: delivery.id, event: delivery.event, attempt: delivery.attempts };
+    const label = eventLabel(delivery.event);
     try {
-      const outcome = await handlers.handle({ id: delivery.id, event: delivery.event, payload: delivery.payload });
-      await markProcessed(db, delivery.id, outcome);
-      metrics.webhookProcessed.inc({ event: delivery.event, outcome });
-      log.debug({ ...context, outcome }, 'delivery processed');
+      const outcome = await handlers.handle({
+        id: delivery.id,
+        event: delivery.event,
+        payload: delivery.payload,
+        channel: delivery.channel,
+        receivedAt: delivery.receivedAt,
+      });
+      const held = outcome === 'applied' ? await markApplied(db, delivery) : await markIgnored(db, delivery);
+      metrics.webhookProcessed.inc({ event: label, outcome });
+      if (!held) log.warn(context, 'delivery processed after its lease was taken over; the other claim settles it');
+      else log.debug({ ...context, outcome }, 'delivery processed');
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      const dead = delivery.attempts >= maxAttempts;
-      const retryInMs = Math.random() * Math.min(retryCapMs, retryBaseMs * 2 ** (delivery.attempts - 1));
-      await markFailed(db, delivery.id, message, dead ? { dead: true } : { dead: false, retryInMs }).catch((markError: unknown) =>
+      const message = describeError(error);
+      const permanent = error instanceof PermanentDeliveryError;
+      try {
+        const outcome = await markFailed(db, delivery, message, policy, { permanent });
+        metrics.webhookProcessed.inc({ event: label, outcome: outcome.dead ? 'dead' : 'retry' });
+        if (outcome.dead) log.error({ ...context, error: message }, 'delivery is a dead letter');
+        else log.warn({ ...context, error: message, retryInMs: outcome.retryInMs }, 'delivery failed; will retry');
+      } catch (markError) {
         // The lease expires and the delivery is claimed again: nothing is lost.
-        log.error({ ...context, err: markError }, 'could not record the failure'),
-      );
-      metrics.webhookProcessed.inc({ event: delivery.event, outcome: dead ? 'dead' : 'retry' });
-      (dead ? log.error : log.warn).call(log, { ...context, error: message }, dead ? 'delivery is a dead letter' : 'delivery failed; will retry');
+        log.error({ ...context, error: message, err: markError }, 'delivery failed and the failure could not be recorded');
+      }
     }
   };
+
+  const dispatch = (delivery: Delivery) => {
+    const key = deliveryEntityKey(delivery);
+    const before = key ? chains.get(key) : undefined;
+    const done: Promise<void> = (before ?? Promise.resolve())
+      .then(() => settle(delivery))
+      .finally(() => {
+        inHand.delete(delivery.id);
+        if (key && chains.get(key) === done) chains.delete(key);
+        // A freed slot may have more work waiting.
+        wake();
+      });
+    if (key) chains.set(key, done);
+    inHand.set(delivery.id, { delivery, done });
+  };
+
+  /** One claim of as many deliveries as there are free slots; returns how many were claimed. */
+  const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
+    const free = concurrency - inHand.size;
+    if (free <= 0) return { claimed: 0, free };
+    claiming += 1;
+    try {
+      const claimed = await claimDeliveries(db, free, leaseMs);
+      for (const delivery of claimed) dispatch(delivery);
+      return { claimed: claimed.length, free };
+    } finally {
+      claiming -= 1;
+    }
+  };
+
+  const updateDepth = async (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastDepthAt < 1000) return;
+    lastDepthAt = now;
+    metrics.inboxDepth.set(await unsettledCount(db));
+  };
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        interruptSleep = null;
+        resolve();
+      }
+      interruptSleep = done;
+    });
 
   const cycle = async () => {
     while (running) {
       wakeRequested = false;
-      const free = concurrency - inHand.size;
-      const claimed = free > 0 ? await claimDeliveries(db, free, leaseMs) : [];
-      for (const delivery of claimed) {
-        const work: Promise<void> = processDelivery(delivery).finally(() => {
-          inHand.delete(work);
-          // A freed slot may have more work waiting.
-          wake();
-        });
-        inHand.add(work);
+      let more = false;
+      try {
+        const { claimed, free } = await claimOnce();
+        more = free > 0 && claimed === free;
+        await updateDepth();
+      } catch (error) {
+        log.error({ err: error }, 'could not claim deliveries; trying again');
+        await pause(Math.max(pollIntervalMs, 1000));
+        continue;
       }
-      metrics.inboxDepth.set(await inboxDepth(db));
-      if (claimed.length === 0 || inHand.size >= concurrency) {
-        if (wakeRequested) continue;
-        await new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, pollIntervalMs);
-          waiting = resolve;
-        });
-        waiting = null;
-      }
+      if (!running) break;
+      if (more && inHand.size < concurrency) continue;
+      if (inHand.size === 0 && !more) for (const resolve of idleWaiters.splice(0)) resolve();
+      if (wakeRequested) continue;
+      await pause(pollIntervalMs);
     }
   };
 
-  let waiting: (() => void) | null = null;
-  const wake = () => {
+  function wake() {
     wakeRequested = true;
-    if (waiting) {
-      if (timer) clearTimeout(timer);
-      waiting();
-    }
-  };
+    interruptSleep?.();
+  }
 
-  const startLoop = () => {
-    loop = cycle().catch((error: unknown) => {
-      log.error({ err: error }, 'inbox worker loop failed; restarting');
-      if (running) setTimeout(startLoop, pollIntervalMs);
-    });
+  const renewLeases = () => {
+    const claims = [...inHand.values()].map(({ delivery }) => delivery);
+    extendLeases(db, claims, leaseMs).catch((error: unknown) => log.warn({ err: error }, 'could not renew the leases in hand'));
   };
 
   return {
     start() {
       if (running) return;
       running = true;
-      startLoop();
+      heartbeat = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)));
+      heartbeat.unref();
+      loop = cycle();
     },
     async stop() {
       running = false;
       wake();
       await loop;
-      await Promise.all([...inHand]);
+      loop = null;
+      for (const resolve of idleWaiters.splice(0)) resolve();
+      await Promise.all([...inHand.values()].map((entry) => entry.done));
+      if (heartbeat) clearInterval(heartbeat);
+      heartbeat = null;
+      await updateDepth(true).catch(() => {});
     },
     wake,
-    async drain() {
-      if (!running) throw new Error('the inbox worker is not running');
+    async drain(drainOptions = {}) {
       for (;;) {
-        wake();
-        await Promise.all([...inHand]);
-        if (inHand.size === 0 && (await claimableCount(db)) === 0) return;
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (running) {
+          // Wait for a pass of the loop that claimed nothing and has nothing in hand.
+          const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
+          wake();
+          await idle;
+        } else {
+          await claimOnce();
+        }
+        await Promise.all([...inHand.values()].map((entry) => entry.done));
+        if (inHand.size === 0 && claiming === 0) {
+          const left = drainOptions.includeDelayed ? await unsettledCount(db) : await claimableCount(db);
+          if (left === 0 && inHand.size === 0 && claiming === 0) {
+            await updateDepth(true);
+            return;
+          }
+        }
+        await sleep(10);
       }
     },
   };

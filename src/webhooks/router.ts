@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
-import express, { type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { insertDelivery, type DeliveryChannel } from '../db/inbox.js';
-import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
+import { sendProblem } from './problem.js';
 import { logtoSignatureHeader, verifyLogtoSignature } from './signature.js';
-import { standardWebhookId, verifyStandardWebhook } from './standard-webhooks.js';
+import { createStandardWebhookVerifier, standardWebhookId } from './standard-webhooks.js';
 
 export type WebhookRouterDeps = {
   db: Database;
@@ -19,45 +19,74 @@ export type WebhookRouterDeps = {
 
 export const maxWebhookBodyBytes = 1024 * 1024;
 
+/** Seconds a sender is asked to wait when the inbox cannot take a delivery. */
+export const inboxRetryAfterSeconds = 5;
+
+type Outcome = 'accepted' | 'duplicate' | 'unauthorized' | 'invalid' | 'too_large' | 'unavailable';
+
 /**
- * `POST /webhooks/logto`. Logto sends each webhook once and waits at most 10 s, so the only job here is
- * to verify the signature over the raw bytes, commit the delivery to the inbox and answer. Applying it
- * is the worker's job. Errors are thrown as AppErrors and rendered as problem+json by the app.
+ * `POST /logto` (mounted at `/webhooks`). Logto sends each webhook once and waits at most 10 s, so the
+ * only work here is to verify the signature over the raw bytes, commit the delivery to the inbox and
+ * answer 202; applying it is the inbox worker's job. Every refusal is answered here as problem+json,
+ * so the router needs nothing from the app it is mounted in (no body parser may run in front of it).
  */
 export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => {
   const router = express.Router();
+  const log = deps.logger.child({ component: 'webhook-receiver' });
+  const { signingKeys, svixSecret } = deps.config.webhooks;
+  const verifyRelayed = svixSecret ? createStandardWebhookVerifier(svixSecret) : null;
+  const count = (outcome: Outcome) => metrics.webhookDeliveries.inc({ outcome });
+  // What is logged about a refused delivery: never its body, never its signature.
+  const describe = (req: Request, raw: Buffer | null, channel?: DeliveryChannel) => ({
+    channel,
+    ip: req.ip,
+    userAgent: req.get('user-agent'),
+    bytes: raw?.length ?? Number(req.get('content-length') ?? 0),
+  });
+
   router.post('/logto', express.raw({ type: () => true, limit: maxWebhookBodyBytes }), async (req: Request, res: Response) => {
     const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const refuse = (outcome: string, error: AppError): never => {
-      metrics.webhookDeliveries.inc({ outcome });
-      throw error;
-    };
-    if (raw.length === 0) refuse('invalid', new AppError(400, 'empty_body', 'The delivery has no body'));
+    if (raw.length === 0) {
+      count('invalid');
+      sendProblem(req, res, 400, 'empty_body', 'The delivery has no body');
+      return;
+    }
 
     const relayedId = standardWebhookId(req.headers);
     const channel: DeliveryChannel = relayedId ? 'svix' : 'logto';
+    const signature = req.headers[logtoSignatureHeader];
     const verified = relayedId
-      ? deps.config.webhooks.svixSecret !== undefined && verifyStandardWebhook(deps.config.webhooks.svixSecret, raw, req.headers)
-      : verifyLogtoSignature(deps.config.webhooks.signingKeys, raw, headerValue(req, logtoSignatureHeader));
+      ? verifyRelayed !== null && verifyRelayed(raw, req.headers)
+      : verifyLogtoSignature(signingKeys, raw, typeof signature === 'string' ? signature : undefined);
     if (!verified) {
-      deps.logger.warn(
-        { channel, ip: req.ip, userAgent: req.headers['user-agent'], bytes: raw.length },
-        'webhook refused: missing or wrong signature',
+      count('unauthorized');
+      log.warn(describe(req, raw, channel), 'webhook refused: missing or wrong signature');
+      sendProblem(
+        req,
+        res,
+        401,
+        'invalid_signature',
+        channel === 'svix'
+          ? 'The Standard Webhooks signature is missing, does not verify, or its timestamp is outside the tolerance'
+          : `The ${logtoSignatureHeader} signature is missing or does not verify`,
       );
-      refuse(
-        'unauthorized',
-        new AppError(401, 'invalid_signature', `The delivery's ${channel === 'svix' ? 'Standard Webhooks' : 'Logto'} signature is missing or does not verify`),
-      );
+      return;
     }
 
     let payload: unknown;
     try {
       payload = JSON.parse(raw.toString('utf8'));
     } catch {
-      refuse('invalid', new AppError(400, 'invalid_json', 'The delivery body is not valid JSON'));
+      count('invalid');
+      log.warn(describe(req, raw, channel), 'webhook refused: signed body is not JSON');
+      sendProblem(req, res, 400, 'invalid_json', 'The delivery body is not valid JSON');
+      return;
     }
-    if (!payload || typeof payload !== 'object' || Array.isArray(payload)) {
-      refuse('invalid', new AppError(400, 'invalid_payload', 'The delivery body must be a JSON object'));
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+      count('invalid');
+      log.warn(describe(req, raw, channel), 'webhook refused: signed body is not a JSON object');
+      sendProblem(req, res, 400, 'invalid_payload', 'The delivery body must be a JSON object');
+      return;
     }
 
     // Logto sends no delivery id: the raw bytes identify a delivery (its createdAt makes each one distinct).
@@ -66,23 +95,41 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     try {
       stored = await insertDelivery(deps.db, { dedupKey, channel, payload: payload as Record<string, unknown> });
     } catch (error) {
-      deps.logger.error({ err: error }, 'webhook not stored: the database did not take it');
-      res.set('Retry-After', '5');
-      return refuse('unavailable', new AppError(503, 'inbox_unavailable', 'The delivery could not be stored; try again'));
+      count('unavailable');
+      log.error({ ...describe(req, raw, channel), err: error }, 'webhook not stored: the database did not take it');
+      res.set('Retry-After', String(inboxRetryAfterSeconds));
+      sendProblem(req, res, 503, 'inbox_unavailable', 'The delivery could not be stored; send it again later');
+      return;
     }
-    metrics.webhookDeliveries.inc({ outcome: stored.duplicate ? 'duplicate' : 'accepted' });
-    if (!stored.duplicate) deps.onDelivery?.();
+    count(stored.duplicate ? 'duplicate' : 'accepted');
+    log.debug({ deliveryId: stored.id, duplicate: stored.duplicate, channel, event: (payload as { event?: unknown }).event }, 'webhook stored');
     res.status(202).json(stored);
+    if (!stored.duplicate) {
+      try {
+        deps.onDelivery?.();
+      } catch (error) {
+        log.warn({ err: error }, 'onDelivery failed; the worker finds the delivery on its next poll');
+      }
+    }
   });
-  // body-parser refuses an oversized body before the handler runs; count it, then let the app answer 413.
-  router.use((error: { type?: string }, _req: Request, _res: Response, next: (error: unknown) => void) => {
-    if (error?.type === 'entity.too.large') metrics.webhookDeliveries.inc({ outcome: 'too_large' });
-    next(error);
+
+  // Errors of the body parser (body too large, aborted request, unsupported encoding) as problem+json.
+  router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
+    const httpError = error as { status?: number; statusCode?: number; type?: string; expose?: boolean; message?: string };
+    const status = httpError?.status ?? httpError?.statusCode;
+    if (res.headersSent || typeof status !== 'number' || status < 400 || status >= 500) {
+      next(error);
+      return;
+    }
+    if (httpError.type === 'entity.too.large') {
+      count('too_large');
+      log.warn(describe(req, null), 'webhook refused: body over 1 MiB');
+      sendProblem(req, res, 413, 'body_too_large', `The delivery body exceeds ${maxWebhookBodyBytes} bytes`);
+      return;
+    }
+    count('invalid');
+    const code = status === 415 ? 'unsupported_media_type' : 'bad_request';
+    sendProblem(req, res, status, code, httpError.expose && httpError.message ? httpError.message : 'The delivery could not be read');
   });
   return router;
-};
-
-const headerValue = (req: Request, name: string): string | undefined => {
-  const value = req.headers[name];
-  return typeof value === 'string' ? value : undefined;
 };

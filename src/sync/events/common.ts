@@ -1,0 +1,98 @@
+import { z } from 'zod';
+import type { LogtoUser } from '../../logto/index.js';
+import { applyUsers, removeUsers, type ApplyResult, type ChangeContext } from '../apply/index.js';
+import type { SyncDeps } from '../context.js';
+import type { OrganizationResync } from './organization-resync.js';
+
+/** A stored delivery as the handlers see it. */
+export type EventDelivery = {
+  id: number;
+  event: string;
+  payload: Record<string, unknown>;
+  /** 'logto', 'svix' or 'recent_logs'. Recovered bodies went through Logto's log sanitiser: their `data` is re-read. */
+  channel?: string;
+  receivedAt?: Date;
+};
+
+/** `applied`: the access state now reflects the event. `ignored`: nothing this service follows. */
+export type EventOutcome = 'applied' | 'ignored';
+
+export type EventHandlerDeps = SyncDeps & { resync: OrganizationResync };
+
+export type EventHandler = (deps: EventHandlerDeps, delivery: EventDelivery) => Promise<EventOutcome>;
+
+/** The context of changes made without an observation time of their own yet. */
+export type BaseContext = Omit<ChangeContext, 'observedAt'>;
+
+/**
+ * A delivery that can never be applied as it stands (a known event whose payload lacks what it needs):
+ * retrying would not help, so the worker makes it a dead letter at once.
+ */
+export class PermanentDeliveryError extends Error {
+  override readonly name = 'PermanentDeliveryError';
+}
+
+/** Fields every Logto payload may carry; other keys pass through. */
+export const envelopeSchema = z.looseObject({
+  event: z.string(),
+  createdAt: z.string().optional(),
+  userAgent: z.string().nullish(),
+  matchedRoute: z.string().optional(),
+  params: z.record(z.string(), z.unknown()).optional(),
+  data: z.unknown().optional(),
+});
+export type Envelope = z.infer<typeof envelopeSchema>;
+
+/** Parses a payload; a known event whose payload does not fit is a permanent failure, with the offending paths named. */
+export const parsePayload = <S extends z.ZodType>(schema: S, delivery: EventDelivery): z.output<S> => {
+  const result = schema.safeParse(delivery.payload);
+  if (result.success) return result.data;
+  const issues = result.error.issues.map((issue) => `${issue.path.map(String).join('.') || 'payload'}: ${issue.message}`);
+  throw new PermanentDeliveryError(`${delivery.event} payload is not usable (${issues.join('; ')})`);
+};
+
+/** `source: 'webhook'`, the delivery and the caller Logto recorded (its user agent). */
+export const baseContext = (delivery: EventDelivery, envelope: Pick<Envelope, 'userAgent'>): BaseContext => ({
+  source: 'webhook',
+  deliveryId: delivery.id,
+  actor: envelope.userAgent ?? null,
+});
+
+/** When the event's information was true in Logto: the payload's `createdAt` (set when Logto dispatched it). */
+export const eventTime = (delivery: EventDelivery, envelope: Pick<Envelope, 'createdAt'>): Date => {
+  const parsed = envelope.createdAt ? Date.parse(envelope.createdAt) : Number.NaN;
+  if (Number.isFinite(parsed)) return new Date(parsed);
+  return delivery.receivedAt ?? new Date();
+};
+
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+export const stringField = (record: unknown, key: string): string | undefined => {
+  if (!isRecord(record)) return undefined;
+  const value = record[key];
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+};
+
+/** True when `data` can be trusted as a snapshot: not a recovered (sanitised) body. */
+export const trustsData = (delivery: EventDelivery): boolean => delivery.channel !== 'recent_logs';
+
+/**
+ * Reads one user from Logto and applies it; a 404 means the user is gone, so it is removed. The snapshot
+ * is dated just before the request.
+ */
+export const refreshUser = async (deps: SyncDeps, userId: string, base: BaseContext): Promise<{ user: LogtoUser | null; result: ApplyResult }> => {
+  const observedAt = new Date();
+  const user = await deps.logto.getUser(userId);
+  if (!user) return { user: null, result: await removeUsers(deps.database.db, [userId], { ...base, observedAt }) };
+  return { user, result: await applyUsers(deps.database.db, [user], { ...base, observedAt }) };
+};
+
+/** Fetches users the database lacks (one batched search) and applies them; returns the ids Logto still has. */
+export const fetchUnknownUsers = async (deps: SyncDeps, userIds: string[], base: BaseContext): Promise<string[]> => {
+  if (userIds.length === 0) return [];
+  const observedAt = new Date();
+  const found = await deps.logto.findUsersByIds(userIds);
+  await applyUsers(deps.database.db, found, { ...base, observedAt });
+  return found.map((user) => user.id);
+};

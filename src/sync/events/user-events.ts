@@ -1,0 +1,63 @@
+import { eq } from 'drizzle-orm';
+import { users } from '../../../db/schema.js';
+import type { Database } from '../../db/client.js';
+import { logtoUserSchema } from '../../logto/index.js';
+import { applyUsers, removeUsers } from '../apply/index.js';
+import {
+  baseContext,
+  envelopeSchema,
+  eventTime,
+  isRecord,
+  parsePayload,
+  PermanentDeliveryError,
+  refreshUser,
+  stringField,
+  trustsData,
+  type EventHandler,
+} from './common.js';
+
+/** Routes whose `User.Data.Updated` carries only a part of the user (`data` = customData or profile). */
+const partialRoute = /\/(custom-data|profile)\/?$/;
+
+const userStored = async (db: Database, id: string) =>
+  (await db.select({ id: users.id }).from(users).where(eq(users.id, id)).limit(1)).length > 0;
+
+/**
+ * `User.Created`, `User.Data.Updated`, `User.SuspensionStatus.Updated`: `data` is the whole user for most
+ * routes, and then it is applied as it is (the apply function keeps a stored copy Logto updated later).
+ * Partial or absent data (custom-data and profile routes, recovered bodies) is replaced by a fresh
+ * `GET /users/:id`; a 404 there means the user is gone. So is an update of a user the database does not
+ * know: it may have been deleted since (a deletion recorded before its user was ever stored leaves no
+ * trace the apply function could check), and only Logto can tell.
+ */
+export const handleUserUpserted: EventHandler = async (deps, delivery) => {
+  const payload = parsePayload(envelopeSchema, delivery);
+  const base = baseContext(delivery, payload);
+  const userId = stringField(payload.params, 'userId') ?? stringField(payload.data, 'id');
+  const complete =
+    trustsData(delivery) &&
+    isRecord(payload.data) &&
+    'id' in payload.data &&
+    'createdAt' in payload.data &&
+    !partialRoute.test(payload.matchedRoute ?? '');
+  if (complete) {
+    const user = logtoUserSchema.safeParse(payload.data);
+    const usable = user.success && (userId === undefined || user.data.id === userId);
+    if (usable && (delivery.event === 'User.Created' || (await userStored(deps.database.db, user.data.id)))) {
+      await applyUsers(deps.database.db, [user.data], { ...base, observedAt: eventTime(delivery, payload) });
+      return 'applied';
+    }
+  }
+  if (!userId) throw new PermanentDeliveryError(`${delivery.event} names no user (params.userId or data.id)`);
+  await refreshUser(deps, userId, base);
+  return 'applied';
+};
+
+/** `User.Deleted`: the user goes with its memberships and roles (each revoked grant is recorded; Logto sends no membership event). */
+export const handleUserDeleted: EventHandler = async (deps, delivery) => {
+  const payload = parsePayload(envelopeSchema, delivery);
+  const userId = stringField(payload.data, 'id') ?? stringField(payload.params, 'userId');
+  if (!userId) throw new PermanentDeliveryError('User.Deleted names no user (data.id or params.userId)');
+  await removeUsers(deps.database.db, [userId], { ...baseContext(delivery, payload), observedAt: eventTime(delivery, payload) });
+  return 'applied';
+};
