@@ -77,6 +77,8 @@ export class DriftReporter {
     const createdUsers = new Set(changes.filter((change) => change.kind === 'user.created').map((change) => change.userId));
     for (const change of changes) {
       if ((change.kind === 'user.suspended' || change.kind === 'user.unsuspended') && createdUsers.has(change.userId)) continue;
+      // A tombstone for something never stored repaired nothing.
+      if (change.details?.stored === false) continue;
       if (change.details?.reason) {
         this.report.cascaded += 1;
         continue;

@@ -1,113 +1,120 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { webhookDeliveries } from '../../db/schema.js';
-import { loadConfig, type Config } from '../../src/config.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { users, webhookDeliveries } from '../../db/schema.js';
+import type { Config } from '../../src/config.js';
 import { readSyncState } from '../../src/db/sync-runs.js';
-import { missedDeliveriesStateKey, startMissedDeliveriesJob, type MissedDeliveriesState } from '../../src/jobs/missed-deliveries.js';
+import type { InboxWorker } from '../../src/jobs/inbox-worker.js';
+import {
+  missedDeliveriesStateKey,
+  recoverMissedDeliveries,
+  startMissedDeliveriesJob,
+  type MissedDeliveriesState,
+} from '../../src/jobs/missed-deliveries.js';
+import { silentLogger } from '../../src/logger.js';
+import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import type { SyncDeps } from '../../src/sync/context.js';
+import { runFullSync } from '../../src/sync/full-sync.js';
+import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { clientFor, logtoConfigFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+import { deliveries, listen, receiverApp, testWorker, webhookConfig, type Receiver } from '../webhooks/harness.js';
 
-describe('missed deliveries job', () => {
+/** Logto never retries a failed delivery; its hook logs keep the payload, and the service recovers it from there. */
+describe('recovering deliveries Logto failed to make', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
-  let deps: SyncDeps & { config: Config };
-  let sink: Server;
-  /** The status the receiver answers with. */
-  let answer = 204;
-
-  const recovered = () => database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.channel, 'recent_logs'));
-  const job = (overrides: Partial<Config['logto']> = {}) =>
-    startMissedDeliveriesJob({ ...deps, config: { ...deps.config, logto: { ...deps.config.logto, ...overrides } } }, { initialDelayMs: 3_600_000 });
+  let logto: LogtoClient;
+  let worker: InboxWorker;
+  let receiver: Receiver;
+  let config: Config;
+  const deps = () => ({ database, logto, logger: silentLogger, config });
+  const settle = async () => {
+    await sim.webhooks.idle();
+    await worker.drain();
+  };
 
   beforeAll(async () => {
     database = await createTestDatabase();
-    sim = await startTenant({ seed: 5, generate: { users: 10, organizations: 2, organizationRoles: 2 } });
-    sink = createServer((request, response) => {
-      request.resume();
-      request.on('end', () => response.writeHead(answer).end());
-    });
-    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
-    sim.setWebhookEndpoints([{ url: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/hook` }]);
-    const config: Config = {
-      ...loadConfig({
-        LOGTO_BASE_URL: sim.baseUrl,
-        LOGTO_CLIENT_ID: sim.clientId,
-        LOGTO_CLIENT_SECRET: sim.clientSecret,
-        LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
-      }),
-      logto: logtoConfigFor(sim),
-    };
-    deps = { ...syncDepsFor(database, clientFor(sim)), config };
+    sim = await startTenant({ seed: 9, generate: { users: 20, organizations: 3, organizationRoles: 2 } });
+    config = webhookConfig({ sim });
+    logto = clientFor(sim);
+    worker = testWorker(database, logto, config);
+    receiver = await listen(receiverApp(database.db, config, () => worker.wake()));
+    sim.setWebhookEndpoints([{ url: receiver.url }]);
+    await runFullSync(syncDepsFor(database, logto), { kind: 'baseline', trigger: 'test' });
+    worker.start();
   });
   afterAll(async () => {
+    await worker.stop();
+    await receiver.close();
     await sim.close();
-    await new Promise((resolve) => sink.close(resolve));
     await database.drop();
   });
-
-  it('stores a delivery Logto failed to send, once', async () => {
-    const user = sim.state.listUsers()[0]!;
-    sim.webhooks.dropNext(1);
-    await sim.api.patch(`/users/${user.id}`, { name: 'Missed rename' });
-    // A delivery that succeeded is not recovered.
-    await sim.api.patch(`/users/${sim.state.listUsers()[1]!.id}`, { name: 'Delivered rename' });
-    await sim.webhooks.idle();
-    expect(sim.webhooks.sent.filter((sent) => sent.dropped)).toHaveLength(1);
-
-    const missed = job();
-    try {
-      const first = await missed.runNow();
-      expect(first?.stored).toBe(1);
-      const rows = await recovered();
-      expect(rows).toHaveLength(1);
-      expect(rows[0]).toMatchObject({ event: 'User.Data.Updated', status: 'pending' });
-      expect(rows[0]!.dedupKey).toMatch(/^log:/);
-      expect(rows[0]!.payload).toMatchObject({ event: 'User.Data.Updated', params: { userId: user.id }, data: { name: 'Missed rename' } });
-
-      const second = await missed.runNow();
-      expect(second?.stored).toBe(0);
-      expect(await recovered()).toHaveLength(1);
-    } finally {
-      await missed.stop();
-    }
-    const state = await readSyncState<MissedDeliveriesState>(database.db, missedDeliveriesStateKey);
-    expect(state?.lastCheckedAt).toBeTypeOf('number');
+  afterEach(() => {
+    sim.setWebhookEndpoints([{ url: receiver.url }]);
   });
 
-  it('recovers a delivery the receiver refused as well', async () => {
+  it('stores a dropped delivery from the hook logs and applies it', async () => {
+    const user = sim.state.listUsers()[0]!;
+    sim.webhooks.dropNext(1);
+    await sim.api.patch(`/users/${user.id}`, { name: 'Renamed, webhook lost' });
+    await settle();
+    expect(sim.webhooks.sent.at(-1)).toMatchObject({ dropped: true });
+    expect(await database.db.$count(webhookDeliveries)).toBe(0);
+    expect((await mirrorState(database.db)).users[user.id]?.name).not.toBe('Renamed, webhook lost');
+
+    const result = await recoverMissedDeliveries(deps());
+    expect(result).toMatchObject({ failed: 1, stored: 1, known: 0, skipped: 0 });
+    const [row] = await deliveries(database.db);
+    const [log] = sim.logs.list({ hookId: sim.hookId, startTimeExclusive: 0 });
+    expect(row).toMatchObject({ channel: 'recent_logs', dedupKey: `log:${log!.id}`, event: 'User.Data.Updated' });
+    await settle();
+    expect((await deliveries(database.db))[0]?.status).toBe('applied');
+    const [stored] = await database.db.select().from(users).where(eq(users.id, user.id));
+    expect(stored?.name).toBe('Renamed, webhook lost');
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+
+    // The next check reads the same log again (its window overlaps by a margin) and stores nothing.
+    const state = await readSyncState<MissedDeliveriesState>(database.db, missedDeliveriesStateKey);
+    expect(state?.lastCheckedAt).toBe(result!.window.endTime);
+    const again = await recoverMissedDeliveries(deps(), { marginMs: 60_000 });
+    expect(again).toMatchObject({ failed: 1, stored: 0, known: 1 });
+    expect(again!.window.startTime).toBe(result!.window.endTime - 60_000);
+    expect(await database.db.$count(webhookDeliveries)).toBe(1);
+  });
+
+  it('does not store again a delivery that reached the receiver although Logto logged it as failed', async () => {
+    // A second hook endpoint that is down: Logto logs the failure, with the very payload we did receive.
+    sim.setWebhookEndpoints([{ url: receiver.url }, { url: 'http://127.0.0.1:9/down' }]);
     const organization = sim.state.listOrganizations()[0]!;
-    answer = 500;
-    try {
-      await sim.api.patch(`/organizations/${organization.id}`, { name: 'Refused rename' });
-      await sim.webhooks.idle();
-    } finally {
-      answer = 204;
-    }
-    const missed = job();
-    try {
-      expect((await missed.runNow())?.stored).toBe(1);
-      expect((await missed.runNow())?.stored).toBe(0);
-    } finally {
-      await missed.stop();
-    }
-    const events = (await recovered()).map((row) => row.event).sort();
-    expect(events).toEqual(['Organization.Data.Updated', 'User.Data.Updated']);
+    await sim.api.patch(`/organizations/${organization.id}`, { description: 'delivered once' });
+    await settle();
+    const before = await database.db.$count(webhookDeliveries);
+    const result = await recoverMissedDeliveries(deps());
+    expect(result!.known).toBeGreaterThanOrEqual(1);
+    expect(result!.stored).toBe(0);
+    expect(await database.db.$count(webhookDeliveries)).toBe(before);
+  });
+
+  it('recovers a dropped membership event, and the job wakes the worker', async () => {
+    const organization = sim.state.listOrganizations()[1]!;
+    const joiner = sim.state.listUsers().find((user) => !sim.state.isMember(organization.id, user.id))!;
+    sim.webhooks.dropNext(1);
+    await sim.api.post(`/organizations/${organization.id}/users`, { userIds: [joiner.id] });
+    await settle();
+    expect((await mirrorState(database.db)).memberships[organization.id]?.[joiner.id]).toBeUndefined();
+    let woken = 0;
+    const job = startMissedDeliveriesJob(deps(), { intervalMs: 3_600_000, initialDelayMs: 3_600_000, onRecovered: () => ((woken += 1), worker.wake()) });
+    const result = await job.runNow();
+    await job.stop();
+    expect(result?.stored).toBe(1);
+    expect(woken).toBe(1);
+    await settle();
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 
   it('does nothing without a hook id', async () => {
-    sim.webhooks.dropNext(1);
-    await sim.api.patch(`/users/${sim.state.listUsers()[2]!.id}`, { name: 'Unwatched' });
-    await sim.webhooks.idle();
-    const missed = job({ hookId: undefined });
-    try {
-      expect(await missed.runNow()).toBeNull();
-    } finally {
-      await missed.stop();
-    }
-    expect(await recovered()).toHaveLength(2);
+    const withoutHook = { ...deps(), config: { ...config, logto: { ...config.logto, hookId: undefined } } };
+    expect(await recoverMissedDeliveries(withoutHook)).toBeNull();
   });
 });

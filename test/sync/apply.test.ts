@@ -142,6 +142,16 @@ describe('apply functions', () => {
     expect(await db().select().from(users).where(eq(users.id, alice!.id))).toEqual([]);
   });
 
+  it('leaves a tombstone for a deletion that arrives before the creation', async () => {
+    const late = { ...alice!, id: 'latecomer001' };
+    const early = await removeUsers(db(), [late.id], context('2026-11-23T11:10:00Z'));
+    expect(early.changes).toEqual([{ kind: 'user.deleted', userId: late.id, details: { stored: false } }]);
+    // User.Created, observed before the deletion but processed after it, must not create the user.
+    const created = await applyUsers(db(), [late], context('2026-11-23T11:00:00Z'));
+    expect(created.changes).toEqual([]);
+    expect(await db().select().from(users).where(eq(users.id, late.id))).toEqual([]);
+  });
+
   it('strips a deleted organization role from every member and says so', async () => {
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }, { userId: bob!.id, organizationRoleIds: [admin!.id, viewer!.id] }], context('2026-11-23T11:00:00Z'));
     await db().delete(accessChanges);

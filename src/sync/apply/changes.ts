@@ -124,3 +124,20 @@ export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (t
     }
     return fn(tx);
   });
+
+/**
+ * Of `ids` that a deletion found nothing stored for, those without a deletion on record yet. Recording one
+ * (a tombstone) keeps a creation observed before the deletion, but processed after it, from resurrecting
+ * the entity; recording it once keeps a repeated deletion free of effects.
+ */
+export const newTombstones = async (
+  db: Database,
+  kind: 'user.deleted' | 'organization.deleted' | 'organization_role.deleted',
+  scope: 'userIds' | 'organizationIds' | 'organizationRoleIds',
+  ids: string[],
+): Promise<string[]> => {
+  if (ids.length === 0) return [];
+  const key = scope === 'userIds' ? 'userId' : scope === 'organizationIds' ? 'organizationId' : 'organizationRoleId';
+  const recorded = new Set((await changedSince(db, [kind], new Date(0), { [scope]: ids })).map((change) => change[key]));
+  return ids.filter((id) => !recorded.has(id));
+};

@@ -3,7 +3,7 @@ import { organizationRoles, organizations } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
-import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
+import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
 import { fromExcluded } from './upsert.js';
 
 /**
@@ -122,9 +122,12 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
     const changes: ChangeRecord[] = [
       ...endedGrants(held, (grant) => gone.has(grant.organizationId), 'organization.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'organization.deleted', organizationId: row.id })),
+      ...(await newTombstones(tx, 'organization.deleted', 'organizationIds', ids.filter((id) => !gone.has(id)))).map(
+        (id): ChangeRecord => ({ kind: 'organization.deleted', organizationId: id, details: { stored: false } }),
+      ),
     ];
     const logged = await recordChanges(tx, changes, context);
-    return { changes, rowsWritten: changes.length + logged };
+    return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
   });
 };
 
@@ -139,9 +142,12 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
     const changes: ChangeRecord[] = [
       ...endedGrants(held, (grant) => gone.has(grant.organizationRoleId!), 'organization_role.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'organization_role.deleted', organizationRoleId: row.id })),
+      ...(await newTombstones(tx, 'organization_role.deleted', 'organizationRoleIds', ids.filter((id) => !gone.has(id)))).map(
+        (id): ChangeRecord => ({ kind: 'organization_role.deleted', organizationRoleId: id, details: { stored: false } }),
+      ),
     ];
     const logged = await recordChanges(tx, changes, context);
-    return { changes, rowsWritten: changes.length + logged };
+    return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
   });
 };
 

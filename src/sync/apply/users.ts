@@ -4,7 +4,7 @@ import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { fromExcluded } from './upsert.js';
-import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 type UserRow = typeof users.$inferInsert;
 
@@ -130,12 +130,16 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
     const held = await grantsHeldBy(tx, 'user', ids);
     const deleted = await tx.delete(users).where(inArray(users.id, ids)).returning({ id: users.id });
     const deletedIds = new Set(deleted.map((row) => row.id));
+    const tombstones = await newTombstones(tx, 'user.deleted', 'userIds', ids.filter((id) => !deletedIds.has(id)));
     const changes: ChangeRecord[] = [
       ...endedGrants(held, (grant) => deletedIds.has(grant.userId), 'user.deleted'),
       ...deleted.map((row): ChangeRecord => ({ kind: 'user.deleted', userId: row.id })),
+      // A deletion that arrives before the user's creation still leaves a tombstone, so the late
+      // creation (observed earlier) cannot bring the user back.
+      ...tombstones.map((id): ChangeRecord => ({ kind: 'user.deleted', userId: id, details: { stored: false } })),
     ];
     const logged = await recordChanges(tx, changes, context);
-    const cascaded = changes.length - deleted.length;
+    const cascaded = changes.length - deleted.length - tombstones.length;
     return { changes, rowsWritten: deleted.length + cascaded + logged };
   });
 };
