@@ -198,7 +198,7 @@ const main = async () => {
     // A real organization as data: processing applies it locally (nothing changes), without a call to Logto.
     const [organization] = await database.db.select().from(organizations).limit(1);
     const organizationId = organization!.id;
-    const accepted = await load(deliveries, Number(values.concurrency), async (index) => {
+    const deliver = async (index: number) => {
       const body = JSON.stringify({
         event: 'Organization.Data.Updated', createdAt: new Date().toISOString(), userAgent: 'bench', ip: '127.0.0.1',
         path: `/organizations/${organizationId}`, method: 'PATCH', status: 200, params: { id: organizationId },
@@ -209,12 +209,16 @@ const main = async () => {
         method: 'POST', body, headers: { 'content-type': 'application/json', 'logto-signature-sha-256': signature },
       });
       if (response.status >= 300) throw new Error(`webhook answered ${response.status}`);
-    });
+    };
+    const accepted = await load(deliveries, Number(values.concurrency), deliver);
+    await service.drainInbox();
+    const alone = await load(300, 1, (index) => deliver(deliveries + index));
     await service.drainInbox();
     print('Webhook receiver', [
       ['deliveries accepted', deliveries],
       ['accepted per second', (deliveries / accepted.seconds).toFixed(0)],
-      ['time to answer p50 / p99', `${ms(percentile(accepted.latencies, 50))} / ${ms(percentile(accepted.latencies, 99))}`],
+      [`time to answer p50 / p99 (${values.concurrency} clients)`, `${ms(percentile(accepted.latencies, 50))} / ${ms(percentile(accepted.latencies, 99))}`],
+      ['time to answer p50 / p99 (one client)', `${ms(percentile(alone.latencies, 50))} / ${ms(percentile(alone.latencies, 99))}`],
     ]);
 
     // --- change in the tenant → visible in the database
@@ -248,10 +252,14 @@ const main = async () => {
         const response = await send(`${service!.url}${path(index)}`, { headers });
         if (response.status !== 200) throw new Error(`${title} answered ${response.status}`);
       });
+      const single = await load(500, 1, async (index) => {
+        await send(`${service!.url}${path(index)}`, { headers });
+      });
       print(title, [
         ['requests', requests],
-        ['requests per second', (requests / result.seconds).toFixed(0)],
-        ['p50 / p99', `${ms(percentile(result.latencies, 50))} / ${ms(percentile(result.latencies, 99))}`],
+        ['p50 / p99, one client', `${ms(percentile(single.latencies, 50))} / ${ms(percentile(single.latencies, 99))}`],
+        [`requests per second (${values.concurrency} clients)`, (requests / result.seconds).toFixed(0)],
+        [`p50 / p99 (${values.concurrency} clients)`, `${ms(percentile(result.latencies, 50))} / ${ms(percentile(result.latencies, 99))}`],
       ]);
     }
   } finally {

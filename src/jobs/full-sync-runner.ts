@@ -28,7 +28,12 @@ export const startFullSync = async (
   if (first && 'id' in first) return { runId: first.id, done };
   const error = first?.error;
   if (error instanceof AppError && error.code === 'sync_running') {
-    const running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+    // The holder may have taken the lock an instant ago and not yet written its run row: wait for it briefly.
+    let running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+    for (let attempt = 0; !running && attempt < 20; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+    }
     throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', {
       runId: running?.id ?? null,
     });

@@ -1,6 +1,7 @@
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizations, users } from '../../db/schema.js';
+import { openDatabase } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
 import type { LogtoClient, LogtoUser, Page } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
@@ -152,7 +153,8 @@ describe('reconciliation', () => {
   });
 
   it('runs once when two replicas are asked to reconcile at once', async () => {
-    const other = await (await import('../../src/db/client.js')).openDatabase({ url: database.url, dataDir: '' });
+    // A second replica is a second connection pool on PostgreSQL; on PGlite (one process) the same handle.
+    const other = database.url ? await openDatabase({ url: database.url, dataDir: '' }) : database;
     try {
       const results = await Promise.allSettled([
         startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'reconcile', trigger: 'test' }),
@@ -168,7 +170,7 @@ describe('reconciliation', () => {
       expect(error.details.runId).toBe(runId);
       await (started[0] as PromiseFulfilledResult<{ done: Promise<unknown> }>).value.done;
     } finally {
-      await other.close();
+      if (other !== database) await other.close();
     }
   });
 });
