@@ -141,11 +141,22 @@ function startChangeStream(tenant: SimulatedTenant, everyMs: number) {
           await tenant.api.post(`/organizations/${organization.id}/users/${memberId}/roles`, { organizationRoleIds: [role.id] });
           console.log(`  ~ role ${role.name} granted in ${organization.name} (no webhook exists: the role sweep picks it up)`);
         }
+        return false;
       }
     }
+    return true;
   };
   const timer = setInterval(() => {
-    act().catch((error: unknown) => console.log(`  ! change failed: ${error instanceof Error ? error.message : String(error)}`));
+    const begun = performance.now();
+    act()
+      .then(async (announced) => {
+        if (!announced) return;
+        // The tenant delivers its webhooks; the service stores and applies them.
+        await tenant.webhooks.idle();
+        await service.drainInbox();
+        console.log(`      in the database ${(performance.now() - begun).toFixed(0)} ms after the change`);
+      })
+      .catch((error: unknown) => console.log(`  ! change failed: ${error instanceof Error ? error.message : String(error)}`));
   }, everyMs);
   return { stop: () => clearInterval(timer) };
 }
