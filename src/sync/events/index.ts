@@ -7,11 +7,15 @@ import {
   type EventHandlerDeps,
   type EventOutcome,
 } from './common.js';
+import {
+  handleOrganizationDeleted,
+  handleOrganizationRoleDeleted,
+  handleOrganizationRoleUpserted,
+  handleOrganizationUpserted,
+} from './definition-events.js';
 import { handleInteraction } from './interaction-events.js';
 import { handleMembershipUpdated } from './membership-events.js';
-import { handleOrganizationDeleted, handleOrganizationUpserted } from './organization-events.js';
 import { createOrganizationResync, type OrganizationResync } from './organization-resync.js';
-import { handleOrganizationRoleDeleted, handleOrganizationRoleUpserted } from './organization-role-events.js';
 import { handleUserDeleted, handleUserUpserted } from './user-events.js';
 
 export { PermanentDeliveryError, type EventDelivery, type EventOutcome } from './common.js';
