@@ -27,8 +27,8 @@ const userStored = async (db: Database, id: string) =>
  * routes, and then it is applied as it is (the apply function keeps a stored copy Logto updated later).
  * Partial or absent data (custom-data and profile routes, recovered bodies) is replaced by a fresh
  * `GET /users/:id`; a 404 there means the user is gone. So is an update of a user the database does not
- * know: it may have been deleted since (a deletion recorded before its user was ever stored leaves no
- * trace the apply function could check), and only Logto can tell.
+ * know: only Logto can tell whether it still exists (an update is not a creation, so it must not create
+ * a user on its own say-so).
  */
 export const handleUserUpserted: EventHandler = async (deps, delivery) => {
   const payload = parsePayload(envelopeSchema, delivery);
