@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { insertRecoveredDelivery } from '../db/inbox.js';
 import { readSyncState, writeSyncState } from '../db/sync-runs.js';
+import { repeatEvery } from './repeat.js';
 import type { SyncDeps } from '../sync/context.js';
 import { withJobLock } from './lock.js';
 
@@ -108,44 +109,23 @@ export const startMissedDeliveriesJob = (
 ): MissedDeliveriesJob => {
   const intervalMs = options.intervalMs ?? 300_000;
   const log = deps.logger.child({ job: 'missed-deliveries' });
-  let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
-  let current: Promise<unknown> | null = null;
-
-  const runNow = () => {
-    const run = runMissedDeliveriesCheck(deps, options).then((result) => {
-      if (result && result.stored > 0) options.onRecovered?.();
-      return result;
-    });
-    current = run.catch(() => null).finally(() => {
-      current = null;
-    });
-    return run;
-  };
-
-  const tick = async () => {
-    timer = null;
-    if (stopped) return;
-    try {
-      await runNow();
-    } catch (error) {
-      log.error({ err: error }, 'could not read the hook logs; the next tick tries again');
-    }
-    if (!stopped) {
-      timer = setTimeout(() => void tick(), intervalMs);
-      timer.unref();
-    }
-  };
-
-  timer = setTimeout(() => void tick(), options.initialDelayMs ?? intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      timer = null;
-      await current;
+  const runNow = () =>
+    schedule.track(
+      runMissedDeliveriesCheck(deps, options).then((result) => {
+        if (result && result.stored > 0) options.onRecovered?.();
+        return result;
+      }),
+    );
+  const schedule = repeatEvery({
+    intervalMs,
+    initialDelayMs: options.initialDelayMs ?? intervalMs,
+    tick: async () => {
+      try {
+        await runNow();
+      } catch (error) {
+        log.error({ err: error }, 'could not read the hook logs; the next tick tries again');
+      }
     },
-    runNow,
-  };
+  });
+  return { stop: () => schedule.stop(), runNow };
 };

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import { readSyncState } from '../db/sync-runs.js';
+import { repeatEvery } from './repeat.js';
 import type { SyncDeps } from '../sync/context.js';
 import { roleSweepStateKey, runRoleSweep, type RoleSweepOptions, type RoleSweepResult, type RoleSweepState } from '../sync/role-sweep.js';
 import { withJobLock } from './lock.js';
@@ -59,42 +60,27 @@ export const startRoleSweepJob = (deps: SyncDeps & { config: Config }, options: 
   const intervalMs = options.intervalMs ?? deps.config.jobs.roleSweepIntervalMs;
   const maxOrganizations = options.maxOrganizations ?? roleSweepBudget(deps.config.logto.rateLimit, intervalMs);
   const log = deps.logger.child({ job: 'role-sweep' });
-  let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
-  let current: Promise<unknown> | null = null;
-
-  const runNow = (runOptions: { force?: boolean } = {}) => {
-    const run = runScheduledRoleSweep(deps, { ...options, maxOrganizations, intervalMs, trigger: runOptions.force === false ? 'schedule' : 'manual', force: runOptions.force ?? true });
-    current = run.catch(() => null).finally(() => {
-      current = null;
-    });
-    return run;
-  };
-
-  const tick = async () => {
-    timer = null;
-    if (stopped) return;
-    try {
-      const result = await runNow({ force: false });
-      if (result) log.info({ runId: result.run.id, counts: result.counts }, 'role sweep done');
-    } catch (error) {
-      log.error({ err: error }, 'role sweep failed; the next tick tries again');
-    }
-    if (!stopped) {
-      timer = setTimeout(() => void tick(), intervalMs);
-      timer.unref();
-    }
-  };
-
-  timer = setTimeout(() => void tick(), options.initialDelayMs ?? Math.min(intervalMs, 60_000));
-  timer.unref();
-  return {
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      timer = null;
-      await current;
+  const runNow = (runOptions: { force?: boolean } = {}) =>
+    schedule.track(
+      runScheduledRoleSweep(deps, {
+        ...options,
+        maxOrganizations,
+        intervalMs,
+        trigger: runOptions.force === false ? 'schedule' : 'manual',
+        force: runOptions.force ?? true,
+      }),
+    );
+  const schedule = repeatEvery({
+    intervalMs,
+    initialDelayMs: options.initialDelayMs ?? Math.min(intervalMs, 60_000),
+    tick: async () => {
+      try {
+        const result = await runNow({ force: false });
+        if (result) log.info({ runId: result.run.id, counts: result.counts }, 'role sweep done');
+      } catch (error) {
+        log.error({ err: error }, 'role sweep failed; the next tick tries again');
+      }
     },
-    runNow,
-  };
+  });
+  return { stop: () => schedule.stop(), runNow };
 };
