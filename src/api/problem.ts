@@ -2,10 +2,10 @@ import { STATUS_CODES } from 'node:http';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import type { z } from 'zod';
 import { AppError } from '../errors.js';
+import { requestIdOf, sendProblem } from '../problem.js';
 import type { Logger } from '../logger.js';
 
-export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
-export const problemTypeUri = (code: string) => `urn:logto-access-sync:problem:${code}`;
+export { PROBLEM_CONTENT_TYPE, problemBody, problemTypeUri, requestIdOf, sendProblem } from '../problem.js';
 
 export type InvalidParam = { name: string; reason: string };
 
@@ -41,41 +41,6 @@ export const issuesToParams = (issues: readonly z.core.$ZodIssue[], location: Pa
     result.push({ name: base || (location === 'body' ? 'body' : location), reason: issue.message });
   }
   return result;
-};
-
-type Problem = {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  instance: string;
-  requestId: string;
-  code: string;
-  [extension: string]: unknown;
-};
-
-export const requestIdOf = (req: Request): string => String(req.res?.locals.requestId ?? '');
-
-export const problemBody = (req: Request, status: number, code: string, detail: string, extensions?: Record<string, unknown>): Problem => ({
-  ...extensions,
-  type: problemTypeUri(code),
-  title: STATUS_CODES[status] ?? 'Error',
-  status,
-  detail,
-  instance: req.originalUrl.split('?')[0] ?? req.originalUrl,
-  requestId: requestIdOf(req),
-  code,
-});
-
-export const sendProblem = (
-  req: Request,
-  status: number,
-  code: string,
-  detail: string,
-  extensions?: Record<string, unknown>,
-): void => {
-  const res = req.res!;
-  res.status(status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(problemBody(req, status, code, detail, extensions)));
 };
 
 /** Errors from body-parser and friends carry a status and say whether their message may be shown. */

@@ -5,7 +5,7 @@ import type { Database } from '../db/client.js';
 import { insertDelivery, type DeliveryChannel } from '../db/inbox.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { sendProblem } from './problem.js';
+import { sendProblem } from '../problem.js';
 import { logtoSignatureHeader, verifyLogtoSignature } from './signature.js';
 import { createStandardWebhookVerifier, standardWebhookId } from './standard-webhooks.js';
 
@@ -48,7 +48,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (raw.length === 0) {
       count('invalid');
-      sendProblem(req, res, 400, 'empty_body', 'The delivery has no body');
+      sendProblem(req, 400, 'empty_body', 'The delivery has no body');
       return;
     }
 
@@ -63,7 +63,6 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
       log.warn(describe(req, raw, channel), 'webhook refused: missing or wrong signature');
       sendProblem(
         req,
-        res,
         401,
         'invalid_signature',
         channel === 'svix'
@@ -79,13 +78,13 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     } catch {
       count('invalid');
       log.warn(describe(req, raw, channel), 'webhook refused: signed body is not JSON');
-      sendProblem(req, res, 400, 'invalid_json', 'The delivery body is not valid JSON');
+      sendProblem(req, 400, 'invalid_json', 'The delivery body is not valid JSON');
       return;
     }
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
       count('invalid');
       log.warn(describe(req, raw, channel), 'webhook refused: signed body is not a JSON object');
-      sendProblem(req, res, 400, 'invalid_payload', 'The delivery body must be a JSON object');
+      sendProblem(req, 400, 'invalid_payload', 'The delivery body must be a JSON object');
       return;
     }
 
@@ -98,7 +97,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
       count('unavailable');
       log.error({ ...describe(req, raw, channel), err: error }, 'webhook not stored: the database did not take it');
       res.set('Retry-After', String(inboxRetryAfterSeconds));
-      sendProblem(req, res, 503, 'inbox_unavailable', 'The delivery could not be stored; send it again later');
+      sendProblem(req, 503, 'inbox_unavailable', 'The delivery could not be stored; send it again later');
       return;
     }
     count(stored.duplicate ? 'duplicate' : 'accepted');
@@ -124,12 +123,12 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     if (httpError.type === 'entity.too.large') {
       count('too_large');
       log.warn(describe(req, null), 'webhook refused: body over 1 MiB');
-      sendProblem(req, res, 413, 'body_too_large', `The delivery body exceeds ${maxWebhookBodyBytes} bytes`);
+      sendProblem(req, 413, 'body_too_large', `The delivery body exceeds ${maxWebhookBodyBytes} bytes`);
       return;
     }
     count('invalid');
     const code = status === 415 ? 'unsupported_media_type' : 'bad_request';
-    sendProblem(req, res, status, code, httpError.expose && httpError.message ? httpError.message : 'The delivery could not be read');
+    sendProblem(req, status, code, httpError.expose && httpError.message ? httpError.message : 'The delivery could not be read');
   });
   return router;
 };
