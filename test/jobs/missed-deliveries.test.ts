@@ -13,11 +13,9 @@ import {
 import { silentLogger } from '../../src/logger.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import { runFullSync } from '../../src/sync/full-sync.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
-import { deliveries, listen, receiverApp, testWorker, webhookConfig, type Receiver } from '../webhooks/harness.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { deliveries, startPipeline, type Pipeline, type Receiver } from '../webhooks/harness.js';
 
 /** Logto never retries a failed delivery; its hook logs keep the payload, and the service recovers it from there. */
 describe('recovering deliveries Logto failed to make', () => {
@@ -33,22 +31,13 @@ describe('recovering deliveries Logto failed to make', () => {
     await worker.drain();
   };
 
+  let pipeline: Pipeline;
   beforeAll(async () => {
-    database = await createTestDatabase();
-    sim = await startTenant({ seed: 9, generate: { users: 20, organizations: 3, organizationRoles: 2 } });
-    config = webhookConfig({ sim });
-    logto = clientFor(sim);
-    worker = testWorker(database, logto, config);
-    receiver = await listen(receiverApp(database.db, config, () => worker.wake()));
-    sim.setWebhookEndpoints([{ url: receiver.url }]);
-    await runFullSync(syncDepsFor(database, logto), { kind: 'baseline', trigger: 'test' });
-    worker.start();
+    pipeline = await startPipeline({ seed: 9, generate: { users: 20, organizations: 3, organizationRoles: 2 } });
+    ({ database, sim, logto, worker, receiver, config } = pipeline);
   });
   afterAll(async () => {
-    await worker.stop();
-    await receiver.close();
-    await sim.close();
-    await database.drop();
+    await pipeline.close();
   });
   afterEach(() => {
     sim.setWebhookEndpoints([{ url: receiver.url }]);

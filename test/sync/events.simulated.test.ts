@@ -4,11 +4,9 @@ import { accessChanges, users } from '../../db/schema.js';
 import type { InboxWorker } from '../../src/jobs/inbox-worker.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import { runFullSync } from '../../src/sync/full-sync.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
-import { changesFrom, deliveries, listen, receiverApp, testWorker, webhookConfig, type Receiver } from '../webhooks/harness.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { changesFrom, deliveries, startPipeline, type Pipeline, type Receiver } from '../webhooks/harness.js';
 
 /**
  * The simulated tenant delivers its own signed webhooks over HTTP to the receiver; the worker applies
@@ -30,22 +28,13 @@ describe('webhooks from the simulated tenant', () => {
   /** A user of the tenant that is a member of no organization yet. */
   const outsider = () => sim.state.listUsers().find((user) => sim.state.listUserOrganizationIds(user.id).length === 0)!;
 
+  let pipeline: Pipeline;
   beforeAll(async () => {
-    database = await createTestDatabase();
-    sim = await startTenant({ seed: 11, generate: { users: 60, organizations: 6, organizationRoles: 4 } });
-    const config = webhookConfig({ sim });
-    logto = clientFor(sim);
-    worker = testWorker(database, logto, config);
-    receiver = await listen(receiverApp(database.db, config, () => worker.wake()));
-    sim.setWebhookEndpoints([{ url: receiver.url }]);
-    await runFullSync(syncDepsFor(database, logto), { kind: 'baseline', trigger: 'test' });
-    worker.start();
+    pipeline = await startPipeline({ seed: 11, generate: { users: 60, organizations: 6, organizationRoles: 4 } });
+    ({ database, sim, logto, worker, receiver } = pipeline);
   });
   afterAll(async () => {
-    await worker.stop();
-    await receiver.close();
-    await sim.close();
-    await database.drop();
+    await pipeline.close();
   });
   afterEach(async () => {
     sim.setWebhookEndpoints([{ url: receiver.url }]);

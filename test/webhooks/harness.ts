@@ -8,7 +8,10 @@ import type { Database, DatabaseHandle } from '../../src/db/client.js';
 import { createInboxWorker, type InboxWorker, type InboxWorkerOptions } from '../../src/jobs/inbox-worker.js';
 import { silentLogger } from '../../src/logger.js';
 import type { LogtoClient } from '../../src/logto/index.js';
-import type { SimulatedTenant } from '../../src/simulator/index.js';
+import type { GenerateTenantOptions, SimulatedTenant } from '../../src/simulator/index.js';
+import { runFullSync } from '../../src/sync/full-sync.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 import { createWebhookRouter } from '../../src/webhooks/router.js';
 import { recordedSigningKey } from '../helpers/recordings.js';
 
@@ -72,3 +75,43 @@ export const deliveries = (db: Database) => db.select().from(webhookDeliveries).
 
 export const changesFrom = (db: Database, source: string) =>
   db.select().from(accessChanges).where(eq(accessChanges.source, source)).orderBy(accessChanges.id);
+
+export type Pipeline = {
+  database: TestDatabase;
+  sim: SimulatedTenant;
+  logto: LogtoClient;
+  config: Config;
+  worker: InboxWorker;
+  receiver: Receiver;
+  close(): Promise<void>;
+};
+
+/**
+ * The whole webhook path over real HTTP: a simulated tenant delivering its own signed webhooks to the
+ * receiver, the worker applying them, on a database that starts from a baseline equal to the tenant.
+ */
+export const startPipeline = async (tenant: { seed: number; generate: GenerateTenantOptions }): Promise<Pipeline> => {
+  const database = await createTestDatabase();
+  const sim = await startTenant({ seed: tenant.seed, generate: tenant.generate });
+  const config = webhookConfig({ sim });
+  const logto = clientFor(sim);
+  const worker = testWorker(database, logto, config);
+  const receiver = await listen(receiverApp(database.db, config, () => worker.wake()));
+  sim.setWebhookEndpoints([{ url: receiver.url }]);
+  await runFullSync(syncDepsFor(database, logto), { kind: 'baseline', trigger: 'test' });
+  worker.start();
+  return {
+    database,
+    sim,
+    logto,
+    config,
+    worker,
+    receiver,
+    async close() {
+      await worker.stop();
+      await receiver.close();
+      await sim.close();
+      await database.drop();
+    },
+  };
+};
