@@ -1,4 +1,4 @@
-import { eq, inArray, sql } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
@@ -150,6 +150,3 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
     return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
   });
 };
-
-export const organizationExists = async (db: Database, id: string) =>
-  (await db.select({ id: organizations.id }).from(organizations).where(eq(organizations.id, id))).length > 0;

@@ -1,7 +1,7 @@
-import { eq } from 'drizzle-orm';
 import type { z } from 'zod';
-import { organizationRoles, organizations } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
+import { organizationRoleExists } from '../../db/queries/organization-roles.js';
+import { organizationExists } from '../../db/queries/organizations.js';
 import { logtoOrganizationRoleSchema, logtoOrganizationSchema } from '../../logto/index.js';
 import {
   applyOrganizationRoles,
@@ -29,14 +29,11 @@ type Definition<T extends { id: string }> = {
   label: string;
   createdEvent: string;
   schema: z.ZodType<T>;
-  table: typeof organizations | typeof organizationRoles;
+  exists(db: Database, id: string): Promise<boolean>;
   fetch(deps: SyncDeps, id: string): Promise<T | null>;
   apply(db: Database, items: T[], context: ChangeContext): Promise<ApplyResult>;
   remove(db: Database, ids: string[], context: ChangeContext): Promise<ApplyResult>;
 };
-
-const stored = async (db: Database, table: Definition<{ id: string }>['table'], id: string) =>
-  (await db.select({ id: table.id }).from(table).where(eq(table.id, id)).limit(1)).length > 0;
 
 /**
  * `*.Created`, `*.Data.Updated`: `data` is the entity. When it is absent, recovered from the hook logs, or
@@ -54,7 +51,7 @@ const upserted =
       const usable = entity.success && (id === undefined || entity.data.id === id);
       if (
         usable &&
-        (delivery.event === definition.createdEvent || (await stored(deps.database.db, definition.table, entity.data.id)))
+        (delivery.event === definition.createdEvent || (await definition.exists(deps.database.db, entity.data.id)))
       ) {
         await definition.apply(deps.database.db, [entity.data], { ...base, observedAt: eventTime(delivery, payload) });
         return 'applied';
@@ -83,7 +80,7 @@ const organization: Definition<z.infer<typeof logtoOrganizationSchema>> = {
   label: 'organization',
   createdEvent: 'Organization.Created',
   schema: logtoOrganizationSchema,
-  table: organizations,
+  exists: organizationExists,
   fetch: (deps, id) => deps.logto.getOrganization(id),
   apply: applyOrganizations,
   remove: removeOrganizations,
@@ -93,7 +90,7 @@ const organizationRole: Definition<z.infer<typeof logtoOrganizationRoleSchema>> 
   label: 'organization role',
   createdEvent: 'OrganizationRole.Created',
   schema: logtoOrganizationRoleSchema,
-  table: organizationRoles,
+  exists: organizationRoleExists,
   fetch: (deps, id) => deps.logto.getOrganizationRole(id),
   apply: applyOrganizationRoles,
   remove: removeOrganizationRoles,

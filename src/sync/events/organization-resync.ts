@@ -1,9 +1,9 @@
 import {
   applyOrganizations,
   mergeResults,
-  organizationExists,
   removeOrganizations,
 } from '../apply/index.js';
+import { organizationExists } from '../../db/queries/organizations.js';
 import type { SyncDeps } from '../context.js';
 import { syncOrganizationMembers, type OrganizationMembersResult } from '../organization-members.js';
 import type { BaseContext } from './common.js';

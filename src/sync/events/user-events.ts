@@ -1,6 +1,4 @@
-import { eq } from 'drizzle-orm';
-import { users } from '../../../db/schema.js';
-import type { Database } from '../../db/client.js';
+import { userExists } from '../../db/queries/users.js';
 import { logtoUserSchema } from '../../logto/index.js';
 import { applyUsers, removeUsers } from '../apply/index.js';
 import {
@@ -18,9 +16,6 @@ import {
 
 /** Routes whose `User.Data.Updated` carries only a part of the user (`data` = customData or profile). */
 const partialRoute = /\/(custom-data|profile)\/?$/;
-
-const userStored = async (db: Database, id: string) =>
-  (await db.select({ id: users.id }).from(users).where(eq(users.id, id)).limit(1)).length > 0;
 
 /**
  * `User.Created`, `User.Data.Updated`, `User.SuspensionStatus.Updated`: `data` is the whole user for most
@@ -43,7 +38,7 @@ export const handleUserUpserted: EventHandler = async (deps, delivery) => {
   if (complete) {
     const user = logtoUserSchema.safeParse(payload.data);
     const usable = user.success && (userId === undefined || user.data.id === userId);
-    if (usable && (delivery.event === 'User.Created' || (await userStored(deps.database.db, user.data.id)))) {
+    if (usable && (delivery.event === 'User.Created' || (await userExists(deps.database.db, user.data.id)))) {
       await applyUsers(deps.database.db, [user.data], { ...base, observedAt: eventTime(delivery, payload) });
       return 'applied';
     }
