@@ -1,8 +1,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-/** The recordings from a real Logto, kept beside the repository in shared/ (read-only). */
-export const recordingsDir = fileURLToPath(new URL('../../../shared/logto-webhooks/', import.meta.url));
+/** The recordings from a real Logto (test/fixtures/logto, read-only). */
+export const recordingsDir = fileURLToPath(new URL('../fixtures/logto/', import.meta.url));
 
 /** The body of a recorded Management API response. */
 export const recorded = <T>(file: string): T =>

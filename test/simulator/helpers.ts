@@ -5,9 +5,9 @@ import { fileURLToPath } from 'node:url';
 import express from 'express';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 
-/** The recordings of a real Logto, beside the repository (override with LOGTO_CAPTURES_DIR). */
+/** The recordings of a real Logto in test/fixtures/logto (override with LOGTO_CAPTURES_DIR). */
 export const capturesDir =
-  process.env.LOGTO_CAPTURES_DIR ?? fileURLToPath(new URL('../../../shared/logto-webhooks/', import.meta.url));
+  process.env.LOGTO_CAPTURES_DIR ?? fileURLToPath(new URL('../fixtures/logto/', import.meta.url));
 
 export interface CapturedDelivery {
   seq: number;
