@@ -3,7 +3,6 @@ import type { AddressInfo } from 'node:net';
 import { beginDraining, createApp } from './api/app.js';
 import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
-import { failAbandonedRuns } from './db/sync-runs.js';
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
@@ -50,10 +49,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
 
   const logto = createLogtoClient(config.logto, { logger });
   const deps: SyncDeps = { database, logto, logger };
-  // A run left 'running' by a process that died is over; only the lock holder may say so.
-  await withJobLock(database, 'full-sync', (session) =>
-    failAbandonedRuns(session, ['baseline', 'reconcile'], 'the process running it stopped before it finished'),
-  );
+  // Taking the lock marks failed any run a process that died left 'running' (see withJobLock).
+  await withJobLock(database, 'full-sync', async () => {});
 
   const startReconcile = async (trigger: string, kind: 'baseline' | 'reconcile' = 'reconcile') => {
     const started = await startFullSync(deps, { kind, trigger });

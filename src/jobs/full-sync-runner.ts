@@ -1,3 +1,4 @@
+import { analyzeLoadedTables } from '../db/statistics.js';
 import { lastSyncRun } from '../db/sync-runs.js';
 import { AppError } from '../errors.js';
 import type { SyncDeps } from '../sync/context.js';
@@ -7,6 +8,9 @@ import { withJobLock } from './lock.js';
 export type StartedRun = { runId: number; done: Promise<FullSyncResult> };
 
 const lockName = 'full-sync';
+
+/** A reconcile that wrote this many rows loaded in bulk as well (e.g. after a long outage): analyze after it too. */
+const bulkRowsWritten = 5000;
 
 /**
  * Starts a baseline or reconcile under the one 'full-sync' lock, so across every replica at most one
@@ -18,9 +22,16 @@ export const startFullSync = async (
 ): Promise<StartedRun> => {
   let started!: (runId: number) => void;
   const runId = new Promise<number>((resolve) => (started = resolve));
-  const done = withJobLock(deps.database, lockName, () =>
-    runFullSync(deps, { ...options, onStart: (run) => started(run.id) }),
-  ).then((outcome) => {
+  const done = withJobLock(deps.database, lockName, async () => {
+    const result = await runFullSync(deps, { ...options, onStart: (run) => started(run.id) });
+    if (options.kind === 'baseline' || result.counts.rowsWritten >= bulkRowsWritten) {
+      // Still under the lock, so the next run is planned with these statistics; a failure costs only speed.
+      await analyzeLoadedTables(deps.database.db).catch((error: unknown) =>
+        deps.logger.warn({ err: error }, 'could not analyze the tables the sync loaded'),
+      );
+    }
+    return result;
+  }).then((outcome) => {
     if (outcome === null) throw new AppError(409, 'sync_running', 'A full sync or reconcile is already running');
     return outcome.value;
   });

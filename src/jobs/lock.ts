@@ -1,10 +1,24 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { rows, type Database, type DatabaseHandle } from '../db/client.js';
+import { failAbandonedRuns, type SyncRunKind } from '../db/sync-runs.js';
 
 /** A stable 63-bit advisory lock key for a job name, so every replica derives the same key. */
 export const lockKey = (name: string): bigint =>
   BigInt.asIntN(64, BigInt(`0x${createHash('sha256').update(`logto-access-sync:${name}`).digest('hex').slice(0, 16)}`));
+
+/** Why a run left 'running' is marked failed by the next holder of its lock. */
+export const abandonedRunReason = 'process ended while running';
+
+/**
+ * The sync_runs kinds each lock guards: a run of these kinds is only ever 'running' while some process
+ * holds the lock, so whoever takes the lock knows any such run still 'running' was left by a process
+ * that died (SIGKILL, OOM, lost host) and marks it failed before doing anything else.
+ */
+const runKindsGuardedBy: Record<string, SyncRunKind[]> = {
+  'full-sync': ['baseline', 'reconcile'],
+  'role-sweep': ['sweep'],
+};
 
 const heldInProcess = new Set<string>();
 
@@ -25,6 +39,8 @@ export const withJobLock = async <T>(
       const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key.toString()}::bigint) as locked`);
       if (!row?.locked) return null;
       try {
+        const guarded = runKindsGuardedBy[name];
+        if (guarded) await failAbandonedRuns(session, guarded, abandonedRunReason);
         return { value: await fn(session) };
       } finally {
         await session.execute(sql`select pg_advisory_unlock(${key.toString()}::bigint)`);

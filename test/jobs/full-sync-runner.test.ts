@@ -1,0 +1,42 @@
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rows } from '../../src/db/client.js';
+import { startFullSync } from '../../src/jobs/full-sync-runner.js';
+import type { SimulatedTenant } from '../../src/simulator/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+
+const accessTables = ['access_changes', 'organization_member_roles', 'organization_members', 'organization_roles', 'organizations', 'users'];
+
+const lastAnalyzed = async (database: TestDatabase) =>
+  rows<{ relname: string; analyzed: boolean }>(
+    database.db,
+    sql`select relname, last_analyze is not null as analyzed from pg_stat_user_tables
+        where relname in (${sql.join(accessTables.map((name) => sql`${name}`), sql`, `)}) order by relname`,
+  );
+
+describe('the full sync runner', () => {
+  let database: TestDatabase;
+  let sim: SimulatedTenant;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    sim = await startTenant({ seed: 33, generate: { users: 40, organizations: 6, organizationRoles: 3 } });
+  });
+  afterAll(async () => {
+    await sim.close();
+    await database.drop();
+  });
+
+  it('analyzes the tables a baseline loaded, so the first queries are planned with real statistics', async () => {
+    expect((await lastAnalyzed(database)).filter((table) => table.analyzed)).toEqual([]);
+    const started = await startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'baseline', trigger: 'test' });
+    expect((await started.done).run.status).toBe('succeeded');
+    expect(await lastAnalyzed(database)).toEqual(accessTables.map((relname) => ({ relname, analyzed: true })));
+    const [members] = await rows<{ reltuples: number }>(
+      database.db,
+      sql`select reltuples::int as reltuples from pg_class where relname = 'organization_members'`,
+    );
+    expect(members?.reltuples).toBe(sim.state.counts().memberships);
+  });
+});
