@@ -17,9 +17,13 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY db/migrations ./db/migrations
-RUN mkdir -p /app/data && chown -R node:node /app/data
+# The package's bin entry on the PATH: `docker exec <container> logto-access-sync keys create --name ops --scope write`
+# (the same as `npm run cli -- keys create …`, which also works here).
+RUN chmod +x dist/src/cli.js && ln -s /app/dist/src/cli.js /usr/local/bin/logto-access-sync \
+  && mkdir -p /app/data && chown -R node:node /app/data
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# `npm start` without npm in between, so SIGTERM reaches the service itself and it shuts down gracefully.
 CMD ["node", "dist/src/server.js"]

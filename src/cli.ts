@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import 'dotenv/config';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, loadDatabaseConfig } from './config.js';
@@ -10,7 +11,7 @@ import { createLogtoClient, LogtoError } from './logto/index.js';
 import { createProgressReporter } from './progress.js';
 import type { FullSyncKind } from './sync/full-sync.js';
 
-const usage = `Usage: npm run cli -- <command>
+const usage = `Usage: logto-access-sync <command>   (or: npm run cli -- <command>)
 
 Commands:
   migrate                                   apply the database migrations

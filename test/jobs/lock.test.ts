@@ -16,7 +16,7 @@ import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
-/** The CLI's `sync` in a child process of its own, as `npm run sync` runs it; resolves with its exit. */
+/** The CLI's `sync` in a child process of its own, as `npm run dev:sync` runs it; resolves with its exit. */
 const spawnCliSync = (env: Record<string, string>) => {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'sync'], {
     cwd: root,
