@@ -20,6 +20,21 @@ const optionalText = z
   .transform((value) => (value === '' ? undefined : value))
   .optional();
 
+/** `"10m"`, `"30s"`, `"1h"`, `"500ms"` → milliseconds. */
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, context) => {
+      const match = /^(\d+)\s*(ms|s|m|h)$/.exec(value.trim());
+      if (!match || Number(match[1]) === 0) {
+        context.addIssue({ code: 'custom', message: 'must look like 10m, 30s or 1h' });
+        return z.NEVER;
+      }
+      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
+      return Number(match[1]) * unit;
+    });
+
 const environmentSchema = z.object({
   LOGTO_BASE_URL: url.transform((value) => value.replace(/\/+$/, '')),
   LOGTO_TOKEN_URL: url.optional(),
@@ -89,18 +104,12 @@ const environmentSchema = z.object({
         return false;
       }
     }, 'must be an IANA time zone such as UTC or Europe/Berlin'),
-  ROLE_SWEEP_INTERVAL: z
-    .string()
-    .default('10m')
-    .transform((value, context) => {
-      const match = /^(\d+)\s*(ms|s|m|h)$/.exec(value.trim());
-      if (!match) {
-        context.addIssue({ code: 'custom', message: 'must look like 10m, 30s or 1h' });
-        return z.NEVER;
-      }
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
-      return Number(match[1]) * unit;
-    }),
+  ROLE_SWEEP_INTERVAL: duration('10m'),
+  MISSED_DELIVERIES_INTERVAL: duration('5m'),
+  SERVE_BEFORE_FIRST_SYNC: z
+    .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+    .default('false')
+    .transform((value) => value === 'true' || value === '1'),
   WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
 });
@@ -120,8 +129,14 @@ export type Config = {
   };
   webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
   database: { url: string | undefined; dataDir: string };
-  http: { port: number; host: string; apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[] };
-  jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number };
+  http: {
+    port: number;
+    host: string;
+    apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[];
+    /** Answer reads before the first full sync succeeded (partial answers) instead of 503 not_synced. */
+    serveBeforeFirstSync: boolean;
+  };
+  jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number; missedDeliveriesIntervalMs: number };
   logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
   shutdownTimeoutMs: number;
 };
@@ -167,11 +182,12 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
     },
     database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
-    http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS },
+    http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS, serveBeforeFirstSync: env.SERVE_BEFORE_FIRST_SYNC },
     jobs: {
       reconcileCron: env.RECONCILE_CRON,
       reconcileTimezone: env.RECONCILE_TZ,
       roleSweepIntervalMs: env.ROLE_SWEEP_INTERVAL,
+      missedDeliveriesIntervalMs: env.MISSED_DELIVERIES_INTERVAL,
     },
     logLevel: env.LOG_LEVEL,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,

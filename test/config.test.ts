@@ -27,7 +27,24 @@ describe('loadConfig', () => {
     expect(config.database.url).toBeUndefined();
     expect(config.database.dataDir).toBe('./data');
     expect(config.http.port).toBe(3000);
-    expect(config.jobs).toEqual({ reconcileCron: '0 3 * * *', reconcileTimezone: 'UTC', roleSweepIntervalMs: 600_000 });
+    expect(config.jobs).toEqual({
+      reconcileCron: '0 3 * * *',
+      reconcileTimezone: 'UTC',
+      roleSweepIntervalMs: 600_000,
+      missedDeliveriesIntervalMs: 300_000,
+    });
+    expect(config.http.serveBeforeFirstSync).toBe(false);
+  });
+
+  it('reads the missed-deliveries interval and the choice to serve before the first sync', () => {
+    const config = loadConfig({ ...valid, MISSED_DELIVERIES_INTERVAL: '30s', SERVE_BEFORE_FIRST_SYNC: 'true' });
+    expect(config.jobs.missedDeliveriesIntervalMs).toBe(30_000);
+    expect(config.http.serveBeforeFirstSync).toBe(true);
+    expect(problemsOf({ ...valid, MISSED_DELIVERIES_INTERVAL: 'often', SERVE_BEFORE_FIRST_SYNC: 'yes please' }).map((p) => p.split(' ')[0])).toEqual([
+      'MISSED_DELIVERIES_INTERVAL',
+      'SERVE_BEFORE_FIRST_SYNC',
+    ]);
+    expect(problemsOf({ ...valid, MISSED_DELIVERIES_INTERVAL: '0m' })).toEqual(['MISSED_DELIVERIES_INTERVAL must look like 10m, 30s or 1h']);
   });
 
   it('keeps an explicit self-hosted resource and splits signing keys for rotation', () => {

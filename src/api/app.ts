@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { cachedAccessStateAsOf } from '../db/freshness.js';
+import { cachedFirstFullSyncSucceeded } from '../db/service-state.js';
 import type { UserDto } from '../db/queries/users.js';
 import type { Logger } from '../logger.js';
 import type { LogtoUser } from '../logto/index.js';
@@ -11,6 +12,7 @@ import { metrics } from '../metrics.js';
 import { accessRoutes } from './access.js';
 import { createKeyAuthenticator, requireApiKey, requireScope, type Principal } from './auth.js';
 import { changeRoutes } from './changes.js';
+import { needsFirstSync, sendNotSynced } from './not-synced.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { organizationRoleRoutes } from './organization-roles.js';
 import { organizationRoutes } from './organizations.js';
@@ -33,6 +35,8 @@ export type ApiDeps = {
   logger: Logger;
   /** Mounted at /webhooks (provides POST /webhooks/logto). It receives the raw body: no JSON parser runs in front of it. */
   webhookRouter?: express.Router;
+  /** A time X-Access-State-As-Of may not go past (a restart still catching up), or null. */
+  freshnessCap?: () => Date | null;
   actions: {
     /** Starts a reconcile; throws AppError(409, 'reconcile_running', …, { runId }) while one runs. */
     startReconcile(trigger: 'api'): Promise<{ runId: number }>;
@@ -162,8 +166,11 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
     ...(options.clock ? { clock: options.clock } : {}),
   });
 
+  const synced = cachedFirstFullSyncSucceeded(deps.db);
+  const serveBeforeFirstSync = deps.config.http.serveBeforeFirstSync;
+
   let document: Record<string, unknown> | undefined;
-  const routes = [...systemRoutes({ document: () => document ?? {}, draining: isDraining }), ...apiRoutes()];
+  const routes = [...systemRoutes({ document: () => document ?? {}, draining: isDraining, synced }), ...apiRoutes()];
   document = buildOpenApiDocument(routes, {
     external: deps.webhookRouter ? [{ path: '/webhooks/logto', method: 'post', operation: webhookReceiverOperation }] : [],
   });
@@ -199,9 +206,15 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
       }
       const body = route.body ? parsePart(route.body, req.body ?? undefined, 'body', invalid) : undefined;
       if (invalid.length > 0) throw invalidParams(invalid);
+      if (!serveBeforeFirstSync && needsFirstSync(route) && !(await synced())) {
+        sendNotSynced(req);
+        return;
+      }
       let asOf: Date | null = null;
       if (route.method === 'get' && route.auth !== 'none') {
         asOf = await freshness();
+        const cap = deps.freshnessCap?.();
+        if (asOf && cap && cap < asOf) asOf = cap;
         res.setHeader('X-Access-State-As-Of', asOf ? asOf.toISOString() : 'never');
       }
       const result = await route.handler({

@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import { z } from 'zod';
+import { needsFirstSync } from './not-synced.js';
 import type { Route } from './route.js';
 import { components } from './schemas.js';
 
@@ -30,7 +31,7 @@ const responseDescriptions: Record<number, string> = {
   409: 'The request conflicts with the current state',
   500: 'An unexpected error; quote `requestId` when reporting it',
   502: 'Logto could not be reached or answered with an error',
-  503: 'The service is not ready',
+  503: 'The service is not ready: `not_synced` (with Retry-After) until the first full sync has succeeded, or shutting down',
 };
 
 const pascal = (text: string): string => text.replace(/(^|[^A-Za-z0-9]+)([A-Za-z0-9])/g, (_match, _sep, letter: string) => letter.toUpperCase());
@@ -108,6 +109,7 @@ export const buildOpenApiDocument = (routes: readonly Route[], options: OpenApiO
     if (route.params || route.query || route.body || route.auth !== 'none') errors.add(400);
     if (route.auth !== 'none') errors.add(401);
     if (route.auth === 'write') errors.add(403);
+    if (needsFirstSync(route)) errors.add(503);
     errors.add(500);
     for (const status of [...errors].sort()) {
       usedStatuses.add(status);

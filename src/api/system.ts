@@ -41,11 +41,19 @@ const docsPage = (): string => {
 };
 
 const healthSchema = z.object({ status: z.literal('ok') });
-const readinessSchema = z.object({ status: z.literal('ready'), database: z.literal('connected') });
+const readinessSchema = z.object({
+  status: z.literal('ready'),
+  database: z.literal('connected'),
+  synced: z
+    .boolean()
+    .describe('Whether a full sync has succeeded; until then /v1 reads answer 503 not_synced (deliveries are accepted all along)'),
+});
 
 export type SystemState = {
   document(): Record<string, unknown>;
   draining(): boolean;
+  /** Whether the first full sync has succeeded (cached once true). */
+  synced(): Promise<boolean>;
 };
 
 export const systemRoutes = (state: SystemState): Route[] => {
@@ -65,7 +73,7 @@ export const systemRoutes = (state: SystemState): Route[] => {
       method: 'get',
       path: '/readyz',
       operationId: 'getReadiness',
-      summary: 'Readiness: the database answers and every migration is applied',
+      summary: 'Readiness: the database answers and every migration is applied (and whether the first full sync is done)',
       tags: ['operations'],
       auth: 'none',
       success: { status: 200, description: 'Ready to serve', schema: readinessSchema },
@@ -80,7 +88,8 @@ export const systemRoutes = (state: SystemState): Route[] => {
         if (!(await migrationsApplied(deps.db))) {
           throw new AppError(503, 'migrations_pending', 'The database migrations are not all applied');
         }
-        return { status: 'ready' as const, database: 'connected' as const };
+        // Ready even before the first sync: the webhook deliveries made during the baseline must be accepted.
+        return { status: 'ready' as const, database: 'connected' as const, synced: await state.synced() };
       },
     }),
     defineRoute({

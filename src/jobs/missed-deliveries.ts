@@ -29,6 +29,8 @@ export type MissedDeliveriesOptions = {
   marginMs?: number;
   /** How far back the first check reads. Default 24 h (Logto's default log window). */
   initialLookbackMs?: number;
+  /** Read from here (epoch ms, before the margin) instead of the last check: the scan at start after a stop. */
+  since?: number;
 };
 
 export type MissedDeliveriesResult = {
@@ -40,6 +42,8 @@ export type MissedDeliveriesResult = {
   known: number;
   /** Log rows without a usable body. */
   skipped: number;
+  /** Inbox ids of the deliveries stored by this check. */
+  storedIds: number[];
   window: { startTime: number; endTime: number };
 };
 
@@ -56,9 +60,10 @@ export const recoverMissedDeliveries = async (
   const db = deps.database.db;
   const state = await readSyncState<MissedDeliveriesState>(db, missedDeliveriesStateKey);
   const endTime = Date.now();
-  const from = typeof state?.lastCheckedAt === 'number' ? state.lastCheckedAt : endTime - (options.initialLookbackMs ?? 86_400_000);
+  const from =
+    options.since ?? (typeof state?.lastCheckedAt === 'number' ? state.lastCheckedAt : endTime - (options.initialLookbackMs ?? 86_400_000));
   const startTime = Math.max(0, from - (options.marginMs ?? 600_000));
-  const result: MissedDeliveriesResult = { failed: 0, stored: 0, known: 0, skipped: 0, window: { startTime, endTime } };
+  const result: MissedDeliveriesResult = { failed: 0, stored: 0, known: 0, skipped: 0, storedIds: [], window: { startTime, endTime } };
   for await (const page of deps.logto.listHookLogs(hookId, { startTime, endTime, result: 'Error' })) {
     for (const log of page.items) {
       result.failed += 1;
@@ -69,7 +74,10 @@ export const recoverMissedDeliveries = async (
       }
       const stored = await insertRecoveredDelivery(db, { logId: log.id, payload: body });
       if (stored.duplicate) result.known += 1;
-      else result.stored += 1;
+      else {
+        result.stored += 1;
+        result.storedIds.push(stored.id);
+      }
     }
   }
   await writeSyncState(db, missedDeliveriesStateKey, {
@@ -89,7 +97,7 @@ export const runMissedDeliveriesCheck = async (
   (await withJobLock(deps.database, missedDeliveriesLockName, () => recoverMissedDeliveries(deps, options)))?.value ?? null;
 
 export type MissedDeliveriesJobOptions = MissedDeliveriesOptions & {
-  /** Default 5 min. */
+  /** Default `config.jobs.missedDeliveriesIntervalMs` (MISSED_DELIVERIES_INTERVAL, 5 min). */
   intervalMs?: number;
   /** Default: the interval. */
   initialDelayMs?: number;
@@ -99,7 +107,8 @@ export type MissedDeliveriesJobOptions = MissedDeliveriesOptions & {
 
 export type MissedDeliveriesJob = {
   stop(): Promise<void>;
-  runNow(): Promise<MissedDeliveriesResult | null>;
+  /** Checks now (null when another replica or caller is checking); `since` widens this one check's window. */
+  runNow(options?: Pick<MissedDeliveriesOptions, 'since'>): Promise<MissedDeliveriesResult | null>;
 };
 
 /** Checks Logto's hook logs for failed deliveries every few minutes. */
@@ -107,11 +116,11 @@ export const startMissedDeliveriesJob = (
   deps: SyncDeps & { config: Config },
   options: MissedDeliveriesJobOptions = {},
 ): MissedDeliveriesJob => {
-  const intervalMs = options.intervalMs ?? 300_000;
+  const intervalMs = options.intervalMs ?? deps.config.jobs.missedDeliveriesIntervalMs;
   const log = deps.logger.child({ job: 'missed-deliveries' });
-  const runNow = () =>
+  const runNow = (once: Pick<MissedDeliveriesOptions, 'since'> = {}) =>
     schedule.track(
-      runMissedDeliveriesCheck(deps, options).then((result) => {
+      runMissedDeliveriesCheck(deps, { ...options, ...once }).then((result) => {
         if (result && result.stored > 0) options.onRecovered?.();
         return result;
       }),

@@ -47,7 +47,7 @@ describe('operational routes and cross-cutting behaviour', () => {
       let handle = await secondHandle();
       const switchable = switchableDatabase(handle.db);
       const app = createApp({ db: switchable.db, config: testConfig(), logger: capturingLogger().logger, actions: stubActions().actions });
-      expect((await request(app).get('/readyz').expect(200)).body).toEqual({ status: 'ready', database: 'connected' });
+      expect((await request(app).get('/readyz').expect(200)).body).toEqual({ status: 'ready', database: 'connected', synced: false });
 
       await handle.close();
       const down = expectProblem(await request(app).get('/readyz'), 503, 'database_unreachable');
