@@ -6,12 +6,21 @@ import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
-import { startMissedDeliveriesJob } from './jobs/missed-deliveries.js';
+import { startMissedDeliveriesJob, type MissedDeliveriesJob } from './jobs/missed-deliveries.js';
+import {
+  createFreshnessHold,
+  planRestart,
+  readRestartFacts,
+  releaseOnFullSync,
+  startCatchUp,
+  type CatchUp,
+} from './jobs/restart-catch-up.js';
 import { scheduleReconcile, type ReconcileSchedule } from './jobs/reconcile-schedule.js';
 import { startRoleSweepJob } from './jobs/role-sweep-job.js';
 import type { Logger } from './logger.js';
 import { createLogtoClient, type LogtoClient } from './logto/index.js';
 import { retryDeadLetter } from './db/inbox.js';
+import { unsettledDeliveries, writeServiceLifecycle } from './db/service-state.js';
 import type { SyncDeps } from './sync/context.js';
 import { createProvisioning } from './sync/provisioning.js';
 import { createWebhookRouter } from './webhooks/router.js';
@@ -22,6 +31,11 @@ export type ServiceOptions = {
   initialSync?: boolean;
   /** Start the cron reconcile, role sweep and missed-delivery jobs (default true). */
   jobs?: boolean;
+  /**
+   * Catch up on what happened while the service was stopped: the scan of the hook logs at start, and a
+   * reconcile when the gap is beyond them (default: as `jobs`).
+   */
+  catchUp?: boolean;
   /** An already open database (tests); otherwise the one the config names is opened and closed here. */
   database?: DatabaseHandle;
 };
@@ -33,6 +47,8 @@ export type Service = {
   logto: LogtoClient;
   startReconcile(trigger: string): Promise<{ runId: number; done: Promise<unknown> }>;
   drainInbox(): Promise<void>;
+  /** Settles when the catch-up after the stop (scan of the hook logs at start, reconcile at boot) has finished. */
+  caughtUp(): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -52,11 +68,19 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   // Taking the lock marks failed any run a process that died left 'running' (see withJobLock).
   await withJobLock(database, 'full-sync', async () => {});
 
+  // What the previous process left behind decides how this one catches up; from now on a crash reads as unclean.
+  const jobsEnabled = options.jobs ?? true;
+  const catchUpEnabled = options.catchUp ?? jobsEnabled;
+  const plan = planRestart(await readRestartFacts(database.db), { now: new Date(), hookConfigured: Boolean(config.logto.hookId) });
+  await writeServiceLifecycle(database.db, { state: 'running', startedAt: new Date().toISOString() });
+  const freshnessHold = createFreshnessHold();
+
   const startReconcile = async (trigger: string, kind: 'baseline' | 'reconcile' = 'reconcile') => {
     const started = await startFullSync(deps, { kind, trigger });
     started.done.catch(() => {
       // Already logged and recorded on the run by runFullSync; the next run starts clean.
     });
+    releaseOnFullSync(freshnessHold, started.done);
     return started;
   };
 
@@ -67,6 +91,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     db: database.db,
     config,
     logger,
+    freshnessCap: () => freshnessHold.cap(),
     webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake() }),
     actions: {
       startReconcile: async (trigger) => ({ runId: (await startReconcile(trigger)).runId }),
@@ -91,7 +116,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
 
   worker.start();
   const stoppers: (() => Promise<void>)[] = [];
-  if (options.jobs ?? true) {
+  if (jobsEnabled) {
     schedule = scheduleReconcile(
       { cron: config.jobs.reconcileCron, timezone: config.jobs.reconcileTimezone, logger },
       () => startReconcile('cron'),
@@ -99,10 +124,31 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     stoppers.push(() => schedule!.stop());
     const sweep = startRoleSweepJob({ ...deps, config });
     stoppers.push(() => sweep.stop());
-    if (config.logto.hookId) {
-      const missed = startMissedDeliveriesJob({ ...deps, config }, { onRecovered: () => worker.wake() });
-      stoppers.push(() => missed.stop());
-    }
+  }
+  let missed: MissedDeliveriesJob | null = null;
+  if (config.logto.hookId && (jobsEnabled || catchUpEnabled)) {
+    // The catch-up's scan at start is the first check; the schedule runs every interval after it.
+    const job = startMissedDeliveriesJob(
+      { ...deps, config },
+      { onRecovered: () => worker.wake(), ...(jobsEnabled ? {} : { intervalMs: 2 ** 31 - 1 }) },
+    );
+    missed = job;
+    stoppers.push(() => job.stop());
+  }
+  let catchUp: CatchUp | null = null;
+  if (catchUpEnabled) {
+    // Deliveries are taken from here on: recover what Logto failed to deliver while stopped, reconcile if that is not enough.
+    const running = startCatchUp({
+      db: database.db,
+      logger,
+      plan,
+      hold: freshnessHold,
+      missed,
+      wakeWorker: () => worker.wake(),
+      startReconcile: (trigger) => startReconcile(trigger),
+    });
+    catchUp = running;
+    stoppers.unshift(() => running.stop());
   }
   if ((options.initialSync ?? true) && (await neverSynced(deps))) {
     logger.info('the database has never been synced: starting the baseline');
@@ -123,6 +169,12 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
       // Deliveries not yet applied stay in the inbox for the next start (or another replica).
       await worker.stop();
+      // A clean stop, and whether it left work behind: the next start plans its catch-up from this.
+      await unsettledDeliveries(database.db)
+        .then((left) =>
+          writeServiceLifecycle(database.db, { state: 'stopped', stoppedAt: new Date().toISOString(), inboxEmpty: left === 0 }),
+        )
+        .catch((error: unknown) => logger.warn({ err: error }, 'could not record the clean shutdown'));
       if (ownsDatabase) await database.close();
       logger.info('stopped');
     })());
@@ -134,6 +186,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     logto,
     startReconcile: (trigger) => startReconcile(trigger),
     drainInbox: () => worker.drain(),
+    caughtUp: () => catchUp?.done ?? Promise.resolve(),
     close,
   };
 };
