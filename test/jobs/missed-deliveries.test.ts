@@ -102,6 +102,22 @@ describe('recovering deliveries Logto failed to make', () => {
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 
+  it('checks again every MISSED_DELIVERIES_INTERVAL without being asked', async () => {
+    const user = sim.state.listUsers()[3]!;
+    sim.webhooks.dropNext(1);
+    await sim.api.patch(`/users/${user.id}`, { name: 'Found by the scheduled check' });
+    await settle();
+    const job = startMissedDeliveriesJob({ ...deps(), config: { ...config, jobs: { ...config.jobs, missedDeliveriesIntervalMs: 100 } } }, { onRecovered: () => worker.wake() });
+    try {
+      for (let attempt = 0; attempt < 200 && (await mirrorState(database.db)).users[user.id]?.name !== 'Found by the scheduled check'; attempt += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      await job.stop();
+    }
+    expect((await mirrorState(database.db)).users[user.id]?.name).toBe('Found by the scheduled check');
+  });
+
   it('does nothing without a hook id', async () => {
     const withoutHook = { ...deps(), config: { ...config, logto: { ...config.logto, hookId: undefined } } };
     expect(await recoverMissedDeliveries(withoutHook)).toBeNull();
