@@ -230,6 +230,15 @@ describe('provisioning through Logto', () => {
     expect(await changeCount()).toBe(changesBefore);
   });
 
+  it('POST /v1/users retried with its Idempotency-Key answers the first result, not "username taken"', async () => {
+    const created = await s.post('/v1/users').set('Idempotency-Key', 'create-retried').send({ username: 'retried_user' }).expect(201);
+    const retried = await s.post('/v1/users').set('Idempotency-Key', 'create-retried').send({ username: 'retried_user' }).expect(201);
+    expect(retried.body).toEqual(created.body);
+    expect(s.sim.state.listUsers().filter((user) => user.username === 'retried_user')).toHaveLength(1);
+    const user = await s.get(`/v1/users/${created.body.id}`).expect(200);
+    expect(user.body).toMatchObject({ id: created.body.id, username: 'retried_user' });
+  });
+
   it('POST /v1/users: a taken username keeps Logto\'s code; read keys get 403 on every provisioning route', async () => {
     const taken = s.sim.state.listUsers().find((user) => user.username)!;
     const refused = expectProblem(await s.post('/v1/users').send({ username: taken.username }), 422, 'logto_rejected');
