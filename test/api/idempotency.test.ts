@@ -251,9 +251,8 @@ describe('Idempotency-Key across two processes', () => {
     await hold.held;
     child.kill('SIGKILL');
     expect(await doomed).toBe('lost');
-    // The held request goes on inside Logto: the change happened, the dead replica never answered.
+    // Whether Logto still applies the held request (the caller is gone) is Logto's business.
     hold.release();
-    await until(async () => sim.state.isMember(organizationId, userId), 'Logto to apply the held request');
 
     let status = 409;
     await until(async () => {
@@ -261,8 +260,9 @@ describe('Idempotency-Key across two processes', () => {
       status = retry.status;
       return status !== 409;
     }, 'the lease of the dead replica to run out');
-    // The retry ran anew and found the member already there.
-    expect(status).toBe(200);
+    // The retry ran anew (not 409, not a replay): the user is a member now, added by it or by the dead request.
+    expect([200, 201]).toContain(status);
+    expect(sim.state.isMember(organizationId, userId)).toBe(true);
     child = undefined;
   });
 });
