@@ -234,3 +234,27 @@ export const apiKeys = pgTable(
   },
   (table) => [uniqueIndex('api_keys_hash_idx').on(table.hash), uniqueIndex('api_keys_name_idx').on(table.name)],
 );
+
+/**
+ * Answers to write requests sent with an `Idempotency-Key`, per API key (`owner`), kept for a day. A row
+ * is 'running' while its first request runs (held by `token` until `lease_until`, which the request keeps
+ * extending, so a crashed one frees the key), then 'done' with the answer that retries get back.
+ */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    owner: text('owner').notNull(),
+    key: text('key').notNull(),
+    // SHA-256 of the owner, method, path with query and canonical JSON body
+    requestHash: text('request_hash').notNull(),
+    state: text('state').notNull(), // 'running' | 'done'
+    token: text('token').notNull(),
+    leaseUntil: tz('lease_until'),
+    responseStatus: integer('response_status'),
+    responseHeaders: jsonb('response_headers').$type<Record<string, string>>(),
+    responseBody: text('response_body'),
+    createdAt: tz('created_at').notNull().defaultNow(),
+    expiresAt: tz('expires_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.owner, table.key] }), index('idempotency_keys_expires_idx').on(table.expiresAt)],
+);

@@ -8,10 +8,12 @@ import { cachedFirstFullSyncSucceeded } from '../db/service-state.js';
 import type { UserDto } from '../db/queries/users.js';
 import type { Logger } from '../logger.js';
 import type { LogtoUser } from '../logto/index.js';
+import type { BulkMembersOutcome, MemberOutcome, ProvisionedMember } from '../sync/provisioning.js';
 import { metrics } from '../metrics.js';
 import { accessRoutes } from './access.js';
 import { createKeyAuthenticator, requireApiKey, requireScope, type Principal } from './auth.js';
 import { changeRoutes } from './changes.js';
+import { idempotency, isIdempotentWrite, type IdempotencyOptions } from './idempotency.js';
 import { needsFirstSync, sendNotSynced } from './not-synced.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { organizationRoleRoutes } from './organization-roles.js';
@@ -46,9 +48,24 @@ export type ApiDeps = {
     provision: {
       createUser(input: CreateUserInput, ctx: ProvisionContext): Promise<ProvisionedUser>;
       setUserSuspended(userId: string, isSuspended: boolean, ctx: ProvisionContext): Promise<ProvisionedUser>;
-      addMembers(organizationId: string, userIds: string[], ctx: ProvisionContext): Promise<void>;
+      addMember(organizationId: string, userId: string, ctx: ProvisionContext): Promise<MemberOutcome>;
+      addMembers(organizationId: string, userIds: string[], organizationRoleIds: string[], ctx: ProvisionContext): Promise<BulkMembersOutcome>;
       removeMember(organizationId: string, userId: string, ctx: ProvisionContext): Promise<void>;
-      grantRoles(organizationId: string, userId: string, organizationRoleIds: string[], ctx: ProvisionContext): Promise<void>;
+      grantRoles(organizationId: string, userId: string, organizationRoleIds: string[], ctx: ProvisionContext): Promise<ProvisionedMember>;
+      grantRole(
+        organizationId: string,
+        userId: string,
+        organizationRoleId: string,
+        options: { addMember: boolean },
+        ctx: ProvisionContext,
+      ): Promise<MemberOutcome>;
+      setRoles(
+        organizationId: string,
+        userId: string,
+        organizationRoleIds: string[],
+        options: { addMember: boolean },
+        ctx: ProvisionContext,
+      ): Promise<ProvisionedMember>;
       revokeRole(organizationId: string, userId: string, organizationRoleId: string, ctx: ProvisionContext): Promise<void>;
     };
   };
@@ -65,6 +82,8 @@ export type AppOptions = {
   clock?: () => number;
   /** Largest accepted JSON body (default 64 kB). */
   bodyLimit?: string;
+  /** Idempotency-Key timings (tests shorten the lease). */
+  idempotency?: Pick<IdempotencyOptions, 'ttlMs' | 'leaseMs' | 'purgeIntervalMs'>;
 };
 
 /** Every route this app serves itself, in mount order. */
@@ -180,6 +199,7 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
   if (deps.webhookRouter) app.use('/webhooks', deps.webhookRouter);
   app.use('/v1', requireApiKey(authenticator));
 
+  const idempotentWrites = idempotency({ db: deps.db, logger: deps.logger, ...options.idempotency });
   const jsonBody = express.json({ limit: options.bodyLimit ?? '64kb', strict: true, type: () => true });
   for (const route of routes) {
     const handlers: RequestHandler[] = [];
@@ -194,6 +214,8 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
         next();
       }, jsonBody);
     }
+    // After the body is parsed (it is part of what a key stands for), before anything runs.
+    if (isIdempotentWrite(route)) handlers.push(idempotentWrites);
     const strictQuery = route.path.startsWith('/v1/');
     handlers.push(async (req, res) => {
       res.locals.route = route.path;
@@ -229,8 +251,9 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
       });
       if (res.headersSent) return;
       const schema = route.success.schema;
+      const status = typeof res.locals.successStatus === 'number' ? res.locals.successStatus : route.success.status;
       if (!schema) {
-        res.status(route.success.status).end();
+        res.status(status).end();
         return;
       }
       if (options.validateResponses) {
@@ -239,7 +262,7 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
           throw new Error(`response of ${route.method.toUpperCase()} ${route.path} does not match its schema: ${checked.error.message}`);
         }
       }
-      res.status(route.success.status).json(result);
+      res.status(status).json(result);
     });
     app[route.method](route.path, ...handlers);
   }

@@ -2,12 +2,23 @@ import { STATUS_CODES } from 'node:http';
 import { z } from 'zod';
 import { needsFirstSync } from './not-synced.js';
 import type { Route } from './route.js';
+import { isIdempotentWrite } from './idempotency.js';
 import { components } from './schemas.js';
 
 type JsonObject = Record<string, unknown>;
 
 /** `/v1/users/:id` → `/v1/users/{id}` */
 export const toOpenApiPath = (expressPath: string): string => expressPath.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+
+/** See README "Provisioning": the same key and request get the stored answer; another request 422; while running 409. */
+const idempotencyKeyParameter: JsonObject = {
+  name: 'Idempotency-Key',
+  in: 'header',
+  required: false,
+  description:
+    'Makes a retry safe: the first answer (status and body) is kept 24 hours per API key; the same request with the same key gets it back (header Idempotent-Replayed: true) without running again; the key with a different request is 422; while the first request runs, 409. 5xx answers are not kept.',
+  schema: { type: 'string', minLength: 1, maxLength: 255 },
+};
 
 const responseNames: Record<number, string> = {
   400: 'BadRequest',
@@ -104,8 +115,14 @@ export const buildOpenApiDocument = (routes: readonly Route[], options: OpenApiO
       success.content = { [route.success.contentType]: { schema: { type: 'string' } } };
     }
     responses[String(route.success.status)] = success;
+    if (route.success.also) responses[String(route.success.also.status)] = { ...success, description: route.success.also.description };
 
     const errors = new Set<number>(route.errors ?? []);
+    const idempotent = isIdempotentWrite(route);
+    if (idempotent) {
+      errors.add(409);
+      errors.add(422);
+    }
     if (route.params || route.query || route.body || route.auth !== 'none') errors.add(400);
     if (route.auth !== 'none') errors.add(401);
     if (route.auth === 'write') errors.add(403);
@@ -121,7 +138,11 @@ export const buildOpenApiDocument = (routes: readonly Route[], options: OpenApiO
       summary: route.summary,
       ...(route.description ? { description: route.description } : {}),
       tags: route.tags,
-      parameters: [...parametersOf(route.params, 'path'), ...parametersOf(route.query, 'query')],
+      parameters: [
+        ...parametersOf(route.params, 'path'),
+        ...parametersOf(route.query, 'query'),
+        ...(idempotent ? [idempotencyKeyParameter] : []),
+      ],
       ...(route.body
         ? {
             requestBody: {

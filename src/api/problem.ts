@@ -66,6 +66,7 @@ export const errorHandler =
     }
     if (error instanceof AppError) {
       if (error.status >= 500) logger.error({ err: error, requestId }, error.message);
+      for (const [name, value] of Object.entries(error.headers ?? {})) res.setHeader(name, value);
       sendProblem(req, error.status, error.code, error.message, error.details);
       return;
     }

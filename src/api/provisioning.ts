@@ -19,17 +19,43 @@ const createUserSchema = z
 export type CreateUserInput = z.output<typeof createUserSchema>;
 
 const userPath = z.object({ id: idParam('user') });
+const organizationPath = z.object({ id: idParam('organization') });
 const memberPath = z.object({ id: idParam('organization'), userId: idParam('user') });
+const memberRolePath = memberPath.extend({ roleId: idParam('organization role') });
 
-const ids = (what: string) =>
+const ids = (what: string, min = 1) =>
   z
     .array(idParam(what))
-    .min(1, 'must list at least one id')
+    .min(min, 'must list at least one id')
     .max(100, 'must list at most 100 ids')
     .transform((values) => [...new Set(values)]);
 
+const addMemberQuery = z.strictObject({
+  addMember: z
+    .enum(['true', 'false'], { error: 'must be true or false' })
+    .optional()
+    .transform((value) => value === 'true')
+    .describe('true: add the user to the organization first when not a member (otherwise 409)'),
+});
+
+const roleRef = z.object({ id: z.string(), name: z.string() });
+const memberSchema = z
+  .object({
+    organizationId: z.string(),
+    userId: z.string(),
+    organizationRoles: z.array(roleRef).describe("The member's roles in the organization, as Logto reports them after the change"),
+  })
+  .describe('A member of an organization with its roles, as read back from Logto (and already in the copy)');
+
 /** The actor recorded in the change log for a provisioning write: the API key's name. */
 const actorOf = (principal: { name: string } | null) => ({ actor: principal?.name ?? 'unknown' });
+
+/** 200 instead of the route's 201 when the state already held and nothing was changed. */
+const unchanged = (res: { locals: Record<string, unknown> }, created: boolean) => {
+  if (!created) res.locals.successStatus = 200;
+};
+
+const logtoErrors = [403, 404, 409, 422, 502];
 
 export const provisioningRoutes = [
   defineRoute({
@@ -41,7 +67,7 @@ export const provisioningRoutes = [
     auth: 'write',
     body: createUserSchema,
     success: { status: 201, description: 'The user, as Logto created it (already in the copy)', schema: userSchema },
-    errors: [409, 422, 502],
+    errors: logtoErrors,
     handler: async ({ deps, body, principal }) => toUser(await deps.actions.provision.createUser(body, actorOf(principal))),
   }),
   defineRoute({
@@ -53,7 +79,7 @@ export const provisioningRoutes = [
     auth: 'write',
     params: userPath,
     success: { status: 200, description: 'The user, now suspended', schema: userSchema },
-    errors: [404, 422, 502],
+    errors: logtoErrors,
     handler: async ({ deps, params, principal }) =>
       toUser(await deps.actions.provision.setUserSuspended(params.id, true, actorOf(principal))),
   }),
@@ -66,7 +92,7 @@ export const provisioningRoutes = [
     auth: 'write',
     params: userPath,
     success: { status: 200, description: 'The user, no longer suspended', schema: userSchema },
-    errors: [404, 422, 502],
+    errors: logtoErrors,
     handler: async ({ deps, params, principal }) =>
       toUser(await deps.actions.provision.setUserSuspended(params.id, false, actorOf(principal))),
   }),
@@ -74,20 +100,44 @@ export const provisioningRoutes = [
     method: 'post',
     path: '/v1/organizations/:id/members',
     operationId: 'addOrganizationMembers',
-    summary: 'Add users to an organization in Logto',
+    summary: 'Add up to 100 users to an organization in Logto, optionally with roles for all of them',
+    description:
+      "One call to Logto adds the users (members already there stay as they are), one more gives every listed user every listed role (roles they hold stay). Repeating it changes nothing.",
     tags: ['provisioning'],
     auth: 'write',
-    params: z.object({ id: idParam('organization') }),
-    body: z.strictObject({ userIds: ids('user').describe('1 to 100 user ids') }),
+    params: organizationPath,
+    body: z.strictObject({
+      userIds: ids('user').describe('1 to 100 user ids'),
+      organizationRoleIds: ids('organization role', 0).optional().describe('Up to 100 organization role ids to give each of the users'),
+    }),
     success: {
       status: 201,
-      description: 'The users are members (already in the copy)',
-      schema: z.object({ organizationId: z.string(), userIds: z.array(z.string()) }),
+      description: 'The users are members holding the roles (already in the copy)',
+      schema: z.object({ organizationId: z.string(), userIds: z.array(z.string()), organizationRoleIds: z.array(z.string()) }),
     },
-    errors: [404, 409, 422, 502],
-    handler: async ({ deps, params, body, principal }) => {
-      await deps.actions.provision.addMembers(params.id, body.userIds, actorOf(principal));
-      return { organizationId: params.id, userIds: body.userIds };
+    errors: logtoErrors,
+    handler: async ({ deps, params, body, principal }) =>
+      deps.actions.provision.addMembers(params.id, body.userIds, body.organizationRoleIds ?? [], actorOf(principal)),
+  }),
+  defineRoute({
+    method: 'put',
+    path: '/v1/organizations/:id/members/:userId',
+    operationId: 'putOrganizationMember',
+    summary: 'Make a user a member of an organization in Logto',
+    tags: ['provisioning'],
+    auth: 'write',
+    params: memberPath,
+    success: {
+      status: 201,
+      description: 'The user was added and is now a member',
+      schema: memberSchema,
+      also: { status: 200, description: 'The user already was a member; nothing changed' },
+    },
+    errors: logtoErrors,
+    handler: async ({ deps, params, principal, res }) => {
+      const outcome = await deps.actions.provision.addMember(params.id, params.userId, actorOf(principal));
+      unchanged(res, outcome.created);
+      return outcome.member;
     },
   }),
   defineRoute({
@@ -95,11 +145,12 @@ export const provisioningRoutes = [
     path: '/v1/organizations/:id/members/:userId',
     operationId: 'removeOrganizationMember',
     summary: 'Remove a user from an organization in Logto (with their roles there)',
+    description: 'Also 204 when the user was not a member. 404 only when the organization or the user does not exist.',
     tags: ['provisioning'],
     auth: 'write',
     params: memberPath,
-    success: { status: 204, description: 'The user is no longer a member' },
-    errors: [404, 422, 502],
+    success: { status: 204, description: 'The user is not a member (any more)' },
+    errors: logtoErrors,
     handler: async ({ deps, params, principal }) => {
       await deps.actions.provision.removeMember(params.id, params.userId, actorOf(principal));
     },
@@ -108,7 +159,8 @@ export const provisioningRoutes = [
     method: 'post',
     path: '/v1/organizations/:id/members/:userId/roles',
     operationId: 'grantOrganizationMemberRoles',
-    summary: "Grant organization roles to a member in Logto",
+    summary: 'Grant organization roles to a member in Logto',
+    description: 'Roles the member holds stay. 409 when the user is not a member.',
     tags: ['provisioning'],
     auth: 'write',
     params: memberPath,
@@ -116,12 +168,57 @@ export const provisioningRoutes = [
     success: {
       status: 201,
       description: 'The member holds the roles (already in the copy)',
-      schema: z.object({ organizationId: z.string(), userId: z.string(), organizationRoleIds: z.array(z.string()) }),
+      schema: memberSchema.extend({ organizationRoleIds: z.array(z.string()).describe('The roles granted by this request') }),
     },
-    errors: [404, 409, 422, 502],
+    errors: logtoErrors,
     handler: async ({ deps, params, body, principal }) => {
-      await deps.actions.provision.grantRoles(params.id, params.userId, body.organizationRoleIds, actorOf(principal));
-      return { organizationId: params.id, userId: params.userId, organizationRoleIds: body.organizationRoleIds };
+      const member = await deps.actions.provision.grantRoles(params.id, params.userId, body.organizationRoleIds, actorOf(principal));
+      return { ...member, organizationRoleIds: body.organizationRoleIds };
+    },
+  }),
+  defineRoute({
+    method: 'put',
+    path: '/v1/organizations/:id/members/:userId/roles',
+    operationId: 'setOrganizationMemberRoles',
+    summary: "Set a member's organization roles to exactly this list in Logto",
+    description: 'Roles not listed are revoked; an empty list revokes all. 409 when the user is not a member, unless addMember=true.',
+    tags: ['provisioning'],
+    auth: 'write',
+    params: memberPath,
+    query: addMemberQuery,
+    body: z.strictObject({ organizationRoleIds: ids('organization role', 0).describe('0 to 100 organization role ids') }),
+    success: { status: 200, description: 'The member holds exactly these roles (already in the copy)', schema: memberSchema },
+    errors: logtoErrors,
+    handler: async ({ deps, params, query, body, principal }) =>
+      deps.actions.provision.setRoles(params.id, params.userId, body.organizationRoleIds, { addMember: query.addMember }, actorOf(principal)),
+  }),
+  defineRoute({
+    method: 'put',
+    path: '/v1/organizations/:id/members/:userId/roles/:roleId',
+    operationId: 'putOrganizationMemberRole',
+    summary: 'Grant one organization role to a member in Logto',
+    description: '409 when the user is not a member, unless addMember=true, which adds the membership first.',
+    tags: ['provisioning'],
+    auth: 'write',
+    params: memberRolePath,
+    query: addMemberQuery,
+    success: {
+      status: 201,
+      description: 'The role was granted now',
+      schema: memberSchema,
+      also: { status: 200, description: 'The member already held the role; nothing changed' },
+    },
+    errors: logtoErrors,
+    handler: async ({ deps, params, query, principal, res }) => {
+      const outcome = await deps.actions.provision.grantRole(
+        params.id,
+        params.userId,
+        params.roleId,
+        { addMember: query.addMember },
+        actorOf(principal),
+      );
+      unchanged(res, outcome.created);
+      return outcome.member;
     },
   }),
   defineRoute({
@@ -129,11 +226,12 @@ export const provisioningRoutes = [
     path: '/v1/organizations/:id/members/:userId/roles/:roleId',
     operationId: 'revokeOrganizationMemberRole',
     summary: 'Revoke an organization role from a member in Logto',
+    description: 'Also 204 when the role was not held or the user is not a member. 404 only when the organization, user or role does not exist.',
     tags: ['provisioning'],
     auth: 'write',
-    params: memberPath.extend({ roleId: idParam('organization role') }),
-    success: { status: 204, description: 'The member no longer holds the role' },
-    errors: [404, 409, 422, 502],
+    params: memberRolePath,
+    success: { status: 204, description: 'The user does not hold the role (any more)' },
+    errors: logtoErrors,
     handler: async ({ deps, params, principal }) => {
       await deps.actions.provision.revokeRole(params.id, params.userId, params.roleId, actorOf(principal));
     },

@@ -48,6 +48,11 @@ export type RouteSpec<
     schema?: R;
     /** For raw bodies: the media type the handler writes (documented in OpenAPI). */
     contentType?: string;
+    /**
+     * A second success status with the same body (e.g. 200 "already so" beside 201 "created"); the
+     * handler selects it by setting `res.locals.successStatus`.
+     */
+    also?: { status: 200 | 201 | 202; description: string };
   };
   /** Error statuses beyond those implied by auth and parameters (400, 401, 403, 500). */
   errors?: number[];

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Config } from '../config.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { defaultBackoff, type BackoffOptions } from './backoff.js';
-import { isLogtoError } from './errors.js';
+import { isLogtoError, isNotMember } from './errors.js';
 import { apiPath, apiRequest, type ApiRequest, type HttpContext } from './http.js';
 import { maxPageSize, paginate, validateItem } from './paginate.js';
 import { RateBudget } from './rate-budget.js';
@@ -74,6 +74,12 @@ export interface LogtoClient {
   assignOrganizationMemberRoles(organizationId: string, userId: string, organizationRoleIds: string[]): Promise<void>;
   removeOrganizationMemberRole(organizationId: string, userId: string, organizationRoleId: string): Promise<void>;
   getOrganizationMemberRoles(organizationId: string, userId: string): Promise<LogtoOrganizationRoleRef[]>;
+  /** The member's roles, or null when the user is not a member (422 `organization.require_membership`, also for unknown ids). */
+  findOrganizationMemberRoles(organizationId: string, userId: string): Promise<LogtoOrganizationRoleRef[] | null>;
+  /** `PUT …/users/:userId/roles`: the member holds exactly these roles afterwards. */
+  replaceOrganizationMemberRoles(organizationId: string, userId: string, organizationRoleIds: string[]): Promise<void>;
+  /** `POST /organizations/:id/users/roles`: every listed member gets every listed role (held roles are kept). */
+  assignOrganizationRolesToMembers(organizationId: string, userIds: string[], organizationRoleIds: string[]): Promise<void>;
   stats(): LogtoClientStats;
 }
 
@@ -143,6 +149,15 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
       ],
     );
     return getRequired(z.array(logtoUserSchema), { method: 'GET', path });
+  };
+
+  const getMemberRoles = async (organizationId: string, userId: string): Promise<LogtoOrganizationRoleRef[]> => {
+    // Pagination is optional on this route: without page/page_size it returns every role.
+    const roles = await getRequired(z.array(logtoOrganizationRoleSchema), {
+      method: 'GET',
+      path: apiPath(['organizations', organizationId, 'users', userId, 'roles']),
+    });
+    return roles.map(({ id, name }) => ({ id, name }));
   };
 
   return {
@@ -244,13 +259,34 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
         notFound: 'done-after-retry',
       }),
 
-    async getOrganizationMemberRoles(organizationId, userId) {
-      // Pagination is optional on this route: without page/page_size it returns every role.
-      const roles = await getRequired(z.array(logtoOrganizationRoleSchema), {
-        method: 'GET',
+    getOrganizationMemberRoles: getMemberRoles,
+
+    async findOrganizationMemberRoles(organizationId, userId) {
+      try {
+        return await getMemberRoles(organizationId, userId);
+      } catch (error) {
+        if (isNotMember(error)) return null;
+        throw error;
+      }
+    },
+
+    async replaceOrganizationMemberRoles(organizationId, userId, organizationRoleIds) {
+      await send({
+        method: 'PUT',
         path: apiPath(['organizations', organizationId, 'users', userId, 'roles']),
+        body: { organizationRoleIds: [...new Set(organizationRoleIds)] },
       });
-      return roles.map(({ id, name }) => ({ id, name }));
+    },
+
+    async assignOrganizationRolesToMembers(organizationId, userIds, organizationRoleIds) {
+      if (userIds.length === 0 || organizationRoleIds.length === 0) return;
+      // Held roles are kept as they are (ON CONFLICT DO NOTHING), so this POST is safe to retry.
+      await send({
+        method: 'POST',
+        path: apiPath(['organizations', organizationId, 'users', 'roles']),
+        body: { userIds: [...new Set(userIds)], organizationRoleIds: [...new Set(organizationRoleIds)] },
+        idempotent: true,
+      });
     },
 
     stats: () => ({ ...stats, byStatus: { ...stats.byStatus } }),

@@ -34,6 +34,8 @@ export const phrases = {
   // Not in the phrases files we could read (the code references it); worded after its siblings.
   'organization.role_names_not_found': 'Organization roles not found for names: {{names}}.',
   'organization.roles.invalid_scope_ids': 'The organization scope IDs are not valid.',
+  // Logto Cloud's plan quotas (`libraries/quota.ts`); not in the phrases we could read, worded after its siblings.
+  'subscription.limit_exceeded': 'You have reached the limit of your current plan. Please upgrade your plan.',
 } as const;
 
 export type LogtoErrorCode = keyof typeof phrases;
@@ -82,6 +84,9 @@ export const notExistsWithId = (table: string, id: string) =>
   new LogtoApiError(404, 'entity.not_exists_with_id', { interpolation: { name: table, id } });
 
 export const foreignKeyNotFound = () => new LogtoApiError(422, 'entity.relation_foreign_key_not_found');
+
+/** Logto Cloud's answer when a write would go beyond the plan's quota (never on self-hosted Logto). */
+export const limitExceeded = (quota: string) => new LogtoApiError(403, 'subscription.limit_exceeded', { data: { key: quota } });
 
 export const requireMembership = () => new LogtoApiError(422, 'organization.require_membership');
 

@@ -51,6 +51,13 @@ interface FailRule {
   paths: RegExp | undefined;
 }
 
+interface HoldRule {
+  remaining: number;
+  paths: RegExp | undefined;
+  markHeld: () => void;
+  gate: Promise<void>;
+}
+
 interface HangRule {
   remaining: number;
   paths: RegExp | undefined;
@@ -104,10 +111,16 @@ export class Faults {
    * of one crawl may overlap and miss organizations.
    */
   unstableOrganizationOrder: boolean;
+  /**
+   * Logto Cloud's `usersPerOrganizationLimit`: adding members beyond it answers 403
+   * `subscription.limit_exceeded` and changes nothing. `undefined` (self-hosted): no quota.
+   */
+  usersPerOrganizationLimit: number | undefined;
 
   #latency: LatencyOption = 0;
   readonly #failRules: FailRule[] = [];
   readonly #hangRules: HangRule[] = [];
+  readonly #holdRules: HoldRule[] = [];
   #rateLimit: RateLimitOptions | undefined;
   readonly #windowStarts: number[] = [];
   readonly #hung = new Set<Response>();
@@ -125,6 +138,7 @@ export class Faults {
     this.#latency = options.latencyMs ?? 0;
     this.organizationsEnabled = options.organizationsEnabled ?? true;
     this.unstableOrganizationOrder = options.unstableOrganizationOrder ?? false;
+    this.usersPerOrganizationLimit = undefined;
     this.#random = mulberry32(options.seed ?? 1);
     this.#now = options.now ?? Date.now;
   }
@@ -154,6 +168,23 @@ export class Faults {
     this.#hangRules.push({ remaining: count, paths: options.paths });
   }
 
+  /**
+   * Holds the next matching request until `release()` is called, then lets it through unchanged: a slow
+   * Logto under the test's control. `held` resolves once a request is being held.
+   */
+  holdNext(options: HangOptions = {}): { held: Promise<void>; release(): void } {
+    let markHeld: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      markHeld = resolve;
+    });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    this.#holdRules.push({ remaining: 1, paths: options.paths, markHeld, gate });
+    return { held, release: () => open() };
+  }
+
   /** Answers 429 with `Retry-After` once more than `requests` arrive within `perMs`; `null` lifts it. */
   rateLimit(limit: RateLimitOptions | null): void {
     this.#rateLimit = limit ?? undefined;
@@ -164,11 +195,13 @@ export class Faults {
   reset(): void {
     this.#failRules.length = 0;
     this.#hangRules.length = 0;
+    this.#holdRules.length = 0;
     this.#rateLimit = undefined;
     this.#windowStarts.length = 0;
     this.#latency = 0;
     this.organizationsEnabled = true;
     this.unstableOrganizationOrder = false;
+    this.usersPerOrganizationLimit = undefined;
   }
 
   stats(): RequestStats {
@@ -264,6 +297,11 @@ export class Faults {
       this.#hung.add(response);
       response.on('close', () => this.#hung.delete(response));
       return;
+    }
+    const hold = this.#takeRule(this.#holdRules, path);
+    if (hold) {
+      hold.markHeld();
+      await hold.gate;
     }
     const failure = this.#takeRule(this.#failRules, path);
     if (failure) {

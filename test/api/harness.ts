@@ -85,14 +85,28 @@ export const stubActions = () => {
         record('setUserSuspended', [userId, isSuspended, ctx]);
         return logtoUser(userId, { isSuspended, username: userId });
       },
-      async addMembers(organizationId, userIds, ctx) {
-        record('addMembers', [organizationId, userIds, ctx]);
+      async addMember(organizationId, userId, ctx) {
+        record('addMember', [organizationId, userId, ctx]);
+        return { created: true, member: { organizationId, userId, organizationRoles: [] } };
+      },
+      async addMembers(organizationId, userIds, organizationRoleIds, ctx) {
+        record('addMembers', [organizationId, userIds, organizationRoleIds, ctx]);
+        return { organizationId, userIds, organizationRoleIds };
       },
       async removeMember(organizationId, userId, ctx) {
         record('removeMember', [organizationId, userId, ctx]);
       },
       async grantRoles(organizationId, userId, organizationRoleIds, ctx) {
         record('grantRoles', [organizationId, userId, organizationRoleIds, ctx]);
+        return { organizationId, userId, organizationRoles: organizationRoleIds.map((id) => ({ id, name: id })) };
+      },
+      async grantRole(organizationId, userId, organizationRoleId, options, ctx) {
+        record('grantRole', [organizationId, userId, organizationRoleId, options, ctx]);
+        return { created: true, member: { organizationId, userId, organizationRoles: [{ id: organizationRoleId, name: organizationRoleId }] } };
+      },
+      async setRoles(organizationId, userId, organizationRoleIds, options, ctx) {
+        record('setRoles', [organizationId, userId, organizationRoleIds, options, ctx]);
+        return { organizationId, userId, organizationRoles: organizationRoleIds.map((id) => ({ id, name: id })) };
       },
       async revokeRole(organizationId, userId, organizationRoleId, ctx) {
         record('revokeRole', [organizationId, userId, organizationRoleId, ctx]);
@@ -145,6 +159,7 @@ export const createTestApp = async (
     keys: { read, write },
     get: (path: string, key: string = read.secret) => withKey(request(app).get(path), key),
     post: (path: string, key: string = write.secret) => withKey(request(app).post(path), key),
+    put: (path: string, key: string = write.secret) => withKey(request(app).put(path), key),
     delete: (path: string, key: string = write.secret) => withKey(request(app).delete(path), key),
   };
 };

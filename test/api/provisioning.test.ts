@@ -69,8 +69,8 @@ describe('provisioning', () => {
 
   it('POST /v1/organizations/:id/members adds 1..100 users: 201', async () => {
     const response = await t.post('/v1/organizations/acme/members').send({ userIds: ['alice', 'bob', 'alice'] }).expect(201);
-    expect(response.body).toEqual({ organizationId: 'acme', userIds: ['alice', 'bob'] });
-    expect(t.calls).toEqual([{ name: 'addMembers', args: ['acme', ['alice', 'bob'], actor()] }]);
+    expect(response.body).toEqual({ organizationId: 'acme', userIds: ['alice', 'bob'], organizationRoleIds: [] });
+    expect(t.calls).toEqual([{ name: 'addMembers', args: ['acme', ['alice', 'bob'], [], actor()] }]);
     for (const body of [{ userIds: [] }, { userIds: Array.from({ length: 101 }, (_, index) => `u${index}`) }, {}, { userIds: 'alice' }]) {
       const rejected = await t.post('/v1/organizations/acme/members').send(body);
       expectProblem(rejected, 400, 'invalid_params');
@@ -88,12 +88,35 @@ describe('provisioning', () => {
 
   it('POST /v1/organizations/:id/members/:userId/roles grants roles: 201', async () => {
     const response = await t.post('/v1/organizations/acme/members/bob/roles').send({ organizationRoleIds: ['role-admin'] }).expect(201);
-    expect(response.body).toEqual({ organizationId: 'acme', userId: 'bob', organizationRoleIds: ['role-admin'] });
+    expect(response.body).toEqual({
+      organizationId: 'acme',
+      userId: 'bob',
+      organizationRoleIds: ['role-admin'],
+      organizationRoles: [{ id: 'role-admin', name: 'role-admin' }],
+    });
     expect(t.calls).toEqual([{ name: 'grantRoles', args: ['acme', 'bob', ['role-admin'], actor()] }]);
     expect(invalidParamNames(await t.post('/v1/organizations/acme/members/bob/roles').send({ roleIds: ['x'] })).sort()).toEqual([
       'organizationRoleIds',
       'roleIds',
     ]);
+  });
+
+  it('PUT member, PUT role (?addMember) and PUT roles pass the key name and options to the actions', async () => {
+    const member = await t.put('/v1/organizations/acme/members/bob').expect(201);
+    expect(member.body).toEqual({ organizationId: 'acme', userId: 'bob', organizationRoles: [] });
+    await t.put('/v1/organizations/acme/members/bob/roles/role-admin?addMember=true').expect(201);
+    await t.put('/v1/organizations/acme/members/bob/roles/role-admin').expect(201);
+    const set = await t.put('/v1/organizations/acme/members/bob/roles').send({ organizationRoleIds: [] }).expect(200);
+    expect(set.body).toEqual({ organizationId: 'acme', userId: 'bob', organizationRoles: [] });
+    expect(t.calls).toEqual([
+      { name: 'addMember', args: ['acme', 'bob', actor()] },
+      { name: 'grantRole', args: ['acme', 'bob', 'role-admin', { addMember: true }, actor()] },
+      { name: 'grantRole', args: ['acme', 'bob', 'role-admin', { addMember: false }, actor()] },
+      { name: 'setRoles', args: ['acme', 'bob', [], { addMember: false }, actor()] },
+    ]);
+    expect(invalidParamNames(await t.put('/v1/organizations/acme/members/bob/roles/r1?addMember=yes'))).toEqual(['addMember']);
+    expect(invalidParamNames(await t.put('/v1/organizations/acme/members/bob/roles').send({}))).toEqual(['organizationRoleIds']);
+    expect(t.calls).toHaveLength(4);
   });
 
   it('DELETE /v1/organizations/:id/members/:userId/roles/:roleId revokes a role: 204', async () => {

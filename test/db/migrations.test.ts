@@ -20,6 +20,7 @@ describe('migrations', () => {
     expect(tables.map((row) => row.table_name)).toEqual([
       'access_changes',
       'api_keys',
+      'idempotency_keys',
       'organization_member_roles',
       'organization_members',
       'organization_roles',

@@ -65,6 +65,21 @@ describe('simulated faults', () => {
     expect((await apiGet(sim, token, '/users')).status).toBe(200);
   });
 
+  it('holds a matching request until released, then answers it normally; others pass meanwhile', async () => {
+    const hold = sim.faults.holdNext({ paths: /^\/api\/organizations$/ });
+    let answered = false;
+    const held = apiGet(sim, token, '/organizations').then((response) => {
+      answered = true;
+      return response;
+    });
+    await hold.held;
+    expect((await apiGet(sim, token, '/users')).status).toBe(200);
+    expect(answered).toBe(false);
+    hold.release();
+    expect((await held).status).toBe(200);
+    expect((await apiGet(sim, token, '/organizations')).status).toBe(200);
+  });
+
   it('counts requests by route template and status', async () => {
     const organization = sim.state.createOrganization({ name: 'Counted' }).id;
     await apiGet(sim, token, `/organizations/${organization}/users`);

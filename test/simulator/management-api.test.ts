@@ -278,3 +278,103 @@ describe('simulated Management API: membership semantics and cascades', () => {
     }
   });
 });
+
+describe('simulated Management API: repeated and refused member writes, as Logto 1.42 answers them', () => {
+  let sim: SimulatedTenant;
+  let organization: string;
+  let role: string;
+  let machineRole: string;
+  let member: string;
+  let outsider: string;
+
+  beforeAll(async () => {
+    sim = await startSimulatedTenant();
+    const { state } = sim;
+    organization = state.createOrganization({ name: 'Repeat' }).id;
+    role = state.createOrganizationRole({ name: 'editor' }).id;
+    machineRole = state.createOrganizationRole({ name: 'robot', type: 'MachineToMachine' }).id;
+    member = state.createUser({ username: 'member' }).id;
+    outsider = state.createUser({ username: 'outsider' }).id;
+  });
+  afterAll(() => sim.close());
+
+  it('answers 201 to adding a member again and to granting a held role again, changing nothing', async () => {
+    for (let round = 0; round < 2; round += 1) {
+      expect((await sim.api.post(`/organizations/${organization}/users`, { userIds: [member] })).status).toBe(201);
+      expect((await sim.api.post(`/organizations/${organization}/users/${member}/roles`, { organizationRoleIds: [role] })).status).toBe(201);
+    }
+    expect(sim.state.listMemberIds(organization)).toEqual([member]);
+    expect(sim.state.getMemberRoleIds(organization, member)).toEqual([role]);
+  });
+
+  it('answers 404 entity.not_found to revoking a role not held and to removing a non-member (also for unknown ids)', async () => {
+    const other = sim.state.createOrganizationRole({ name: 'other' }).id;
+    const notHeld = await sim.api.delete(`/organizations/${organization}/users/${member}/roles/${other}`);
+    expect([notHeld.status, notHeld.body.code]).toEqual([404, 'entity.not_found']);
+    for (const path of [`/organizations/${organization}/users/${outsider}`, `/organizations/${organization}/users/nobody`, `/organizations/nowhere/users/${member}`]) {
+      const response = await sim.api.delete(path);
+      expect([response.status, response.body.code]).toEqual([404, 'entity.not_found']);
+    }
+  });
+
+  it('answers 422 organization.require_membership to granting to or revoking from a non-member', async () => {
+    const calls = [
+      sim.api.post(`/organizations/${organization}/users/${outsider}/roles`, { organizationRoleIds: [role] }),
+      sim.api.put(`/organizations/${organization}/users/${outsider}/roles`, { organizationRoleIds: [role] }),
+      sim.api.delete(`/organizations/${organization}/users/${outsider}/roles/${role}`),
+    ];
+    for (const response of await Promise.all(calls)) {
+      expect([response.status, response.body.code]).toEqual([422, 'organization.require_membership']);
+    }
+    expect(sim.state.isMember(organization, outsider)).toBe(false);
+  });
+
+  it('answers 422 entity.relation_foreign_key_not_found to an unknown user or organization, and changes nothing', async () => {
+    const unknownUser = await sim.api.post(`/organizations/${organization}/users`, { userIds: [outsider, 'nobody'] });
+    expect([unknownUser.status, unknownUser.body.code]).toEqual([422, 'entity.relation_foreign_key_not_found']);
+    expect(sim.state.isMember(organization, outsider)).toBe(false);
+    const unknownOrganization = await sim.api.post('/organizations/nowhere/users', { userIds: [outsider] });
+    expect(unknownOrganization.status).toBe(422);
+    const wrongType = await sim.api.post(`/organizations/${organization}/users/${member}/roles`, { organizationRoleIds: [machineRole] });
+    expect([wrongType.status, wrongType.body.code]).toEqual([422, 'entity.db_constraint_violated']);
+  });
+
+  it('replaces the whole member list on PUT /organizations/:id/users and the exact role set on PUT …/roles', async () => {
+    const third = sim.state.createUser({ username: 'third' }).id;
+    expect((await sim.api.put(`/organizations/${organization}/users`, { userIds: [member, third] })).status).toBe(204);
+    expect(sim.state.listMemberIds(organization)).toEqual([member, third].sort());
+    const second = sim.state.createOrganizationRole({ name: 'second' }).id;
+    expect((await sim.api.put(`/organizations/${organization}/users/${member}/roles`, { organizationRoleIds: [second] })).status).toBe(204);
+    expect(sim.state.getMemberRoleIds(organization, member)).toEqual([second]);
+    expect((await sim.api.put(`/organizations/${organization}/users/${member}/roles`, { organizationRoleIds: [] })).status).toBe(204);
+    expect(sim.state.getMemberRoleIds(organization, member)).toEqual([]);
+  });
+
+  it('gives many members many roles with POST /organizations/:id/users/roles (held roles kept; a non-member is 422)', async () => {
+    const [a, b] = ['bulk-a', 'bulk-b'].map((username) => sim.state.createUser({ username }).id) as [string, string];
+    sim.state.addMembers(organization, [a, b]);
+    sim.state.setMemberRoles(organization, a, [role]);
+    const second = sim.state.createOrganizationRole({ name: 'bulk-second' }).id;
+    const response = await sim.api.post(`/organizations/${organization}/users/roles`, { userIds: [a, b], organizationRoleIds: [role, second] });
+    expect(response.status).toBe(201);
+    expect(sim.state.getMemberRoleIds(organization, a).sort()).toEqual([role, second].sort());
+    expect(sim.state.getMemberRoleIds(organization, b).sort()).toEqual([role, second].sort());
+    const withOutsider = await sim.api.post(`/organizations/${organization}/users/roles`, { userIds: [outsider], organizationRoleIds: [role] });
+    expect(withOutsider.status).toBe(422);
+  });
+
+  it('answers 403 subscription.limit_exceeded past the plan quota of members (Logto Cloud), changing nothing', async () => {
+    const small = sim.state.createOrganization({ name: 'Small plan' }).id;
+    sim.faults.usersPerOrganizationLimit = 1;
+    try {
+      expect((await sim.api.post(`/organizations/${small}/users`, { userIds: [member] })).status).toBe(201);
+      const over = await sim.api.post(`/organizations/${small}/users`, { userIds: [outsider] });
+      expect([over.status, over.body.code]).toEqual([403, 'subscription.limit_exceeded']);
+      // Re-adding the member already there stays within the quota.
+      expect((await sim.api.post(`/organizations/${small}/users`, { userIds: [member] })).status).toBe(201);
+      expect(sim.state.listMemberIds(small)).toEqual([member]);
+    } finally {
+      sim.faults.usersPerOrganizationLimit = undefined;
+    }
+  });
+});

@@ -2,7 +2,7 @@ import express, { type Router } from 'express';
 import { z } from 'zod';
 import type { OrganizationRecord, UserRecord } from '../entities.js';
 import { toOrganizationResponse, toOrganizationRoleResponse, toRoleReference, toUserInfo } from '../entities.js';
-import { LogtoApiError } from '../errors.js';
+import { limitExceeded, LogtoApiError } from '../errors.js';
 import { type ApiDependencies, hookContext, jsonObject, param, parseBody, respond } from '../http.js';
 import { shuffled } from '../ids.js';
 import { parsePagination, queryOf, sendPage } from '../pagination.js';
@@ -131,9 +131,19 @@ export const createOrganizationRoutes = (dependencies: ApiDependencies): Router 
     }));
   });
 
+  /** Logto Cloud's quota guard on member additions, checked before anything is written. */
+  const assertMemberQuota = (organizationId: string, memberCountAfter: number) => {
+    const limit = faults.usersPerOrganizationLimit;
+    if (limit !== undefined && memberCountAfter > limit && memberCountAfter > state.memberCount(organizationId)) {
+      throw limitExceeded('usersPerOrganizationLimit');
+    }
+  };
+
   router.post('/organizations/:id/users', (request, response) => {
     const id = param(request, 'id');
     const { userIds } = parseBody(request, userIdsBody);
+    const newcomers = new Set(userIds.filter((userId) => !state.isMember(id, userId)));
+    assertMemberQuota(id, state.memberCount(id) + newcomers.size);
     const added = state.addMembers(id, userIds);
     // The response echoes the request; the event lists only the truly new members.
     respond(dependencies, response, 201, { userIds }, [
@@ -146,6 +156,7 @@ export const createOrganizationRoutes = (dependencies: ApiDependencies): Router 
   router.put('/organizations/:id/users', (request, response) => {
     const id = param(request, 'id');
     const { userIds } = parseBody(request, replaceUserIdsBody);
+    assertMemberQuota(id, new Set(userIds).size);
     const { added, removed } = state.replaceMembers(id, userIds);
     // A no-op PUT still sends the event, with only organizationId.
     respond(dependencies, response, 204, undefined, [
