@@ -22,6 +22,7 @@ describe('migrations', () => {
       'api_keys',
       'organization_member_roles',
       'organization_members',
+      'organization_resyncs',
       'organization_roles',
       'organizations',
       'sync_runs',

@@ -14,8 +14,11 @@ export type UserSnapshot = {
   onlyIfStored?: boolean;
 };
 
-/** `written`: stored as given; `unchanged`: nothing differed, or a newer copy or a later deletion won; `not_stored`: see `onlyIfStored`. */
-export type UserSnapshotOutcome = 'written' | 'unchanged' | 'not_stored';
+/**
+ * `created`: stored, and the database did not hold the user before; `written`: stored as given;
+ * `unchanged`: nothing differed, or a newer copy or a later deletion won; `not_stored`: see `onlyIfStored`.
+ */
+export type UserSnapshotOutcome = 'created' | 'written' | 'unchanged' | 'not_stored';
 
 const writtenColumns = [
   'username',
@@ -148,7 +151,10 @@ const applyRound = async (
     const logged = await recordChanges(tx, changes, first);
     return { written: writtenIds, changes, rowsWritten: written.length + logged };
   });
-  for (const index of writes.keys()) if (applied.written.has(snapshots[index]!.user.id)) outcomes[index] = 'written';
+  for (const index of writes.keys()) {
+    const id = snapshots[index]!.user.id;
+    if (applied.written.has(id)) outcomes[index] = storedById.has(id) ? 'written' : 'created';
+  }
   result.changes.push(...applied.changes);
   result.rowsWritten += applied.rowsWritten;
 };

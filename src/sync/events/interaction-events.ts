@@ -1,7 +1,6 @@
 import { eq } from 'drizzle-orm';
 import { z } from 'zod';
 import { organizationMembers } from '../../../db/schema.js';
-import { userExists } from '../../db/queries/users.js';
 import type { LogtoUserOrganization } from '../../logto/index.js';
 import { applyMembers, applyOrganizationRoles, applyOrganizations, removeMembers, removeUsers, type ChangeContext } from '../apply/index.js';
 import type { SyncDeps } from '../context.js';
@@ -76,9 +75,8 @@ export const handleInteraction: EventHandler = async (deps, delivery) => {
   const userId = payload.userId ?? payload.user?.id ?? stringField(payload.data, 'id');
   if (!userId) throw new PermanentDeliveryError(`${delivery.event} names no user (userId)`);
   const base = baseContext(delivery, payload);
-  const known = await userExists(deps.database.db, userId);
-  const { user } = await refreshUser(deps, delivery, userId, base);
+  const { user, created } = await refreshUser(deps, delivery, userId, base);
   if (!user) return 'applied';
-  if (delivery.event === 'PostRegister' || !known) await refreshUserOrganizations(deps, userId, base);
+  if (delivery.event === 'PostRegister' || created) await refreshUserOrganizations(deps, userId, base);
   return 'applied';
 };

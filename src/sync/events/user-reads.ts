@@ -13,7 +13,12 @@ export type UserReadOptions = {
 };
 
 /** What a read found: the user as Logto has it now, or null when Logto no longer has it (then it was removed). */
-export type UserReadResult = { user: LogtoUser | null; observedAt: Date };
+export type UserReadResult = {
+  user: LogtoUser | null;
+  observedAt: Date;
+  /** The read brought in a user the database did not hold (told only to the deliveries that read or joined it). */
+  created: boolean;
+};
 
 export type UserReads = {
   /**
@@ -62,17 +67,21 @@ export const createUserReads = (deps: SyncDeps, options: UserReadOptions = {}): 
     const byId = new Map(found.map((user) => [user.id, user]));
     const contextOf = (base: BaseContext): ChangeContext => ({ ...base, observedAt });
     const present = batch.filter(([userId]) => byId.has(userId));
+    const created = new Set<string>();
     if (present.length > 0) {
-      await applyUserSnapshots(
+      const { outcomes } = await applyUserSnapshots(
         deps.database.db,
         present.map(([userId, entry]) => ({ user: byId.get(userId)!, context: contextOf(entry.base) })),
       );
+      present.forEach(([userId], index) => {
+        if (outcomes[index] === 'created') created.add(userId);
+      });
     }
     // Absent from an exact id search: the user is gone. Each removal is recorded for its own delivery.
     for (const [userId, entry] of batch) {
       if (!byId.has(userId)) await removeUsers(deps.database.db, [userId], contextOf(entry.base));
     }
-    return new Map(batch.map(([userId]) => [userId, { user: byId.get(userId) ?? null, observedAt }]));
+    return new Map(batch.map(([userId]) => [userId, { user: byId.get(userId) ?? null, observedAt, created: created.has(userId) }]));
   };
 
   /** Sends batches while there is room; `fullOnly`: only full ones (a partial one waits for the linger). */
@@ -121,7 +130,7 @@ export const createUserReads = (deps: SyncDeps, options: UserReadOptions = {}): 
   return {
     refresh(userId, base, notBefore) {
       const read = done.get(userId);
-      if (read && read.startedAt >= notBefore) return Promise.resolve(read.result);
+      if (read && read.startedAt >= notBefore) return Promise.resolve({ ...read.result, created: false });
       const inFlight = running.get(userId);
       if (inFlight && inFlight.startedAt >= notBefore) return inFlight.done;
       return new Promise<UserReadResult>((resolve, reject) => {
