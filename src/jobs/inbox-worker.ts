@@ -65,9 +65,12 @@ const describeError = (error: unknown): string => {
 /**
  * Applies inbox deliveries through the event handlers. Batches are claimed with SKIP LOCKED under a
  * lease that is renewed while a delivery is worked on, so any number of replicas can run a worker and a
- * crashed one's deliveries are claimed again. Deliveries are processed concurrently (bounded); those
- * about the same entity run in the order they were received. Failures are retried with backoff and end
- * as dead letters an operator can retry; a payload that can never apply is a dead letter at once.
+ * crashed one's deliveries are claimed again. Deliveries are processed concurrently (up to a thousand in
+ * hand); those about the same entity run in the order they were received. Because their handlers run
+ * together, the user snapshots of many deliveries are applied in one transaction, the users they need
+ * read from Logto go out 100 per request, and their outcomes are written by one statement; each delivery
+ * still settles on its own. Failures are retried with backoff and end as dead letters an operator can
+ * retry; a payload that can never apply is a dead letter at once.
  */
 export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: InboxWorkerOptions = {}): InboxWorker => {
   const db = deps.database.db;
