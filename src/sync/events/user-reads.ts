@@ -8,7 +8,7 @@ export type UserReadOptions = {
   maxBatchesInFlight?: number;
   /** How long a partly filled batch waits for more ids before it is sent. Default 5 ms. */
   lingerMs?: number;
-  /** Completed reads remembered, so a delivery that arrived before one needs no read of its own. Default 50,000. */
+  /** Completed reads remembered (with the user read), so a delivery that arrived before one needs no read of its own. Default 10,000. */
   remembered?: number;
 };
 
@@ -45,7 +45,7 @@ type Running = { startedAt: number; done: Promise<UserReadResult> };
 export const createUserReads = (deps: SyncDeps, options: UserReadOptions = {}): UserReads => {
   const maxBatches = Math.max(1, options.maxBatchesInFlight ?? 4);
   const lingerMs = options.lingerMs ?? 5;
-  const remembered = Math.max(0, options.remembered ?? 50_000);
+  const remembered = Math.max(0, options.remembered ?? 10_000);
   /** Users waiting for the next batch, in the order they were asked for. */
   const pending = new Map<string, Pending>();
   const running = new Map<string, Running>();
