@@ -15,6 +15,18 @@ import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import { startService, type Service } from '../src/service.js';
 
+// Scenarios with files of their own, selected by name: `npm run bench -- intake [--scale 0.1]`.
+if (process.argv[2] === 'intake') {
+  const { run } = await import('./intake.js');
+  await run(process.argv.slice(3)).then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(`bench failed: ${error instanceof Error ? error.stack : String(error)}`);
+      process.exit(1);
+    },
+  );
+}
+
 /**
  * `npm run bench`: figures for the performance notes, against a simulated tenant in a child process
  * (so the service's memory is its own). Prints a table per section; nothing here asserts.

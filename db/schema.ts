@@ -179,6 +179,20 @@ export const webhookDeliveries = pgTable(
   ],
 );
 
+/**
+ * Re-reads of one organization's members asked for by deliveries, shared by every replica: a request
+ * marks `requested_at`; one replica at a time claims the re-read under a lease (`claim`, `lease_until`);
+ * a request is served once a re-read that started at or after it (`done_started_at`) has finished.
+ */
+export const organizationResyncs = pgTable('organization_resyncs', {
+  organizationId: text('organization_id').primaryKey(),
+  requestedAt: tz('requested_at').notNull(),
+  claim: text('claim'),
+  startedAt: tz('started_at'),
+  leaseUntil: tz('lease_until'),
+  doneStartedAt: tz('done_started_at'),
+});
+
 /** Each full sync, reconcile and role sweep, with its counts and the drift it found. */
 export const syncRuns = pgTable(
   'sync_runs',

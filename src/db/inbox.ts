@@ -123,18 +123,17 @@ export const claimDeliveries = async (db: Database, limit: number, leaseMs: numb
   return claimed.sort((a, b) => a.id - b.id);
 };
 
+/** A PostgreSQL array literal of integers (ids and attempt counts only), bound as one parameter. */
+const integerArray = (values: number[]) => `{${values.map((value) => Math.trunc(value)).join(',')}}`;
+
 /** Pushes the lease of deliveries still being worked on, so a slow handler is not presumed dead. */
 export const extendLeases = async (db: Database, claims: DeliveryClaim[], leaseMs: number): Promise<void> => {
   if (claims.length === 0) return;
-  await db
-    .update(webhookDeliveries)
-    .set({ leaseUntil: leaseFor(leaseMs) })
-    .where(
-      and(
-        eq(webhookDeliveries.status, 'processing'),
-        or(...claims.map((claim) => and(eq(webhookDeliveries.id, claim.id), eq(webhookDeliveries.attempts, claim.attempts)))),
-      ),
-    );
+  await db.execute(sql`
+    update ${webhookDeliveries} as d set lease_until = ${leaseFor(leaseMs)}
+    from unnest(${integerArray(claims.map((claim) => claim.id))}::bigint[], ${integerArray(claims.map((claim) => claim.attempts))}::int[])
+      as held(id, attempts)
+    where d.id = held.id and d.attempts = held.attempts and d.status = 'processing'`);
 };
 
 /** Only the worker holding the current claim may settle a delivery. */
@@ -152,6 +151,31 @@ const settle = async (db: Database, claim: DeliveryClaim, status: 'applied' | 'i
     .where(heldClaim(claim))
     .returning({ id: webhookDeliveries.id });
   return updated.length > 0;
+};
+
+/**
+ * Settles many claims in one statement (the worker applies deliveries in batches); returns the ids whose
+ * claim was still held. A claim another worker took over is left to it.
+ */
+export const settleDeliveries = async (
+  db: Database,
+  settled: { claim: DeliveryClaim; status: 'applied' | 'ignored' }[],
+): Promise<Set<number>> => {
+  if (settled.length === 0) return new Set();
+  const statuses = `{${settled.map(({ status }) => (status === 'applied' ? 'applied' : 'ignored')).join(',')}}`;
+  const updated = await rows<{ id: number | string }>(
+    db,
+    sql`update ${webhookDeliveries} as d
+      set status = s.status, processed_at = now(), lease_until = null, last_error = null
+      from unnest(
+        ${integerArray(settled.map(({ claim }) => claim.id))}::bigint[],
+        ${integerArray(settled.map(({ claim }) => claim.attempts))}::int[],
+        ${statuses}::text[]
+      ) as s(id, attempts, status)
+      where d.id = s.id and d.attempts = s.attempts and d.status = 'processing'
+      returning d.id`,
+  );
+  return new Set(updated.map((row) => Number(row.id)));
 };
 
 /** The delivery changed the access state as it should. False when the claim was lost (another worker took over). */

@@ -3,15 +3,15 @@ import {
   claimableCount,
   claimDeliveries,
   extendLeases,
-  markApplied,
   markFailed,
-  markIgnored,
+  settleDeliveries,
   unsettledCount,
   type Delivery,
   type RetryPolicy,
 } from '../db/inbox.js';
 import { metrics } from '../metrics.js';
 import type { SyncDeps } from '../sync/context.js';
+import { createBatcher } from '../sync/events/batcher.js';
 import {
   createEventHandlers,
   deliveryEntityKey,
@@ -23,8 +23,13 @@ import {
 export type InboxWorkerOptions = {
   /** How often the inbox is polled when nothing woke the worker (deliveries stored by another replica). Default 250 ms. */
   pollIntervalMs?: number;
-  /** Deliveries processed at once. Default 8. */
+  /**
+   * Deliveries in hand at once. Default 1000: their handlers run concurrently, so user snapshots are
+   * applied and user reads sent to Logto in batches, and their statuses are written in batches.
+   */
   concurrency?: number;
+  /** Deliveries claimed by one statement. Default 500. */
+  claimBatchSize?: number;
   /** A claimed delivery whose worker stops renewing its lease for this long is claimed again. Default 60 s. */
   leaseMs?: number;
   /** Backoff of failed attempts: base·2^(attempt−1), capped, with jitter. Defaults 1 s and 5 min. */
@@ -60,14 +65,18 @@ const describeError = (error: unknown): string => {
 /**
  * Applies inbox deliveries through the event handlers. Batches are claimed with SKIP LOCKED under a
  * lease that is renewed while a delivery is worked on, so any number of replicas can run a worker and a
- * crashed one's deliveries are claimed again. Deliveries are processed concurrently (bounded); those
- * about the same entity run in the order they were received. Failures are retried with backoff and end
- * as dead letters an operator can retry; a payload that can never apply is a dead letter at once.
+ * crashed one's deliveries are claimed again. Deliveries are processed concurrently (up to a thousand in
+ * hand); those about the same entity run in the order they were received. Because their handlers run
+ * together, the user snapshots of many deliveries are applied in one transaction, the users they need
+ * read from Logto go out 100 per request, and their outcomes are written by one statement; each delivery
+ * still settles on its own. Failures are retried with backoff and end as dead letters an operator can
+ * retry; a payload that can never apply is a dead letter at once.
  */
 export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: InboxWorkerOptions = {}): InboxWorker => {
   const db = deps.database.db;
   const pollIntervalMs = options.pollIntervalMs ?? 250;
-  const concurrency = Math.max(1, options.concurrency ?? 8);
+  const concurrency = Math.max(1, options.concurrency ?? 1000);
+  const claimBatchSize = Math.max(1, options.claimBatchSize ?? 500);
   const leaseMs = options.leaseMs ?? 60_000;
   const policy: RetryPolicy = {
     maxAttempts: deps.config.webhooks.maxAttempts,
@@ -90,8 +99,16 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   const idleWaiters: (() => void)[] = [];
   /** The last delivery queued per entity key: the next one about that entity waits for it. */
   const chains = new Map<string, Promise<void>>();
+  /** Outcomes of the deliveries handled in one turn, written by one statement. */
+  const statuses = createBatcher<{ claim: Delivery; status: 'applied' | 'ignored' }, boolean>({
+    maxSize: 1000,
+    run: async (settled) => {
+      const held = await settleDeliveries(db, settled);
+      return settled.map(({ claim }) => held.has(claim.id));
+    },
+  });
 
-  const settle = async (delivery: Delivery) => {
+  const settle = async (delivery: Delivery, claimedAt: number) => {
     const context = { deliveryId: delivery.id, event: delivery.event, attempt: delivery.attempts };
     const label = eventLabel(delivery.event);
     try {
@@ -101,8 +118,9 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
         payload: delivery.payload,
         channel: delivery.channel,
         receivedAt: delivery.receivedAt,
+        claimedAt,
       });
-      const held = outcome === 'applied' ? await markApplied(db, delivery) : await markIgnored(db, delivery);
+      const held = await statuses.add({ claim: delivery, status: outcome });
       metrics.webhookProcessed.inc({ event: label, outcome });
       if (!held) log.warn(context, 'delivery processed after its lease was taken over; the other claim settles it');
       else log.debug({ ...context, outcome }, 'delivery processed');
@@ -121,11 +139,11 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     }
   };
 
-  const dispatch = (delivery: Delivery) => {
+  const dispatch = (delivery: Delivery, claimedAt: number) => {
     const key = deliveryEntityKey(delivery);
     const before = key ? chains.get(key) : undefined;
     const done: Promise<void> = (before ?? Promise.resolve())
-      .then(() => settle(delivery))
+      .then(() => settle(delivery, claimedAt))
       .finally(() => {
         inHand.delete(delivery.id);
         if (key && chains.get(key) === done) chains.delete(key);
@@ -138,12 +156,14 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
 
   /** One claim of as many deliveries as there are free slots; returns how many were claimed. */
   const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
-    const free = concurrency - inHand.size;
+    const free = Math.min(claimBatchSize, concurrency - inHand.size);
     if (free <= 0) return { claimed: 0, free };
     claiming += 1;
     try {
+      // Before the claim: every delivery it returns was received before this moment.
+      const claimedAt = Date.now();
       const claimed = await claimDeliveries(db, free, leaseMs);
-      for (const delivery of claimed) dispatch(delivery);
+      for (const delivery of claimed) dispatch(delivery, claimedAt);
       return { claimed: claimed.length, free };
     } finally {
       claiming -= 1;

@@ -23,6 +23,7 @@ describe('migrations', () => {
       'idempotency_keys',
       'organization_member_roles',
       'organization_members',
+      'organization_resyncs',
       'organization_roles',
       'organizations',
       'sync_runs',

@@ -157,17 +157,21 @@ describe('webhooks from the simulated tenant', () => {
     expect((await mirrorState(database.db)).memberships[second!.id]?.[again.id]).toEqual([role.id]);
   });
 
-  it('re-reads the user and its organizations on PostSignIn', async () => {
+  it('re-reads the user on PostSignIn, and a known user\'s organizations only through membership events', async () => {
     const user = outsider();
     const organization = sim.state.listOrganizations()[4]!;
-    const role = sim.state.listOrganizationRoles()[0]!;
-    sim.state.addMembers(organization.id, [user.id]);
-    sim.state.addMemberRoles(organization.id, user.id, [role.id]);
+    // Memberships a sign-in brings (SSO just-in-time) come with their own event.
+    await sim.api.post(`/organizations/${organization.id}/users`, { userIds: [user.id] });
+    await settle();
+    sim.faults.resetStats();
     sim.emitInteractionEvent('PostSignIn', user.id);
     await settle();
     await expectMirrorEqualsLogto();
     const [stored] = await database.db.select().from(users).where(eq(users.id, user.id));
     expect(stored?.lastSignInAt?.getTime()).toBe(sim.state.getUser(user.id)!.lastSignInAt);
+    const routes = Object.keys(sim.stats().byRoute);
+    expect(routes).toContain('GET /api/users');
+    expect(routes.filter((route) => /organizations/.test(route))).toEqual([]);
     const rows = await deliveries(database.db);
     expect(rows.at(-1)).toMatchObject({ event: 'PostSignIn', status: 'applied' });
   });

@@ -16,6 +16,7 @@ import {
   markIgnored,
   retryDeadLetter,
   retryDelayMs,
+  settleDeliveries,
 } from '../../src/db/inbox.js';
 import { toJsonbOrder } from '../../src/simulator/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -105,6 +106,22 @@ describe('the inbox queries', () => {
     expect(after).toBeGreaterThan(before + 500_000);
     await extendLeases(db(), [{ id, attempts: 99 }], 1);
     expect((await findDelivery(db(), id))!.leaseUntil!.getTime()).toBe(after);
+  });
+
+  it('settles many claims in one statement, only those still held', async () => {
+    for (let n = 1; n <= 4; n += 1) await store(n);
+    const claims = await claimDeliveries(db(), 4, 60_000);
+    const held = await settleDeliveries(db(), [
+      { claim: claims[0]!, status: 'applied' },
+      { claim: claims[1]!, status: 'ignored' },
+      // Taken over by another worker since: a later claim counts another attempt.
+      { claim: { id: claims[2]!.id, attempts: claims[2]!.attempts + 1 }, status: 'applied' },
+    ]);
+    expect([...held].sort((a, b) => a - b)).toEqual([claims[0]!.id, claims[1]!.id]);
+    const statuses = await Promise.all(claims.map(async (claim) => (await findDelivery(db(), claim.id))!));
+    expect(statuses.map((row) => row.status)).toEqual(['applied', 'ignored', 'processing', 'processing']);
+    expect(statuses[0]).toMatchObject({ leaseUntil: null, lastError: null });
+    expect(statuses[0]!.processedAt).toBeInstanceOf(Date);
   });
 
   it('marks deliveries applied or ignored', async () => {

@@ -40,6 +40,11 @@ export type ChangeRecord = {
   organizationId?: string | null;
   organizationRoleId?: string | null;
   details?: Record<string, unknown>;
+  /**
+   * The context of this change when it differs from the call's: a batch of webhook deliveries applied in
+   * one transaction records each change with its own delivery, actor and observation time.
+   */
+  context?: ChangeContext;
 };
 
 export type ApplyResult = { changes: ChangeRecord[]; rowsWritten: number };
@@ -58,21 +63,24 @@ const insertBatchSize = 500;
 export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number> => {
   for (let start = 0; start < changes.length; start += insertBatchSize) {
     await db.insert(accessChanges).values(
-      changes.slice(start, start + insertBatchSize).map((change) => ({
-        kind: change.kind,
-        observedAt: context.observedAt,
-        source: context.source,
-        actor: context.actor ?? null,
-        userId: change.userId ?? null,
-        organizationId: change.organizationId ?? null,
-        organizationRoleId: change.organizationRoleId ?? null,
-        details: change.details ?? null,
-        syncRunId: context.syncRunId ?? null,
-        deliveryId: context.deliveryId ?? null,
-      })),
+      changes.slice(start, start + insertBatchSize).map((change) => {
+        const own = change.context ?? context;
+        return {
+          kind: change.kind,
+          observedAt: own.observedAt,
+          source: own.source,
+          actor: own.actor ?? null,
+          userId: change.userId ?? null,
+          organizationId: change.organizationId ?? null,
+          organizationRoleId: change.organizationRoleId ?? null,
+          details: change.details ?? null,
+          syncRunId: own.syncRunId ?? null,
+          deliveryId: own.deliveryId ?? null,
+        };
+      }),
     );
   }
-  for (const change of changes) metrics.accessChanges.inc({ source: context.source, kind: change.kind });
+  for (const change of changes) metrics.accessChanges.inc({ source: (change.context ?? context).source, kind: change.kind });
   return changes.length;
 };
 

@@ -1,8 +1,11 @@
 import { z } from 'zod';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyUsers, removeUsers, type ApplyResult, type ChangeContext } from '../apply/index.js';
+import type { ChangeContext } from '../apply/index.js';
 import type { SyncDeps } from '../context.js';
+import type { Batcher } from './batcher.js';
 import type { OrganizationResync } from './organization-resync.js';
+import type { UserReads } from './user-reads.js';
+import type { UserSnapshot, UserSnapshotOutcome } from '../apply/index.js';
 
 /** A stored delivery as the handlers see it. */
 export type EventDelivery = {
@@ -12,12 +15,25 @@ export type EventDelivery = {
   /** 'logto', 'svix' or 'recent_logs'. Recovered bodies went through Logto's log sanitiser: their `data` is re-read. */
   channel?: string;
   receivedAt?: Date;
+  /**
+   * Epoch ms (this process's clock) of a moment after the delivery was received: when the worker began
+   * the claim that returned it. A read from Logto started after it saw the change the delivery announces.
+   */
+  claimedAt?: number;
 };
 
 /** `applied`: the access state now reflects the event. `ignored`: nothing this service follows. */
 export type EventOutcome = 'applied' | 'ignored';
 
-export type EventHandlerDeps = SyncDeps & { resync: OrganizationResync };
+/**
+ * What handlers share in one process: the coalescers of organization member re-reads and user reads, and
+ * the batcher that applies the user snapshots of many deliveries in one transaction.
+ */
+export type EventHandlerDeps = SyncDeps & {
+  resync: OrganizationResync;
+  userReads: UserReads;
+  userSnapshots: Batcher<UserSnapshot, UserSnapshotOutcome>;
+};
 
 export type EventHandler = (deps: EventHandlerDeps, delivery: EventDelivery) => Promise<EventOutcome>;
 
@@ -77,22 +93,20 @@ export const stringField = (record: unknown, key: string): string | undefined =>
 /** True when `data` can be trusted as a snapshot: not a recovered (sanitised) body. */
 export const trustsData = (delivery: EventDelivery): boolean => delivery.channel !== 'recent_logs';
 
-/**
- * Reads one user from Logto and applies it; a 404 means the user is gone, so it is removed. The snapshot
- * is dated just before the request.
- */
-export const refreshUser = async (deps: SyncDeps, userId: string, base: BaseContext): Promise<{ user: LogtoUser | null; result: ApplyResult }> => {
-  const observedAt = new Date();
-  const user = await deps.logto.getUser(userId);
-  if (!user) return { user: null, result: await removeUsers(deps.database.db, [userId], { ...base, observedAt }) };
-  return { user, result: await applyUsers(deps.database.db, [user], { ...base, observedAt }) };
-};
+/** When a read from Logto is recent enough for this delivery (see `EventDelivery.claimedAt`). */
+export const readNotBefore = (delivery: EventDelivery): number => delivery.claimedAt ?? Date.now();
 
-/** Fetches users the database lacks (one batched search) and applies them; returns the ids Logto still has. */
-export const fetchUnknownUsers = async (deps: SyncDeps, userIds: string[], base: BaseContext): Promise<string[]> => {
-  if (userIds.length === 0) return [];
-  const observedAt = new Date();
-  const found = await deps.logto.findUsersByIds(userIds);
-  await applyUsers(deps.database.db, found, { ...base, observedAt });
-  return found.map((user) => user.id);
+/** Reads one user from Logto (coalesced and batched with the reads of other deliveries) and applies it; gone from Logto: removed. */
+export const refreshUser = (deps: EventHandlerDeps, delivery: EventDelivery, userId: string, base: BaseContext) =>
+  deps.userReads.refresh(userId, base, readNotBefore(delivery));
+
+/** Fetches users the database lacks (batched with other deliveries' reads) and applies them; returns the ids Logto still has. */
+export const fetchUnknownUsers = async (
+  deps: EventHandlerDeps,
+  delivery: EventDelivery,
+  userIds: string[],
+  base: BaseContext,
+): Promise<string[]> => {
+  const results = await Promise.all([...new Set(userIds)].map((userId) => refreshUser(deps, delivery, userId, base)));
+  return results.flatMap((result) => (result.user ? [result.user.id] : []));
 };

@@ -1,4 +1,6 @@
+import { applyUserSnapshots, type UserSnapshot, type UserSnapshotOutcome } from '../apply/index.js';
 import type { SyncDeps } from '../context.js';
+import { createBatcher } from './batcher.js';
 import {
   PermanentDeliveryError,
   stringField,
@@ -16,6 +18,7 @@ import {
 import { handleInteraction } from './interaction-events.js';
 import { handleMembershipUpdated } from './membership-events.js';
 import { createOrganizationResync, type OrganizationResync } from './organization-resync.js';
+import { createUserReads, type UserReads } from './user-reads.js';
 import { handleUserDeleted, handleUserUpserted } from './user-events.js';
 
 export { PermanentDeliveryError, type EventDelivery, type EventOutcome } from './common.js';
@@ -24,6 +27,7 @@ export { PermanentDeliveryError, type EventDelivery, type EventOutcome } from '.
 export type Delivery = EventDelivery;
 export { createOrganizationResync, refreshOrganizationMembers, type OrganizationResync } from './organization-resync.js';
 export { refreshUserOrganizations } from './interaction-events.js';
+export { createUserReads, type UserReads, type UserReadResult } from './user-reads.js';
 export { membershipDeltaCap } from './membership-events.js';
 
 /** The events this service applies, by name. */
@@ -109,17 +113,30 @@ export type EventHandlers = {
   /** Applies one delivery; throws when it should be tried again (or `PermanentDeliveryError` when it never can be). */
   handle(delivery: EventDelivery): Promise<EventOutcome>;
   resync: OrganizationResync;
+  userReads: UserReads;
 };
+
+/** User snapshots of concurrent deliveries applied in one transaction, at most this many. */
+const userSnapshotBatchSize = 500;
 
 /**
  * The handlers of one process. They share one coalescer of organization member re-reads, so the
  * membership events of a burst cost one re-read per organization, not one each.
  */
-export const createEventHandlers = (deps: SyncDeps, options: { resync?: OrganizationResync } = {}): EventHandlers => {
+export const createEventHandlers = (
+  deps: SyncDeps,
+  options: { resync?: OrganizationResync; userReads?: UserReads } = {},
+): EventHandlers => {
   const resync = options.resync ?? createOrganizationResync(deps);
-  const handlerDeps: EventHandlerDeps = { ...deps, resync };
+  const userReads = options.userReads ?? createUserReads(deps);
+  const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
+    maxSize: userSnapshotBatchSize,
+    run: async (snapshots) => (await applyUserSnapshots(deps.database.db, snapshots)).outcomes,
+  });
+  const handlerDeps: EventHandlerDeps = { ...deps, resync, userReads, userSnapshots };
   return {
     resync,
+    userReads,
     async handle(delivery) {
       const handler = eventHandlers[delivery.event];
       if (!handler) return 'ignored';

@@ -63,16 +63,20 @@ export const refreshUserOrganizations = async (deps: SyncDeps, userId: string, b
 
 /**
  * `PostRegister`, `PostSignIn`: the user is read and applied (sign-in updates `lastSignInAt`; a sign-up
- * may not have been announced yet), then the user's organizations are re-read with the roles in each.
- * This is how a sign-up through just-in-time provisioning shows up with its roles.
+ * may not have been announced yet), through the batched, coalesced user reads. Where memberships can
+ * have changed without this service knowing, the user's organizations are re-read with the roles in
+ * each: after a registration (just-in-time provisioning grants organizations and roles) and for a user the
+ * database did not hold. A sign-in of a known user reads no organizations: the memberships a sign-in
+ * can add (SSO just-in-time) come with their own `Organization.Membership.Updated`, and one
+ * `GET /users/:id/organizations` per sign-in would not fit Logto's request budget.
  */
 export const handleInteraction: EventHandler = async (deps, delivery) => {
   const payload = parsePayload(interactionPayloadSchema, delivery);
   const userId = payload.userId ?? payload.user?.id ?? stringField(payload.data, 'id');
   if (!userId) throw new PermanentDeliveryError(`${delivery.event} names no user (userId)`);
   const base = baseContext(delivery, payload);
-  const { user } = await refreshUser(deps, userId, base);
+  const { user, created } = await refreshUser(deps, delivery, userId, base);
   if (!user) return 'applied';
-  await refreshUserOrganizations(deps, userId, base);
+  if (delivery.event === 'PostRegister' || created) await refreshUserOrganizations(deps, userId, base);
   return 'applied';
 };

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { addMembers, applyOrganizations, removeMembers, type ChangeContext } from '../apply/index.js';
-import type { SyncDeps } from '../context.js';
 import {
   baseContext,
   envelopeSchema,
@@ -10,7 +9,9 @@ import {
   PermanentDeliveryError,
   stringField,
   type BaseContext,
+  type EventDelivery,
   type EventHandler,
+  type EventHandlerDeps,
 } from './common.js';
 
 /** Logto's `MEMBERSHIP_DELTA_CAP`: a list this long may have been truncated, so it is not trusted as a delta. */
@@ -32,7 +33,8 @@ export const membershipPayloadSchema = envelopeSchema.extend({
  * `User.Created`) and added in a second pass. Users Logto no longer has are left out.
  */
 const addMembersFromDelta = async (
-  deps: SyncDeps,
+  deps: EventHandlerDeps,
+  delivery: EventDelivery,
   organizationId: string,
   userIds: string[],
   base: BaseContext,
@@ -48,7 +50,7 @@ const addMembersFromDelta = async (
     result = await addMembers(db, organizationId, userIds, context);
   }
   if (result.unknownUserIds.length > 0) {
-    const found = await fetchUnknownUsers(deps, result.unknownUserIds, base);
+    const found = await fetchUnknownUsers(deps, delivery, result.unknownUserIds, base);
     if (found.length > 0) await addMembers(db, organizationId, found, context);
   }
   return { organizationFound: true };
@@ -77,7 +79,7 @@ export const handleMembershipUpdated: EventHandler = async (deps, delivery) => {
     const context: ChangeContext = { ...base, observedAt: eventTime(delivery, payload) };
     if (removed.length > 0) await removeMembers(deps.database.db, organizationId, removed, context);
     if (added.length > 0) {
-      const { organizationFound } = await addMembersFromDelta(deps, organizationId, added, base, context);
+      const { organizationFound } = await addMembersFromDelta(deps, delivery, organizationId, added, base, context);
       if (!organizationFound) return 'applied';
     }
   }

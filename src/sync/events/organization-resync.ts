@@ -3,7 +3,17 @@ import {
   mergeResults,
   removeOrganizations,
 } from '../apply/index.js';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { organizationExists } from '../../db/queries/organizations.js';
+import {
+  claimOrganizationResync,
+  extendOrganizationResync,
+  finishOrganizationResync,
+  organizationResyncServed,
+  releaseOrganizationResync,
+  requestOrganizationResync,
+} from '../../db/organization-resyncs.js';
 import type { SyncDeps } from '../context.js';
 import { syncOrganizationMembers, type OrganizationMembersResult } from '../organization-members.js';
 import type { BaseContext } from './common.js';
@@ -11,6 +21,8 @@ import type { BaseContext } from './common.js';
 export type OrganizationRefreshResult = OrganizationMembersResult & {
   /** False when Logto does not have the organization (nothing was re-read; a stored copy was removed). */
   organizationFound: boolean;
+  /** True when another replica's re-read served the request (the counts are then not known here). */
+  servedElsewhere?: boolean;
 };
 
 const emptyRefresh = (organizationFound: boolean): OrganizationRefreshResult => ({
@@ -50,6 +62,57 @@ export const refreshOrganizationMembers = async (
   return result;
 };
 
+export type ReplicaResyncOptions = {
+  /** A claimed re-read whose replica stops renewing it for this long may be claimed by another. Default 60 s. */
+  leaseMs?: number;
+  /** How often a request served by another replica's re-read looks whether it has finished. Default 50 ms. */
+  pollMs?: number;
+  /** The request, already recorded (`requestOrganizationResync`) when the delivery asked; otherwise recorded now. */
+  requestedAt?: Promise<string>;
+};
+
+/**
+ * `refreshOrganizationMembers`, coalesced across replicas through `organization_resyncs`: the request is
+ * recorded; then either this replica claims the re-read (no other holds it and one is owed) and runs it,
+ * or it waits until a re-read that started after the request has finished, wherever it ran. A replica
+ * that dies holding the claim loses it when its lease runs out.
+ */
+export const refreshAcrossReplicas = async (
+  deps: SyncDeps,
+  organizationId: string,
+  base: BaseContext,
+  options: ReplicaResyncOptions = {},
+  refresh: typeof refreshOrganizationMembers = refreshOrganizationMembers,
+): Promise<OrganizationRefreshResult> => {
+  const db = deps.database.db;
+  const leaseMs = options.leaseMs ?? 60_000;
+  const pollMs = options.pollMs ?? 50;
+  const requestedAt = await (options.requestedAt ?? requestOrganizationResync(db, organizationId));
+  for (;;) {
+    const claim = randomUUID();
+    if (await claimOrganizationResync(db, organizationId, claim, leaseMs)) {
+      const renew = setInterval(() => {
+        extendOrganizationResync(db, organizationId, claim, leaseMs).catch((error: unknown) =>
+          deps.logger.warn({ err: error, organizationId }, 'could not renew the claim of an organization re-read'),
+        );
+      }, Math.max(50, Math.floor(leaseMs / 3)));
+      renew.unref();
+      try {
+        const result = await refresh(deps, organizationId, base);
+        await finishOrganizationResync(db, organizationId, claim);
+        return result;
+      } catch (error) {
+        await releaseOrganizationResync(db, organizationId, claim).catch(() => {});
+        throw error;
+      } finally {
+        clearInterval(renew);
+      }
+    }
+    if (await organizationResyncServed(db, organizationId, requestedAt)) return { ...emptyRefresh(true), servedElsewhere: true };
+    await sleep(pollMs);
+  }
+};
+
 export type OrganizationResync = {
   /**
    * Re-reads the organization's members with their roles. Requests close together are coalesced: one
@@ -67,17 +130,23 @@ type Slot = {
   queued: Promise<OrganizationRefreshResult> | null;
 };
 
-/** The in-process coalescer of member re-reads, one per process (the inbox worker's handlers hold it). */
-export const createOrganizationResync = (
-  deps: SyncDeps,
-  refresh: typeof refreshOrganizationMembers = refreshOrganizationMembers,
-): OrganizationResync => {
+/**
+ * The coalescer of member re-reads, one per process (the inbox worker's handlers hold it): requests in
+ * this process share one re-read as described above, and each re-read is itself shared with the other
+ * replicas (`refreshAcrossReplicas`).
+ */
+export const createOrganizationResync = (deps: SyncDeps, refresh?: typeof refreshOrganizationMembers): OrganizationResync => {
   const slots = new Map<string, Slot>();
   let started = 0;
+  /** Shared with the other replicas unless a test hands in its own re-read. */
+  const shared = refresh === undefined;
 
-  const start = (organizationId: string, slot: Slot, base: BaseContext): Promise<OrganizationRefreshResult> => {
+  const start = (organizationId: string, slot: Slot, base: BaseContext, requestedAt?: Promise<string>): Promise<OrganizationRefreshResult> => {
     started += 1;
-    const run: Promise<OrganizationRefreshResult> = refresh(deps, organizationId, base).finally(() => {
+    const running = shared
+      ? refreshAcrossReplicas(deps, organizationId, base, requestedAt ? { requestedAt } : {})
+      : refresh!(deps, organizationId, base);
+    const run: Promise<OrganizationRefreshResult> = running.finally(() => {
       if (slot.inFlight === run) slot.inFlight = null;
       if (!slot.inFlight && !slot.queued && slots.get(organizationId) === slot) slots.delete(organizationId);
     });
@@ -95,11 +164,14 @@ export const createOrganizationResync = (
       if (slot.queued) return slot.queued;
       if (slot.inFlight) {
         const current = slot;
+        // Recorded now, not when the queued re-read starts: a re-read another replica starts meanwhile serves it.
+        const requestedAt = shared ? requestOrganizationResync(deps.database.db, organizationId) : undefined;
+        requestedAt?.catch(() => {});
         const next = slot.inFlight
           .catch(() => undefined)
           .then(() => {
             current.queued = null;
-            return start(organizationId, current, base);
+            return start(organizationId, current, base, requestedAt);
           });
         slot.queued = next;
         return next;

@@ -1,6 +1,5 @@
-import { userExists } from '../../db/queries/users.js';
 import { logtoUserSchema } from '../../logto/index.js';
-import { applyUsers, removeUsers } from '../apply/index.js';
+import { removeUsers } from '../apply/index.js';
 import {
   baseContext,
   envelopeSchema,
@@ -38,13 +37,18 @@ export const handleUserUpserted: EventHandler = async (deps, delivery) => {
   if (complete) {
     const user = logtoUserSchema.safeParse(payload.data);
     const usable = user.success && (userId === undefined || user.data.id === userId);
-    if (usable && (delivery.event === 'User.Created' || (await userExists(deps.database.db, user.data.id)))) {
-      await applyUsers(deps.database.db, [user.data], { ...base, observedAt: eventTime(delivery, payload) });
-      return 'applied';
+    if (usable) {
+      // Batched with the snapshots of the other deliveries in hand: one read and one transaction for all.
+      const outcome = await deps.userSnapshots.add({
+        user: user.data,
+        context: { ...base, observedAt: eventTime(delivery, payload) },
+        onlyIfStored: delivery.event !== 'User.Created',
+      });
+      if (outcome !== 'not_stored') return 'applied';
     }
   }
   if (!userId) throw new PermanentDeliveryError(`${delivery.event} names no user (params.userId or data.id)`);
-  await refreshUser(deps, userId, base);
+  await refreshUser(deps, delivery, userId, base);
   return 'applied';
 };
 

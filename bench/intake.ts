@@ -1,0 +1,321 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { inArray } from 'drizzle-orm';
+import pg from 'pg';
+import { organizationMembers, users } from '../db/schema.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { openDatabase, runMigrations, type DatabaseHandle } from '../src/db/client.js';
+import { startFullSync } from '../src/jobs/full-sync-runner.js';
+import { silentLogger } from '../src/logger.js';
+import { createLogtoClient } from '../src/logto/index.js';
+import { startService, type Service } from '../src/service.js';
+
+/**
+ * `npm run bench -- intake [options]`: the inbox worker (issue 10). Against a simulated tenant in a child
+ * process, on PostgreSQL (database `las_bench_intake`), with arrivals sent by another child process:
+ *
+ * 1. drain: `--deliveries` queued `User.Data.Updated` carrying full user data, released at once;
+ * 2. visibility: while `--arrival-rate`/s such deliveries arrive for `--arrival-seconds`, users are
+ *    suspended in the tenant (its webhook goes to the service) and `GET /v1/access` is polled until it
+ *    says so; the same measured with no arrivals is the reference;
+ * 3. partial: `--partial` queued custom-data style deliveries for distinct users under
+ *    `--rate` (default 200/10s), against the ideal ⌈n/100⌉ requests at the budget's pace;
+ * 4. sign-ins: `--signin-rate`/s `PostSignIn` for `--signin-seconds`, backlog `--after-seconds` later.
+ *
+ * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
+ */
+export const run = async (argv: string[]): Promise<void> => {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      scale: { type: 'string', default: '1' },
+      users: { type: 'string', default: '20000' },
+      organizations: { type: 'string', default: '200' },
+      deliveries: { type: 'string', default: '20000' },
+      'arrival-rate': { type: 'string', default: '1000' },
+      'arrival-seconds': { type: 'string', default: '10' },
+      changes: { type: 'string', default: '100' },
+      partial: { type: 'string', default: '20000' },
+      rate: { type: 'string', default: '200/10s' },
+      'signin-rate': { type: 'string', default: '100' },
+      'signin-seconds': { type: 'string', default: '60' },
+      'after-seconds': { type: 'string', default: '60' },
+      'time-limit': { type: 'string', default: '180' },
+      label: { type: 'string', default: 'run' },
+      skip: { type: 'string', default: '' },
+    },
+  });
+  const scale = Number(values.scale);
+  const count = (name: keyof typeof values) => Math.max(1, Math.round(Number(values[name]) * scale));
+  const skip = new Set((values.skip ?? '').split(',').filter(Boolean));
+  const tenantUsers = count('users');
+  const results: Record<string, Record<string, number | string>> = {};
+  const say = (title: string, rows: Record<string, number | string>) => {
+    results[title] = rows;
+    console.log(`\n## ${title}`);
+    for (const [name, value] of Object.entries(rows)) console.log(`${name.padEnd(52)} ${value}`);
+  };
+
+  const signingKey = randomBytes(24).toString('base64url');
+  const port = 4600 + Math.floor(Math.random() * 300);
+  const scratch = mkdtempSync(join(tmpdir(), 'las-intake-'));
+  const children: ChildProcess[] = [];
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query('drop database if exists las_bench_intake with (force)');
+  await admin.query('create database las_bench_intake');
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = '/las_bench_intake';
+  const database: DatabaseHandle = await openDatabase({ url: url.toString(), dataDir: '' });
+  await runMigrations(database);
+  const db = database.db;
+  const raw = new pg.Pool({ connectionString: url.toString(), max: 2 });
+
+  const sim = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/simulator/main.ts', '--port', String(port + 1), '--users', String(tenantUsers), '--organizations',
+      values.organizations!, '--roles', '6', '--seed', '2027', '--resource', 'self', '--webhook-url',
+      `http://127.0.0.1:${port}/webhooks/logto`, '--signing-key', signingKey],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } },
+  );
+  children.push(sim);
+  const simEnv: Record<string, string> = {};
+  await new Promise<void>((resolve, reject) => {
+    let output = '';
+    sim.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
+    sim.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      for (const line of output.split('\n')) {
+        const match = /^([A-Z_]+)=(.*)$/.exec(line);
+        if (match) simEnv[match[1]!] = match[2]!;
+      }
+      if (simEnv.LOGTO_WEBHOOK_SIGNING_KEYS) resolve();
+    });
+  });
+  const apiKey = `las_bench_${randomBytes(18).toString('base64url')}`;
+  const configFor = (rate: string): Config =>
+    loadConfig({
+      ...simEnv, LOGTO_RATE_LIMIT: rate, PORT: String(port), HOST: '127.0.0.1', API_KEYS: `bench:write:${apiKey}`,
+      ROLE_SWEEP_INTERVAL: '24h', LOG_LEVEL: 'warn',
+    });
+
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  const get = (path: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(`http://127.0.0.1:${port}${path}`, { agent, headers: { authorization: `Bearer ${apiKey}` } }, (res) => {
+        let body = '';
+        res.on('data', (chunk) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const unsettled = async () =>
+    Number((await raw.query("select count(*)::int as n from webhook_deliveries where status in ('pending','processing')")).rows[0].n);
+  const waitDrained = async (limitMs: number) => {
+    const started = performance.now();
+    for (;;) {
+      const left = await unsettled();
+      if (left === 0) return { seconds: (performance.now() - started) / 1000, left: 0 };
+      if (performance.now() - started > limitMs) return { seconds: (performance.now() - started) / 1000, left };
+      await sleep(25);
+    }
+  };
+  /** Stores deliveries not yet due, then makes them all due in one statement: a queue released at once. */
+  const enqueueHeld = async (payloads: Record<string, unknown>[], tag: string) => {
+    for (let start = 0; start < payloads.length; start += 2000) {
+      const slice = payloads.slice(start, start + 2000);
+      await raw.query(
+        `insert into webhook_deliveries (dedup_key, content_hash, event, channel, payload, next_attempt_at)
+         select $1 || ord, md5(p::text), p->>'event', 'logto', p, now() + interval '1 day'
+         from jsonb_array_elements($2::jsonb) with ordinality as t(p, ord)`,
+        [`${tag}-${start}-`, JSON.stringify(slice)],
+      );
+    }
+  };
+  const release = () => raw.query("update webhook_deliveries set next_attempt_at = now() where status = 'pending'");
+  const sender = (plan: Record<string, unknown>) => {
+    const file = join(scratch, `plan-${Math.random()}.json`);
+    writeFileSync(file, JSON.stringify({ url: `http://127.0.0.1:${port}/webhooks/logto`, signingKey, usersFile: join(scratch, 'users.json'), ...plan }));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-sender.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    return new Promise<{ sent: number; accepted: number; seconds: number }>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`sender exited ${code}`))));
+    });
+  };
+  const percentile = (samples: number[], p: number) => {
+    const sorted = [...samples].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+  };
+
+  let service: Service | null = null;
+  try {
+    console.log(`# intake bench (${values.label}): tenant ${tenantUsers} users, ${values.organizations} organizations; PostgreSQL; scale ${scale}`);
+    // The baseline unthrottled; the scenarios under the budget being measured.
+    service = await startService(configFor('100000/10s'), { logger: silentLogger, initialSync: false, jobs: false, database });
+    const baseline = await (await startFullSync(service.deps, { kind: 'baseline', trigger: 'bench' })).done;
+    await service.close();
+    console.log(`baseline: ${baseline.counts.users} users in ${(baseline.counts.durationMs / 1000).toFixed(1)} s`);
+    const config = configFor(values.rate!);
+    service = await startService(config, { logger: silentLogger, initialSync: false, jobs: false, database });
+    const logtoStats = () => service!.logto.stats().requests;
+
+    // Users for the visibility probes (members, suspended and unsuspended in the tenant) and the rest for the arrivals.
+    const pairs = await db.select({ userId: organizationMembers.userId, organizationId: organizationMembers.organizationId }).from(organizationMembers).limit(5000);
+    const probeUsers = new Map<string, string>();
+    for (const pair of pairs) if (probeUsers.size < count('changes') && !probeUsers.has(pair.userId)) probeUsers.set(pair.userId, pair.organizationId);
+    const stored = await db.select({ id: users.id, raw: users.raw }).from(users);
+    const others = stored.filter((row) => !probeUsers.has(row.id));
+    writeFileSync(join(scratch, 'users.json'), JSON.stringify(others.map((row) => ({ ...row.raw, id: row.id }))));
+
+    if (!skip.has('drain')) {
+      const n = count('deliveries');
+      const now = Date.now();
+      const payloads = Array.from({ length: n }, (_, index) => {
+        const row = others[index % others.length]!;
+        return {
+          event: 'User.Data.Updated', createdAt: new Date(now).toISOString(), userAgent: 'bench', ip: '127.0.0.1',
+          path: `/users/${row.id}`, method: 'PATCH', status: 200, params: { userId: row.id }, matchedRoute: '/users/:userId',
+          data: { ...row.raw, name: `drain ${index}`, updatedAt: now + Math.floor(index / others.length) }, hookId: 'bench',
+        };
+      });
+      await enqueueHeld(payloads, 'drain');
+      await release();
+      const drained = await waitDrained(Number(values['time-limit']) * 1000);
+      say('Drain of queued full-data deliveries', {
+        deliveries: n,
+        'left after the time limit': drained.left,
+        'seconds': drained.seconds.toFixed(2),
+        'deliveries per second': ((n - drained.left) / drained.seconds).toFixed(0),
+        'target (per second)': 1000,
+        'ratio to target': ((n - drained.left) / drained.seconds / 1000).toFixed(2),
+      });
+    }
+
+    if (!skip.has('visibility')) {
+      const logto = createLogtoClient(config.logto);
+      const probes = [...probeUsers.entries()];
+      const probe = async (samples: number[], round: number, spacingMs: number, until: number) => {
+        for (const [index, [userId, organizationId]] of probes.entries()) {
+          if (performance.now() > until) break;
+          const suspend = (index + round) % 2 === 0;
+          const begun = performance.now();
+          await logto.setUserSuspended(userId, suspend);
+          for (;;) {
+            const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
+            if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
+            if (performance.now() - begun > 10_000) break;
+            await sleep(1);
+          }
+          samples.push(performance.now() - begun);
+          await sleep(spacingMs);
+        }
+      };
+      const quiet: number[] = [];
+      await probe(quiet, 0, 10, Number.POSITIVE_INFINITY);
+      const seconds = Number(values['arrival-seconds']) * scale;
+      const loaded: number[] = [];
+      const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
+      await sleep(1000);
+      const until = performance.now() + (seconds - 1.5) * 1000;
+      // Spread over the arrival window.
+      await probe(loaded, 1, Math.max(5, ((seconds - 2) * 1000) / probes.length - 20), until);
+      const sent = await arrivals;
+      await waitDrained(60_000);
+      say('Visibility in GET /v1/access while deliveries arrive', {
+        'arrivals sent / accepted (2xx)': `${sent.sent} / ${sent.accepted}`,
+        'arrivals per second': (sent.sent / sent.seconds).toFixed(0),
+        'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
+        'quiet p50 / p95 (ms)': `${percentile(quiet, 50).toFixed(1)} / ${percentile(quiet, 95).toFixed(1)}`,
+        'loaded p50 / p95 (ms)': `${percentile(loaded, 50).toFixed(1)} / ${percentile(loaded, 95).toFixed(1)}`,
+        'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
+        'target p95 (ms)': 50,
+      });
+    }
+
+    if (!skip.has('partial')) {
+      const n = Math.min(count('partial'), others.length);
+      const targets = others.slice(0, n);
+      // The stored copies drift (older, other custom data): each read finds something to write.
+      for (let start = 0; start < n; start += 5000) {
+        await db
+          .update(users)
+          .set({ customData: { drifted: true }, updatedAt: new Date(0) })
+          .where(inArray(users.id, targets.slice(start, start + 5000).map((row) => row.id)));
+      }
+      const payloads = targets.map((row) => ({
+        event: 'User.Data.Updated', createdAt: new Date().toISOString(), userAgent: 'bench', ip: '127.0.0.1',
+        path: `/users/${row.id}/custom-data`, method: 'PATCH', status: 200, params: { userId: row.id },
+        matchedRoute: '/users/:userId/custom-data', data: { plan: 'gold' }, hookId: 'bench',
+      }));
+      await enqueueHeld(payloads, 'partial');
+      const before = logtoStats();
+      await release();
+      const drained = await waitDrained(Number(values['time-limit']) * 1000);
+      const requests = logtoStats() - before;
+      const [budgetRequests, budgetSeconds] = (() => {
+        const match = /^(\d+)\/(\d+)s$/.exec(values.rate!);
+        return match ? [Number(match[1]), Number(match[2])] : [200, 10];
+      })();
+      const idealSeconds = Math.ceil(n / 100) / (budgetRequests / budgetSeconds);
+      const drainedCount = n - drained.left;
+      const restored = Number((await raw.query(`select count(*)::int as n from users where custom_data ? 'drifted'`)).rows[0].n);
+      say(`Partial deliveries under ${values.rate}`, {
+        deliveries: n,
+        'drained / left after the time limit': `${drainedCount} / ${drained.left}`,
+        'wall seconds': drained.seconds.toFixed(2),
+        'projected seconds for all': ((drained.seconds * n) / Math.max(1, drainedCount)).toFixed(1),
+        'ideal seconds (⌈n/100⌉ requests at the budget pace)': idealSeconds.toFixed(1),
+        'ratio to ideal (target ≤ 1.2)': ((drained.seconds * n) / Math.max(1, drainedCount) / idealSeconds).toFixed(2),
+        'requests to Logto': requests,
+        '⌈n/100⌉': Math.ceil(n / 100),
+        'users still drifted': restored,
+      });
+    }
+
+    if (!skip.has('signin')) {
+      const rate = Number(values['signin-rate']);
+      const seconds = Number(values['signin-seconds']) * scale;
+      const before = logtoStats();
+      const sent = await sender({ rate, seconds, kind: 'signin' });
+      const backlogAtStop = await unsettled();
+      await sleep(Number(values['after-seconds']) * scale * 1000);
+      const backlog = await unsettled();
+      say(`PostSignIn burst under ${values.rate}`, {
+        'sign-ins sent / accepted': `${sent.sent} / ${sent.accepted}`,
+        'per second': (sent.sent / sent.seconds).toFixed(0),
+        'backlog when they stop': backlogAtStop,
+        [`backlog ${(Number(values['after-seconds']) * scale).toFixed(0)} s later (target 0)`]: backlog,
+        'requests to Logto': logtoStats() - before,
+      });
+    }
+
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    mkdirSync('bench/results', { recursive: true });
+    const base = `bench/results/intake-${values.label}-${stamp}`;
+    writeFileSync(`${base}.json`, JSON.stringify({ label: values.label, scale, tenantUsers, rate: values.rate, results }, null, 2));
+    const markdown = [`# intake bench: ${values.label} (scale ${scale}, ${tenantUsers} users, budget ${values.rate})`, ''];
+    for (const [title, rows] of Object.entries(results)) {
+      markdown.push(`## ${title}`, '', '| | |', '| --- | --- |', ...Object.entries(rows).map(([k, v]) => `| ${k} | ${v} |`), '');
+    }
+    writeFileSync(`${base}.md`, markdown.join('\n'));
+    console.log(`\nresults: ${base}.json, ${base}.md`);
+  } finally {
+    await service?.close().catch(() => {});
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+    await raw.end();
+    await database.close();
+    agent.destroy();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+};

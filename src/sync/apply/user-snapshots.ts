@@ -1,0 +1,160 @@
+import { and, eq, inArray, max, sql } from 'drizzle-orm';
+import { accessChanges, users } from '../../../db/schema.js';
+import type { Database } from '../../db/client.js';
+import type { LogtoUser } from '../../logto/index.js';
+import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { fromExcluded } from './upsert.js';
+import { differingUserFields, toUserRow } from './users.js';
+
+/** One user snapshot with the context it came with (its delivery, actor and observation time). */
+export type UserSnapshot = {
+  user: LogtoUser;
+  context: ChangeContext;
+  /** An update is not a creation: a user the database does not hold is left alone and reported `not_stored`. */
+  onlyIfStored?: boolean;
+};
+
+/**
+ * `created`: stored, and the database did not hold the user before; `written`: stored as given;
+ * `unchanged`: nothing differed, or a newer copy or a later deletion won; `not_stored`: see `onlyIfStored`.
+ */
+export type UserSnapshotOutcome = 'created' | 'written' | 'unchanged' | 'not_stored';
+
+const writtenColumns = [
+  'username',
+  'primaryEmail',
+  'primaryPhone',
+  'name',
+  'avatar',
+  'isSuspended',
+  'customData',
+  'profile',
+  'applicationId',
+  'lastSignInAt',
+  'createdAt',
+  'updatedAt',
+  'raw',
+  'observedAt',
+];
+
+/**
+ * `applyUsers` for snapshots that each carry their own context: many webhook deliveries (or the users of
+ * one batched read, each on behalf of its own delivery) compared in one read and written in one
+ * transaction, each change recorded with its own delivery and observation time. The same rules: only
+ * what differs is written, a copy Logto updated later is never replaced, and a deletion recorded after a
+ * snapshot was observed keeps the user deleted. Snapshots of one user are applied in the order given.
+ */
+export const applyUserSnapshots = async (
+  db: Database,
+  snapshots: UserSnapshot[],
+): Promise<{ outcomes: UserSnapshotOutcome[]; result: ApplyResult }> => {
+  const outcomes: UserSnapshotOutcome[] = snapshots.map(() => 'unchanged');
+  const result: ApplyResult = { changes: [], rowsWritten: 0 };
+  // Rounds of distinct users: a user named twice gets its second snapshot after its first one is written.
+  let remaining = snapshots.map((_, index) => index);
+  while (remaining.length > 0) {
+    const seen = new Set<string>();
+    const round: number[] = [];
+    const later: number[] = [];
+    for (const index of remaining) {
+      const id = snapshots[index]!.user.id;
+      if (seen.has(id)) later.push(index);
+      else {
+        seen.add(id);
+        round.push(index);
+      }
+    }
+    await applyRound(db, snapshots, round, outcomes, result);
+    remaining = later;
+  }
+  return { outcomes, result };
+};
+
+const applyRound = async (
+  db: Database,
+  snapshots: UserSnapshot[],
+  round: number[],
+  outcomes: UserSnapshotOutcome[],
+  result: ApplyResult,
+): Promise<void> => {
+  if (round.length === 0) return;
+  const rowsByIndex = new Map(round.map((index) => [index, toUserRow(snapshots[index]!.user, snapshots[index]!.context.observedAt)]));
+  const ids = round.map((index) => snapshots[index]!.user.id);
+  const stored = await db.select().from(users).where(inArray(users.id, ids));
+  const storedById = new Map(stored.map((row) => [row.id, row]));
+  const writes = new Map<number, ChangeRecord[]>();
+  for (const index of round) {
+    const { context, onlyIfStored } = snapshots[index]!;
+    const row = rowsByIndex.get(index)!;
+    const current = storedById.get(row.id);
+    if (!current) {
+      if (onlyIfStored) {
+        outcomes[index] = 'not_stored';
+        continue;
+      }
+      writes.set(index, [
+        { kind: 'user.created', userId: row.id, details: { username: row.username, primaryEmail: row.primaryEmail }, context },
+        ...(row.isSuspended ? [{ kind: 'user.suspended', userId: row.id, context } as ChangeRecord] : []),
+      ]);
+      continue;
+    }
+    if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
+    const fields = differingUserFields(current, row);
+    if (fields.length === 0) continue;
+    const changes: ChangeRecord[] = [];
+    // updatedAt alone (a password change, say) is written but is no change anyone asked about.
+    const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
+    if (other.length > 0) changes.push({ kind: 'user.updated', userId: row.id, details: { fields: other }, context });
+    if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: row.id, context });
+    writes.set(index, changes);
+  }
+  if (writes.size === 0) return;
+
+  const first = snapshots[round[0]!]!.context;
+  const applied = await applyTransaction(db, first, async (tx) => {
+    const created = [...writes.keys()].filter((index) => !storedById.has(snapshots[index]!.user.id));
+    const deletedAt = new Map<string, number>();
+    if (created.length > 0) {
+      const deletions = await tx
+        .select({ userId: accessChanges.userId, at: max(accessChanges.observedAt) })
+        .from(accessChanges)
+        .where(
+          and(
+            eq(accessChanges.kind, 'user.deleted'),
+            inArray(
+              accessChanges.userId,
+              created.map((index) => snapshots[index]!.user.id),
+            ),
+          ),
+        )
+        .groupBy(accessChanges.userId);
+      for (const { userId, at } of deletions) if (userId && at) deletedAt.set(userId, new Date(at).getTime());
+    }
+    const writing = [...writes.keys()].filter((index) => {
+      const { user, context } = snapshots[index]!;
+      const deleted = deletedAt.get(user.id);
+      return deleted === undefined || deleted <= context.observedAt.getTime();
+    });
+    if (writing.length === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0 };
+    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
+    const written = await tx
+      .insert(users)
+      .values(writing.map((index) => rowsByIndex.get(index)!))
+      .onConflictDoUpdate({
+        target: users.id,
+        set: fromExcluded(users, writtenColumns),
+        setWhere: sql`${users.updatedAt} <= excluded.updated_at`,
+      })
+      .returning({ id: users.id });
+    const writtenIds = new Set(written.map((row) => row.id));
+    const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
+    const logged = await recordChanges(tx, changes, first);
+    return { written: writtenIds, changes, rowsWritten: written.length + logged };
+  });
+  for (const index of writes.keys()) {
+    const id = snapshots[index]!.user.id;
+    if (applied.written.has(id)) outcomes[index] = storedById.has(id) ? 'written' : 'created';
+  }
+  result.changes.push(...applied.changes);
+  result.rowsWritten += applied.rowsWritten;
+};

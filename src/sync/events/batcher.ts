@@ -1,0 +1,35 @@
+/**
+ * Gathers the calls made in one turn of the event loop (up to `maxSize`) into one call of `run`: the
+ * handlers of the deliveries in hand each ask for one thing, and the database or Logto is asked once.
+ * Each caller gets its own item's answer; when `run` fails, every caller of that batch sees the error.
+ */
+export type Batcher<I, O> = { add(item: I): Promise<O> };
+
+export const createBatcher = <I, O>(options: { maxSize: number; run: (items: I[]) => Promise<O[]> }): Batcher<I, O> => {
+  let waiting: { item: I; resolve: (value: O) => void; reject: (error: unknown) => void }[] = [];
+  let scheduled = false;
+
+  const flush = () => {
+    scheduled = false;
+    while (waiting.length > 0) {
+      const batch = waiting.splice(0, options.maxSize);
+      options.run(batch.map((entry) => entry.item)).then(
+        (outputs) => batch.forEach((entry, index) => entry.resolve(outputs[index] as O)),
+        (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+      );
+    }
+  };
+
+  return {
+    add(item) {
+      return new Promise<O>((resolve, reject) => {
+        waiting.push({ item, resolve, reject });
+        if (waiting.length >= options.maxSize) flush();
+        else if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+      });
+    },
+  };
+};
