@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { createApiKey } from '../src/db/api-keys.js';
@@ -26,6 +27,9 @@ import type { LoadResult, LoadSpec } from './hot-paths/load.js';
  * The tenant (default 100,000 users / 2,000 organizations) is synced once through the service's own full
  * sync into `las_hot_paths_<users>_<organizations>` and reused by later runs (`--fresh` re-seeds it).
  * Results: bench/results/hot-paths[-<label>].json and .md.
+ *
+ * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
+ * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
 export const runHotPaths = async (argv: string[]): Promise<void> => {
   const { values } = parseArgs({
@@ -38,6 +42,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       fresh: { type: 'boolean', default: false },
       'skip-build': { type: 'boolean', default: false },
       only: { type: 'string' },
+      before: { type: 'string' },
     },
   });
   const scale = Number(values.scale);
@@ -136,7 +141,11 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       const logto = createLogtoClient(config.logto);
       log(`seeding ${databaseName} through a full sync…`);
       const started = performance.now();
+      // Statistics as the tables fill: planned on empty tables, the removal check's anti-join runs for
+      // half an hour at this size (a baseline that runs ANALYZE itself makes this unnecessary).
+      const analyzer = setInterval(() => void database.db.execute(sql`analyze`).catch(() => {}), 15_000);
       const result = await (await startFullSync({ database, logto, logger: silentLogger }, { kind: 'baseline', trigger: 'bench' })).done;
+      clearInterval(analyzer);
       log(`seeded in ${((performance.now() - started) / 1000).toFixed(1)} s (${result.counts.requests} requests)`);
       await database.close();
     }
@@ -201,10 +210,17 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const barePort = servicePort + 100;
     await spawnChild(['dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
+    const beforePort = servicePort + 200;
+    if (values.before) {
+      await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null);
+      await waitForHttp(`http://127.0.0.1:${beforePort}/healthz`);
+    }
     await spawnChild(['--import', 'tsx', 'bench/hot-paths/bare-references.ts', databaseUrl, String(barePort), signingKey], { NODE_ENV: 'production' }, /listening/);
 
     type Target = { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook'] };
     type Scenario = { name: string; target: string; service: Target; bare: Target; logto?: Target; bareLabel: string };
+    const withBefore = (target: Target): Target | undefined =>
+      values.before ? { ...target, url: `http://127.0.0.1:${beforePort}` } : undefined;
     const service = `http://127.0.0.1:${servicePort}`;
     const bare = `http://127.0.0.1:${barePort}`;
     const serviceHeaders = { authorization: `Bearer ${apiKey.secret}` };
@@ -258,27 +274,39 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     };
 
     type Row = { name: string; target: string; bareLabel: string; service: LoadResult; bare: LoadResult; logto?: LoadResult;
-      throughputRatio: number; p99Ratio: number; stored?: { service: number; bare: number } };
+      throughputRatio: number; p99Ratio: number; stored?: { service: number; bare: number; before?: number };
+      before?: LoadResult; beforeRatio?: number };
     const results: Row[] = [];
     const bareJson = values.only ? null : load({ url: bare, paths: ['/json'] });
     if (bareJson) log(`bare express JSON: ${bareJson.throughput.toFixed(0)} req/s, p50 ${bareJson.p50} ms, p99 ${bareJson.p99} ms`);
     for (const scenario of scenarios) {
       if (values.only && !scenario.name.includes(values.only)) continue;
       log(`${scenario.name}…`);
+      const storedBy = async () => {
+        // Requests still in flight when autocannon stops are stored but not counted: let them land.
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        const [counts] = (await db.query(`select
+            (select count(*) from webhook_deliveries where payload->>'hookId' = $1)::int as service,
+            (select count(*) from bench_bare_deliveries where payload->>'hookId' = $1)::int as bare`, [runId])).rows as { service: number; bare: number }[];
+        return counts!;
+      };
       const serviceResult = load(scenario.service);
+      const storedService = scenario.service.webhook ? (await storedBy()).service : 0;
       const bareResult = load(scenario.bare);
       const logtoResult = scenario.logto ? load(scenario.logto) : undefined;
+      const beforeTarget = withBefore(scenario.service);
+      const beforeResult = beforeTarget ? load(beforeTarget) : undefined;
       const row: Row = {
         name: scenario.name, target: scenario.target, bareLabel: scenario.bareLabel, service: serviceResult, bare: bareResult,
         ...(logtoResult ? { logto: logtoResult } : {}),
+        ...(beforeResult ? { before: beforeResult, beforeRatio: beforeResult.throughput / bareResult.throughput } : {}),
         throughputRatio: serviceResult.throughput / bareResult.throughput,
         p99Ratio: serviceResult.p99 / Math.max(bareResult.p99, 1),
       };
       if (scenario.service.webhook) {
-        const [stored] = (await db.query(`select
-            (select count(*) from webhook_deliveries where payload->>'hookId' = $1)::int as service,
-            (select count(*) from bench_bare_deliveries where payload->>'hookId' = $1)::int as bare`, [runId])).rows as { service: number; bare: number }[];
-        row.stored = stored!;
+        const after = await storedBy();
+        // The previous build's deliveries share the run id: those stored after the service's run are its.
+        row.stored = { service: storedService, bare: after.bare, ...(beforeResult ? { before: after.service - storedService } : {}) };
       }
       results.push(row);
       log(`  service ${serviceResult.throughput.toFixed(0)} req/s (p99 ${serviceResult.p99} ms), bare ${bareResult.throughput.toFixed(0)} req/s (p99 ${bareResult.p99} ms): ${row.throughputRatio.toFixed(2)}×`);
@@ -295,13 +323,15 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       '',
       `Bare express JSON: ${cell(bareJson ?? undefined)}`,
       '',
-      '| route | this service | bare reference | ratio (throughput / p99) | target | simulated Management API |',
-      '| --- | --- | --- | --- | --- | --- |',
+      `| route | this service | bare reference | ratio (throughput / p99) | target | simulated Management API |${values.before ? ' before (--before build) | before ratio (throughput / p99) |' : ''}`,
+      `| --- | --- | --- | --- | --- | --- |${values.before ? ' --- | --- |' : ''}`,
       ...results.map((row) =>
-        `| \`${row.name}\` | ${cell(row.service)} | ${cell(row.bare)} (${row.bareLabel}) | ${fixed(row.throughputRatio, 2)}× / ${fixed(row.p99Ratio, 2)}× | ${row.target} | ${cell(row.logto)} |`),
+        `| \`${row.name}\` | ${cell(row.service)} | ${cell(row.bare)} (${row.bareLabel}) | ${fixed(row.throughputRatio, 2)}× / ${fixed(row.p99Ratio, 2)}× | ${row.target} | ${cell(row.logto)} |` +
+        (row.before ? ` ${cell(row.before)} | ${fixed(row.beforeRatio!, 2)}× / ${fixed(row.before.p99 / Math.max(row.bare.p99, 1), 2)}× |` : '')),
       '',
       ...results.filter((row) => row.stored).map((row) =>
-        `Webhooks stored: service ${row.stored!.service} of ${row.service.ok} answered 2xx; bare ${row.stored!.bare} of ${row.bare.ok}.`),
+        `Webhooks stored (requests in flight when the load stops are stored but not counted by autocannon: stored ≥ 2xx means none lost): service ${row.stored!.service} of ${row.service.ok} answered 2xx; bare ${row.stored!.bare} of ${row.bare.ok}` +
+        (row.before ? `; before ${row.stored!.before} of ${row.before.ok}` : '') + '.'),
     ];
     const markdown = `${lines.join('\n')}\n`;
     process.stdout.write(`\n${markdown}`);
