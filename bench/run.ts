@@ -35,6 +35,18 @@ if (process.argv[2] === 'intake') {
  *   --rate 100000/10s                      the client's request budget (Logto Cloud asks 200/10s)
  *   --deliveries 3000 --changes 200 --requests 5000 --concurrency 32
  */
+// Scenarios with their own file: `npm run bench -- hot-paths [flags]`.
+if (process.argv[2] === 'hot-paths') {
+  const { runHotPaths } = await import('./hot-paths.js');
+  await runHotPaths(process.argv.slice(3)).then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(`bench failed: ${error instanceof Error ? error.stack : String(error)}`);
+      process.exit(1);
+    },
+  );
+}
+
 const { values } = parseArgs({
   options: {
     users: { type: 'string', default: '10000' },

@@ -20,7 +20,7 @@ import { organizationRoleRoutes } from './organization-roles.js';
 import { organizationRoutes } from './organizations.js';
 import { errorHandler, invalidParams, issuesToParams, notFoundHandler, sendProblem, type InvalidParam, type ParamLocation } from './problem.js';
 import { provisioningRoutes, type CreateUserInput } from './provisioning.js';
-import type { Route } from './route.js';
+import { JsonText, type Route } from './route.js';
 import { syncRoutes } from './sync.js';
 import { swaggerUiDirectory, systemRoutes } from './system.js';
 import { userRoutes } from './users.js';
@@ -127,6 +127,9 @@ const observe =
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = routeTemplate(req, res);
       metrics.httpRequestDuration.observe({ method: req.method, route, status: String(res.statusCode) }, seconds);
+      const level = res.statusCode >= 500 ? 'error' : 'info';
+      // Built only when it is written: at LOG_LEVEL=warn a request costs no log line at all.
+      if (!logger.isLevelEnabled(level)) return;
       const principal = res.locals.principal as Principal | undefined;
       const line = {
         requestId,
@@ -138,8 +141,7 @@ const observe =
         ...(principal ? { apiKey: principal.name } : {}),
         ...(res.writableFinished ? {} : { aborted: true }),
       };
-      if (res.statusCode >= 500) logger.error(line, 'request');
-      else logger.info(line, 'request');
+      logger[level](line, 'request');
     };
     res.once('finish', finish);
     res.once('close', finish);
@@ -152,6 +154,14 @@ const routeTemplate = (req: Request, res: Response): string => {
   const routePath = (req.route as { path?: unknown } | undefined)?.path;
   if (typeof routePath === 'string') return `${req.baseUrl}${routePath}`;
   return 'unmatched';
+};
+
+/** What `res.json` sends, without its per-response content-type parsing (this is every read's last step). */
+const sendJsonText = (res: Response, status: number, text: string) => {
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
 };
 
 /** Parses one part of the request; issues are collected so that one 400 names every bad parameter. */
@@ -256,13 +266,14 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
         res.status(status).end();
         return;
       }
+      const text = result instanceof JsonText ? result.text : JSON.stringify(result);
       if (options.validateResponses) {
-        const checked = schema.safeParse(result);
+        const checked = schema.safeParse(result instanceof JsonText ? JSON.parse(text) : result);
         if (!checked.success) {
           throw new Error(`response of ${route.method.toUpperCase()} ${route.path} does not match its schema: ${checked.error.message}`);
         }
       }
-      res.status(status).json(result);
+      sendJsonText(res, status, text);
     });
     app[route.method](route.path, ...handlers);
   }

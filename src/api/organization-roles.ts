@@ -1,11 +1,10 @@
 import { z } from 'zod';
-import { listOrganizationRoleMembers, listOrganizationRoles } from '../db/queries/organization-roles.js';
+import { listOrganizationRoleMembersJson, listOrganizationRoles } from '../db/queries/organization-roles.js';
 import { encodeCursor } from '../db/queries/pagination.js';
 import { notFound } from '../errors.js';
-import { defineRoute } from './route.js';
+import { defineRoute, JsonText } from './route.js';
 import {
   idParam,
-  iso,
   isoDateTime,
   listOf,
   organizationRefSchema,
@@ -13,7 +12,6 @@ import {
   pageQuery,
   searchParam,
   stringKey,
-  toUser,
   userSchema,
 } from './schemas.js';
 
@@ -54,17 +52,9 @@ export const organizationRoleRoutes = [
     },
     errors: [404],
     handler: async ({ deps, params, query }) => {
-      const page = await listOrganizationRoleMembers(deps.db, params.id, { limit: query.limit, after: query.cursor });
-      if (!page) throw notFound('Organization role', params.id);
-      return {
-        data: page.rows.map((member) => ({
-          ...toUser(member),
-          organization: member.organization,
-          since: iso(member.since),
-          memberSince: iso(member.memberSince),
-        })),
-        nextCursor: page.next && encodeCursor(page.next),
-      };
+      const page = await listOrganizationRoleMembersJson(deps.db, params.id, { limit: query.limit, after: query.cursor });
+      if (page === null) throw notFound('Organization role', params.id);
+      return new JsonText(page);
     },
   }),
 ];

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { listOrganizationMembers, findOrganization, listOrganizations, type OrganizationDto } from '../db/queries/organizations.js';
+import { listOrganizationMembersJson, findOrganization, listOrganizations, type OrganizationDto } from '../db/queries/organizations.js';
 import { encodeCursor } from '../db/queries/pagination.js';
 import { notFound } from '../errors.js';
 import { invalidParams } from './problem.js';
-import { defineRoute } from './route.js';
+import { defineRoute, JsonText } from './route.js';
 import {
   idParam,
   iso,
@@ -14,8 +14,6 @@ import {
   roleGrantSchema,
   searchParam,
   stringKey,
-  toRoleGrant,
-  toUser,
   userSchema,
 } from './schemas.js';
 
@@ -92,21 +90,14 @@ export const organizationRoutes = [
       if (query.roleId !== undefined && query.roleName !== undefined) {
         throw invalidParams([{ name: 'roleName', reason: 'cannot be combined with roleId' }]);
       }
-      const page = await listOrganizationMembers(
+      const page = await listOrganizationMembersJson(
         deps.db,
         params.id,
         { roleId: query.roleId, roleName: query.roleName },
         { limit: query.limit, after: query.cursor },
       );
-      if (!page) throw notFound('Organization', params.id);
-      return {
-        data: page.rows.map((member) => ({
-          ...toUser(member),
-          organizationRoles: member.organizationRoles.map(toRoleGrant),
-          since: iso(member.since),
-        })),
-        nextCursor: page.next && encodeCursor(page.next),
-      };
+      if (page === null) throw notFound('Organization', params.id);
+      return new JsonText(page);
     },
   }),
 ];

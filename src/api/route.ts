@@ -3,6 +3,14 @@ import type { z } from 'zod';
 import type { ApiDeps } from './app.js';
 import type { Principal } from './auth.js';
 
+/**
+ * A response body already written as JSON (by PostgreSQL): sent as it is, without a parse and a
+ * serialise in between. It must be what the route's schema describes (checked where responses are).
+ */
+export class JsonText {
+  constructor(readonly text: string) {}
+}
+
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
 /** Who may call a route: anyone, or a key with at least this scope (write includes read). */
@@ -56,7 +64,7 @@ export type RouteSpec<
   };
   /** Error statuses beyond those implied by auth and parameters (400, 401, 403, 500). */
   errors?: number[];
-  handler: (context: RouteContext<Output<P>, Output<Q>, Output<B>>) => Promise<R extends z.ZodType ? z.input<R> : void>;
+  handler: (context: RouteContext<Output<P>, Output<Q>, Output<B>>) => Promise<(R extends z.ZodType ? z.input<R> : void) | JsonText>;
 };
 
 /** A route with its types erased, as the app and the OpenAPI generator see it. */

@@ -1,29 +1,19 @@
 import { z } from 'zod';
 import { encodeCursor } from '../db/queries/pagination.js';
-import { findUser, listUserOrganizations, listUsers, type UserOrganization } from '../db/queries/users.js';
+import { findUserJson, listUserOrganizationsJson, listUsers } from '../db/queries/users.js';
 import { notFound } from '../errors.js';
-import { defineRoute } from './route.js';
+import { defineRoute, JsonText } from './route.js';
 import {
   booleanParam,
   idParam,
-  iso,
   listOf,
   pageQuery,
   searchParam,
   stringKey,
-  toRoleGrant,
   toUser,
   userOrganizationSchema,
   userSchema,
 } from './schemas.js';
-
-const toUserOrganization = (organization: UserOrganization): z.infer<typeof userOrganizationSchema> => ({
-  id: organization.id,
-  name: organization.name,
-  description: organization.description,
-  organizationRoles: organization.organizationRoles.map(toRoleGrant),
-  since: iso(organization.since),
-});
 
 const userDetailSchema = userSchema.extend({
   organizations: z.array(userOrganizationSchema).describe("Every organization the user belongs to, with the user's roles there"),
@@ -65,9 +55,9 @@ export const userRoutes = [
     success: { status: 200, description: 'The user', schema: userDetailSchema },
     errors: [404],
     handler: async ({ deps, params }) => {
-      const user = await findUser(deps.db, params.id);
-      if (!user) throw notFound('User', params.id);
-      return { ...toUser(user), organizations: user.organizations.map(toUserOrganization) };
+      const user = await findUserJson(deps.db, params.id);
+      if (user === null) throw notFound('User', params.id);
+      return new JsonText(user);
     },
   }),
   defineRoute({
@@ -82,9 +72,9 @@ export const userRoutes = [
     success: { status: 200, description: 'A page of organizations, ordered by id', schema: listOf(userOrganizationSchema) },
     errors: [404],
     handler: async ({ deps, params, query }) => {
-      const page = await listUserOrganizations(deps.db, params.id, { limit: query.limit, after: query.cursor });
-      if (!page) throw notFound('User', params.id);
-      return { data: page.rows.map(toUserOrganization), nextCursor: page.next && encodeCursor(page.next) };
+      const page = await listUserOrganizationsJson(deps.db, params.id, { limit: query.limit, after: query.cursor });
+      if (page === null) throw notFound('User', params.id);
+      return new JsonText(page);
     },
   }),
 ];

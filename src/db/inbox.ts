@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
 import { webhookDeliveries } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
+import { prepared, preparedRows } from './prepared.js';
 
 /**
  * The webhook inbox (`webhook_deliveries`): a verified delivery is committed here before it is
@@ -36,32 +37,34 @@ export const contentHash = (payload: unknown): string =>
 export const eventName = (payload: Record<string, unknown>): string =>
   typeof payload.event === 'string' && payload.event.length > 0 ? payload.event.slice(0, 200) : 'unknown';
 
+const insertDeliveryStatement = prepared(
+  'insert_webhook_delivery',
+  `insert into webhook_deliveries (dedup_key, content_hash, event, channel, payload) values ($1, $2, $3, $4, $5::jsonb)
+   on conflict (dedup_key) do nothing returning id`,
+);
+const deliveryByDedupKeyStatement = prepared('find_webhook_delivery_by_dedup_key', 'select id from webhook_deliveries where dedup_key = $1');
+
 /**
  * Stores a verified delivery. A second delivery with the same dedup key is not stored again (insert … on
- * conflict do nothing): the first one's id comes back with `duplicate: true`.
+ * conflict do nothing): the first one's id comes back with `duplicate: true`. `payloadText`, the
+ * payload's JSON as received, is stored as it is (PostgreSQL parses it) instead of serialising the
+ * parsed payload again: the receiver's hot path.
  */
 export const insertDelivery = async (
   db: Database,
-  input: { dedupKey: string; channel: DeliveryChannel; payload: Record<string, unknown> },
+  input: { dedupKey: string; channel: DeliveryChannel; payload: Record<string, unknown>; payloadText?: string },
 ): Promise<{ id: number; duplicate: boolean }> => {
-  const [inserted] = await db
-    .insert(webhookDeliveries)
-    .values({
-      dedupKey: input.dedupKey,
-      contentHash: contentHash(input.payload),
-      event: eventName(input.payload),
-      channel: input.channel,
-      payload: input.payload,
-    })
-    .onConflictDoNothing({ target: webhookDeliveries.dedupKey })
-    .returning({ id: webhookDeliveries.id });
-  if (inserted) return { id: inserted.id, duplicate: false };
-  const [existing] = await db
-    .select({ id: webhookDeliveries.id })
-    .from(webhookDeliveries)
-    .where(eq(webhookDeliveries.dedupKey, input.dedupKey));
+  const [inserted] = await preparedRows<{ id: string | number }>(db, insertDeliveryStatement, [
+    input.dedupKey,
+    contentHash(input.payload),
+    eventName(input.payload),
+    input.channel,
+    input.payloadText ?? JSON.stringify(input.payload),
+  ]);
+  if (inserted) return { id: Number(inserted.id), duplicate: false };
+  const [existing] = await preparedRows<{ id: string | number }>(db, deliveryByDedupKeyStatement, [input.dedupKey]);
   if (!existing) throw new Error('the delivery conflicted on its dedup key but the existing row was not found');
-  return { id: existing.id, duplicate: true };
+  return { id: Number(existing.id), duplicate: true };
 };
 
 /** The first stored delivery with this content hash, if any. */

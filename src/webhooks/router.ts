@@ -73,8 +73,9 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     }
 
     let payload: unknown;
+    const payloadText = raw.toString('utf8');
     try {
-      payload = JSON.parse(raw.toString('utf8'));
+      payload = JSON.parse(payloadText);
     } catch {
       count('invalid');
       log.warn(describe(req, raw, channel), 'webhook refused: signed body is not JSON');
@@ -92,7 +93,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     const dedupKey = relayedId ? `svix:${relayedId}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
     let stored: { id: number; duplicate: boolean };
     try {
-      stored = await insertDelivery(deps.db, { dedupKey, channel, payload: payload as Record<string, unknown> });
+      stored = await insertDelivery(deps.db, { dedupKey, channel, payload: payload as Record<string, unknown>, payloadText });
     } catch (error) {
       count('unavailable');
       log.error({ ...describe(req, raw, channel), err: error }, 'webhook not stored: the database did not take it');

@@ -1,9 +1,10 @@
 import { and, asc, eq, gt, ilike, or, sql, type SQL } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
+import { organizationRoles } from '../../../db/schema.js';
 import type { Database } from '../client.js';
 import { fetchSize, toPaged, type Page, type Paged } from './pagination.js';
+import { prepared, preparedRows } from '../prepared.js';
+import { isoSql, pageJsonText, userJsonText, userPiecesSql, type UserPieces } from './json-text.js';
 import { containsPattern } from './sql.js';
-import { userColumns, type UserDto } from './users.js';
 
 export type OrganizationRoleDto = {
   id: string;
@@ -49,56 +50,40 @@ export const organizationRoleExists = async (db: Database, id: string): Promise<
   return row !== undefined;
 };
 
-/** A member holding a role: the user, the organization where they hold it, since when, and since when they are a member. */
-export type OrganizationRoleMember = UserDto & {
-  organization: { id: string; name: string };
-  since: Date;
-  memberSince: Date;
-};
-
 export type OrganizationRoleMemberCursor = [organizationId: string, userId: string];
 
+const roleMembersSql = (after: boolean) => `
+  select mr.organization_id as organization_key, mr.user_id as user_key, ${userPiecesSql([
+    '(select row_to_json(ref) from (select o.id, o.name) ref) as organization',
+    `${isoSql('mr.since')} as since`,
+    `${isoSql('m.since')} as "memberSince"`,
+  ])}
+  from organization_member_roles mr
+  join organization_members m on m.organization_id = mr.organization_id and m.user_id = mr.user_id
+  join users u on u.id = mr.user_id
+  join organizations o on o.id = mr.organization_id
+  where mr.organization_role_id = $1${after ? ' and (mr.organization_id, mr.user_id) > ($3, $4)' : ''}
+  order by mr.organization_id, mr.user_id limit $2`;
+const roleMemberStatements = {
+  first: prepared('list_organization_role_members_json', roleMembersSql(false)),
+  after: prepared('list_organization_role_members_json_after', roleMembersSql(true)),
+};
+
 /**
- * Every organization member holding one role, ordered by (organization id, user id) along the
- * index on (organization_role_id, organization_id, user_id); null when the role is unknown.
+ * Every organization member holding one role, each with the organization where they hold it, since when,
+ * and since when they are a member, ordered by (organization id, user id) along the index on
+ * (organization_role_id, organization_id, user_id), as the JSON list body of the API; null when the role
+ * is unknown.
  */
-export const listOrganizationRoleMembers = async (
+export const listOrganizationRoleMembersJson = async (
   db: Database,
   organizationRoleId: string,
   page: Page<OrganizationRoleMemberCursor>,
-): Promise<Paged<OrganizationRoleMember, OrganizationRoleMemberCursor> | null> => {
-  const rows = await db
-    .select({
-      ...userColumns,
-      organizationId: organizations.id,
-      organizationName: organizations.name,
-      since: organizationMemberRoles.since,
-      memberSince: organizationMembers.since,
-    })
-    .from(organizationMemberRoles)
-    .innerJoin(
-      organizationMembers,
-      and(
-        eq(organizationMembers.organizationId, organizationMemberRoles.organizationId),
-        eq(organizationMembers.userId, organizationMemberRoles.userId),
-      ),
-    )
-    .innerJoin(users, eq(users.id, organizationMemberRoles.userId))
-    .innerJoin(organizations, eq(organizations.id, organizationMemberRoles.organizationId))
-    .where(
-      and(
-        eq(organizationMemberRoles.organizationRoleId, organizationRoleId),
-        page.after
-          ? sql`(${organizationMemberRoles.organizationId}, ${organizationMemberRoles.userId}) > (${page.after[0]}, ${page.after[1]})`
-          : undefined,
-      ),
-    )
-    .orderBy(asc(organizationMemberRoles.organizationId), asc(organizationMemberRoles.userId))
-    .limit(fetchSize(page));
+): Promise<string | null> => {
+  type Row = UserPieces & { organization_key: string; user_key: string };
+  const rows = page.after
+    ? await preparedRows<Row>(db, roleMemberStatements.after, [organizationRoleId, fetchSize(page), page.after[0], page.after[1]])
+    : await preparedRows<Row>(db, roleMemberStatements.first, [organizationRoleId, fetchSize(page)]);
   if (rows.length === 0 && !(await organizationRoleExists(db, organizationRoleId))) return null;
-  const members = rows.map(({ organizationId, organizationName, ...rest }) => ({
-    ...rest,
-    organization: { id: organizationId, name: organizationName },
-  }));
-  return toPaged(members, page, (row) => [row.organization.id, row.id]);
+  return pageJsonText(rows, page.limit, userJsonText, (row) => [row.organization_key, row.user_key]);
 };

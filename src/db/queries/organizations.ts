@@ -1,9 +1,10 @@
-import { and, asc, eq, exists, gt, ilike, or, sql, type SQL } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
+import { and, asc, eq, gt, ilike, or, sql, type SQL } from 'drizzle-orm';
+import { organizations } from '../../../db/schema.js';
 import type { Database } from '../client.js';
 import { fetchSize, toPaged, type Page, type Paged } from './pagination.js';
-import { containsPattern, memberRolesJson, outer, toRoleGrants, type RoleGrant } from './sql.js';
-import { userColumns, type UserDto } from './users.js';
+import { prepared, preparedRows, type PreparedStatement } from '../prepared.js';
+import { isoSql, memberRolesJsonSql, pageJsonText, userJsonText, userPiecesSql, type UserPieces } from './json-text.js';
+import { containsPattern, outer } from './sql.js';
 
 export type OrganizationDto = {
   id: string;
@@ -71,8 +72,6 @@ export const findOrganization = async (db: Database, id: string): Promise<Organi
   return row ?? null;
 };
 
-export type OrganizationMember = UserDto & { organizationRoles: RoleGrant[]; since: Date };
-
 export type OrganizationMemberFilters = {
   /** Only members holding this organization role (by id). */
   roleId?: string | undefined;
@@ -82,50 +81,50 @@ export type OrganizationMemberFilters = {
 
 export type OrganizationMemberCursor = [userId: string];
 
+type MemberRow = UserPieces & { key: string };
+
+/** One statement per shape of the question (first page or after a cursor; which role filter), each prepared once. */
+const memberStatements = new Map<string, PreparedStatement>();
+const memberStatement = (after: boolean, filter: 'roleId' | 'roleName' | null): PreparedStatement => {
+  const name = `list_organization_members_json_${after ? 'after' : 'first'}_${filter ?? 'all'}`;
+  let statement = memberStatements.get(name);
+  if (!statement) {
+    const roleCondition =
+      filter === null
+        ? ''
+        : ` and exists (select 1 from organization_member_roles fr join organization_roles fro on fro.id = fr.organization_role_id
+            where fr.organization_id = m.organization_id and fr.user_id = m.user_id
+            and ${filter === 'roleId' ? 'fr.organization_role_id' : 'fro.name'} = $3)`;
+    statement = prepared(
+      name,
+      `select m.user_id as key, ${userPiecesSql([
+        `${memberRolesJsonSql('m.organization_id', 'm.user_id', true)} as "organizationRoles"`,
+        `${isoSql('m.since')} as since`,
+      ])}
+      from organization_members m join users u on u.id = m.user_id
+      where m.organization_id = $1${after ? ` and m.user_id > $${filter === null ? 3 : 4}` : ''}${roleCondition}
+      order by m.user_id limit $2`,
+    );
+    memberStatements.set(name, statement);
+  }
+  return statement;
+};
+
 /**
- * Members of one organization ordered by user id (along the member primary key), each with the
- * roles they hold there; null when the organization is unknown.
+ * Members of one organization ordered by user id (along the member primary key), each with the roles
+ * they hold there, as the JSON list body of the API; null when the organization is unknown.
  */
-export const listOrganizationMembers = async (
+export const listOrganizationMembersJson = async (
   db: Database,
   organizationId: string,
   filters: OrganizationMemberFilters,
   page: Page<OrganizationMemberCursor>,
-): Promise<Paged<OrganizationMember, OrganizationMemberCursor> | null> => {
-  const conditions: (SQL | undefined)[] = [eq(organizationMembers.organizationId, organizationId)];
-  if (page.after) conditions.push(gt(organizationMembers.userId, page.after[0]));
-  if (filters.roleId !== undefined || filters.roleName !== undefined) {
-    const roleConditions: (SQL | undefined)[] = [
-      eq(organizationMemberRoles.organizationId, outer(organizationMembers.organizationId)),
-      eq(organizationMemberRoles.userId, outer(organizationMembers.userId)),
-    ];
-    if (filters.roleId !== undefined) roleConditions.push(eq(organizationMemberRoles.organizationRoleId, filters.roleId));
-    if (filters.roleName !== undefined) roleConditions.push(eq(organizationRoles.name, filters.roleName));
-    conditions.push(
-      exists(
-        db
-          .select({ one: sql`1` })
-          .from(organizationMemberRoles)
-          .innerJoin(organizationRoles, eq(organizationRoles.id, organizationMemberRoles.organizationRoleId))
-          .where(and(...roleConditions)),
-      ),
-    );
-  }
-  const rows = await db
-    .select({
-      ...userColumns,
-      since: organizationMembers.since,
-      organizationRoles: memberRolesJson(outer(organizationMembers.organizationId), outer(organizationMembers.userId)),
-    })
-    .from(organizationMembers)
-    .innerJoin(users, eq(users.id, organizationMembers.userId))
-    .where(and(...conditions))
-    .orderBy(asc(organizationMembers.userId))
-    .limit(fetchSize(page));
+): Promise<string | null> => {
+  const filter = filters.roleId !== undefined ? 'roleId' : filters.roleName !== undefined ? 'roleName' : null;
+  const values: unknown[] = [organizationId, fetchSize(page)];
+  if (filter !== null) values.push(filters.roleId ?? filters.roleName);
+  if (page.after) values.push(page.after[0]);
+  const rows = await preparedRows<MemberRow>(db, memberStatement(page.after !== undefined, filter), values);
   if (rows.length === 0 && !(await organizationExists(db, organizationId))) return null;
-  return toPaged(
-    rows.map((row) => ({ ...row, organizationRoles: toRoleGrants(row.organizationRoles) })),
-    page,
-    (row) => [row.id],
-  );
+  return pageJsonText(rows, page.limit, userJsonText, (row) => [row.key]);
 };

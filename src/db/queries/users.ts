@@ -1,8 +1,10 @@
-import { and, asc, eq, gt, ilike, or, sql, type SQL } from 'drizzle-orm';
-import { organizationMembers, organizations, users } from '../../../db/schema.js';
+import { and, asc, eq, gt, ilike, or, type SQL } from 'drizzle-orm';
+import { organizationMembers, users } from '../../../db/schema.js';
 import type { Database } from '../client.js';
+import { preparedRows, prepared } from '../prepared.js';
+import { isoSql, memberRolesJsonSql, pageJsonText, userJsonText, userPiecesSql, type UserPieces } from './json-text.js';
 import { fetchSize, toPaged, type Page, type Paged } from './pagination.js';
-import { containsPattern, isoText, memberRolesJson, outer, toRoleGrants, type RawRoleGrant, type RoleGrant } from './sql.js';
+import { containsPattern } from './sql.js';
 
 /**
  * A Logto user as this service stores it, with Logto's field names. The read API and provisioning
@@ -98,83 +100,52 @@ export const getUser = async (db: Database, id: string): Promise<UserDto | null>
   return row ?? null;
 };
 
-/** A membership seen from the user's side: the organization, the member's roles in it, and since when. */
-export type UserOrganization = {
-  id: string;
-  name: string;
-  description: string | null;
-  organizationRoles: RoleGrant[];
-  since: Date;
-};
+const userDetailStatement = prepared(
+  'find_user_json',
+  `select ${userPiecesSql([
+    `coalesce((select array_to_json(array_agg(x order by x.id)) from (
+      select o.id, o.name, o.description, ${memberRolesJsonSql('m.organization_id', 'm.user_id', true)} as "organizationRoles",
+        ${isoSql('m.since')} as since
+      from organization_members m join organizations o on o.id = m.organization_id
+      where m.user_id = u.id) x), '[]'::json) as organizations`,
+  ])}
+  from users u where u.id = $1`,
+);
 
-export type UserDetail = UserDto & { organizations: UserOrganization[] };
-
-type RawUserOrganization = { id: string; name: string; description: string | null; since: string; organizationRoles: RawRoleGrant[] };
-
-const toUserOrganization = (raw: RawUserOrganization): UserOrganization => ({
-  id: raw.id,
-  name: raw.name,
-  description: raw.description,
-  organizationRoles: toRoleGrants(raw.organizationRoles),
-  since: new Date(raw.since),
-});
-
-/** A user with every organization they belong to and their roles there, in one query; null when unknown. */
-export const findUser = async (db: Database, id: string): Promise<UserDetail | null> => {
-  const [row] = await db
-    .select({
-      ...userColumns,
-      organizations: sql<RawUserOrganization[]>`coalesce((
-        select json_agg(json_build_object(
-          'id', o.id, 'name', o.name, 'description', o.description, 'since', ${isoText(sql`m.since`)},
-          'organizationRoles', ${memberRolesJson(sql`m.organization_id`, sql`m.user_id`)}
-        ) order by o.id)
-        from organization_members m
-        join organizations o on o.id = m.organization_id
-        where m.user_id = ${outer(users.id)}
-      ), '[]'::json)`,
-    })
-    .from(users)
-    .where(eq(users.id, id));
-  if (!row) return null;
-  const { organizations: rawOrganizations, ...user } = row;
-  return { ...user, organizations: rawOrganizations.map(toUserOrganization) };
+/** A user with every organization they belong to and their roles there, as the JSON of the API; null when unknown. */
+export const findUserJson = async (db: Database, id: string): Promise<string | null> => {
+  const [row] = await preparedRows<UserPieces>(db, userDetailStatement, [id]);
+  return row ? userJsonText(row) : null;
 };
 
 export type UserOrganizationCursor = [organizationId: string];
 
+const userOrganizationsSql = (after: boolean) => `
+  select m.organization_id as key, (select row_to_json(x)::text from (
+      select o.id, o.name, o.description, ${memberRolesJsonSql('m.organization_id', 'm.user_id', true)} as "organizationRoles",
+        ${isoSql('m.since')} as since) x) as item
+  from organization_members m join organizations o on o.id = m.organization_id
+  where m.user_id = $1${after ? ' and m.organization_id > $3' : ''}
+  order by m.organization_id limit $2`;
+const userOrganizationsStatements = {
+  first: prepared('list_user_organizations_json', userOrganizationsSql(false)),
+  after: prepared('list_user_organizations_json_after', userOrganizationsSql(true)),
+};
+
 /**
- * The organizations of one user (ordered by organization id, along the member index on
- * (user_id, organization_id)); null when the user is unknown.
+ * The organizations of one user with the user's roles there and since when, ordered by organization id
+ * (along the member index on (user_id, organization_id)), as the JSON list body of the API; null when
+ * the user is unknown.
  */
-export const listUserOrganizations = async (
+export const listUserOrganizationsJson = async (
   db: Database,
   userId: string,
   page: Page<UserOrganizationCursor>,
-): Promise<Paged<UserOrganization, UserOrganizationCursor> | null> => {
-  const rows = await db
-    .select({
-      id: organizations.id,
-      name: organizations.name,
-      description: organizations.description,
-      since: organizationMembers.since,
-      organizationRoles: memberRolesJson(outer(organizationMembers.organizationId), outer(organizationMembers.userId)),
-    })
-    .from(organizationMembers)
-    .innerJoin(organizations, eq(organizations.id, organizationMembers.organizationId))
-    .where(
-      and(
-        eq(organizationMembers.userId, userId),
-        page.after ? gt(organizationMembers.organizationId, page.after[0]) : undefined,
-      ),
-    )
-    .orderBy(asc(organizationMembers.organizationId))
-    .limit(fetchSize(page));
+): Promise<string | null> => {
+  const rows = page.after
+    ? await preparedRows<{ key: string; item: string }>(db, userOrganizationsStatements.after, [userId, fetchSize(page), page.after[0]])
+    : await preparedRows<{ key: string; item: string }>(db, userOrganizationsStatements.first, [userId, fetchSize(page)]);
   // An empty page is the only case that needs to tell "no memberships" from "no such user".
   if (rows.length === 0 && !(await userExists(db, userId))) return null;
-  return toPaged(
-    rows.map((row) => ({ ...row, organizationRoles: toRoleGrants(row.organizationRoles) })),
-    page,
-    (row) => [row.id],
-  );
+  return pageJsonText(rows, page.limit, (row) => row.item, (row) => [row.key]);
 };

@@ -1,0 +1,39 @@
+import { sql, type SQL } from 'drizzle-orm';
+import pg from 'pg';
+import { rows, type Database } from './client.js';
+
+/**
+ * A statement of the read hot paths, written once with `$1…$n` placeholders. On PostgreSQL it runs as
+ * a named prepared statement: each pooled connection parses and plans it once, then only binds values.
+ * The name must be unique per text.
+ */
+export type PreparedStatement = { name: string; text: string };
+
+export const prepared = (name: string, text: string): PreparedStatement => ({ name, text });
+
+type QueryClient = { query(text: string, values: unknown[]): Promise<{ rows: unknown[] }> };
+
+/** `$n` placeholders as drizzle parameters, for a transaction (which has no client of its own to prepare on). */
+const asSql = (statement: PreparedStatement, values: unknown[]): SQL => {
+  const parts = statement.text.split(/\$(\d+)/);
+  const chunks: SQL[] = [];
+  parts.forEach((part, index) => chunks.push(index % 2 === 0 ? sql.raw(part) : sql`${values[Number(part) - 1]}`));
+  return sql.join(chunks);
+};
+
+/**
+ * Rows of a prepared statement. Columns come back as PostgreSQL sends them through the driver's own
+ * parsers, so statements meant for both drivers select text, booleans and integers only.
+ */
+export const preparedRows = async <T>(db: Database, statement: PreparedStatement, values: unknown[]): Promise<T[]> => {
+  const client = (db as { $client?: unknown }).$client;
+  if (client instanceof pg.Pool) {
+    const result = await client.query({ name: statement.name, text: statement.text, values });
+    return result.rows as T[];
+  }
+  if (client && typeof (client as QueryClient).query === 'function') {
+    // PGlite: one in-process connection, nothing to gain from naming the statement.
+    return (await (client as QueryClient).query(statement.text, values)).rows as T[];
+  }
+  return rows<T>(db, asSql(statement, values));
+};
