@@ -16,7 +16,7 @@ export {
   isTransient,
   type LogtoErrorKind,
 } from './errors.js';
-export { backoffDelay, defaultBackoff, parseRetryAfter, parseTotalNumber, type BackoffOptions } from './backoff.js';
+export { backoffDelay, defaultBackoff, defaultRetryWindowMs, parseRetryAfter, retryWait, parseTotalNumber, type BackoffOptions } from './backoff.js';
 export { maxPageSize } from './paginate.js';
 export {
   hookLogSchema,
