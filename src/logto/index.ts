@@ -6,6 +6,7 @@ export {
   type HookLogQuery,
   type LogtoClient,
   type LogtoClientOptions,
+  type LogtoOrganizationWithMemberCount,
   type OrganizationsProbe,
 } from './client.js';
 export {
@@ -17,7 +18,7 @@ export {
   type LogtoErrorKind,
 } from './errors.js';
 export { backoffDelay, defaultBackoff, defaultRetryWindowMs, parseRetryAfter, retryWait, parseTotalNumber, type BackoffOptions } from './backoff.js';
-export { maxPageSize } from './paginate.js';
+export { maxPageSize, type AheadOptions } from './paginate.js';
 export {
   hookLogSchema,
   logtoOrganizationMemberSchema,
