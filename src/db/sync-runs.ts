@@ -137,6 +137,25 @@ export const readCrawlPosition = async (db: Database): Promise<CrawlPosition | n
 export const writeCrawlPosition = (db: Database, position: CrawlPosition): Promise<void> =>
   writeSyncState(db, crawlPositionKey, position as unknown as Record<string, unknown>);
 
+/**
+ * Records what a crawl has just applied: ids into its seen set and, if given, its new position, in one
+ * transaction that does not wait for the WAL flush. A crash can lose only the latest of these, and the
+ * next run then applies those pages again (which writes nothing), so a flush per page buys nothing.
+ */
+export const recordCrawlProgress = async (
+  db: Database,
+  crawlId: number,
+  entity: SeenEntity,
+  ids: string[],
+  position?: CrawlPosition,
+): Promise<void> => {
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`set local synchronous_commit = off`);
+    await markSeen(tx, crawlId, entity, ids);
+    if (position) await writeCrawlPosition(tx, position);
+  });
+};
+
 /** Forgets a crawl: its position and its seen set. */
 export const clearCrawl = async (db: Database, crawlId: number): Promise<void> => {
   await db.transaction(async (tx) => {

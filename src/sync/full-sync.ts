@@ -10,6 +10,7 @@ import {
   listSeen,
   markSeen,
   readCrawlPosition,
+  recordCrawlProgress,
   startSyncRun,
   unseenIds,
   writeCrawlPosition,
@@ -89,7 +90,6 @@ type RunContext = {
   options: FullSyncOptions;
   base: Base;
   position: CrawlPosition;
-  save: () => Promise<void>;
   account: (result: ApplyResult) => void;
   counts: SyncCounts;
   /** Set when one part failed: the others stop at their next page. */
@@ -143,9 +143,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       resumedFrom = position.crawlId;
       log.info({ crawlId: position.crawlId, lists: position.lists }, 'continuing the crawl of an unfinished full sync');
     }
-    let saving: Promise<void> = Promise.resolve();
-    const save = () => (saving = saving.then(() => writeCrawlPosition(db, position)));
-    const context: RunContext = { deps, options, base, position, save, account, counts, stopped: { error: null }, usersDone: false };
+    const context: RunContext = { deps, options, base, position, account, counts, stopped: { error: null }, usersDone: false };
 
     const probe = await deps.logto.probeOrganizations();
     if (!probe.available) {
@@ -205,7 +203,6 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
     counts.durationMs = Math.round(performance.now() - started);
-    await saving;
     await clearCrawl(db, position.crawlId);
     const finished = await finishSyncRun(db, run.id, {
       status: 'succeeded',
@@ -286,13 +283,10 @@ const crawlList = async <T extends { id: string }>(
         if (progress.total !== null && progress.total !== page.total) progress.moved = true;
         progress.total = page.total;
       }
-      if (page.items.length > 0) {
-        await apply(page.items, page.requestedAt ?? new Date());
-        await markSeen(db, position.crawlId, entity, page.items.map((item) => item.id));
-        seen += page.items.length;
-      }
+      if (page.items.length > 0) await apply(page.items, page.requestedAt ?? new Date());
+      seen += page.items.length;
       progress.pages = page.page;
-      await context.save();
+      await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
       options.onProgress?.({ phase, done: seen, total: page.total });
     }
     // Continued past the end without a page to compare totals with: the list may have shrunk since.
@@ -303,11 +297,11 @@ const crawlList = async <T extends { id: string }>(
         if (context.stopped.error) throw context.stopped.error;
         if (page.items.length === 0) continue;
         await apply(page.items, page.requestedAt ?? new Date());
-        await markSeen(db, position.crawlId, entity, page.items.map((item) => item.id));
+        await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id));
       }
     }
     progress.done = true;
-    await context.save();
+    await writeCrawlPosition(db, position);
   }
   return countSeen(db, position.crawlId, entity);
 };
@@ -358,7 +352,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           counts.memberships += result.membersChecked;
           counts.memberRoles += result.memberRolesChecked;
           await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-          await markSeen(db, position.crawlId, 'organization_members', [id]);
+          await recordCrawlProgress(db, position.crawlId, 'organization_members', [id]);
           finished += 1;
           if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
         } catch (error) {

@@ -52,7 +52,9 @@ const applyMemberPage = async (
     userId: member.id,
     organizationRoleIds: member.organizationRoles.map((role) => role.id),
   }));
-  const first = await applyMembers(db, organizationId, snapshots, context);
+  // A member crawl beside the users crawl often meets users not stored yet: they are brought in from
+  // the page itself, then the page is written once.
+  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true });
   if (first.unknownUserIds.length === 0 && first.unknownRoleIds.length === 0) return first;
   const result = mergeResults(emptyResult(), first);
   const unknownUsers = new Set(first.unknownUserIds);
@@ -61,12 +63,7 @@ const applyMemberPage = async (
     (role) => role !== null,
   );
   mergeResults(result, await applyOrganizationRoles(db, roles, context));
-  // The second pass only touches what the first one skipped; everything else is already equal.
-  const retry = snapshots.filter(
-    (snapshot) =>
-      unknownUsers.has(snapshot.userId) || snapshot.organizationRoleIds.some((id) => first.unknownRoleIds.includes(id)),
-  );
-  return mergeResults(result, await applyMembers(db, organizationId, retry, context));
+  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context));
 };
 
 /**

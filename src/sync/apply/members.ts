@@ -65,6 +65,7 @@ const applyMemberships = async (
   members: MemberSnapshot[],
   context: ChangeContext,
   withRoles: boolean,
+  options: ApplyMembersOptions = {},
 ): Promise<MembersResult> => {
   const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
   if (members.length === 0) return result;
@@ -74,6 +75,7 @@ const applyMemberships = async (
   if (!stored.organizationKnown) return { ...result, organizationKnown: false };
   result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id));
   result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
+  if (options.allOrNothing && (result.unknownUserIds.length > 0 || result.unknownRoleIds.length > 0)) return result;
 
   // What differs, judged against the stored state; most pages of a reconcile stop here without writing.
   const known = members.filter((member) => stored.knownUsers.has(member.userId));
@@ -165,12 +167,25 @@ const applyMemberships = async (
   });
 };
 
+export type ApplyMembersOptions = {
+  /**
+   * Write nothing when a user or role is unknown, only report them: a caller that brings them in
+   * first and applies again then writes the page once instead of in two parts.
+   */
+  allOrNothing?: boolean;
+};
+
 /**
  * Applies what Logto says about some members of one organization: each is a member holding exactly the
  * listed roles. Members not listed are left alone (see `removeMembers`).
  */
-export const applyMembers = (db: Database, organizationId: string, members: MemberSnapshot[], context: ChangeContext) =>
-  applyMemberships(db, organizationId, members, context, true);
+export const applyMembers = (
+  db: Database,
+  organizationId: string,
+  members: MemberSnapshot[],
+  context: ChangeContext,
+  options: ApplyMembersOptions = {},
+) => applyMemberships(db, organizationId, members, context, true, options);
 
 /** A membership delta (`addedUserIds`): adds the memberships and leaves roles as they are. */
 export const addMembers = (db: Database, organizationId: string, userIds: string[], context: ChangeContext) =>
