@@ -31,6 +31,8 @@ export type OrganizationMembersOptions = {
   deferGoneUsers?: boolean;
   /** Checked before each page: a crawl that failed elsewhere stops here too. */
   shouldStop?: () => boolean;
+  /** The second pass over a list that moved: no third. */
+  settling?: boolean;
 };
 
 /** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
@@ -106,7 +108,29 @@ export const syncOrganizationMembers = async (
     previousLast = last;
   }
   candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, null)));
-  if (candidates.length === 0) return result;
+  if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, candidates, crawlStartedAt, options, result);
+  // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
+  // Once more, which writes only what the first pass missed.
+  if (new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling) {
+    const again = await syncOrganizationMembers(deps, organizationId, base, { ...options, expectedTotal: null, settling: true });
+    mergeResults(result, again);
+    result.membersChecked = again.membersChecked;
+    result.memberRolesChecked = again.memberRolesChecked;
+    if (again.goneUserIds) result.goneUserIds = [...(result.goneUserIds ?? []), ...again.goneUserIds];
+  }
+  return result;
+};
+
+const removeConfirmed = async (
+  deps: SyncDeps,
+  organizationId: string,
+  base: Omit<ChangeContext, 'observedAt'>,
+  candidates: string[],
+  crawlStartedAt: Date,
+  options: OrganizationMembersOptions,
+  result: OrganizationMembersResult,
+): Promise<void> => {
+  const db = deps.database.db;
 
   const { removed, goneUsers } = await confirmRemovedMembers(deps, organizationId, candidates, options);
   const deferred = new Set(options.deferGoneUsers ? goneUsers : []);
@@ -114,7 +138,6 @@ export const syncOrganizationMembers = async (
   // Only memberships that existed before the crawl began may go: one added since is newer than what we read.
   const removing = removed.filter((userId) => !deferred.has(userId));
   mergeResults(result, await removeMembers(db, organizationId, removing, { ...base, observedAt: crawlStartedAt }));
-  return result;
 };
 
 /** Of the candidates, the members Logto confirms are gone from the organization, and which of them are deleted users. */
