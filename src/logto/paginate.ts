@@ -29,7 +29,7 @@ export type AheadOptions = {
   expectedTotal?: number | null;
 };
 
-type Fetched = { raw: unknown[]; total: number | null; requestedAt: Date };
+type Fetched = { raw: unknown[]; total: number | null; requestedAt: Date; path: string };
 
 /**
  * Crawls a paginated collection with `?page=N&page_size=100` built here. `Link` is never followed:
@@ -61,14 +61,14 @@ export async function* paginate<T extends { id: string }>(
     const requestedAt = new Date();
     const path = apiPath(options.segments, [...(options.query ?? []), ['page', page], ['page_size', pageSize]]);
     const response = await apiRequest(context, { method: 'GET', path });
-    if (response === null) return { raw: [], total: null, requestedAt };
+    if (response === null) return { raw: [], total: null, requestedAt, path };
     if (!Array.isArray(response.data)) {
       throw new LogtoError('invalid_response', `Logto answered GET /api${path} with something other than a JSON array`, {
         status: response.status,
         path,
       });
     }
-    return { raw: response.data, total: parseTotalNumber(header(response.headers, 'total-number')), requestedAt };
+    return { raw: response.data, total: parseTotalNumber(header(response.headers, 'total-number')), requestedAt, path };
   };
 
   const inFlight = new Map<number, Promise<Fetched>>();
@@ -103,7 +103,7 @@ export async function* paginate<T extends { id: string }>(
     const fresh: T[] = [];
     let added = 0;
     for (const [index, value] of raw.entries()) {
-      const item = validateItem(options.item, value, { method: 'GET', path: apiPath(options.segments) }, index);
+      const item = validateItem(options.item, value, { method: 'GET', path: fetched.path }, index);
       if (seen.has(item.id)) continue;
       seen.add(item.id);
       added += 1;
