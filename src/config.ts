@@ -12,6 +12,13 @@ export const parseRateLimit = (value: string): { requests: number; intervalMs: n
   return { requests, intervalMs: amount * unit };
 };
 
+/** `"2m"`, `"90s"`, `"500ms"`, `"1h"` → milliseconds, or null. */
+const parseDuration = (value: string): number | null => {
+  const match = /^(\d+)\s*(ms|s|m|h)$/.exec(value.trim());
+  if (!match) return null;
+  return Number(match[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
+};
+
 const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 const optionalText = z
@@ -54,7 +61,18 @@ const environmentSchema = z.object({
     }),
   LOGTO_CONCURRENCY: positiveInt(8),
   LOGTO_TIMEOUT_MS: positiveInt(15_000),
-  LOGTO_MAX_RETRIES: z.coerce.number().int().min(0).max(20).default(6),
+  LOGTO_MAX_RETRIES: z.coerce.number().int().min(0).max(1000).default(100),
+  LOGTO_RETRY_WINDOW: z
+    .string()
+    .default('2m')
+    .transform((value, context) => {
+      const ms = parseDuration(value);
+      if (ms === null) {
+        context.addIssue({ code: 'custom', message: 'must look like 2m, 90s or 500ms' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
   LOGTO_HOOK_ID: optionalText,
   LOGTO_WEBHOOK_SIGNING_KEYS: z
     .string()
@@ -125,6 +143,8 @@ export type Config = {
     concurrency: number;
     timeoutMs: number;
     maxRetries: number;
+    /** How long a request keeps being retried (network errors, 5xx, 429); unset: 2 minutes. */
+    retryWindowMs?: number;
     hookId: string | undefined;
   };
   webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
@@ -174,6 +194,7 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       concurrency: env.LOGTO_CONCURRENCY,
       timeoutMs: env.LOGTO_TIMEOUT_MS,
       maxRetries: env.LOGTO_MAX_RETRIES,
+      retryWindowMs: env.LOGTO_RETRY_WINDOW,
       hookId: env.LOGTO_HOOK_ID,
     },
     webhooks: {

@@ -65,20 +65,39 @@ export const failAbandonedRuns = async (db: Database, kinds: SyncRunKind[], reas
   return updated.length;
 };
 
-export type SeenEntity = 'user' | 'organization' | 'organization_role';
+/**
+ * What a crawl's seen set holds: ids of the lists it crawled, `organization_members` for organizations
+ * whose member crawl is complete, `gone_user` for users a member crawl found deleted in Logto.
+ */
+export type SeenEntity = 'user' | 'organization' | 'organization_role' | 'organization_members' | 'gone_user';
 
 export const markSeen = async (db: Database, runId: number, entity: SeenEntity, ids: string[]): Promise<void> => {
   if (ids.length === 0) return;
-  await db
-    .insert(syncSeen)
-    .values(ids.map((id) => ({ runId, entity, id })))
-    .onConflictDoNothing();
+  await db.execute(
+    sql`insert into ${syncSeen} (run_id, entity, id)
+      select ${runId}::bigint, ${entity}, t.id from json_array_elements_text(${JSON.stringify(ids)}::json) as t(id)
+      on conflict do nothing`,
+  );
 };
+
+export const listSeen = async (db: Database, runId: number, entity: SeenEntity): Promise<string[]> =>
+  (await db.select({ id: syncSeen.id }).from(syncSeen).where(and(eq(syncSeen.runId, runId), eq(syncSeen.entity, entity)))).map(
+    (row) => row.id,
+  );
+
+export const countSeen = async (db: Database, runId: number, entity: SeenEntity): Promise<number> =>
+  db.$count(syncSeen, and(eq(syncSeen.runId, runId), eq(syncSeen.entity, entity)));
 
 const tables = { user: users, organization: organizations, organization_role: organizationRoles } as const;
 
 /** Stored ids of `entity` that the run's crawl never saw, in batches: the candidates for removal. */
-export const unseenIds = async (db: Database, runId: number, entity: SeenEntity, after: string | null, limit: number) => {
+export const unseenIds = async (
+  db: Database,
+  runId: number,
+  entity: 'user' | 'organization' | 'organization_role',
+  after: string | null,
+  limit: number,
+) => {
   const table = tables[entity];
   const found = await rows<{ id: string }>(
     db,
@@ -92,6 +111,57 @@ export const unseenIds = async (db: Database, runId: number, entity: SeenEntity,
 
 export const clearSeen = async (db: Database, runId: number): Promise<void> => {
   await db.delete(syncSeen).where(eq(syncSeen.runId, runId));
+};
+
+/** How far one list of a full sync's crawl got: pages applied in order, the total it last saw. */
+export type CrawlListPosition = { pages: number; total: number | null; moved: boolean; done: boolean };
+
+/**
+ * Where an unfinished full sync's crawl stands, so that the next run continues it instead of starting
+ * over. `crawlId` is the run that began the crawl: its id keys the seen set (`sync_seen`).
+ */
+export type CrawlPosition = {
+  crawlId: number;
+  startedAt: string;
+  lists: Partial<Record<'organization_role' | 'organization' | 'user', CrawlListPosition>>;
+};
+
+const crawlPositionKey = 'full-sync:crawl';
+
+export const readCrawlPosition = async (db: Database): Promise<CrawlPosition | null> => {
+  const value = await readSyncState<Record<string, unknown>>(db, crawlPositionKey);
+  if (!value || typeof value.crawlId !== 'number' || typeof value.startedAt !== 'string' || typeof value.lists !== 'object') return null;
+  return value as unknown as CrawlPosition;
+};
+
+export const writeCrawlPosition = (db: Database, position: CrawlPosition): Promise<void> =>
+  writeSyncState(db, crawlPositionKey, position as unknown as Record<string, unknown>);
+
+/**
+ * Records what a crawl has just applied: ids into its seen set and, if given, its new position, in one
+ * transaction that does not wait for the WAL flush. A crash can lose only the latest of these, and the
+ * next run then applies those pages again (which writes nothing), so a flush per page buys nothing.
+ */
+export const recordCrawlProgress = async (
+  db: Database,
+  crawlId: number,
+  entity: SeenEntity,
+  ids: string[],
+  position?: CrawlPosition,
+): Promise<void> => {
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`set local synchronous_commit = off`);
+    await markSeen(tx, crawlId, entity, ids);
+    if (position) await writeCrawlPosition(tx, position);
+  });
+};
+
+/** Forgets a crawl: its position and its seen set. */
+export const clearCrawl = async (db: Database, crawlId: number): Promise<void> => {
+  await db.transaction(async (tx) => {
+    await tx.delete(syncState).where(eq(syncState.key, crawlPositionKey));
+    await tx.delete(syncSeen).where(eq(syncSeen.runId, crawlId));
+  });
 };
 
 export const readSyncState = async <T extends Record<string, unknown>>(db: Database, key: string): Promise<T | null> =>

@@ -1,7 +1,7 @@
 /** Pure helpers for retry timing; no I/O, so they are tested alone. */
 
 export type BackoffOptions = {
-  /** First retry waits up to this long (full jitter). */
+  /** First retry waits about this long (between half of it and all of it). */
   baseMs: number;
   /** No computed wait exceeds this. */
   capMs: number;
@@ -11,9 +11,14 @@ export type BackoffOptions = {
 
 export const defaultBackoff: BackoffOptions = { baseMs: 250, capMs: 10_000, maxRetryAfterMs: 120_000 };
 
+/** How long a request keeps being retried on network errors, 5xx and 429: a Logto restart fits in it. */
+export const defaultRetryWindowMs = 120_000;
+
 /**
- * Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And Jitter"):
- * a uniform wait in [0, min(cap, base·2^retry)). `retry` is 0 for the first retry.
+ * Exponential backoff with "equal jitter" (AWS architecture blog, "Exponential Backoff And Jitter"): a
+ * uniform wait in [c/2, c) with c = min(cap, base·2^retry). Unlike full jitter, a wait is never near
+ * zero and each one is at least the previous one's upper bound, so the waits of one request really
+ * grow until the cap, while concurrent retries still spread. `retry` is 0 for the first retry.
  */
 export const backoffDelay = (
   retry: number,
@@ -21,7 +26,30 @@ export const backoffDelay = (
   random: () => number = Math.random,
 ): number => {
   const ceiling = Math.min(options.capMs, options.baseMs * 2 ** Math.max(0, retry));
-  return Math.floor(random() * ceiling);
+  return Math.floor(ceiling / 2 + (random() * ceiling) / 2);
+};
+
+/**
+ * The wait before retry number `retry` (0-based) of a request first sent at `startedAt`, or null to
+ * give up: the retry budget is a time window (what a restart of Logto needs), with `maxRetries` as a
+ * plain cap. `Retry-After` is honoured as asked; a wait that would end after the window is shortened
+ * to a last attempt at its end, except a `Retry-After`, which is not cut short (then we give up).
+ */
+export const retryWait = (input: {
+  retry: number;
+  maxRetries: number;
+  startedAt: number;
+  now: number;
+  windowMs: number;
+  retryAfterMs: number | null;
+  backoff: Pick<BackoffOptions, 'baseMs' | 'capMs'>;
+  random?: () => number;
+}): number | null => {
+  if (input.retry >= input.maxRetries) return null;
+  const remaining = input.startedAt + input.windowMs - input.now;
+  if (remaining <= 0) return null;
+  if (input.retryAfterMs !== null) return input.retryAfterMs <= remaining ? input.retryAfterMs : null;
+  return Math.min(remaining, backoffDelay(input.retry, input.backoff, input.random));
 };
 
 /**

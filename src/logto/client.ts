@@ -4,7 +4,7 @@ import { silentLogger, type Logger } from '../logger.js';
 import { defaultBackoff, type BackoffOptions } from './backoff.js';
 import { isLogtoError, isNotMember } from './errors.js';
 import { apiPath, apiRequest, type ApiRequest, type HttpContext } from './http.js';
-import { maxPageSize, paginate, validateItem } from './paginate.js';
+import { maxPageSize, paginate, validateItem, type AheadOptions } from './paginate.js';
 import { RateBudget } from './rate-budget.js';
 import { TokenProvider } from './token.js';
 import { createTransport } from './transport.js';
@@ -50,11 +50,16 @@ export type HookLogQuery = {
 
 export type OrganizationsProbe = { available: true } | { available: false; reason: string };
 
+/** An organization as `GET /organizations?showFeatured=true` lists it: with its member count. */
+export type LogtoOrganizationWithMemberCount = { organization: LogtoOrganization; usersCount: number | null };
+
 export interface LogtoClient {
-  listUsers(): AsyncIterable<Page<LogtoUser>>;
-  listOrganizations(): AsyncIterable<Page<LogtoOrganization>>;
-  listOrganizationRoles(): AsyncIterable<Page<LogtoOrganizationRole>>;
-  listOrganizationMembers(organizationId: string): AsyncIterable<Page<LogtoOrganizationMember>>;
+  listUsers(options?: AheadOptions): AsyncIterable<Page<LogtoUser>>;
+  listOrganizations(options?: AheadOptions): AsyncIterable<Page<LogtoOrganization>>;
+  /** The organizations with their member counts (`showFeatured=true`), so member crawls know their page counts. */
+  listOrganizationsWithMemberCounts(options?: AheadOptions): AsyncIterable<Page<LogtoOrganizationWithMemberCount>>;
+  listOrganizationRoles(options?: AheadOptions): AsyncIterable<Page<LogtoOrganizationRole>>;
+  listOrganizationMembers(organizationId: string, options?: AheadOptions): AsyncIterable<Page<LogtoOrganizationMember>>;
   /** null when the user does not exist (404). */
   getUser(id: string): Promise<LogtoUser | null>;
   /** Batched `GET /users?search.id=…&mode.id=exact`, ≤100 ids per call, calls in parallel through the budget. Missing ids are simply absent. */
@@ -161,11 +166,29 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
   };
 
   return {
-    listUsers: () => paginate(context, { segments: ['users'], item: logtoUserSchema }),
-    listOrganizations: () => paginate(context, { segments: ['organizations'], item: logtoOrganizationSchema }),
-    listOrganizationRoles: () => paginate(context, { segments: ['organization-roles'], item: logtoOrganizationRoleSchema }),
-    listOrganizationMembers: (organizationId) =>
-      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema }),
+    listUsers: (options) => paginate(context, { segments: ['users'], item: logtoUserSchema }, options),
+    listOrganizations: (options) => paginate(context, { segments: ['organizations'], item: logtoOrganizationSchema }, options),
+    async *listOrganizationsWithMemberCounts(options) {
+      const pages = paginate(
+        context,
+        { segments: ['organizations'], query: [['showFeatured', 'true']], item: logtoOrganizationSchema },
+        options,
+      );
+      for await (const page of pages) {
+        yield {
+          ...page,
+          // The featured fields are a view of the list, not of the organization: they stay out of its snapshot.
+          items: page.items.map(({ usersCount, featuredUsers: _featured, ...organization }) => ({
+            organization: organization as LogtoOrganization,
+            usersCount: typeof usersCount === 'number' && Number.isInteger(usersCount) && usersCount >= 0 ? usersCount : null,
+          })),
+        };
+      }
+    },
+    listOrganizationRoles: (options) =>
+      paginate(context, { segments: ['organization-roles'], item: logtoOrganizationRoleSchema }, options),
+    listOrganizationMembers: (organizationId, options) =>
+      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema }, options),
 
     getUser: (id) => getOne(logtoUserSchema, { method: 'GET', path: apiPath(['users', id]), notFound: 'null' }),
 

@@ -3,7 +3,7 @@ import type { AxiosInstance } from 'axios';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { backoffDelay, parseRetryAfter, type BackoffOptions } from './backoff.js';
+import { defaultRetryWindowMs, parseRetryAfter, retryWait, type BackoffOptions } from './backoff.js';
 import { LogtoError, missingScopeMessage } from './errors.js';
 import type { RateBudget } from './rate-budget.js';
 import type { TokenProvider } from './token.js';
@@ -95,6 +95,17 @@ export const apiRequest = async (context: HttpContext, request: ApiRequest): Pro
   let retries = 0;
   let tokenRefreshed = false;
   let ambiguousEarlier = false;
+  const startedAt = performance.now();
+  const waitFor = (retryAfterMs: number | null) =>
+    retryWait({
+      retry: retries,
+      maxRetries: config.maxRetries,
+      startedAt,
+      now: performance.now(),
+      windowMs: config.retryWindowMs ?? defaultRetryWindowMs,
+      retryAfterMs,
+      backoff,
+    });
 
   for (;;) {
     const token = await tokens.get();
@@ -119,11 +130,11 @@ export const apiRequest = async (context: HttpContext, request: ApiRequest): Pro
         continue;
       }
       const retryAfterMs = parseRetryAfter(header(attempt.headers, 'retry-after'));
-      if (shouldRetry(idempotent, attempt) && retries < config.maxRetries) {
+      const delay = shouldRetry(idempotent, attempt) ? waitFor(retryAfterMs) : null;
+      if (delay !== null) {
         if (retryAfterMs !== null && retryAfterMs > backoff.maxRetryAfterMs) {
           throw statusError(request, attempt, retryAfterMs, backoff.maxRetryAfterMs);
         }
-        const delay = retryAfterMs ?? backoffDelay(retries, backoff);
         // Throttling is per tenant: hold every caller back, not just this one.
         if (status === 429 || retryAfterMs !== null) budget.pauseFor(delay);
         if (status >= 500) ambiguousEarlier = true;
@@ -135,9 +146,9 @@ export const apiRequest = async (context: HttpContext, request: ApiRequest): Pro
     }
 
     const { failure } = attempt;
-    if (shouldRetry(idempotent, failure) && retries < config.maxRetries) {
+    const delay = shouldRetry(idempotent, failure) ? waitFor(null) : null;
+    if (delay !== null) {
       if (failure.reason !== 'refused') ambiguousEarlier = true;
-      const delay = backoffDelay(retries, backoff);
       await waitBeforeRetry(context, request, retryReason(failure), failure.code, retries, delay);
       retries += 1;
       continue;

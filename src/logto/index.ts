@@ -6,6 +6,7 @@ export {
   type HookLogQuery,
   type LogtoClient,
   type LogtoClientOptions,
+  type LogtoOrganizationWithMemberCount,
   type OrganizationsProbe,
 } from './client.js';
 export {
@@ -16,8 +17,8 @@ export {
   isTransient,
   type LogtoErrorKind,
 } from './errors.js';
-export { backoffDelay, defaultBackoff, parseRetryAfter, parseTotalNumber, type BackoffOptions } from './backoff.js';
-export { maxPageSize } from './paginate.js';
+export { backoffDelay, defaultBackoff, defaultRetryWindowMs, parseRetryAfter, retryWait, parseTotalNumber, type BackoffOptions } from './backoff.js';
+export { maxPageSize, type AheadOptions } from './paginate.js';
 export {
   hookLogSchema,
   logtoOrganizationMemberSchema,

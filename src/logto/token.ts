@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AxiosInstance } from 'axios';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { backoffDelay, parseRetryAfter, tokenRefreshAfterMs, type BackoffOptions } from './backoff.js';
+import { defaultRetryWindowMs, parseRetryAfter, retryWait, tokenRefreshAfterMs, type BackoffOptions } from './backoff.js';
 import { isTransient, LogtoError, missingScopeMessage } from './errors.js';
 import { classifyFailure, header, parseJson, scrub } from './transport.js';
 import { oauthErrorSchema, tokenResponseSchema } from './types.js';
@@ -65,6 +65,7 @@ export class TokenProvider {
 
   async #fetchWithRetry(): Promise<CachedToken> {
     const { config, logger, backoff } = this.#options;
+    const startedAt = performance.now();
     for (let retry = 0; ; retry += 1) {
       const outcome = await this.#fetchOnce();
       if ('token' in outcome) {
@@ -72,9 +73,17 @@ export class TokenProvider {
         return outcome.token;
       }
       const { error, retryAfterMs } = outcome;
-      if (retry >= config.maxRetries) throw error;
       if (retryAfterMs !== null && retryAfterMs > backoff.maxRetryAfterMs) throw error;
-      const delay = retryAfterMs ?? backoffDelay(retry, backoff);
+      const delay = retryWait({
+        retry,
+        maxRetries: config.maxRetries,
+        startedAt,
+        now: performance.now(),
+        windowMs: config.retryWindowMs ?? defaultRetryWindowMs,
+        retryAfterMs,
+        backoff,
+      });
+      if (delay === null) throw error;
       logger.warn(
         { tokenUrl: config.tokenUrl, reason: error.message, retry: retry + 1, delayMs: delay },
         'Logto token request failed; retrying',

@@ -99,7 +99,8 @@ export type HookLog = z.infer<typeof hookLogSchema>;
  * `total` is that page's `Total-Number` header (null when absent). Compare it between pages: if it
  * moved, the collection changed during the crawl and offset pages may have skipped items.
  */
-export type Page<T> = { items: T[]; page: number; total: number | null };
+/** One page of a crawl; `requestedAt` is when its request was made (the page is at least that fresh). */
+export type Page<T> = { items: T[]; page: number; total: number | null; requestedAt?: Date };
 
 /**
  * Counters for one client instance. `requests` counts HTTP attempts sent to the Management API

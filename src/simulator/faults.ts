@@ -18,6 +18,12 @@ export interface FailOptions {
   paths?: RegExp;
 }
 
+export interface OutageOptions {
+  /** Answer with this status; default: the connection is dropped without an answer (like a restart). */
+  status?: FaultStatus;
+  paths?: RegExp;
+}
+
 export interface HangOptions {
   paths?: RegExp;
 }
@@ -122,6 +128,7 @@ export class Faults {
   readonly #hangRules: HangRule[] = [];
   readonly #holdRules: HoldRule[] = [];
   #rateLimit: RateLimitOptions | undefined;
+  #outage: { until: number; status: FaultStatus | undefined; paths: RegExp | undefined } | undefined;
   readonly #windowStarts: number[] = [];
   readonly #hung = new Set<Response>();
   readonly #random: Random;
@@ -163,6 +170,14 @@ export class Faults {
     });
   }
 
+  /**
+   * For the next `ms`, every matching request fails: its connection is dropped (Logto down or
+   * restarting) or, with `status`, it is answered with that status. Time-based, unlike `failNext`.
+   */
+  failFor(ms: number, options: OutageOptions = {}): void {
+    this.#outage = { until: this.#now() + ms, status: options.status, paths: options.paths };
+  }
+
   /** The next `count` matching requests are never answered (for client timeouts). */
   hangNext(count: number, options: HangOptions = {}): void {
     this.#hangRules.push({ remaining: count, paths: options.paths });
@@ -197,6 +212,7 @@ export class Faults {
     this.#hangRules.length = 0;
     this.#holdRules.length = 0;
     this.#rateLimit = undefined;
+    this.#outage = undefined;
     this.#windowStarts.length = 0;
     this.#latency = 0;
     this.organizationsEnabled = true;
@@ -296,6 +312,12 @@ export class Faults {
     if (this.#takeRule(this.#hangRules, path)) {
       this.#hung.add(response);
       response.on('close', () => this.#hung.delete(response));
+      return;
+    }
+    const outage = this.#outage;
+    if (outage && this.#now() < outage.until && (!outage.paths || outage.paths.test(path))) {
+      if (outage.status === undefined) response.socket?.destroy();
+      else this.#sendFailure(response, outage.status, undefined);
       return;
     }
     const hold = this.#takeRule(this.#holdRules, path);

@@ -22,6 +22,11 @@ export interface GenerateTenantOptions {
   largestOrganizationShare?: number;
   /** Default 0.03. */
   suspendedShare?: number;
+  /**
+   * Chances of a member holding 0, 1, 2 and 3 roles (normalised). Default [0.25, 0.5, 0.18, 0.07]:
+   * about 1.07 roles per member.
+   */
+  memberRoleWeights?: readonly [number, number, number, number];
   /** `createdAt` of the first generated entity (epoch ms). Default 2025-01-01T00:00:00Z. */
   startTime?: number;
 }
@@ -58,10 +63,17 @@ const baseRoleNames: readonly string[] = [
 
 const pick = <T>(items: readonly T[], random: Random): T => items[Math.floor(random() * items.length)] as T;
 
+const defaultRoleWeights = [0.25, 0.5, 0.18, 0.07] as const;
+
 /** 0–3 roles: most members hold one. */
-const roleCount = (random: Random): number => {
-  const draw = random();
-  return draw < 0.25 ? 0 : draw < 0.75 ? 1 : draw < 0.93 ? 2 : 3;
+const roleCount = (random: Random, weights: readonly number[]): number => {
+  const total = weights.reduce((sum, weight) => sum + weight, 0);
+  let draw = random() * total;
+  for (const [count, weight] of weights.entries()) {
+    if (draw < weight) return count;
+    draw -= weight;
+  }
+  return weights.length - 1;
 };
 
 const uniqueId = (length: number, random: Random, taken: (id: string) => boolean): string => {
@@ -79,6 +91,7 @@ export const generateTenant = (state: TenantState, options: GenerateTenantOption
   const largestShare = Math.min(0.5, Math.max(0, options.largestOrganizationShare ?? 0.3));
   const suspendedShare = Math.min(1, Math.max(0, options.suspendedShare ?? 0.03));
   let clock = options.startTime ?? Date.UTC(2025, 0, 1);
+  const roleWeights = options.memberRoleWeights ?? defaultRoleWeights;
 
   // Roles.
   const roleIds: string[] = [];
@@ -153,7 +166,7 @@ export const generateTenant = (state: TenantState, options: GenerateTenantOption
     state.addMembers(organizationId, memberIds);
     if (roleIds.length === 0) return;
     for (const userId of memberIds) {
-      const count = roleCount(random);
+      const count = roleCount(random, roleWeights);
       if (count > 0) state.addMemberRoles(organizationId, userId, shuffled(roleIds, random).slice(0, count));
     }
   });

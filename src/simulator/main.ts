@@ -11,6 +11,7 @@ import { startSimulatedTenant } from './server.js';
  *   --port 3001 --users 10000 --organizations 500 --roles 6 --seed 1
  *   --webhook-url http://127.0.0.1:3000/webhooks/logto --signing-key <key>
  *   --tenant-id default --client-id sim-m2m-app --client-secret sim-secret --resource self
+ *   --latency-ms 20 --largest-share 0.3 --member-role-weights 0.25,0.5,0.18,0.07   (tenant shape and speed for benches)
  *
  * Environment: SIM_PORT, SIM_USERS, SIM_ORGANIZATIONS, SIM_ROLES, SIM_SEED, SIM_WEBHOOK_URL,
  * SIM_SIGNING_KEY, SIM_TENANT_ID, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_RESOURCE.
@@ -29,6 +30,9 @@ const { values } = parseArgs({
     'client-id': { type: 'string' },
     'client-secret': { type: 'string' },
     resource: { type: 'string' },
+    'latency-ms': { type: 'string' },
+    'largest-share': { type: 'string' },
+    'member-role-weights': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -36,7 +40,8 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(
     'Usage: npm run simulator -- [--port N] [--users N] [--organizations N] [--roles N] [--seed N]\n' +
-      '       [--webhook-url URL] [--signing-key KEY] [--tenant-id ID] [--client-id ID] [--client-secret S] [--resource URL|self]\n',
+      '       [--webhook-url URL] [--signing-key KEY] [--tenant-id ID] [--client-id ID] [--client-secret S] [--resource URL|self]\n' +
+      '       [--latency-ms N] [--largest-share 0.3] [--member-role-weights 0.25,0.5,0.18,0.07]\n',
   );
   process.exit(0);
 }
@@ -54,6 +59,13 @@ const settingsSchema = z.object({
   clientId: z.string().min(1).default('sim-m2m-app'),
   clientSecret: z.string().min(1).default('sim-secret'),
   resource: z.string().min(1).optional(),
+  latencyMs: z.coerce.number().min(0).default(0),
+  largestShare: z.coerce.number().min(0).max(0.5).optional(),
+  memberRoleWeights: z
+    .string()
+    .regex(/^\d+(\.\d+)?(,\d+(\.\d+)?){3}$/, 'must be four numbers such as 0.25,0.5,0.18,0.07')
+    .transform((value) => value.split(',').map(Number) as [number, number, number, number])
+    .optional(),
 });
 
 const parsed = settingsSchema.safeParse({
@@ -68,6 +80,9 @@ const parsed = settingsSchema.safeParse({
   clientId: values['client-id'] ?? process.env.SIM_CLIENT_ID,
   clientSecret: values['client-secret'] ?? process.env.SIM_CLIENT_SECRET,
   resource: values.resource ?? process.env.SIM_RESOURCE,
+  latencyMs: values['latency-ms'],
+  largestShare: values['largest-share'],
+  memberRoleWeights: values['member-role-weights'],
 });
 if (!parsed.success) {
   const problems = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`).join('\n');
@@ -91,7 +106,14 @@ const tenant = await startSimulatedTenant({
   hookId,
   signingKey,
   logger,
-  generate: { users: settings.users, organizations: settings.organizations, organizationRoles: settings.roles },
+  generate: {
+    users: settings.users,
+    organizations: settings.organizations,
+    organizationRoles: settings.roles,
+    ...(settings.largestShare === undefined ? {} : { largestOrganizationShare: settings.largestShare }),
+    ...(settings.memberRoleWeights === undefined ? {} : { memberRoleWeights: settings.memberRoleWeights }),
+  },
+  latencyMs: settings.latencyMs,
   ...(settings.resource === undefined ? {} : { resource: settings.resource }),
   ...(settings.webhookUrl === undefined ? {} : { webhookEndpoints: [{ url: settings.webhookUrl }] }),
 });

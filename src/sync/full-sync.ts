@@ -1,16 +1,24 @@
 import PQueue from 'p-queue';
 import { asc, gt } from 'drizzle-orm';
 import { organizations } from '../../db/schema.js';
+import { sql } from 'drizzle-orm';
+import { rows } from '../db/client.js';
 import {
-  clearSeen,
+  clearCrawl,
+  countSeen,
   finishSyncRun,
+  listSeen,
   markSeen,
+  readCrawlPosition,
+  recordCrawlProgress,
   startSyncRun,
   unseenIds,
-  type SeenEntity,
+  writeCrawlPosition,
+  type CrawlListPosition,
+  type CrawlPosition,
   type SyncRun,
 } from '../db/sync-runs.js';
-import type { Page } from '../logto/index.js';
+import type { AheadOptions, Page } from '../logto/index.js';
 import { metrics } from '../metrics.js';
 import {
   applyOrganizationRoles,
@@ -39,6 +47,8 @@ export type FullSyncOptions = {
   trigger: string;
   /** Organizations whose members are crawled at once; each still waits for the shared request budget. */
   organizationConcurrency?: number;
+  /** Pages of one list requested ahead of the page being written; default 16 (8 per organization's members). */
+  pagesAhead?: number;
   onProgress?: (progress: SyncProgress) => void;
   /** Lets a caller that needs the run id early (the API's 202) have it as soon as the row exists. */
   onStart?: (run: SyncRun) => void;
@@ -58,15 +68,42 @@ export type SyncCounts = {
   durationMs: number;
 };
 
-export type FullSyncResult = { run: SyncRun; counts: SyncCounts; organizationsAvailable: boolean };
+export type FullSyncResult = {
+  run: SyncRun;
+  counts: SyncCounts;
+  organizationsAvailable: boolean;
+  /** The run that began the crawl this run finished, when it continued an earlier one. */
+  resumedFrom: number | null;
+};
 
 const removalBatch = 100;
 
+/** An unfinished crawl older than this is not continued: what it saw is too old to trust for removals. */
+export const resumeWithinMs = 6 * 3_600_000;
+
+type Phase = SyncProgress['phase'];
+type Base = Omit<ChangeContext, 'observedAt'>;
+
+/** What the parts of one run share. */
+type RunContext = {
+  deps: SyncDeps;
+  options: FullSyncOptions;
+  base: Base;
+  position: CrawlPosition;
+  account: (result: ApplyResult) => void;
+  counts: SyncCounts;
+  /** Set when one part failed: the others stop at their next page. */
+  stopped: { error: unknown };
+  usersDone: boolean;
+};
+
 /**
- * The baseline and the reconcile are one mechanism: crawl the tenant page by page, apply each page
- * through the apply functions (which write only what differs), then remove what Logto no longer has,
- * each removal confirmed with Logto first. A run that fails part-way has applied only true pages and
- * removed nothing unconfirmed, so the previous state stays intact.
+ * The baseline and the reconcile are one mechanism: crawl the tenant, apply each page through the apply
+ * functions (which write only what differs), then remove what Logto no longer has, each removal
+ * confirmed with Logto first. Pages are requested ahead while earlier ones are written, and members are
+ * crawled while users still are. A run that fails part-way has applied only true pages and removed
+ * nothing unconfirmed, so the previous state stays intact; its crawl position (lists and pages applied,
+ * organizations done, the seen set) stays in the database and the next run continues from there.
  */
 export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Promise<FullSyncResult> => {
   const db = deps.database.db;
@@ -75,7 +112,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
   options.onStart?.(run);
   const started = performance.now();
   const requestsBefore = deps.logto.stats().requests;
-  const base: Omit<ChangeContext, 'observedAt'> = { source, syncRunId: run.id, actor: `sync:${options.trigger}` };
+  const base: Base = { source, syncRunId: run.id, actor: `sync:${options.trigger}` };
   const counts: SyncCounts = {
     users: 0,
     organizations: 0,
@@ -98,8 +135,16 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
   const log = deps.logger.child({ syncRunId: run.id, kind: options.kind });
   let organizationsAvailable = true;
   let notes: string | null = null;
+  let resumedFrom: number | null = null;
 
   try {
+    const position = await startOrContinueCrawl(deps, run.id);
+    if (position.crawlId !== run.id) {
+      resumedFrom = position.crawlId;
+      log.info({ crawlId: position.crawlId, lists: position.lists }, 'continuing the crawl of an unfinished full sync');
+    }
+    const context: RunContext = { deps, options, base, position, account, counts, stopped: { error: null }, usersDone: false };
+
     const probe = await deps.logto.probeOrganizations();
     if (!probe.available) {
       organizationsAvailable = false;
@@ -107,63 +152,79 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       log.warn({ reason: probe.reason }, 'organizations unavailable: syncing users only');
     }
 
+    const memberCounts = new Map<string, number | null>();
     if (organizationsAvailable) {
-      counts.organizationRoles = await crawlSettled(deps, run.id, 'organization_role', () => deps.logto.listOrganizationRoles(), options, 'organization_roles', (items, observedAt) =>
+      counts.organizationRoles = await crawlList(context, 'organization_role', 'organization_roles', (ahead) => deps.logto.listOrganizationRoles(ahead), (items, observedAt) =>
         applyOrganizationRoles(db, items, { ...base, observedAt }).then(account),
       );
-      counts.organizations = await crawlSettled(deps, run.id, 'organization', () => deps.logto.listOrganizations(), options, 'organizations', (items, observedAt) =>
-        applyOrganizations(db, items, { ...base, observedAt }).then(account),
+      counts.organizations = await crawlList(
+        context,
+        'organization',
+        'organizations',
+        (ahead) => withIds(deps.logto.listOrganizationsWithMemberCounts(ahead), (entry) => entry.organization.id),
+        (items, observedAt) => {
+          for (const { organization, usersCount } of items) memberCounts.set(organization.id, usersCount);
+          return applyOrganizations(db, items.map((entry) => entry.organization), { ...base, observedAt }).then(account);
+        },
       );
-    }
-    counts.users = await crawlSettled(deps, run.id, 'user', () => deps.logto.listUsers(), options, 'users', (items, observedAt) =>
-      applyUsers(db, items, { ...base, observedAt }).then(account),
-    );
-
-    // Removals come before the member crawl: a deleted user, organization or role then shows in the
-    // report as itself, with the grants it took along counted as cascades, not as drift of its own.
-    options.onProgress?.({ phase: 'removals', done: 0, total: null });
-    counts.removed += await removeUnseen(deps, run.id, 'user', base, account, async (ids) => {
-      const found = new Set((await deps.logto.findUsersByIds(ids)).map((user) => user.id));
-      return ids.filter((id) => !found.has(id));
-    });
-    if (organizationsAvailable) {
-      counts.removed += await removeUnseen(deps, run.id, 'organization', base, account, async (ids) =>
-        confirmEach(ids, (id) => deps.logto.getOrganization(id)),
-      );
-      counts.removed += await removeUnseen(deps, run.id, 'organization_role', base, account, async (ids) =>
+      // Definitions go before any member is crawled: a deleted organization or role then shows in the
+      // report as itself, with the grants it took along counted as cascades, not as drift of their own.
+      counts.removed += await removeUnseen(context, 'organization', async (ids) => confirmEach(ids, (id) => deps.logto.getOrganization(id)));
+      counts.removed += await removeUnseen(context, 'organization_role', async (ids) =>
         confirmEach(ids, (id) => deps.logto.getOrganizationRole(id)),
       );
     }
 
-    if (organizationsAvailable) {
-      await crawlAllMembers(deps, base, options, counts, account);
-    }
+    const parts = [
+      crawlList(context, 'user', 'users', (ahead) => deps.logto.listUsers(ahead), (items, observedAt) =>
+        applyUsers(db, items, { ...base, observedAt }).then(account),
+      ).then((seen) => {
+        counts.users = seen;
+        context.usersDone = true;
+      }),
+      ...(organizationsAvailable ? [crawlAllMembers(context, memberCounts)] : []),
+    ].map((part) =>
+      part.catch((error: unknown) => {
+        context.stopped.error ??= error;
+      }),
+    );
+    await Promise.all(parts);
+    if (context.stopped.error) throw context.stopped.error;
+
+    // Users go last: a user deleted in Logto is removed with its memberships, recorded as cascades.
+    options.onProgress?.({ phase: 'removals', done: 0, total: null });
+    const confirmUsersGone = async (ids: string[]) => {
+      const found = new Set((await deps.logto.findUsersByIds(ids)).map((user) => user.id));
+      return ids.filter((id) => !found.has(id));
+    };
+    counts.removed += await removeUnseen(context, 'user', confirmUsersGone);
+    counts.removed += await removeGoneUsers(context, confirmUsersGone);
 
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
     counts.durationMs = Math.round(performance.now() - started);
-    await clearSeen(db, run.id);
+    await clearCrawl(db, position.crawlId);
     const finished = await finishSyncRun(db, run.id, {
       status: 'succeeded',
       counts,
-      report: { drift: drift.toJSON() },
+      report: { drift: drift.toJSON(), ...(resumedFrom === null ? {} : { resumedFrom }) },
       organizationsAvailable,
       notes,
     });
     metrics.syncDuration.observe({ kind: options.kind, status: 'succeeded' }, counts.durationMs / 1000);
     for (const [kind, total] of Object.entries(drift.toJSON().totals)) if (total > 0) metrics.driftFound.inc({ kind }, total);
     log.info({ counts, drift: drift.toJSON().totals }, `${options.kind} succeeded`);
-    return { run: finished, counts, organizationsAvailable };
+    return { run: finished, counts, organizationsAvailable, resumedFrom };
   } catch (error) {
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
     counts.durationMs = Math.round(performance.now() - started);
     const message = error instanceof Error ? error.message : String(error);
-    await clearSeen(db, run.id).catch(() => {});
+    // The crawl position and seen set stay: the next run continues from them.
     await finishSyncRun(db, run.id, {
       status: 'failed',
       counts,
-      report: { drift: drift.toJSON() },
+      report: { drift: drift.toJSON(), ...(resumedFrom === null ? {} : { resumedFrom }) },
       error: message,
       organizationsAvailable,
       notes,
@@ -174,65 +235,90 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
   }
 };
 
-/** Streams one list, applying each page and remembering what it saw; returns how many items it saw. */
-const crawl = async <T extends { id: string }>(
-  deps: SyncDeps,
-  runId: number,
-  entity: SeenEntity,
-  pages: AsyncIterable<Page<T>>,
-  options: FullSyncOptions,
-  phase: SyncProgress['phase'],
+/**
+ * The crawl this run continues, or a new one. A crawl is continued only while young: its seen set says
+ * which ids Logto had when their pages were read, and a removal still asks Logto first, but pages read
+ * long ago would hide drift since then behind a "complete" crawl.
+ */
+const startOrContinueCrawl = async (deps: SyncDeps, runId: number): Promise<CrawlPosition> => {
+  const db = deps.database.db;
+  const existing = await readCrawlPosition(db);
+  if (existing && Date.now() - Date.parse(existing.startedAt) < resumeWithinMs) return existing;
+  if (existing) await clearCrawl(db, existing.crawlId);
+  const position: CrawlPosition = { crawlId: runId, startedAt: new Date().toISOString(), lists: {} };
+  await writeCrawlPosition(db, position);
+  return position;
+};
+
+/** Gives items without an `id` of their own one for the seen set and deduplication. */
+async function* withIds<T>(pages: AsyncIterable<Page<T>>, id: (item: T) => string): AsyncGenerator<Page<T & { id: string }>> {
+  for await (const page of pages) yield { ...page, items: page.items.map((item) => ({ ...item, id: id(item) })) };
+}
+
+/**
+ * Streams one list from where the crawl left it, applying each page in order while later ones are
+ * fetched, and remembering what it saw. Offset pages over a list that changed during the crawl
+ * (`Total-Number` moved) can skip items: then it crawls once more, which writes only what the first
+ * pass missed. Returns how many items the crawl has seen of this list (across continued runs).
+ */
+const crawlList = async <T extends { id: string }>(
+  context: RunContext,
+  entity: 'user' | 'organization' | 'organization_role',
+  phase: Phase,
+  list: (ahead: AheadOptions) => AsyncIterable<Page<T>>,
   apply: (items: T[], observedAt: Date) => Promise<void>,
-): Promise<{ seen: number; moved: boolean }> => {
-  const iterator = pages[Symbol.asyncIterator]();
-  let seen = 0;
-  const totals = new Set<number>();
-  for (;;) {
-    // Taken before the request: the page is at least this fresh, so a change applied later wins over it.
-    const observedAt = new Date();
-    const next = await iterator.next();
-    if (next.done) break;
-    const { items, total } = next.value;
-    if (total !== null) totals.add(total);
-    if (items.length === 0) continue;
-    await apply(items, observedAt);
-    await markSeen(deps.database.db, runId, entity, items.map((item) => item.id));
-    seen += items.length;
-    options.onProgress?.({ phase, done: seen, total });
+): Promise<number> => {
+  const { deps, position, options } = context;
+  const db = deps.database.db;
+  const progress: CrawlListPosition = (position.lists[entity] ??= { pages: 0, total: null, moved: false, done: false });
+  const ahead = options.pagesAhead ?? 16;
+  if (!progress.done) {
+    const continuing = progress.pages > 0;
+    let yielded = 0;
+    let seen = await countSeen(db, position.crawlId, entity);
+    for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
+      if (context.stopped.error) throw context.stopped.error;
+      yielded += 1;
+      if (page.total !== null) {
+        if (progress.total !== null && progress.total !== page.total) progress.moved = true;
+        progress.total = page.total;
+      }
+      if (page.items.length > 0) await apply(page.items, page.requestedAt ?? new Date());
+      seen += page.items.length;
+      progress.pages = page.page;
+      await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
+      options.onProgress?.({ phase, done: seen, total: page.total });
+    }
+    // Continued past the end without a page to compare totals with: the list may have shrunk since.
+    if (continuing && yielded === 0) progress.moved = true;
+    if (progress.moved) {
+      deps.logger.info({ entity }, 'the list changed during the crawl: crawling it once more');
+      for await (const page of list({ ahead })) {
+        if (context.stopped.error) throw context.stopped.error;
+        if (page.items.length === 0) continue;
+        await apply(page.items, page.requestedAt ?? new Date());
+        await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id));
+      }
+    }
+    progress.done = true;
+    await writeCrawlPosition(db, position);
   }
-  return { seen, moved: totals.size > 1 };
+  return countSeen(db, position.crawlId, entity);
 };
 
 /**
- * Offset pages over a list that changed during the crawl (`Total-Number` moved) can skip items: crawl once
- * more, which writes only what the first pass missed, so a skipped item is not left out until the next run.
+ * Crawls every stored organization's members, several organizations at once, each one's pages in order.
+ * With the member count from the organization list, all of an organization's pages are requested at
+ * once, and an organization Logto lists as empty, with no member stored, costs no request. Organizations
+ * already done by an earlier run of this crawl are skipped; one left half-way is crawled again whole.
  */
-const crawlSettled = async <T extends { id: string }>(
-  deps: SyncDeps,
-  runId: number,
-  entity: SeenEntity,
-  list: () => AsyncIterable<Page<T>>,
-  options: FullSyncOptions,
-  phase: SyncProgress['phase'],
-  apply: (items: T[], observedAt: Date) => Promise<void>,
-): Promise<number> => {
-  const first = await crawl(deps, runId, entity, list(), options, phase, apply);
-  if (!first.moved) return first.seen;
-  deps.logger.info({ entity }, 'the list changed during the crawl: crawling it once more');
-  const second = await crawl(deps, runId, entity, list(), options, phase, apply);
-  return Math.max(first.seen, second.seen);
-};
-
-const crawlAllMembers = async (
-  deps: SyncDeps,
-  base: Omit<ChangeContext, 'observedAt'>,
-  options: FullSyncOptions,
-  counts: SyncCounts,
-  account: (result: ApplyResult) => void,
-) => {
+const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, number | null>): Promise<void> => {
+  const { deps, position, options, base, counts, account } = context;
   const db = deps.database.db;
-  const queue = new PQueue({ concurrency: options.organizationConcurrency ?? 6 });
-  let done = 0;
+  const done = new Set(await listSeen(db, position.crawlId, 'organization_members'));
+  const queue = new PQueue({ concurrency: options.organizationConcurrency ?? 8 });
+  const ahead = Math.max(1, Math.floor((options.pagesAhead ?? 16) / 2));
+  let finished = done.size;
   let failure: unknown = null;
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
@@ -245,50 +331,90 @@ const crawlAllMembers = async (
       .limit(100);
     if (batch.length === 0) break;
     after = batch[batch.length - 1]!.id;
-    for (const { id } of batch) {
+    const ids = batch.map(({ id }) => id).filter((id) => !done.has(id));
+    const withMembers = await organizationsWithStoredMembers(context, ids.filter((id) => memberCounts.get(id) === 0));
+    for (const id of ids) {
+      const expectedTotal = memberCounts.get(id) ?? null;
+      if (expectedTotal === 0 && !withMembers.has(id)) {
+        finished += 1;
+        continue;
+      }
       void queue.add(async () => {
-        if (failure) return;
+        if (failure || context.stopped.error) return;
         try {
-          const result = await syncOrganizationMembers(deps, id, base);
+          const result = await syncOrganizationMembers(deps, id, base, {
+            ahead,
+            expectedTotal,
+            deferGoneUsers: true,
+            shouldStop: () => context.stopped.error !== null,
+          });
           account(result);
           counts.memberships += result.membersChecked;
           counts.memberRoles += result.memberRolesChecked;
-          done += 1;
-          options.onProgress?.({ phase: 'members', done, total: counts.organizations });
+          await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
+          await recordCrawlProgress(db, position.crawlId, 'organization_members', [id]);
+          finished += 1;
+          if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
         } catch (error) {
           failure ??= error;
         }
       });
     }
     await queue.onSizeLessThan(queue.concurrency);
-    if (failure) break;
+    if (failure || context.stopped.error) break;
   }
   await queue.onIdle();
   if (failure) throw failure;
+  if (context.stopped.error) throw context.stopped.error;
 };
+
+const organizationsWithStoredMembers = async (context: RunContext, ids: string[]): Promise<Set<string>> => {
+  if (ids.length === 0) return new Set();
+  const found = await rows<{ organization_id: string }>(
+    context.deps.database.db,
+    sql`select distinct organization_id from organization_members
+      where organization_id in (select json_array_elements_text(${JSON.stringify(ids)}::json))`,
+  );
+  return new Set(found.map((row) => row.organization_id));
+};
+
+const removers = { user: removeUsers, organization: removeOrganizations, organization_role: removeOrganizationRoles };
 
 /** Candidates the crawl did not see are removed only once Logto confirms they are gone. */
 const removeUnseen = async (
-  deps: SyncDeps,
-  runId: number,
-  entity: SeenEntity,
-  base: Omit<ChangeContext, 'observedAt'>,
-  account: (result: ApplyResult) => void,
+  context: RunContext,
+  entity: 'user' | 'organization' | 'organization_role',
   confirmGone: (ids: string[]) => Promise<string[]>,
 ): Promise<number> => {
+  const { deps, position, base, account } = context;
   const db = deps.database.db;
-  const remove = { user: removeUsers, organization: removeOrganizations, organization_role: removeOrganizationRoles }[entity];
   let removed = 0;
   let after: string | null = null;
   for (;;) {
-    const ids = await unseenIds(db, runId, entity, after, removalBatch);
+    const ids = await unseenIds(db, position.crawlId, entity, after, removalBatch);
     if (ids.length === 0) break;
     after = ids[ids.length - 1]!;
     const observedAt = new Date();
     const gone = await confirmGone(ids);
     if (gone.length === 0) continue;
-    const result = await remove(db, gone, { ...base, observedAt });
+    const result = await removers[entity](db, gone, { ...base, observedAt });
     account(result);
+    removed += gone.length;
+  }
+  return removed;
+};
+
+/** Users a member crawl found deleted in Logto (and the users crawl may have seen before that). */
+const removeGoneUsers = async (context: RunContext, confirmGone: (ids: string[]) => Promise<string[]>): Promise<number> => {
+  const { deps, position, base, account } = context;
+  const db = deps.database.db;
+  const candidates = await listSeen(db, position.crawlId, 'gone_user');
+  let removed = 0;
+  for (let start = 0; start < candidates.length; start += removalBatch) {
+    const observedAt = new Date();
+    const gone = await confirmGone(candidates.slice(start, start + removalBatch));
+    if (gone.length === 0) continue;
+    account(await removeUsers(db, gone, { ...base, observedAt }));
     removed += gone.length;
   }
   return removed;

@@ -12,7 +12,7 @@ describe('embedded PGlite database', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'las-pglite-'));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('runs the same migrations and a full sync, and keeps the data on disk', async () => {
+  it('runs the same migrations and a full sync, and keeps the data on disk', { timeout: 120_000 }, async () => {
     const sim = await startTenant({ seed: 11, generate: { users: 120, organizations: 8, organizationRoles: 3 } });
     try {
       const first = await openDatabase({ dataDir });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, parseRetryAfter, parseTotalNumber, tokenRefreshAfterMs } from '../../src/logto/backoff.js';
+import { backoffDelay, parseRetryAfter, parseTotalNumber, retryWait, tokenRefreshAfterMs } from '../../src/logto/backoff.js';
 import { shouldRetry } from '../../src/logto/http.js';
 import { basicAuthorization } from '../../src/logto/token.js';
 
@@ -34,31 +34,58 @@ describe('parseRetryAfter', () => {
   });
 });
 
-describe('backoffDelay (full jitter)', () => {
+describe('backoffDelay (equal jitter)', () => {
   const options = { baseMs: 250, capMs: 10_000 };
 
-  it('stays within [0, min(cap, base·2^retry))', () => {
+  it('stays within [c/2, c) with c = min(cap, base·2^retry)', () => {
     for (let retry = 0; retry < 12; retry += 1) {
       const ceiling = Math.min(10_000, 250 * 2 ** retry);
-      expect(backoffDelay(retry, options, () => 0)).toBe(0);
+      expect(backoffDelay(retry, options, () => 0)).toBe(Math.floor(ceiling / 2));
       const high = backoffDelay(retry, options, () => 0.999_999);
       expect(high).toBeLessThan(ceiling);
       expect(high).toBeGreaterThanOrEqual(ceiling * 0.99);
     }
   });
 
-  it('grows exponentially then stops at the cap', () => {
-    const half = (retry: number) => backoffDelay(retry, options, () => 0.5);
-    expect([half(0), half(1), half(2), half(3)]).toEqual([125, 250, 500, 1000]);
-    expect(half(6)).toBe(5000);
-    expect(half(7)).toBe(5000);
-    expect(half(30)).toBe(5000);
+  it('grows: every wait is at least the largest the previous retry could draw, until the cap', () => {
+    for (let retry = 1; retry < 12; retry += 1) {
+      expect(backoffDelay(retry, options, () => 0)).toBeGreaterThanOrEqual(
+        Math.min(backoffDelay(retry - 1, options, () => 0.999_999), 5000),
+      );
+    }
+    expect(backoffDelay(30, options, () => 0.5)).toBe(7500);
   });
 
   it('spreads concurrent retries (jitter)', () => {
     const samples = new Set(Array.from({ length: 50 }, () => backoffDelay(4, options)));
     expect(samples.size).toBeGreaterThan(10);
-    for (const sample of samples) expect(sample).toBeLessThan(4000);
+  });
+});
+
+describe('retryWait', () => {
+  const base = { maxRetries: 100, startedAt: 0, windowMs: 120_000, retryAfterMs: null, backoff: { baseMs: 250, capMs: 10_000 } };
+
+  it('keeps retrying with growing waits until the window is spent: a two-minute restart fits', () => {
+    let now = 0;
+    const waits: number[] = [];
+    for (let retry = 0; ; retry += 1) {
+      const wait = retryWait({ ...base, retry, now, random: () => 0.5 });
+      if (wait === null) break;
+      waits.push(wait);
+      now += wait;
+    }
+    expect(now).toBe(120_000);
+    expect(waits.slice(0, 6)).toEqual([187, 375, 750, 1500, 3000, 6000]);
+    expect(Math.max(...waits)).toBeLessThan(10_000);
+  });
+
+  it('honours Retry-After inside the window and gives up when it asks to wait beyond it', () => {
+    expect(retryWait({ ...base, retry: 0, now: 0, retryAfterMs: 30_000 })).toBe(30_000);
+    expect(retryWait({ ...base, retry: 0, now: 100_000, retryAfterMs: 30_000 })).toBeNull();
+  });
+
+  it('stops at maxRetries', () => {
+    expect(retryWait({ ...base, maxRetries: 2, retry: 2, now: 0 })).toBeNull();
   });
 });
 

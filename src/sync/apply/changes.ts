@@ -1,6 +1,6 @@
 import { and, gt, inArray, eq, sql } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
-import type { Database } from '../../db/client.js';
+import { rows, type Database } from '../../db/client.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -57,31 +57,50 @@ export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyRes
   return target;
 };
 
-const insertBatchSize = 500;
+const insertBatchSize = 5000;
 
-/** Appends the change log rows for `changes`; returns how many rows it wrote. */
-export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number> => {
+/**
+ * Appends the change log rows for `changes`, in their order, as one set-based insert per few thousand
+ * rows (a JSON array expanded by `json_to_recordset`: one parameter whatever the count). Returns the
+ * new rows' ids, in the order of `changes`.
+ */
+export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
+  const ids: number[] = [];
   for (let start = 0; start < changes.length; start += insertBatchSize) {
-    await db.insert(accessChanges).values(
-      changes.slice(start, start + insertBatchSize).map((change) => {
-        const own = change.context ?? context;
-        return {
-          kind: change.kind,
-          observedAt: own.observedAt,
-          source: own.source,
-          actor: own.actor ?? null,
-          userId: change.userId ?? null,
-          organizationId: change.organizationId ?? null,
-          organizationRoleId: change.organizationRoleId ?? null,
-          details: change.details ?? null,
-          syncRunId: own.syncRunId ?? null,
-          deliveryId: own.deliveryId ?? null,
-        };
-      }),
+    // Each change may carry its own context (a batch of deliveries applied together); otherwise the call's.
+    const batch = changes.slice(start, start + insertBatchSize).map((change) => {
+      const own = change.context ?? context;
+      return {
+        k: change.kind,
+        u: change.userId ?? null,
+        o: change.organizationId ?? null,
+        r: change.organizationRoleId ?? null,
+        d: change.details ?? null,
+        t: own.observedAt.toISOString(),
+        s: own.source,
+        a: own.actor ?? null,
+        sr: own.syncRunId ?? null,
+        dl: own.deliveryId ?? null,
+      };
+    });
+    const inserted = await rows<{ id: string | number }>(
+      db,
+      sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
+        select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
+        from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
+        returning id`,
     );
+    for (const row of inserted) ids.push(Number(row.id));
   }
-  for (const change of changes) metrics.accessChanges.inc({ source: (change.context ?? context).source, kind: change.kind });
-  return changes.length;
+  const counted = new Map<string, { source: ChangeSource; kind: ChangeKind; count: number }>();
+  for (const change of changes) {
+    const source = (change.context ?? context).source;
+    const key = `${source}\u0000${change.kind}`;
+    const entry = counted.get(key) ?? counted.set(key, { source, kind: change.kind, count: 0 }).get(key)!;
+    entry.count += 1;
+  }
+  for (const { source, kind, count } of counted.values()) metrics.accessChanges.inc({ source, kind }, count);
+  return ids;
 };
 
 /**
@@ -97,6 +116,7 @@ export const changedSince = async (
 ): Promise<ChangeRecord[]> => {
   const lists = [scope.userIds, scope.organizationIds, scope.organizationRoleIds];
   if (lists.some((list) => list !== undefined && list.length === 0)) return [];
+  if (scope.userIds) return changedSinceForUsers(db, kinds, since, { ...scope, userIds: scope.userIds });
   const filters = [inArray(accessChanges.kind, kinds), gt(accessChanges.observedAt, since)];
   if (scope.organizationId) filters.push(eq(accessChanges.organizationId, scope.organizationId));
   if (scope.userIds) filters.push(inArray(accessChanges.userId, scope.userIds));
@@ -117,6 +137,40 @@ export const changedSince = async (
     .where(and(...filters))
     .orderBy(sql`${accessChanges.id}`);
   return found.map((row) => ({ ...row, kind: row.kind as ChangeKind }));
+};
+
+const sqlList = (values: string[]) => sql.join(values.map((value) => sql`${value}`), sql`, `);
+
+/**
+ * `changedSince` for a list of users: one index lookup per user (`access_changes_user_idx`), whatever
+ * the planner would make of the other filters. An organization's history grows with every page a
+ * baseline applies to it; scanning it for each page would make a large organization quadratic.
+ */
+const changedSinceForUsers = async (
+  db: Database,
+  kinds: ChangeKind[],
+  since: Date,
+  scope: { organizationId?: string; userIds: string[]; organizationIds?: string[]; organizationRoleIds?: string[] },
+): Promise<ChangeRecord[]> => {
+  const found = await rows<{ kind: string; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
+    db,
+    sql`select c.kind, c.user_id, c.organization_id, c.organization_role_id
+      from json_array_elements_text(${JSON.stringify([...new Set(scope.userIds)])}::json) as u(id)
+      cross join lateral (
+        select a.id, a.kind, a.user_id, a.organization_id, a.organization_role_id from ${accessChanges} a
+        where a.user_id = u.id and a.observed_at > ${since.toISOString()}::timestamptz and a.kind in (${sqlList(kinds)})
+          ${scope.organizationId === undefined ? sql`` : sql`and a.organization_id = ${scope.organizationId}`}
+          ${scope.organizationIds === undefined ? sql`` : sql`and a.organization_id in (${sqlList(scope.organizationIds)})`}
+          ${scope.organizationRoleIds === undefined ? sql`` : sql`and a.organization_role_id in (${sqlList(scope.organizationRoleIds)})`}
+      ) c
+      order by c.id`,
+  );
+  return found.map((row) => ({
+    kind: row.kind as ChangeKind,
+    userId: row.user_id,
+    organizationId: row.organization_id,
+    organizationRoleId: row.organization_role_id,
+  }));
 };
 
 /**

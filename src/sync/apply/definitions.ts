@@ -100,7 +100,7 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
       })
       .returning({ id: table.id });
     const changes = written.map(({ id }) => writes.get(id)!);
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: written.length + logged };
   });
 };
@@ -126,7 +126,7 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
         (id): ChangeRecord => ({ kind: 'organization.deleted', organizationId: id, details: { stored: false } }),
       ),
     ];
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
   });
 };
@@ -146,7 +146,7 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
         (id): ChangeRecord => ({ kind: 'organization_role.deleted', organizationRoleId: id, details: { stored: false } }),
       ),
     ];
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
   });
 };

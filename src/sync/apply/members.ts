@@ -1,4 +1,4 @@
-import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
+import { and, eq, inArray, lte, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
@@ -65,6 +65,7 @@ const applyMemberships = async (
   members: MemberSnapshot[],
   context: ChangeContext,
   withRoles: boolean,
+  options: ApplyMembersOptions = {},
 ): Promise<MembersResult> => {
   const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
   if (members.length === 0) return result;
@@ -74,6 +75,7 @@ const applyMemberships = async (
   if (!stored.organizationKnown) return { ...result, organizationKnown: false };
   result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id));
   result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
+  if (options.allOrNothing && (result.unknownUserIds.length > 0 || result.unknownRoleIds.length > 0)) return result;
 
   // What differs, judged against the stored state; most pages of a reconcile stop here without writing.
   const known = members.filter((member) => stored.knownUsers.has(member.userId));
@@ -109,59 +111,81 @@ const applyMemberships = async (
     const revokedLater = new Set(later.filter((c) => c.kind === 'member_role.revoked').map((c) => pairKey(c.userId!, c.organizationRoleId!)));
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
+    const observedAt = context.observedAt.toISOString();
 
     const adding = toAdd.filter((userId) => !removedLater.has(userId));
     if (adding.length > 0) {
-      const added = await tx
-        .insert(organizationMembers)
-        .values(adding.map((userId) => ({ organizationId, userId, since: context.observedAt, observedAt: context.observedAt })))
-        .onConflictDoNothing()
-        .returning({ userId: organizationMembers.userId });
+      const added = await rows<{ user_id: string }>(
+        tx,
+        sql`insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
+          select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+          from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
+          on conflict do nothing
+          returning user_id`,
+      );
       rowsWritten += added.length;
-      changes.push(...added.map(({ userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
+      changes.push(...added.map(({ user_id: userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
     }
     const granting = grants.filter(
       (grant) => !removedLater.has(grant.userId) && !revokedLater.has(pairKey(grant.userId, grant.organizationRoleId)),
     );
     if (granting.length > 0) {
-      const granted = await tx
-        .insert(organizationMemberRoles)
-        .values(granting.map((grant) => ({ organizationId, ...grant, since: context.observedAt, observedAt: context.observedAt })))
-        .onConflictDoNothing()
-        .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
+      const granted = await rows<{ user_id: string; organization_role_id: string }>(
+        tx,
+        sql`insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
+          select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+          from json_to_recordset(${JSON.stringify(granting.map((grant) => ({ u: grant.userId, r: grant.organizationRoleId })))}::json) as t(u text, r text)
+          on conflict do nothing
+          returning user_id, organization_role_id`,
+      );
       rowsWritten += granted.length;
-      changes.push(...granted.map((grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, ...grant })));
+      changes.push(
+        ...granted.map(
+          (grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, userId: grant.user_id, organizationRoleId: grant.organization_role_id }),
+        ),
+      );
     }
     const revoking = revokes.filter((revoke) => !grantedLater.has(pairKey(revoke.userId, revoke.organizationRoleId)));
     if (revoking.length > 0) {
-      const revoked = await tx
-        .delete(organizationMemberRoles)
-        .where(
-          and(
-            eq(organizationMemberRoles.organizationId, organizationId),
-            lte(organizationMemberRoles.observedAt, context.observedAt),
-            or(
-              ...revoking.map((revoke) =>
-                and(eq(organizationMemberRoles.userId, revoke.userId), eq(organizationMemberRoles.organizationRoleId, revoke.organizationRoleId)),
-              ),
-            ),
-          ),
-        )
-        .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
+      const revoked = await rows<{ user_id: string; organization_role_id: string }>(
+        tx,
+        sql`delete from ${organizationMemberRoles} m
+          using json_to_recordset(${JSON.stringify(revoking.map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId })))}::json) as t(u text, r text)
+          where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
+            and m.observed_at <= ${observedAt}::timestamptz
+          returning m.user_id, m.organization_role_id`,
+      );
       rowsWritten += revoked.length;
-      changes.push(...revoked.map((revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, ...revoke })));
+      changes.push(
+        ...revoked.map(
+          (revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, userId: revoke.user_id, organizationRoleId: revoke.organization_role_id }),
+        ),
+      );
     }
-    rowsWritten += await recordChanges(tx, changes, context);
+    rowsWritten += (await recordChanges(tx, changes, context)).length;
     return { ...result, changes, rowsWritten };
   });
+};
+
+export type ApplyMembersOptions = {
+  /**
+   * Write nothing when a user or role is unknown, only report them: a caller that brings them in
+   * first and applies again then writes the page once instead of in two parts.
+   */
+  allOrNothing?: boolean;
 };
 
 /**
  * Applies what Logto says about some members of one organization: each is a member holding exactly the
  * listed roles. Members not listed are left alone (see `removeMembers`).
  */
-export const applyMembers = (db: Database, organizationId: string, members: MemberSnapshot[], context: ChangeContext) =>
-  applyMemberships(db, organizationId, members, context, true);
+export const applyMembers = (
+  db: Database,
+  organizationId: string,
+  members: MemberSnapshot[],
+  context: ChangeContext,
+  options: ApplyMembersOptions = {},
+) => applyMemberships(db, organizationId, members, context, true, options);
 
 /** A membership delta (`addedUserIds`): adds the memberships and leaves roles as they are. */
 export const addMembers = (db: Database, organizationId: string, userIds: string[], context: ChangeContext) =>
@@ -202,7 +226,7 @@ export const removeMembers = async (
         .map((role): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, ...role, details: { reason: 'member.removed' } })),
       ...removed.map((row): ChangeRecord => ({ kind: 'member.removed', organizationId, userId: row.userId })),
     ];
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: changes.length + logged };
   });
 };

@@ -148,7 +148,7 @@ const applyRound = async (
       .returning({ id: users.id });
     const writtenIds = new Set(written.map((row) => row.id));
     const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
-    const logged = await recordChanges(tx, changes, first);
+    const logged = (await recordChanges(tx, changes, first)).length;
     return { written: writtenIds, changes, rowsWritten: written.length + logged };
   });
   for (const index of writes.keys()) {

@@ -1,9 +1,8 @@
 import { inArray, sql } from 'drizzle-orm';
 import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
-import type { Database } from '../../db/client.js';
+import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { fromExcluded } from './upsert.js';
 import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 type UserRow = typeof users.$inferInsert;
@@ -50,6 +49,49 @@ export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
     observedAt,
   };
 };
+
+/** The columns a user row is written with, and their types for `json_to_recordset`. */
+const userColumnTypes: [string, string][] = [
+  ['id', 'text'],
+  ['username', 'text'],
+  ['primary_email', 'text'],
+  ['primary_phone', 'text'],
+  ['name', 'text'],
+  ['avatar', 'text'],
+  ['is_suspended', 'boolean'],
+  ['custom_data', 'jsonb'],
+  ['profile', 'jsonb'],
+  ['application_id', 'text'],
+  ['last_sign_in_at', 'timestamptz'],
+  ['created_at', 'timestamptz'],
+  ['updated_at', 'timestamptz'],
+  ['raw', 'jsonb'],
+  ['observed_at', 'timestamptz'],
+];
+const userColumns = userColumnTypes.map(([column]) => column);
+const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
+const comparedColumns = [
+  'username', 'primary_email', 'primary_phone', 'name', 'avatar', 'is_suspended', 'custom_data', 'profile',
+  'application_id', 'last_sign_in_at', 'created_at', 'updated_at',
+];
+
+const toJsonRow = (row: UserRow) => ({
+  id: row.id,
+  username: row.username,
+  primary_email: row.primaryEmail,
+  primary_phone: row.primaryPhone,
+  name: row.name,
+  avatar: row.avatar,
+  is_suspended: row.isSuspended,
+  custom_data: row.customData,
+  profile: row.profile,
+  application_id: row.applicationId,
+  last_sign_in_at: row.lastSignInAt?.toISOString() ?? null,
+  created_at: row.createdAt.toISOString(),
+  updated_at: row.updatedAt.toISOString(),
+  raw: row.raw,
+  observed_at: row.observedAt?.toISOString(),
+});
 
 const comparable = (value: unknown): string =>
   value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null, (_key, inner) => sortKeys(inner));
@@ -103,18 +145,21 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
     );
     const rowsToWrite = [...writes.keys()].filter((id) => !deletedLater.has(id)).map((id) => byId.get(id)!);
     if (rowsToWrite.length === 0) return { changes: [], rowsWritten: 0 };
-    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
-    const written = await tx
-      .insert(users)
-      .values(rowsToWrite)
-      .onConflictDoUpdate({
-        target: users.id,
-        set: fromExcluded(users, [...comparedFields, 'raw', 'observedAt']),
-        setWhere: sql`${users.updatedAt} <= excluded.updated_at`,
-      })
-      .returning({ id: users.id });
+    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
+    // a row a concurrent writer has just inserted with the same content is left alone, so its creation
+    // is recorded once, by that writer.
+    const written = await rows<{ id: string }>(
+      tx,
+      sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
+        select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+        from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
+        on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
+        where ${users.updatedAt} <= excluded.updated_at
+          and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
+        returning id`,
+    );
     const changes = written.flatMap(({ id }) => writes.get(id) ?? []);
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: written.length + logged };
   });
 };
@@ -138,7 +183,7 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
       // creation (observed earlier) cannot bring the user back.
       ...tombstones.map((id): ChangeRecord => ({ kind: 'user.deleted', userId: id, details: { stored: false } })),
     ];
-    const logged = await recordChanges(tx, changes, context);
+    const logged = (await recordChanges(tx, changes, context)).length;
     const cascaded = changes.length - deleted.length - tombstones.length;
     return { changes, rowsWritten: deleted.length + cascaded + logged };
   });

@@ -1,0 +1,335 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { sql } from 'drizzle-orm';
+import PQueue from 'p-queue';
+import pg from 'pg';
+import { accessChanges } from '../db/schema.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { openDatabase, rows, runMigrations, type DatabaseHandle } from '../src/db/client.js';
+import { startFullSync } from '../src/jobs/full-sync-runner.js';
+import { silentLogger } from '../src/logger.js';
+import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
+import type { FullSyncResult } from '../src/sync/full-sync.js';
+
+/**
+ * `npm run bench -- sync [--scale 0.1] [--rate 200/10s]`: issue 11's figures. A simulated tenant (a
+ * child process answering every request after `--latency` ms) of 100,000 users, 2,000 organizations
+ * of uneven sizes, ~300,000 memberships, ~400,000 member roles and 20 organization roles at scale 1.
+ * In one run: the pure crawl (same client, same pages, same concurrency; bodies parsed and dropped),
+ * a baseline into an empty PostgreSQL database, a reconcile of the unchanged tenant, a baseline at
+ * `--rate` (Logto Cloud's budget), and the same at scale 0.1 on embedded PGlite. Every figure is a
+ * ratio to a reference measured in the same run. Results go to bench/results/ as JSON and Markdown.
+ */
+const options = {
+  scale: { type: 'string', default: '1' },
+  rate: { type: 'string', default: '200/10s' },
+  latency: { type: 'string', default: '20' },
+  concurrency: { type: 'string', default: '8' },
+  'skip-throttled': { type: 'boolean', default: false },
+  'skip-pglite': { type: 'boolean', default: false },
+} as const;
+
+type Shape = { users: number; organizations: number; roles: number; largestShare: number; memberRoleWeights: string };
+
+/** Zipf sizes (rank r ≈ largest / r) summing to about 300,000 memberships at scale 1. */
+const shapeFor = (scale: number): Shape => {
+  const users = Math.round(100_000 * scale);
+  const organizations = Math.max(1, Math.round(2_000 * scale));
+  let harmonic = 0;
+  for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
+  const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
+  // About 1.33 roles per member: 400,000 member roles for 300,000 memberships.
+  return { users, organizations, roles: 20, largestShare, memberRoleWeights: '0.17,0.45,0.26,0.12' };
+};
+
+type Simulator = { child: ChildProcess; env: Record<string, string>; cpuSeconds(): number; close(): void };
+
+const startSimulator = async (shape: Shape, latencyMs: number): Promise<Simulator> => {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/simulator/main.ts', '--port', '0', '--users', String(shape.users), '--organizations', String(shape.organizations),
+      '--roles', String(shape.roles), '--seed', '2026', '--resource', 'self', '--latency-ms', String(latencyMs),
+      '--largest-share', shape.largestShare.toFixed(4), '--member-role-weights', shape.memberRoleWeights],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } },
+  );
+  const env: Record<string, string> = {};
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      for (const line of output.split('\n')) {
+        const match = /^([A-Z_]+)=(.*)$/.exec(line);
+        if (match) env[match[1]!] = match[2]!;
+      }
+      if (env.LOGTO_WEBHOOK_SIGNING_KEYS) resolve();
+    });
+  });
+  // utime + stime of the child, in clock ticks (100 per second on Linux).
+  const cpuSeconds = () => {
+    try {
+      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return NaN;
+    }
+  };
+  return { child, env, cpuSeconds, close: () => child.kill('SIGTERM') };
+};
+
+const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+const freshPostgres = async (name: string): Promise<DatabaseHandle & { drop(): Promise<void> }> => {
+  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
+  await admin.connect();
+  await admin.query(`drop database if exists ${name} with (force)`);
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const database = await openDatabase({ url: url.toString(), dataDir: '' });
+  await runMigrations(database);
+  return {
+    ...database,
+    async drop() {
+      await database.close();
+      const again = new pg.Client({ connectionString: adminUrl });
+      await again.connect();
+      await again.query(`drop database if exists ${name} with (force)`);
+      await again.end();
+    },
+  };
+};
+
+const freshPglite = async (): Promise<DatabaseHandle & { drop(): Promise<void> }> => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'las-bench-pglite-'));
+  const database = await openDatabase({ dataDir });
+  await runMigrations(database);
+  return { ...database, drop: async () => { await database.close(); rmSync(dataDir, { recursive: true, force: true }); } };
+};
+
+const configFor = (sim: Simulator, rate: string, concurrency: string): Config =>
+  loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: rate, LOGTO_CONCURRENCY: concurrency, LOG_LEVEL: 'warn' });
+
+/**
+ * What a full sync cannot beat: the same requests through the same client, with the same pages ahead
+ * and the same organization concurrency as `runFullSync`, each body parsed (and validated) and dropped.
+ */
+const pureCrawl = async (logto: LogtoClient, organizationConcurrency = 8, pagesAhead = 16) => {
+  const started = performance.now();
+  const before = logto.stats().requests;
+  const drain = async (pages: AsyncIterable<unknown>) => {
+    for await (const _page of pages) {
+      // parsed by the client; dropped here
+    }
+  };
+  const probe = await logto.probeOrganizations();
+  const counts = new Map<string, number | null>();
+  if (probe.available) {
+    await drain(logto.listOrganizationRoles({ ahead: pagesAhead }));
+    for await (const page of logto.listOrganizationsWithMemberCounts({ ahead: pagesAhead })) {
+      for (const { organization, usersCount } of page.items) counts.set(organization.id, usersCount);
+    }
+  }
+  const queue = new PQueue({ concurrency: organizationConcurrency });
+  const ahead = Math.max(1, Math.floor(pagesAhead / 2));
+  for (const [id, usersCount] of counts) {
+    if (usersCount === 0) continue;
+    void queue.add(() => drain(logto.listOrganizationMembers(id, { ahead, expectedTotal: usersCount })));
+  }
+  await Promise.all([drain(logto.listUsers({ ahead: pagesAhead })), queue.onIdle()]);
+  return { seconds: (performance.now() - started) / 1000, requests: logto.stats().requests - before };
+};
+
+/** Σ ⌈list size / 100⌉ over users, organizations, organization roles and every organization's members. */
+const minimumRequests = async (database: DatabaseHandle) => {
+  const [row] = await rows<{ minimum: number }>(
+    database.db,
+    sql`select (
+      ceil((select count(*) from users) / 100.0) + ceil((select count(*) from organizations) / 100.0)
+      + ceil((select count(*) from organization_roles) / 100.0)
+      + coalesce((select sum(ceil(n / 100.0)) from (select count(*) as n from organization_members group by organization_id) m), 0)
+    )::int as minimum`,
+  );
+  return row!.minimum;
+};
+
+const tenantSize = async (database: DatabaseHandle) => {
+  const [row] = await rows<Record<string, number>>(
+    database.db,
+    sql`select (select count(*) from users)::int as users, (select count(*) from organizations)::int as organizations,
+      (select count(*) from organization_roles)::int as roles, (select count(*) from organization_members)::int as memberships,
+      (select count(*) from organization_member_roles)::int as member_roles,
+      (select max(n) from (select count(*) as n from organization_members group by organization_id) m)::int as largest_organization,
+      (select count(*) from (select organization_id from organization_members group by organization_id having count(*) > 10000) m)::int as over_10000`,
+  );
+  return row!;
+};
+
+/** Runs `fn` while sampling this process's RSS; returns its result with the peak. */
+const withPeakRss = async <T>(fn: () => Promise<T>): Promise<{ value: T; peakRssMiB: number }> => {
+  let peak = process.memoryUsage.rss();
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 100);
+  try {
+    const value = await fn();
+    return { value, peakRssMiB: Math.round(Math.max(peak, process.memoryUsage.rss()) / 1024 / 1024) };
+  } finally {
+    clearInterval(sampler);
+  }
+};
+
+const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'baseline' | 'reconcile') => {
+  const changesBefore = await database.db.$count(accessChanges);
+  const started = performance.now();
+  const result: FullSyncResult = await (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench' })).done;
+  const seconds = (performance.now() - started) / 1000;
+  const changeRows = (await database.db.$count(accessChanges)) - changesBefore;
+  return { seconds, requests: result.counts.requests, rowsWritten: result.counts.rowsWritten, changeRows, counts: result.counts };
+};
+
+const round = (value: number, digits = 2) => Number(value.toFixed(digits));
+
+/** Crawl, baseline and unchanged reconcile against one tenant and one database; crawl measured before and after. */
+const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: string) => {
+  const config = configFor(sim, '100000/10s', concurrency);
+  const simCpuBefore = sim.cpuSeconds();
+  const crawlBefore = await pureCrawl(createLogtoClient(config.logto));
+  const simCpuCrawl = sim.cpuSeconds() - simCpuBefore;
+  global.gc?.();
+  const baseline = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'baseline'));
+  const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile'));
+  const crawlAfter = await pureCrawl(createLogtoClient(config.logto));
+  const crawlSeconds = (crawlBefore.seconds + crawlAfter.seconds) / 2;
+  const minimum = await minimumRequests(database);
+  return {
+    tenant: await tenantSize(database),
+    crawl: { seconds: round(crawlSeconds), before: round(crawlBefore.seconds), after: round(crawlAfter.seconds), requests: crawlBefore.requests },
+    simulatorCpuShareDuringCrawl: round(simCpuCrawl / crawlBefore.seconds),
+    baseline: { ...baseline.value, seconds: round(baseline.value.seconds), peakRssMiB: baseline.peakRssMiB },
+    reconcile: { ...reconcile.value, seconds: round(reconcile.value.seconds), peakRssMiB: reconcile.peakRssMiB },
+    minimumRequests: minimum,
+    ratios: {
+      baselineOverCrawl: round(baseline.value.seconds / crawlSeconds),
+      reconcileOverCrawl: round(reconcile.value.seconds / crawlSeconds),
+      requestsOverMinimum: round(baseline.value.requests / minimum, 4),
+    },
+  };
+};
+
+export const run = async (args: string[]): Promise<void> => {
+  const { values } = parseArgs({ args, options });
+  const scale = Number(values.scale);
+  const latencyMs = Number(values.latency);
+  const shape = shapeFor(scale);
+  const machine = { nproc: cpus().length, memoryGiB: round(totalmem() / 1024 ** 3, 1), loadAverage: loadavg().map((load) => round(load, 1)) };
+  console.log(`# sync bench: scale ${scale} (${shape.users} users, ${shape.organizations} organizations), latency ${latencyMs} ms, concurrency ${values.concurrency}`);
+  console.log(`machine: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(' ')}`);
+
+  const results: Record<string, unknown> = { at: new Date().toISOString(), scale, latencyMs, concurrency: Number(values.concurrency), machine };
+  const sim = await startSimulator(shape, latencyMs);
+  try {
+    const database = await freshPostgres('las_bench_sync');
+    try {
+      results.postgres = await measure(sim, database, values.concurrency);
+    } finally {
+      await database.drop();
+    }
+    if (!values['skip-throttled']) {
+      const database = await freshPostgres('las_bench_sync_throttled');
+      try {
+        const logto = createLogtoClient(configFor(sim, values.rate, values.concurrency).logto);
+        const throttled = await fullSync(database, logto, 'baseline');
+        const [count, per] = values.rate.split('/');
+        const perSecond = Number(count) / (loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: values.rate }).logto.rateLimit.intervalMs / 1000);
+        results.throttled = {
+          rate: values.rate,
+          perSecond,
+          seconds: round(throttled.seconds),
+          requests: throttled.requests,
+          wallOverBudget: round(throttled.seconds / (throttled.requests / perSecond)),
+          per,
+          count,
+        };
+      } finally {
+        await database.drop();
+      }
+    }
+  } finally {
+    sim.close();
+  }
+
+  if (!values['skip-pglite']) {
+    const small = await startSimulator(shapeFor(0.1), latencyMs);
+    const database = await freshPglite();
+    try {
+      results.pglite = await measure(small, database, values.concurrency);
+    } finally {
+      small.close();
+      await database.drop();
+    }
+  }
+
+  const markdown = report(results);
+  console.log(`\n${markdown}`);
+  mkdirSync('bench/results', { recursive: true });
+  const stamp = `sync-scale${scale}-${String(results.at).replace(/[:.]/g, '-')}`;
+  writeFileSync(join('bench/results', `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join('bench/results', `${stamp}.md`), `${markdown}\n`);
+  console.log(`written bench/results/${stamp}.json and .md`);
+};
+
+type Measured = Awaited<ReturnType<typeof measure>>;
+
+const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
+
+const report = (results: Record<string, unknown>): string => {
+  const lines: string[] = [];
+  const machine = results.machine as { nproc: number; memoryGiB: number; loadAverage: number[] };
+  lines.push(`# Sync bench, scale ${String(results.scale)} (${String(results.at)})`, '');
+  lines.push(
+    `Machine: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, load average at start ${machine.loadAverage.join(' ')} (shared). ` +
+      `Simulated tenant in a child process answering every request after ${String(results.latencyMs)} ms; LOGTO_CONCURRENCY ${String(results.concurrency)}.`,
+    '',
+  );
+  const section = (title: string, measured: Measured, targets: boolean) => {
+    const t = measured.tenant;
+    lines.push(`## ${title}`, '');
+    lines.push(
+      `Tenant: ${t.users} users, ${t.organizations} organizations (largest ${t.largest_organization} members, ${t.over_10000} over 10,000), ` +
+        `${t.roles} organization roles, ${t.memberships} memberships, ${t.member_roles} member roles.`,
+      '',
+    );
+    lines.push('| measure | value | target | |', '|---|---|---|---|');
+    lines.push(`| pure crawl (mean of before/after) | ${measured.crawl.seconds} s (${measured.crawl.before} / ${measured.crawl.after}), ${measured.crawl.requests} requests | | |`);
+    lines.push(`| simulator CPU ÷ crawl wall | ${measured.simulatorCpuShareDuringCrawl} | < 1 (not the bottleneck) | |`);
+    lines.push(
+      `| full sync into an empty database | ${measured.baseline.seconds} s, ${measured.baseline.requests} requests, ${measured.baseline.rowsWritten} rows, ${measured.baseline.changeRows} change rows | | |`,
+    );
+    lines.push(
+      `| ÷ pure crawl | ${measured.ratios.baselineOverCrawl} | ≤ 1.2 | ${targets ? verdict(measured.ratios.baselineOverCrawl <= 1.2) : '(no target)'} |`,
+    );
+    lines.push(
+      `| reconcile, unchanged tenant ÷ pure crawl | ${measured.ratios.reconcileOverCrawl} (${measured.reconcile.seconds} s), ${measured.reconcile.rowsWritten} rows written | ≤ 1.1 and 0 rows | ${targets ? verdict(measured.ratios.reconcileOverCrawl <= 1.1 && measured.reconcile.rowsWritten === 0) : '(no target)'} |`,
+    );
+    lines.push(
+      `| requests ÷ minimum (${measured.minimumRequests}) | ${measured.ratios.requestsOverMinimum} | ≤ 1.01 | ${targets ? verdict(measured.ratios.requestsOverMinimum <= 1.01) : '(no target)'} |`,
+    );
+    const peak = Math.max(measured.baseline.peakRssMiB, measured.reconcile.peakRssMiB);
+    lines.push(`| peak RSS of the syncing process | ${peak} MiB | ≤ 300 MB | ${targets ? verdict(peak * 1.048576 <= 300) : '(no target)'} |`, '');
+  };
+  section('PostgreSQL', results.postgres as Measured, true);
+  const throttled = results.throttled as { rate: string; perSecond: number; seconds: number; requests: number; wallOverBudget: number } | undefined;
+  if (throttled) {
+    lines.push(`## Throttled (LOGTO_RATE_LIMIT=${throttled.rate}), PostgreSQL`, '');
+    lines.push('| measure | value | target | |', '|---|---|---|---|');
+    lines.push(
+      `| full sync wall ÷ (requests ÷ ${throttled.perSecond} per second) | ${throttled.wallOverBudget} (${throttled.seconds} s, ${throttled.requests} requests) | ≤ 1.05 | ${verdict(throttled.wallOverBudget <= 1.05)} |`,
+      '',
+    );
+  }
+  if (results.pglite) section('Embedded PGlite, scale 0.1', results.pglite as Measured, false);
+  return lines.join('\n');
+};
