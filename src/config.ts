@@ -102,6 +102,26 @@ const environmentSchema = z.object({
       return Number(match[1]) * unit;
     }),
   WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
+  API_KEY_FAILURE_LIMIT: z
+    .string()
+    .default('20/1m')
+    .transform((value, context) => {
+      const parsed = parseRateLimit(value);
+      if (!parsed) {
+        context.addIssue({ code: 'custom', message: 'must look like 20/1m (failed key lookups per client address per window)' });
+        return z.NEVER;
+      }
+      return parsed;
+    }),
+  TRUST_PROXY: z
+    .string()
+    .trim()
+    .default('')
+    .transform((value): boolean | number | string => {
+      if (value === '' || value === 'false') return false;
+      if (value === 'true') return true;
+      return /^\d+$/.test(value) ? Number(value) : value;
+    }),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
 });
 
@@ -120,7 +140,15 @@ export type Config = {
   };
   webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
   database: { url: string | undefined; dataDir: string };
-  http: { port: number; host: string; apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[] };
+  http: {
+    port: number;
+    host: string;
+    apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[];
+    /** Failed API key lookups allowed per client address per window before it gets 429. */
+    apiKeyFailureLimit: { requests: number; intervalMs: number };
+    /** Express `trust proxy`: which proxies' X-Forwarded-For names the client address (false: none). */
+    trustProxy: boolean | number | string;
+  };
   jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number };
   logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
   shutdownTimeoutMs: number;
@@ -167,7 +195,13 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
     },
     database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
-    http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS },
+    http: {
+      port: env.PORT,
+      host: env.HOST,
+      apiKeys: env.API_KEYS,
+      apiKeyFailureLimit: env.API_KEY_FAILURE_LIMIT,
+      trustProxy: env.TRUST_PROXY,
+    },
     jobs: {
       reconcileCron: env.RECONCILE_CRON,
       reconcileTimezone: env.RECONCILE_TZ,
