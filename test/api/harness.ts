@@ -11,12 +11,13 @@ import { AppError } from '../../src/errors.js';
 /** A configured env key (API_KEYS), for the tests of environment keys. */
 export const ENV_KEY_SECRET = 'env-robot-secret-0123456789abcdef';
 
-export const testConfig = (apiKeys = `robot:read:${ENV_KEY_SECRET}`) =>
+export const testConfig = (apiKeys = `robot:read:${ENV_KEY_SECRET}`, env: Record<string, string> = {}) =>
   loadConfig({
     LOGTO_BASE_URL: 'http://logto.invalid',
     LOGTO_CLIENT_ID: 'client',
     LOGTO_CLIENT_SECRET: 'client-secret',
     API_KEYS: apiKeys,
+    ...env,
   });
 
 export type Call = { name: string; args: unknown[] };
@@ -119,11 +120,11 @@ export type TestApp = Awaited<ReturnType<typeof createTestApp>>;
  */
 export const createTestApp = async (
   db: Database,
-  options: { app?: AppOptions; apiKeys?: string; webhookRouter?: express.Router } = {},
+  options: { app?: AppOptions; apiKeys?: string; webhookRouter?: express.Router; env?: Record<string, string> } = {},
 ) => {
   const stub = stubActions();
   const log = capturingLogger();
-  const config = testConfig(options.apiKeys);
+  const config = testConfig(options.apiKeys, options.env);
   const app = createApp(
     { db, config, logger: log.logger, actions: stub.actions, ...(options.webhookRouter ? { webhookRouter: options.webhookRouter } : {}) },
     { validateResponses: true, ...options.app },

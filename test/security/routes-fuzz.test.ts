@@ -8,41 +8,10 @@ import { startService, type Service } from '../../src/service.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startTenant } from '../helpers/tenant.js';
+import { operationsOf, type Operation, type Schema } from './operations.js';
 import { batchOf, fingerprint, hostileJson, hostileString, prototypeKeys, rawClient, runs, type RawResponse } from './hostile.js';
 
 type Json = Record<string, unknown>;
-type Schema = { type?: string; enum?: unknown[]; pattern?: string; minimum?: number; maximum?: number; properties?: Record<string, Schema>; items?: Schema; $ref?: string };
-
-/** One operation of the OpenAPI document, as the fuzzer needs it. */
-export type Operation = {
-  method: string;
-  path: string;
-  pathParams: { name: string; schema: Schema }[];
-  queryParams: { name: string; schema: Schema }[];
-  body: Schema | undefined;
-  scope: 'read' | 'write' | undefined;
-};
-
-/** Every operation the document lists, with `$ref`s of request bodies resolved: routes added later are fuzzed without a change here. */
-export const operationsOf = (document: Json): Operation[] => {
-  const schemas = ((document.components as Json).schemas ?? {}) as Record<string, Schema>;
-  const resolve = (schema: Schema | undefined): Schema | undefined =>
-    schema?.$ref ? resolve(schemas[schema.$ref.replace('#/components/schemas/', '')]) : schema;
-  return Object.entries(document.paths as Record<string, Record<string, Json>>).flatMap(([path, item]) =>
-    Object.entries(item).map(([method, operation]) => {
-      const parameters = (operation.parameters ?? []) as { name: string; in: string; schema: Schema }[];
-      const body = (operation.requestBody as { content?: Record<string, { schema: Schema }> } | undefined)?.content?.['application/json']?.schema;
-      return {
-        method: method.toUpperCase(),
-        path,
-        pathParams: parameters.filter((parameter) => parameter.in === 'path'),
-        queryParams: parameters.filter((parameter) => parameter.in === 'query'),
-        body: resolve(body),
-        scope: operation['x-required-scope'] as Operation['scope'],
-      };
-    }),
-  );
-};
 
 /** A value the schema accepts, or close to it (ints out of range, ids of real entities from `ids`). */
 const plausible = (schema: Schema | undefined, ids: string[]): fc.Arbitrary<unknown> => {
