@@ -9,6 +9,7 @@ import {
   iso,
   isoDateTime,
   listOf,
+  nulMessage,
   organizationSchema,
   pageQuery,
   roleGrantSchema,
@@ -17,6 +18,7 @@ import {
   toRoleGrant,
   toUser,
   userSchema,
+  withoutNul,
 } from './schemas.js';
 
 const toOrganization = (organization: OrganizationDto): z.infer<typeof organizationSchema> => ({
@@ -81,6 +83,7 @@ export const organizationRoutes = [
       roleName: z
         .string({ error: 'must be given once' })
         .min(1, 'must not be empty')
+        .refine(withoutNul, nulMessage)
         .max(256, 'must be at most 256 characters')
         .optional()
         .describe('Only members holding the organization role of this name'),
