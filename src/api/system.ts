@@ -119,10 +119,12 @@ export const systemRoutes = (state: SystemState): Route[] => {
       auth: 'none',
       success: { status: 200, description: 'The reference page', contentType: 'text/html' },
       handler: async ({ req, res }) => {
-        const [path, query] = req.originalUrl.split('?');
+        const [path] = req.originalUrl.split('?');
         // Relative asset links need the trailing slash: /docs → /docs/ (works behind a path prefix too).
+        // The query is dropped: the page reads none, and echoing it let a request grow a response header
+        // to its own size (16 KiB), more than many proxies and clients accept.
         if (!path?.endsWith('/')) {
-          res.redirect(301, `docs/${query ? `?${query}` : ''}`);
+          res.redirect(301, 'docs/');
           return;
         }
         page ??= docsPage();
