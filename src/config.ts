@@ -129,6 +129,26 @@ const environmentSchema = z.object({
     .default('false')
     .transform((value) => value === 'true' || value === '1'),
   WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
+  API_KEY_FAILURE_LIMIT: z
+    .string()
+    .default('20/1m')
+    .transform((value, context) => {
+      const parsed = parseRateLimit(value);
+      if (!parsed) {
+        context.addIssue({ code: 'custom', message: 'must look like 20/1m (failed key lookups per client address per window)' });
+        return z.NEVER;
+      }
+      return parsed;
+    }),
+  TRUST_PROXY: z
+    .string()
+    .trim()
+    .default('')
+    .transform((value): boolean | number | string => {
+      if (value === '' || value === 'false') return false;
+      if (value === 'true') return true;
+      return /^\d+$/.test(value) ? Number(value) : value;
+    }),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
 });
 
@@ -155,6 +175,10 @@ export type Config = {
     apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[];
     /** Answer reads before the first full sync succeeded (partial answers) instead of 503 not_synced. */
     serveBeforeFirstSync: boolean;
+    /** Failed API key lookups allowed per client address per window before it gets 429. */
+    apiKeyFailureLimit: { requests: number; intervalMs: number };
+    /** Express `trust proxy`: which proxies' X-Forwarded-For names the client address (false: none). */
+    trustProxy: boolean | number | string;
   };
   jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number; missedDeliveriesIntervalMs: number };
   logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
@@ -203,7 +227,14 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
     },
     database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
-    http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS, serveBeforeFirstSync: env.SERVE_BEFORE_FIRST_SYNC },
+    http: {
+      port: env.PORT,
+      host: env.HOST,
+      apiKeys: env.API_KEYS,
+      serveBeforeFirstSync: env.SERVE_BEFORE_FIRST_SYNC,
+      apiKeyFailureLimit: env.API_KEY_FAILURE_LIMIT,
+      trustProxy: env.TRUST_PROXY,
+    },
     jobs: {
       reconcileCron: env.RECONCILE_CRON,
       reconcileTimezone: env.RECONCILE_TZ,

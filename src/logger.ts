@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -19,8 +19,11 @@ const redact = [
   '*.access_token',
 ];
 
-export const createLogger = (level: string = process.env.LOG_LEVEL ?? 'info'): Logger =>
-  pino({ level, redact: { paths: redact, censor: '[redacted]' }, base: { service: 'logto-access-sync' } });
+/** The service's logger; `destination` (default stdout) lets a test read every line the service writes. */
+export const createLogger = (level: string = process.env.LOG_LEVEL ?? 'info', destination?: DestinationStream): Logger => {
+  const options = { level, redact: { paths: redact, censor: '[redacted]' }, base: { service: 'logto-access-sync' } };
+  return destination ? pino(options, destination) : pino(options);
+};
 
 /** A logger that discards everything: the default for library code and tests. */
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { findAccess } from '../db/queries/access.js';
 import { defineRoute } from './route.js';
-import { idParam, isoDateTime, roleRefSchema, toRoleRef, typeError } from './schemas.js';
+import { idParam, isoDateTime, nulMessage, roleRefSchema, toRoleRef, typeError, withoutNul } from './schemas.js';
 
 const accessSchema = z.object({
   member: z.boolean().describe('Whether the user is a member of the organization (as stored; false for an unknown user)'),
@@ -33,6 +33,7 @@ export const accessRoutes = [
       role: z
         .string({ error: typeError('must be given once') })
         .min(1, 'must not be empty')
+        .refine(withoutNul, nulMessage)
         .max(256, 'must be at most 256 characters')
         .optional()
         .describe('An organization role id or name: adds `hasRole` to the answer'),

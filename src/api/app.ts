@@ -21,6 +21,7 @@ import { organizationRoutes } from './organizations.js';
 import { errorHandler, invalidParams, issuesToParams, notFoundHandler, sendProblem, type InvalidParam, type ParamLocation } from './problem.js';
 import { provisioningRoutes, type CreateUserInput } from './provisioning.js';
 import { JsonText, type Route } from './route.js';
+import { applySecurity } from './security.js';
 import { syncRoutes } from './sync.js';
 import { swaggerUiDirectory, systemRoutes } from './system.js';
 import { userRoutes } from './users.js';
@@ -178,7 +179,7 @@ const parsePart = <S extends z.ZodType>(schema: S, value: unknown, location: Par
  */
 export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Express => {
   const app = express();
-  app.disable('x-powered-by');
+  const keyFailures = applySecurity(app, deps.config.http);
   app.set('etag', false);
   app.set('query parser', 'simple');
   const isDraining = () => draining.get(app) === true;
@@ -207,7 +208,7 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
   app.use(observe(deps.logger, isDraining));
   // Before any body parser: the receiver verifies signatures over the raw bytes.
   if (deps.webhookRouter) app.use('/webhooks', deps.webhookRouter);
-  app.use('/v1', requireApiKey(authenticator));
+  app.use('/v1', keyFailures.guard, requireApiKey(authenticator, keyFailures.recordFailure));
 
   const idempotentWrites = idempotency({ db: deps.db, logger: deps.logger, ...options.idempotency });
   const jsonBody = express.json({ limit: options.bodyLimit ?? '64kb', strict: true, type: () => true });

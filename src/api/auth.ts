@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler } from 'express';
 import type { Config } from '../config.js';
 import { findApiKeyByHash, hashApiKey, touchApiKey, type ApiKeyScope } from '../db/api-keys.js';
 import type { Database } from '../db/client.js';
@@ -84,10 +84,11 @@ const bearer = /^Bearer[ ]+([A-Za-z0-9._~+/=-]{1,512})[ ]*$/i;
 
 /**
  * Requires `Authorization: Bearer <key>` on everything below it and records the principal in
- * `res.locals.principal`. Missing, unknown or revoked keys get a 401 problem.
+ * `res.locals.principal`. Missing, unknown or revoked keys get a 401 problem; `onInvalidKey` hears
+ * of each unknown or revoked one (the rate limiter of guesses).
  */
 export const requireApiKey =
-  (authenticator: KeyAuthenticator): RequestHandler =>
+  (authenticator: KeyAuthenticator, onInvalidKey?: (req: Request) => void): RequestHandler =>
   async (req, res, next) => {
     res.setHeader('Cache-Control', 'no-store');
     const header = req.get('authorization');
@@ -99,6 +100,7 @@ export const requireApiKey =
     }
     const principal = await authenticator.authenticate(secret);
     if (!principal) {
+      onInvalidKey?.(req);
       res.setHeader('WWW-Authenticate', 'Bearer realm="logto-access-sync", error="invalid_token"');
       sendProblem(req, 401, 'invalid_api_key', 'The API key is unknown or has been revoked');
       return;

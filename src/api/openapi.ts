@@ -29,6 +29,7 @@ const responseNames: Record<number, string> = {
   413: 'PayloadTooLarge',
   415: 'UnsupportedMediaType',
   422: 'UnprocessableContent',
+  429: 'TooManyRequests',
   500: 'InternalServerError',
   502: 'BadGateway',
   503: 'ServiceUnavailable',
@@ -40,6 +41,7 @@ const responseDescriptions: Record<number, string> = {
   403: 'The API key lacks the scope this route needs',
   404: 'The resource does not exist',
   409: 'The request conflicts with the current state',
+  429: 'Too many requests with an unknown API key from this address; `Retry-After` says when to try again',
   500: 'An unexpected error; quote `requestId` when reporting it',
   502: 'Logto could not be reached or answered with an error',
   503: 'The service is not ready: `not_synced` (with Retry-After) until the first full sync has succeeded, or shutting down',
@@ -124,7 +126,7 @@ export const buildOpenApiDocument = (routes: readonly Route[], options: OpenApiO
       errors.add(422);
     }
     if (route.params || route.query || route.body || route.auth !== 'none') errors.add(400);
-    if (route.auth !== 'none') errors.add(401);
+    if (route.auth !== 'none') errors.add(401).add(429);
     if (route.auth === 'write') errors.add(403);
     if (needsFirstSync(route)) errors.add(503);
     errors.add(500);

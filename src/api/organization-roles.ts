@@ -12,6 +12,7 @@ import {
   pageQuery,
   searchParam,
   stringKey,
+  textKey,
   userSchema,
 } from './schemas.js';
 
@@ -44,7 +45,7 @@ export const organizationRoleRoutes = [
     tags: ['organization roles'],
     auth: 'read',
     params: z.object({ id: idParam('organization role') }),
-    query: z.strictObject(pageQuery(z.tuple([z.string().min(1), z.string().min(1)]))),
+    query: z.strictObject(pageQuery(z.tuple([textKey(), textKey()]))),
     success: {
       status: 200,
       description: 'A page of (member, organization) pairs, ordered by organization id then user id',

@@ -9,12 +9,14 @@ import {
   iso,
   isoDateTime,
   listOf,
+  nulMessage,
   organizationSchema,
   pageQuery,
   roleGrantSchema,
   searchParam,
   stringKey,
   userSchema,
+  withoutNul,
 } from './schemas.js';
 
 const toOrganization = (organization: OrganizationDto): z.infer<typeof organizationSchema> => ({
@@ -79,6 +81,7 @@ export const organizationRoutes = [
       roleName: z
         .string({ error: 'must be given once' })
         .min(1, 'must not be empty')
+        .refine(withoutNul, nulMessage)
         .max(256, 'must be at most 256 characters')
         .optional()
         .describe('Only members holding the organization role of this name'),

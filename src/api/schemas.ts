@@ -59,14 +59,22 @@ export const cursorParam = <K extends z.ZodType>(key: K) =>
     .optional()
     .describe('The nextCursor of the previous page; omit for the first page');
 
-export const stringKey = z.tuple([z.string().min(1)]);
-export const numberKey = z.tuple([z.number().int().positive()]);
+/** PostgreSQL text cannot hold NUL: a parameter with one would fail its query instead of matching nothing. */
+export const withoutNul = (value: string): boolean => !value.includes('\u0000');
+export const nulMessage = 'must not contain NUL characters';
+
+/** A cursor's text sort key (decoded cursors are outside input too). */
+export const textKey = () => z.string().min(1).refine(withoutNul);
+
+export const stringKey = z.tuple([textKey()]);
+export const numberKey = z.tuple([z.number().int().positive().max(Number.MAX_SAFE_INTEGER)]);
 
 export const searchParam = (fields: string) =>
   z
     .string({ error: 'must be given once' })
     .trim()
     .max(200, 'must be at most 200 characters')
+    .refine(withoutNul, nulMessage)
     .transform((value) => (value === '' ? undefined : value))
     .optional()
     .describe(`Case-insensitive substring of ${fields}`);

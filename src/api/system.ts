@@ -11,6 +11,18 @@ import { defineRoute, type Route } from './route.js';
 /** Where swagger-ui-dist keeps its assets: served from this process, so /docs works offline. */
 export const swaggerUiDirectory = (): string => dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
+/** The page's one inline script; the Content-Security-Policy of /docs allows exactly it, by its hash. */
+export const docsInlineScript = `
+      window.ui = SwaggerUIBundle({
+        url: new URL('../openapi.json', window.location.href).toString(),
+        dom_id: '#swagger-ui',
+        deepLinking: true,
+        persistAuthorization: false,
+        presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+        layout: 'BaseLayout',
+      });
+    `;
+
 const docsPage = (): string => {
   const version = (JSON.parse(readFileSync(`${swaggerUiDirectory()}/package.json`, 'utf8')) as { version: string }).version;
   return `<!doctype html>
@@ -25,16 +37,7 @@ const docsPage = (): string => {
     <div id="swagger-ui"></div>
     <script src="./swagger-ui-bundle.js?v=${version}"></script>
     <script src="./swagger-ui-standalone-preset.js?v=${version}"></script>
-    <script>
-      window.ui = SwaggerUIBundle({
-        url: new URL('../openapi.json', window.location.href).toString(),
-        dom_id: '#swagger-ui',
-        deepLinking: true,
-        persistAuthorization: false,
-        presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-        layout: 'BaseLayout',
-      });
-    </script>
+    <script>${docsInlineScript}</script>
   </body>
 </html>
 `;
@@ -125,10 +128,12 @@ export const systemRoutes = (state: SystemState): Route[] => {
       auth: 'none',
       success: { status: 200, description: 'The reference page', contentType: 'text/html' },
       handler: async ({ req, res }) => {
-        const [path, query] = req.originalUrl.split('?');
+        const [path] = req.originalUrl.split('?');
         // Relative asset links need the trailing slash: /docs → /docs/ (works behind a path prefix too).
+        // The query is dropped: the page reads none, and echoing it let a request grow a response header
+        // to its own size (16 KiB), more than many proxies and clients accept.
         if (!path?.endsWith('/')) {
-          res.redirect(301, `docs/${query ? `?${query}` : ''}`);
+          res.redirect(301, 'docs/');
           return;
         }
         page ??= docsPage();

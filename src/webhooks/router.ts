@@ -8,6 +8,7 @@ import { metrics } from '../metrics.js';
 import { sendProblem } from '../problem.js';
 import { logtoSignatureHeader, verifyLogtoSignature } from './signature.js';
 import { createStandardWebhookVerifier, standardWebhookId } from './standard-webhooks.js';
+import { maxPayloadDepth, toStorableJson } from './storable-json.js';
 
 export type WebhookRouterDeps = {
   db: Database;
@@ -86,6 +87,13 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
       count('invalid');
       log.warn(describe(req, raw, channel), 'webhook refused: signed body is not a JSON object');
       sendProblem(req, 400, 'invalid_payload', 'The delivery body must be a JSON object');
+      return;
+    }
+    payload = toStorableJson(payload);
+    if (payload === null) {
+      count('invalid');
+      log.warn(describe(req, raw, channel), 'webhook refused: signed body nests too deep');
+      sendProblem(req, 400, 'payload_too_deep', `The delivery body nests deeper than ${maxPayloadDepth} levels`);
       return;
     }
 

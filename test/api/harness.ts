@@ -15,14 +15,14 @@ export const ENV_KEY_SECRET = 'env-robot-secret-0123456789abcdef';
  * The route tests seed only the rows they need and never run a full sync, so by default they serve reads
  * as before the first sync (SERVE_BEFORE_FIRST_SYNC=true); the tests of the not_synced answer pass 'false'.
  */
-export const testConfig = (apiKeys = `robot:read:${ENV_KEY_SECRET}`, environment: Record<string, string> = {}) =>
+export const testConfig = (apiKeys = `robot:read:${ENV_KEY_SECRET}`, env: Record<string, string> = {}) =>
   loadConfig({
     LOGTO_BASE_URL: 'http://logto.invalid',
     LOGTO_CLIENT_ID: 'client',
     LOGTO_CLIENT_SECRET: 'client-secret',
     API_KEYS: apiKeys,
     SERVE_BEFORE_FIRST_SYNC: 'true',
-    ...environment,
+    ...env,
   });
 
 export type Call = { name: string; args: unknown[] };
@@ -139,11 +139,11 @@ export type TestApp = Awaited<ReturnType<typeof createTestApp>>;
  */
 export const createTestApp = async (
   db: Database,
-  options: { app?: AppOptions; apiKeys?: string; webhookRouter?: express.Router; environment?: Record<string, string> } = {},
+  options: { app?: AppOptions; apiKeys?: string; webhookRouter?: express.Router; env?: Record<string, string> } = {},
 ) => {
   const stub = stubActions();
   const log = capturingLogger();
-  const config = testConfig(options.apiKeys, options.environment);
+  const config = testConfig(options.apiKeys, options.env);
   const app = createApp(
     { db, config, logger: log.logger, actions: stub.actions, ...(options.webhookRouter ? { webhookRouter: options.webhookRouter } : {}) },
     { validateResponses: true, ...options.app },

@@ -20,8 +20,8 @@ describe('reads before the first full sync', () => {
     // The baseline has loaded some of the tenant so far: alice, and acme, but not yet her membership.
     await insertUsers(database.db, [{ id: 'alice' }]);
     await insertOrganizations(database.db, [{ id: 'acme', name: 'Acme' }]);
-    strict = await createTestApp(database.db, { app: { freshnessTtlMs: 0 }, environment: { SERVE_BEFORE_FIRST_SYNC: 'false' } });
-    partial = await createTestApp(database.db, { app: { freshnessTtlMs: 0 }, environment: { SERVE_BEFORE_FIRST_SYNC: 'true' } });
+    strict = await createTestApp(database.db, { app: { freshnessTtlMs: 0 }, env: { SERVE_BEFORE_FIRST_SYNC: 'false' } });
+    partial = await createTestApp(database.db, { app: { freshnessTtlMs: 0 }, env: { SERVE_BEFORE_FIRST_SYNC: 'true' } });
   });
   afterAll(async () => {
     await database.drop();
