@@ -102,6 +102,7 @@ const environmentSchema = z.object({
       return Number(match[1]) * unit;
     }),
   WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
+  WEBHOOK_LEASE_MS: positiveInt(60_000),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
 });
 
@@ -118,7 +119,13 @@ export type Config = {
     maxRetries: number;
     hookId: string | undefined;
   };
-  webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
+  webhooks: {
+    signingKeys: string[];
+    svixSecret: string | undefined;
+    maxAttempts: number;
+    /** How long a claimed delivery stays claimed without a renewal: after a crash, the wait before another worker takes it. */
+    leaseMs: number;
+  };
   database: { url: string | undefined; dataDir: string };
   http: { port: number; host: string; apiKeys: { name: string; scope: 'read' | 'write'; secret: string }[] };
   jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number };
@@ -165,6 +172,7 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       signingKeys: env.LOGTO_WEBHOOK_SIGNING_KEYS,
       svixSecret: env.SVIX_WEBHOOK_SECRET,
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
+      leaseMs: env.WEBHOOK_LEASE_MS,
     },
     database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
     http: { port: env.PORT, host: env.HOST, apiKeys: env.API_KEYS },

@@ -63,7 +63,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     return started;
   };
 
-  const worker = createInboxWorker({ ...deps, config });
+  const worker = createInboxWorker({ ...deps, config }, { leaseMs: config.webhooks.leaseMs });
   const provisioning = createProvisioning(deps);
   let schedule: ReconcileSchedule | null = null;
   const app = createApp({

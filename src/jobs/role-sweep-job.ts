@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import { readSyncState } from '../db/sync-runs.js';
+import { failAbandonedRuns, readSyncState } from '../db/sync-runs.js';
 import { repeatEvery } from './repeat.js';
 import type { SyncDeps } from '../sync/context.js';
 import { roleSweepStateKey, runRoleSweep, type RoleSweepOptions, type RoleSweepResult, type RoleSweepState } from '../sync/role-sweep.js';
@@ -44,7 +44,9 @@ export const runScheduledRoleSweep = async (
   deps: SyncDeps,
   options: RoleSweepOptions & { intervalMs: number; force?: boolean },
 ): Promise<RoleSweepResult | null> => {
-  const outcome = await withJobLock(deps.database, roleSweepLockName, async () => {
+  const outcome = await withJobLock(deps.database, roleSweepLockName, async (session) => {
+    // A sweep is only 'running' while its process holds this lock: one still marked so was left by a process that died.
+    await failAbandonedRuns(session, ['sweep'], 'the process running it stopped before it finished');
     if (!options.force) {
       const state = await readSyncState<RoleSweepState>(deps.database.db, roleSweepStateKey);
       const last = state?.lastRunAt ? Date.parse(state.lastRunAt) : Number.NaN;
