@@ -1,4 +1,4 @@
-import { lastSyncRun } from '../db/sync-runs.js';
+import { failAbandonedRuns, lastSyncRun } from '../db/sync-runs.js';
 import { AppError } from '../errors.js';
 import type { SyncDeps } from '../sync/context.js';
 import { runFullSync, type FullSyncKind, type FullSyncResult, type SyncProgress } from '../sync/full-sync.js';
@@ -18,9 +18,11 @@ export const startFullSync = async (
 ): Promise<StartedRun> => {
   let started!: (runId: number) => void;
   const runId = new Promise<number>((resolve) => (started = resolve));
-  const done = withJobLock(deps.database, lockName, () =>
-    runFullSync(deps, { ...options, onStart: (run) => started(run.id) }),
-  ).then((outcome) => {
+  const done = withJobLock(deps.database, lockName, async (session) => {
+    // Runs are only 'running' under this lock: one still marked so lost its process or its connection.
+    await failAbandonedRuns(session, ['baseline', 'reconcile'], 'the process running it stopped before it finished');
+    return runFullSync(deps, { ...options, onStart: (run) => started(run.id) });
+  }).then((outcome) => {
     if (outcome === null) throw new AppError(409, 'sync_running', 'A full sync or reconcile is already running');
     return outcome.value;
   });
