@@ -116,6 +116,16 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   const close = () =>
     (closing ??= (async () => {
       logger.info('shutting down: finishing requests in flight');
+      // One grace period for everything: requests, jobs and the deliveries in hand.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      const withinGrace = (work: Promise<unknown>) =>
+        new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+          work.then(
+            () => resolve(true),
+            () => resolve(true),
+          ).finally(() => clearTimeout(timer));
+        });
       // /readyz answers 503 and responses close their connections, so load balancers stop sending work here.
       beginDraining(app);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -123,10 +133,22 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
       await closed;
       clearTimeout(timer);
-      for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
-      // Deliveries not yet applied stay in the inbox for the next start (or another replica).
-      await worker.stop();
-      if (ownsDatabase) await database.close();
+      const stopped = await withinGrace(
+        (async () => {
+          for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
+          // Deliveries not yet applied stay in the inbox for the next start (or another replica).
+          await worker.stop();
+        })(),
+      );
+      if (!stopped) {
+        // Every write is one transaction, so what did not commit is simply not there; the claims in hand
+        // expire with their lease and another replica (or the next start) applies those deliveries.
+        logger.warn({ graceMs: config.shutdownTimeoutMs }, 'the grace period ran out: work still in hand is left to the next process');
+      }
+      if (ownsDatabase) {
+        const released = await withinGrace(database.close());
+        if (!released) logger.warn('database connections still in use at the end of the grace period');
+      }
       logger.info('stopped');
     })());
 
