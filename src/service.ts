@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { beginDraining, createApp } from './api/app.js';
 import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
-import { failAbandonedRuns } from './db/sync-runs.js';
+import { failAbandonedRuns, finishSyncRun } from './db/sync-runs.js';
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
@@ -55,11 +55,18 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     failAbandonedRuns(session, ['baseline', 'reconcile'], 'the process running it stopped before it finished'),
   );
 
+  /** Full syncs this process runs, by run id: shutdown waits for them within its grace period. */
+  const runsInHand = new Map<number, Promise<unknown>>();
   const startReconcile = async (trigger: string, kind: 'baseline' | 'reconcile' = 'reconcile') => {
     const started = await startFullSync(deps, { kind, trigger });
-    started.done.catch(() => {
-      // Already logged and recorded on the run by runFullSync; the next run starts clean.
-    });
+    runsInHand.set(
+      started.runId,
+      started.done
+        .catch(() => {
+          // Already logged and recorded on the run by runFullSync; the next run starts clean.
+        })
+        .finally(() => runsInHand.delete(started.runId)),
+    );
     return started;
   };
 
@@ -138,12 +145,19 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
           for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
           // Deliveries not yet applied stay in the inbox for the next start (or another replica).
           await worker.stop();
+          await Promise.all(runsInHand.values());
         })(),
       );
       if (!stopped) {
         // Every write is one transaction, so what did not commit is simply not there; the claims in hand
         // expire with their lease and another replica (or the next start) applies those deliveries.
         logger.warn({ graceMs: config.shutdownTimeoutMs }, 'the grace period ran out: work still in hand is left to the next process');
+        // A full sync cut short applied only true pages and removed nothing unconfirmed; say that it stopped.
+        for (const runId of runsInHand.keys()) {
+          await finishSyncRun(database.db, runId, { status: 'failed', counts: {}, error: 'the service stopped before the run finished' }).catch(
+            (error: unknown) => logger.warn({ err: error, runId }, 'could not mark the interrupted run failed; the next run does'),
+          );
+        }
       }
       if (ownsDatabase) {
         const released = await withinGrace(database.close());

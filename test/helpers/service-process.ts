@@ -157,7 +157,8 @@ export const spawnService = async (environment: Record<string, string>): Promise
     });
   };
 
-  const listening = await waitForLog((line) => line.msg === 'listening');
+  // Generous: a loaded CI machine may take many seconds to load and migrate.
+  const listening = await waitForLog((line) => line.msg === 'listening', 60_000);
   return {
     url: String(listening.url),
     pid: child.pid!,
