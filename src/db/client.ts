@@ -115,7 +115,7 @@ export const migrationsApplied = async (db: Database): Promise<boolean> => {
 
 /** Network errors and PostgreSQL's connection-class and shutdown SQLSTATEs: the database is away, not the query wrong. */
 const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
-const unavailableMessages = /connection terminated|timeout exceeded when trying to connect|connection error|cannot use a pool after calling end|not queryable|query read timeout/i;
+const unavailableMessages = /connection terminated|timeout exceeded when trying to connect|connection error|query read timeout/i;
 
 /**
  * True when `error` (or what it wraps) says the database cannot be reached right now, as opposed to a
