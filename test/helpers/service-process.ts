@@ -158,7 +158,12 @@ export const spawnService = async (environment: Record<string, string>): Promise
   };
 
   // Generous: a loaded CI machine may take many seconds to load and migrate.
-  const listening = await waitForLog((line) => line.msg === 'listening', 60_000);
+  const listening = await waitForLog((line) => line.msg === 'listening', 60_000).catch(async (error: unknown) => {
+    // A child that never came up must not outlive the test that started it.
+    child.kill('SIGKILL');
+    await exited;
+    throw error;
+  });
   return {
     url: String(listening.url),
     pid: child.pid!,
