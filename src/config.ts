@@ -129,6 +129,7 @@ const environmentSchema = z.object({
     .default('false')
     .transform((value) => value === 'true' || value === '1'),
   WEBHOOK_MAX_ATTEMPTS: positiveInt(8),
+  WEBHOOK_LEASE_MS: positiveInt(60_000),
   API_KEY_FAILURE_LIMIT: z
     .string()
     .default('20/1m')
@@ -167,7 +168,13 @@ export type Config = {
     retryWindowMs?: number;
     hookId: string | undefined;
   };
-  webhooks: { signingKeys: string[]; svixSecret: string | undefined; maxAttempts: number };
+  webhooks: {
+    signingKeys: string[];
+    svixSecret: string | undefined;
+    maxAttempts: number;
+    /** How long a claimed delivery stays claimed without a renewal: after a crash, the wait before another worker takes it. */
+    leaseMs: number;
+  };
   database: { url: string | undefined; dataDir: string };
   http: {
     port: number;
@@ -225,6 +232,7 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       signingKeys: env.LOGTO_WEBHOOK_SIGNING_KEYS,
       svixSecret: env.SVIX_WEBHOOK_SECRET,
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
+      leaseMs: env.WEBHOOK_LEASE_MS,
     },
     database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
     http: {

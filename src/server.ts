@@ -16,7 +16,15 @@ const main = async () => {
   }
   const logger = createLogger(config.logLevel);
   const service = await startService(config, { logger });
+  let signals = 0;
   const stop = (signal: string) => {
+    signals += 1;
+    if (signals > 1) {
+      // Asked twice: stop now. Nothing is half-applied (each write is one transaction); claimed deliveries
+      // are applied by whoever claims them after their lease.
+      logger.warn({ signal }, 'second signal: exiting without finishing the work in hand');
+      process.exit(1);
+    }
     logger.info({ signal }, 'signal received');
     service.close().then(
       () => process.exit(0),
@@ -26,8 +34,8 @@ const main = async () => {
       },
     );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 };
 
 main().catch((error: unknown) => {

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { beginDraining, createApp } from './api/app.js';
 import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
+import { finishSyncRun } from './db/sync-runs.js';
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
@@ -75,16 +76,23 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   await writeServiceLifecycle(database.db, { state: 'running', startedAt: new Date().toISOString() });
   const freshnessHold = createFreshnessHold();
 
+  /** Full syncs this process runs, by run id: shutdown waits for them within its grace period. */
+  const runsInHand = new Map<number, Promise<unknown>>();
   const startReconcile = async (trigger: string, kind: 'baseline' | 'reconcile' = 'reconcile') => {
     const started = await startFullSync(deps, { kind, trigger });
-    started.done.catch(() => {
-      // Already logged and recorded on the run by runFullSync; the next run starts clean.
-    });
+    runsInHand.set(
+      started.runId,
+      started.done
+        .catch(() => {
+          // Already logged and recorded on the run by runFullSync; the next run starts clean.
+        })
+        .finally(() => runsInHand.delete(started.runId)),
+    );
     releaseOnFullSync(freshnessHold, started.done);
     return started;
   };
 
-  const worker = createInboxWorker({ ...deps, config });
+  const worker = createInboxWorker({ ...deps, config }, { leaseMs: config.webhooks.leaseMs });
   const provisioning = createProvisioning(deps);
   let schedule: ReconcileSchedule | null = null;
   const app = createApp({
@@ -159,6 +167,16 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   const close = () =>
     (closing ??= (async () => {
       logger.info('shutting down: finishing requests in flight');
+      // One grace period for everything: requests, jobs and the deliveries in hand.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      const withinGrace = (work: Promise<unknown>) =>
+        new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+          work.then(
+            () => resolve(true),
+            () => resolve(true),
+          ).finally(() => clearTimeout(timer));
+        });
       // /readyz answers 503 and responses close their connections, so load balancers stop sending work here.
       beginDraining(app);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -166,16 +184,35 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
       await closed;
       clearTimeout(timer);
-      for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
-      // Deliveries not yet applied stay in the inbox for the next start (or another replica).
-      await worker.stop();
+      const stopped = await withinGrace(
+        (async () => {
+          for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
+          // Deliveries not yet applied stay in the inbox for the next start (or another replica).
+          await worker.stop();
+          await Promise.all(runsInHand.values());
+        })(),
+      );
+      if (!stopped) {
+        // Every write is one transaction, so what did not commit is simply not there; the claims in hand
+        // expire with their lease and another replica (or the next start) applies those deliveries.
+        logger.warn({ graceMs: config.shutdownTimeoutMs }, 'the grace period ran out: work still in hand is left to the next process');
+        // A full sync cut short applied only true pages and removed nothing unconfirmed; say that it stopped.
+        for (const runId of runsInHand.keys()) {
+          await finishSyncRun(database.db, runId, { status: 'failed', counts: {}, error: 'the service stopped before the run finished' }).catch(
+            (error: unknown) => logger.warn({ err: error, runId }, 'could not mark the interrupted run failed; the next run does'),
+          );
+        }
+      }
       // A clean stop, and whether it left work behind: the next start plans its catch-up from this.
       await unsettledDeliveries(database.db)
         .then((left) =>
-          writeServiceLifecycle(database.db, { state: 'stopped', stoppedAt: new Date().toISOString(), inboxEmpty: left === 0 }),
+          writeServiceLifecycle(database.db, { state: 'stopped', stoppedAt: new Date().toISOString(), inboxEmpty: stopped && left === 0 }),
         )
         .catch((error: unknown) => logger.warn({ err: error }, 'could not record the clean shutdown'));
-      if (ownsDatabase) await database.close();
+      if (ownsDatabase) {
+        const released = await withinGrace(database.close());
+        if (!released) logger.warn('database connections still in use at the end of the grace period');
+      }
       logger.info('stopped');
     })());
 

@@ -1,11 +1,15 @@
 import { STATUS_CODES } from 'node:http';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import type { z } from 'zod';
+import { isDatabaseUnavailable } from '../db/client.js';
 import { AppError } from '../errors.js';
 import { requestIdOf, sendProblem } from '../problem.js';
 import type { Logger } from '../logger.js';
 
 export { PROBLEM_CONTENT_TYPE, problemBody, problemTypeUri, requestIdOf, sendProblem } from '../problem.js';
+
+/** Seconds a client is asked to wait when the database is away. */
+export const databaseRetryAfterSeconds = 5;
 
 export type InvalidParam = { name: string; reason: string };
 
@@ -84,6 +88,12 @@ export const errorHandler =
       const detail =
         code === 'invalid_json' ? 'The request body is not valid JSON' : httpError.expose ? httpError.message : (STATUS_CODES[status] ?? 'Bad request');
       sendProblem(req, status, code, detail);
+      return;
+    }
+    if (isDatabaseUnavailable(error)) {
+      logger.error({ err: error, requestId }, 'the database is unavailable');
+      res.set('Retry-After', String(databaseRetryAfterSeconds));
+      sendProblem(req, 503, 'database_unavailable', 'The database is unavailable; try again shortly');
       return;
     }
     logger.error({ err: error, requestId }, 'unhandled error');

@@ -37,8 +37,11 @@ export const migrationsFolder = (): string => {
 
 export const openPostgres = (url: string, options: { max?: number } = {}): DatabaseHandle => {
   const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: 5000 });
-  // An idle client losing its server must not crash the process; the next query reports the error.
+  // A client losing its server must not crash the process, whether it sits idle in the pool ('error' on
+  // the pool) or is checked out between queries (a lock session, a transaction: 'error' on the client).
+  // The query that uses it next reports the error, and the pool drops a client that is no longer queryable.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = drizzlePg(pool, { schema }) as unknown as Database;
   return {
     db,
@@ -108,4 +111,22 @@ export const migrationsApplied = async (db: Database): Promise<boolean> => {
   } catch {
     return false;
   }
+};
+
+/** Network errors and PostgreSQL's connection-class and shutdown SQLSTATEs: the database is away, not the query wrong. */
+const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
+const unavailableMessages = /connection terminated|timeout exceeded when trying to connect|connection error|query read timeout/i;
+
+/**
+ * True when `error` (or what it wraps) says the database cannot be reached right now, as opposed to a
+ * query that failed on its own: the HTTP edge answers 503 with Retry-After for these, not 500.
+ */
+export const isDatabaseUnavailable = (error: unknown): boolean => {
+  for (let current = error, depth = 0; current && typeof current === 'object' && depth < 5; depth += 1) {
+    const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && (unavailableCodes.has(code) || code.startsWith('08'))) return true;
+    if (typeof message === 'string' && unavailableMessages.test(message)) return true;
+    current = cause;
+  }
+  return false;
 };

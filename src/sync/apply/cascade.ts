@@ -1,5 +1,5 @@
 import { inArray } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers } from '../../../db/schema.js';
+import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { ChangeKind, ChangeRecord } from './changes.js';
 
@@ -7,21 +7,24 @@ type Grant = { organizationId: string; userId: string; organizationRoleId?: stri
 export type HeldGrants = { memberships: Grant[]; roles: Grant[] };
 
 /**
- * The memberships and member roles that deleting these users, organizations or roles takes along (the
- * foreign keys cascade, as in Logto). Read before the delete, so that every ended grant is recorded.
+ * Ends the memberships and member roles that deleting these users, organizations or roles takes along
+ * (the foreign keys cascade, as in Logto), and returns exactly the rows this transaction removed, so that
+ * every ended grant is recorded once. The owners are locked first: no grant can be added to them
+ * until the caller has deleted them, and a concurrent removal of the same grants is either seen as done
+ * or waited for, never recorded twice.
  */
 export const grantsHeldBy = async (
   tx: Database,
   by: 'user' | 'organization' | 'organization_role',
   ids: string[],
 ): Promise<HeldGrants> => {
+  const owner = by === 'user' ? users : by === 'organization' ? organizations : organizationRoles;
+  await tx.select({ id: owner.id }).from(owner).where(inArray(owner.id, ids)).orderBy(owner.id).for('update');
+  const memberOf = by === 'user' ? organizationMembers.userId : organizationMembers.organizationId;
+  // Memberships before their roles, the order every writer locks them in (see removeMembers): no deadlock.
+  if (by !== 'organization_role') await tx.select({ userId: organizationMembers.userId }).from(organizationMembers).where(inArray(memberOf, ids)).for('update');
   const roles = await tx
-    .select({
-      organizationId: organizationMemberRoles.organizationId,
-      userId: organizationMemberRoles.userId,
-      organizationRoleId: organizationMemberRoles.organizationRoleId,
-    })
-    .from(organizationMemberRoles)
+    .delete(organizationMemberRoles)
     .where(
       inArray(
         by === 'user'
@@ -31,12 +34,17 @@ export const grantsHeldBy = async (
             : organizationMemberRoles.organizationRoleId,
         ids,
       ),
-    );
+    )
+    .returning({
+      organizationId: organizationMemberRoles.organizationId,
+      userId: organizationMemberRoles.userId,
+      organizationRoleId: organizationMemberRoles.organizationRoleId,
+    });
   if (by === 'organization_role') return { memberships: [], roles };
   const memberships = await tx
-    .select({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId })
-    .from(organizationMembers)
-    .where(inArray(by === 'user' ? organizationMembers.userId : organizationMembers.organizationId, ids));
+    .delete(organizationMembers)
+    .where(inArray(memberOf, ids))
+    .returning({ organizationId: organizationMembers.organizationId, userId: organizationMembers.userId });
   return { memberships, roles };
 };
 

@@ -1,6 +1,7 @@
 import { inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
+import { lockEntities } from './entity-locks.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
 import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
@@ -52,19 +53,14 @@ export const toOrganizationRoleRow = (role: LogtoOrganizationRole, observedAt: D
 
 const comparable = (value: unknown) => (value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null));
 
-const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
-  db: Database,
-  definition: Definition<Row>,
-  rows: Row[],
+/** The rows among `ids` that are new or differ from the stored copy, with the change writing each records. */
+const definitionWrites = <Row extends { id: string; observedAt: Date }>(
+  { entity, key, compared }: Definition<Row>,
+  ids: string[],
+  byId: Map<string, Row>,
+  storedById: Map<string, Row>,
   context: ChangeContext,
-): Promise<ApplyResult> => {
-  if (rows.length === 0) return { changes: [], rowsWritten: 0 };
-  const { table, entity, key, compared } = definition;
-  const byId = new Map(rows.map((row) => [row.id, row]));
-  const ids = [...byId.keys()].sort();
-  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
-  const stored = (await db.select().from(table).where(inArray(table.id, ids))) as unknown as Row[];
-  const storedById = new Map(stored.map((row) => [row.id, row]));
+) => {
   const writes = new Map<string, ChangeRecord>();
   for (const id of ids) {
     const row = byId.get(id)!;
@@ -77,9 +73,32 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
     const fields = compared.filter((field) => comparable(current[field]) !== comparable(row[field]));
     if (fields.length > 0) writes.set(id, { kind: `${entity}.updated` as ChangeKind, [key]: id, details: { fields } });
   }
-  if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+  return writes;
+};
+
+const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
+  db: Database,
+  definition: Definition<Row>,
+  rows: Row[],
+  context: ChangeContext,
+): Promise<ApplyResult> => {
+  if (rows.length === 0) return { changes: [], rowsWritten: 0 };
+  const { table, entity, key, compared } = definition;
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const ids = [...byId.keys()].sort();
+  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
+  const stored = (await db.select().from(table).where(inArray(table.id, ids))) as unknown as Row[];
+  const candidates = definitionWrites(definition, ids, byId, new Map(stored.map((row) => [row.id, row])), context);
+  if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
   return applyTransaction(db, context, async (tx) => {
+    // Compared again under the lock: another writer of these rows may have committed since the read above.
+    const lockedIds = [...candidates.keys()].sort();
+    await lockEntities(tx, entity, lockedIds);
+    const fresh = (await tx.select().from(table).where(inArray(table.id, lockedIds))) as unknown as Row[];
+    const storedById = new Map(fresh.map((row) => [row.id, row]));
+    const writes = definitionWrites(definition, lockedIds, byId, storedById, context);
+    if (writes.size === 0) return { changes: [], rowsWritten: 0 };
     const created = [...writes.keys()].filter((id) => !storedById.has(id));
     const deletedLater = new Set(
       (
@@ -116,6 +135,7 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
   if (organizationIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(organizationIds)].sort();
   return applyTransaction(db, context, async (tx) => {
+    await lockEntities(tx, 'organization', ids);
     const held = await grantsHeldBy(tx, 'organization', ids);
     const deleted = await tx.delete(organizations).where(inArray(organizations.id, ids)).returning({ id: organizations.id });
     const gone = new Set(deleted.map((row) => row.id));
@@ -136,6 +156,7 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
   if (roleIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(roleIds)].sort();
   return applyTransaction(db, context, async (tx) => {
+    await lockEntities(tx, 'organization_role', ids);
     const held = await grantsHeldBy(tx, 'organization_role', ids);
     const deleted = await tx.delete(organizationRoles).where(inArray(organizationRoles.id, ids)).returning({ id: organizationRoles.id });
     const gone = new Set(deleted.map((row) => row.id));

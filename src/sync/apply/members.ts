@@ -209,16 +209,20 @@ export const removeMembers = async (
       inArray(organizationMembers.userId, ids),
       lte(organizationMembers.observedAt, context.observedAt),
     );
+    // The memberships to end, locked: their roles are removed and recorded by this transaction alone,
+    // and no role can be granted to them in between.
+    const ending = (await tx.select({ userId: organizationMembers.userId }).from(organizationMembers).where(target).orderBy(organizationMembers.userId).for('update')).map(
+      (row) => row.userId,
+    );
+    if (ending.length === 0) return { changes: [], rowsWritten: 0 };
     const roles = await tx
-      .select({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId })
-      .from(organizationMemberRoles)
-      .where(
-        and(
-          eq(organizationMemberRoles.organizationId, organizationId),
-          inArray(organizationMemberRoles.userId, ids),
-        ),
-      );
-    const removed = await tx.delete(organizationMembers).where(target).returning({ userId: organizationMembers.userId });
+      .delete(organizationMemberRoles)
+      .where(and(eq(organizationMemberRoles.organizationId, organizationId), inArray(organizationMemberRoles.userId, ending)))
+      .returning({ userId: organizationMemberRoles.userId, organizationRoleId: organizationMemberRoles.organizationRoleId });
+    const removed = await tx
+      .delete(organizationMembers)
+      .where(and(eq(organizationMembers.organizationId, organizationId), inArray(organizationMembers.userId, ending)))
+      .returning({ userId: organizationMembers.userId });
     const gone = new Set(removed.map((row) => row.userId));
     const changes: ChangeRecord[] = [
       ...roles

@@ -2,6 +2,7 @@ import { and, eq, inArray, max, sql } from 'drizzle-orm';
 import { accessChanges, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
+import { lockEntities } from './entity-locks.js';
 import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { fromExcluded } from './upsert.js';
 import { differingUserFields, toUserRow } from './users.js';
@@ -80,38 +81,48 @@ const applyRound = async (
   if (round.length === 0) return;
   const rowsByIndex = new Map(round.map((index) => [index, toUserRow(snapshots[index]!.user, snapshots[index]!.context.observedAt)]));
   const ids = round.map((index) => snapshots[index]!.user.id);
-  const stored = await db.select().from(users).where(inArray(users.id, ids));
-  const storedById = new Map(stored.map((row) => [row.id, row]));
-  const writes = new Map<number, ChangeRecord[]>();
-  for (const index of round) {
-    const { context, onlyIfStored } = snapshots[index]!;
-    const row = rowsByIndex.get(index)!;
-    const current = storedById.get(row.id);
-    if (!current) {
-      if (onlyIfStored) {
-        outcomes[index] = 'not_stored';
+  const compare = (storedById: Map<string, typeof users.$inferSelect>, indexes: number[]) => {
+    const writes = new Map<number, ChangeRecord[]>();
+    for (const index of indexes) {
+      const { context, onlyIfStored } = snapshots[index]!;
+      const row = rowsByIndex.get(index)!;
+      const current = storedById.get(row.id);
+      if (!current) {
+        if (onlyIfStored) {
+          outcomes[index] = 'not_stored';
+          continue;
+        }
+        writes.set(index, [
+          { kind: 'user.created', userId: row.id, details: { username: row.username, primaryEmail: row.primaryEmail }, context },
+          ...(row.isSuspended ? [{ kind: 'user.suspended', userId: row.id, context } as ChangeRecord] : []),
+        ]);
         continue;
       }
-      writes.set(index, [
-        { kind: 'user.created', userId: row.id, details: { username: row.username, primaryEmail: row.primaryEmail }, context },
-        ...(row.isSuspended ? [{ kind: 'user.suspended', userId: row.id, context } as ChangeRecord] : []),
-      ]);
-      continue;
+      if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
+      const fields = differingUserFields(current, row);
+      if (fields.length === 0) continue;
+      const changes: ChangeRecord[] = [];
+      // updatedAt alone (a password change, say) is written but is no change anyone asked about.
+      const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
+      if (other.length > 0) changes.push({ kind: 'user.updated', userId: row.id, details: { fields: other }, context });
+      if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: row.id, context });
+      writes.set(index, changes);
     }
-    if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
-    const fields = differingUserFields(current, row);
-    if (fields.length === 0) continue;
-    const changes: ChangeRecord[] = [];
-    // updatedAt alone (a password change, say) is written but is no change anyone asked about.
-    const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
-    if (other.length > 0) changes.push({ kind: 'user.updated', userId: row.id, details: { fields: other }, context });
-    if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: row.id, context });
-    writes.set(index, changes);
-  }
-  if (writes.size === 0) return;
+    return writes;
+  };
+  const readStored = async (from: Database, userIds: string[]) =>
+    new Map((await from.select().from(users).where(inArray(users.id, userIds))).map((row) => [row.id, row]));
+  // Compared outside a transaction first: a round with nothing new costs one read and writes nothing.
+  if (compare(await readStored(db, ids), round).size === 0) return;
+
 
   const first = snapshots[round[0]!]!.context;
   const applied = await applyTransaction(db, first, async (tx) => {
+    // Compared again under the entity locks: another writer of these users may have committed since.
+    await lockEntities(tx, 'user', ids);
+    const storedById = await readStored(tx, ids);
+    const writes = compare(storedById, round);
+    if (writes.size === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
     const created = [...writes.keys()].filter((index) => !storedById.has(snapshots[index]!.user.id));
     const deletedAt = new Map<string, number>();
     if (created.length > 0) {
@@ -135,7 +146,7 @@ const applyRound = async (
       const deleted = deletedAt.get(user.id);
       return deleted === undefined || deleted <= context.observedAt.getTime();
     });
-    if (writing.length === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0 };
+    if (writing.length === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
     // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
     const written = await tx
       .insert(users)
@@ -149,11 +160,11 @@ const applyRound = async (
     const writtenIds = new Set(written.map((row) => row.id));
     const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
     const logged = (await recordChanges(tx, changes, first)).length;
-    return { written: writtenIds, changes, rowsWritten: written.length + logged };
+    return { written: writtenIds, changes, rowsWritten: written.length + logged, writes, storedById };
   });
-  for (const index of writes.keys()) {
+  for (const index of applied.writes.keys()) {
     const id = snapshots[index]!.user.id;
-    if (applied.written.has(id)) outcomes[index] = storedById.has(id) ? 'written' : 'created';
+    if (applied.written.has(id)) outcomes[index] = applied.storedById.has(id) ? 'written' : 'created';
   }
   result.changes.push(...applied.changes);
   result.rowsWritten += applied.rowsWritten;

@@ -1,6 +1,7 @@
 import { inArray, sql } from 'drizzle-orm';
 import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
+import { lockEntities } from './entity-locks.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
@@ -104,17 +105,8 @@ const sortKeys = (value: unknown): unknown =>
 export const differingUserFields = (stored: Partial<UserRow>, incoming: UserRow): UserField[] =>
   comparedFields.filter((field) => comparable(stored[field]) !== comparable(incoming[field]));
 
-/**
- * Writes users that are new or differ, never replacing a copy Logto updated later (`updatedAt`), and never
- * resurrecting a user whose deletion was recorded after the snapshot was observed.
- */
-export const applyUsers = async (db: Database, incoming: LogtoUser[], context: ChangeContext): Promise<ApplyResult> => {
-  if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
-  const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
-  const ids = [...byId.keys()].sort();
-  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
-  const stored = await db.select().from(users).where(inArray(users.id, ids));
-  const storedById = new Map(stored.map((row) => [row.id, row]));
+/** The users among `ids` that are new or differ from the stored copy, with the changes writing them records. */
+const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, typeof users.$inferSelect>) => {
   const writes = new Map<string, ChangeRecord[]>();
   for (const id of ids) {
     const row = byId.get(id)!;
@@ -136,9 +128,30 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
     if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: id });
     writes.set(id, changes);
   }
-  if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+  return writes;
+};
+
+/**
+ * Writes users that are new or differ, never replacing a copy Logto updated later (`updatedAt`), and never
+ * resurrecting a user whose deletion was recorded after the snapshot was observed.
+ */
+export const applyUsers = async (db: Database, incoming: LogtoUser[], context: ChangeContext): Promise<ApplyResult> => {
+  if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
+  const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+  const ids = [...byId.keys()].sort();
+  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
+  const stored = await db.select().from(users).where(inArray(users.id, ids));
+  const candidates = userWrites(ids, byId, new Map(stored.map((row) => [row.id, row])));
+  if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
   return applyTransaction(db, context, async (tx) => {
+    // Compared again under the lock: another writer of these users may have committed since the read above.
+    const lockedIds = [...candidates.keys()].sort();
+    await lockEntities(tx, 'user', lockedIds);
+    const fresh = await tx.select().from(users).where(inArray(users.id, lockedIds));
+    const storedById = new Map(fresh.map((row) => [row.id, row]));
+    const writes = userWrites(lockedIds, byId, storedById);
+    if (writes.size === 0) return { changes: [], rowsWritten: 0 };
     const created = [...writes.keys()].filter((id) => !storedById.has(id));
     const deletedLater = new Set(
       (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: created })).map((change) => change.userId),
@@ -172,6 +185,7 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
   if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(userIds)].sort();
   return applyTransaction(db, context, async (tx) => {
+    await lockEntities(tx, 'user', ids);
     const held = await grantsHeldBy(tx, 'user', ids);
     const deleted = await tx.delete(users).where(inArray(users.id, ids)).returning({ id: users.id });
     const deletedIds = new Set(deleted.map((row) => row.id));

@@ -1,0 +1,22 @@
+import { sql } from 'drizzle-orm';
+import type { Database } from '../../db/client.js';
+
+/**
+ * Serialises writers of the same users, organizations or organization roles until the transaction ends
+ * (advisory locks, taken in id order so two writers never wait on each other in a circle). Webhooks,
+ * a full sync, the role sweep and provisioning may apply the same entity at once, on one replica or
+ * several; an apply that compares under this lock sees what the other one committed, so each change is
+ * written and recorded once. Works for rows that do not exist yet, which row locks cannot do.
+ */
+export const lockEntities = async (
+  tx: Database,
+  entity: 'user' | 'organization' | 'organization_role',
+  ids: readonly string[],
+): Promise<void> => {
+  const sorted = [...new Set(ids)].sort();
+  if (sorted.length === 0) return;
+  await tx.execute(
+    // unnest yields the ids in array order, so the locks are taken in that order.
+    sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(sorted)}::text[]) as entity(id)`,
+  );
+};

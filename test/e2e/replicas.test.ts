@@ -1,0 +1,136 @@
+import { asc, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { syncRuns, webhookDeliveries } from '../../db/schema.js';
+import { rows } from '../../src/db/client.js';
+import { mulberry32, type SimulatedTenant } from '../../src/simulator/index.js';
+import { mirrorState, tenantState } from '../helpers/compare.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { changeLogProblems, eventually, leftovers, unappliedAcknowledged } from '../helpers/invariants.js';
+import { serviceEnvironment, spawnService, type ServiceProcess } from '../helpers/service-process.js';
+import { startTenant } from '../helpers/tenant.js';
+import { randomEventfulChange, randomSilentRoleChange } from '../helpers/tenant-changes.js';
+import { startWebhookRelay, type WebhookRelay } from '../helpers/webhook-relay.js';
+
+const apiKey = 'faults-writer-secret-0123456789abcdef';
+const seed = Number(process.env.FAULTS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+console.log(`[replicas] seed ${seed}`);
+const random = mulberry32(seed);
+const reconcileEverySeconds = 4;
+const sweepEveryMs = 2000;
+
+/**
+ * Three service processes on one database, no load balancer: the test spreads deliveries and API calls
+ * over them in turn and kills one mid-stream. Every delivery is applied once, each scheduled reconcile
+ * and sweep runs once per schedule across the three, and PostgreSQL reports no deadlock.
+ */
+describe('three replicas on one database', () => {
+  let database: TestDatabase;
+  let sim: SimulatedTenant;
+  let relay: WebhookRelay;
+  let replicas: ServiceProcess[] = [];
+
+  const deadlocks = async () => {
+    const [row] = await rows<{ deadlocks: number }>(
+      database.db,
+      sql`select deadlocks::int as deadlocks from pg_stat_database where datname = current_database()`,
+    );
+    return Number(row?.deadlocks ?? 0);
+  };
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    sim = await startTenant({ seed: 17, generate: { users: 120, organizations: 10, organizationRoles: 4 } });
+    relay = await startWebhookRelay({ retryDelayMs: 20 });
+    sim.setWebhookEndpoints([{ url: relay.url }]);
+  });
+  afterAll(async () => {
+    await Promise.all(replicas.map((replica) => replica.kill()));
+    await relay?.close();
+    await sim?.close();
+    await database?.drop();
+  });
+
+  it('apply every delivery once, run each schedule once, never deadlock, and lose nothing when one dies', async () => {
+    const deadlocksBefore = await deadlocks();
+    const environment = serviceEnvironment(sim, database.url!, {
+      API_KEYS: `faults:write:${apiKey}`,
+      WEBHOOK_LEASE_MS: '1500',
+      RECONCILE_CRON: `*/${reconcileEverySeconds} * * * * *`,
+      ROLE_SWEEP_INTERVAL: `${sweepEveryMs}ms`,
+    });
+    replicas = await Promise.all([0, 1, 2].map(() => spawnService(environment)));
+    relay.setTargets(replicas.map((replica) => `${replica.url}/webhooks/logto`));
+    await eventually('the baseline succeeds', async () => {
+      const [run] = await database.db.select().from(syncRuns).where(sql`${syncRuns.kind} = 'baseline' and ${syncRuns.status} = 'succeeded'`);
+      return run ?? undefined;
+    }, 60_000);
+
+    let reads = 0;
+    let readFailures = 0;
+    const reading = (async () => {
+      for (let index = 0; index < 60; index += 1) {
+        // A request cut off by the kill is sent to the next replica, as a load balancer would.
+        let response: Response | null = null;
+        for (let attempt = 0; !response && attempt < 3; attempt += 1) {
+          const replica = replicas[(index + attempt) % replicas.length]!;
+          response = await fetch(`${replica.url}/v1/users?limit=50`, { headers: { authorization: `Bearer ${apiKey}` } }).catch(() => null);
+        }
+        reads += 1;
+        if (response?.status !== 200) readFailures += 1;
+        await response?.arrayBuffer();
+      }
+    })();
+
+    const changes = 60;
+    const killAt = Math.floor(changes / 3 + random() * (changes / 3));
+    for (let serial = 0; serial < changes; serial += 1) {
+      await randomEventfulChange(sim, random, serial);
+      if (serial % 10 === 0) randomSilentRoleChange(sim, random);
+      if (serial === killAt) {
+        // The relay goes on to the two that are left; what the dead one held is claimed again after its lease.
+        const victim = replicas.splice(Math.floor(random() * replicas.length), 1)[0]!;
+        relay.setTargets(replicas.map((replica) => `${replica.url}/webhooks/logto`));
+        await victim.kill();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await reading;
+    await sim.webhooks.idle();
+    await relay.idle();
+    await eventually('the inbox settles', async () =>
+      (await database.db.$count(webhookDeliveries, sql`${webhookDeliveries.status} in ('pending', 'processing')`)) === 0 ? true : undefined,
+    );
+    // Let the schedules run a few more times on the two survivors, then check what the database says.
+    const sweepsSoFar = await database.db.$count(syncRuns, sql`${syncRuns.kind} = 'sweep' and ${syncRuns.status} = 'succeeded'`);
+    await eventually('another sweep succeeds', async () =>
+      (await database.db.$count(syncRuns, sql`${syncRuns.kind} = 'sweep' and ${syncRuns.status} = 'succeeded'`)) > sweepsSoFar ? true : undefined,
+    30_000);
+    await eventually('a scheduled reconcile succeeds after the stream', async () => {
+      const done = await database.db.$count(syncRuns, sql`${syncRuns.kind} = 'reconcile' and ${syncRuns.trigger} = 'cron' and ${syncRuns.status} = 'succeeded'`);
+      return done > 0 ? true : undefined;
+    }, 30_000);
+    await Promise.all(replicas.map(async (replica) => {
+      replica.signal('SIGTERM');
+      expect((await replica.exited).code).toBe(0);
+    }));
+
+    expect(readFailures).toBe(0);
+    expect(reads).toBe(60);
+    expect(await unappliedAcknowledged(database.db, relay.deliveries)).toEqual([]);
+    expect(await changeLogProblems(database.db)).toEqual([]);
+    // The silent role changes are the sweep's and the reconcile's to find; the rest came by webhook.
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+
+    const runs = await database.db.select().from(syncRuns).orderBy(asc(syncRuns.id));
+    const cronSlots = runs
+      .filter((run) => run.kind === 'reconcile' && run.trigger === 'cron')
+      .map((run) => Math.floor(run.startedAt.getTime() / 1000 / reconcileEverySeconds));
+    expect(cronSlots.length).toBeGreaterThan(0);
+    expect(cronSlots.length).toBe(new Set(cronSlots).size);
+    const sweepStarts = runs.filter((run) => run.kind === 'sweep').map((run) => run.startedAt.getTime());
+    const tooClose = sweepStarts.slice(1).filter((at, index) => at - sweepStarts[index]! < sweepEveryMs / 2);
+    expect(tooClose).toEqual([]);
+    expect(await leftovers(database.db)).toEqual({ running: 0, claimed: 0, advisoryLocks: 0 });
+    expect(await deadlocks()).toBe(deadlocksBefore);
+  }, 180_000);
+});
