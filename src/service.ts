@@ -5,6 +5,8 @@ import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
 import { failAbandonedRuns } from './db/sync-runs.js';
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
+import { startChangeFeed } from './db/change-feed.js';
+import { createEventSender, type EventSenderOptions } from './jobs/event-sender.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
 import { startMissedDeliveriesJob } from './jobs/missed-deliveries.js';
@@ -25,6 +27,8 @@ export type ServiceOptions = {
   jobs?: boolean;
   /** An already open database (tests); otherwise the one the config names is opened and closed here. */
   database?: DatabaseHandle;
+  /** Overrides of the event sender's settings (tests shorten the retry schedule). */
+  eventSender?: EventSenderOptions;
 };
 
 export type Service = {
@@ -34,6 +38,8 @@ export type Service = {
   logto: LogtoClient;
   startReconcile(trigger: string): Promise<{ runId: number; done: Promise<unknown> }>;
   drainInbox(): Promise<void>;
+  /** Resolves when no access event is left to send now (tests and tools). */
+  drainEvents(options?: { includeDelayed?: boolean }): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -65,12 +71,20 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
 
   const worker = createInboxWorker({ ...deps, config });
   const provisioning = createProvisioning(deps);
+  // Access events out: the sender drains the outbox; the feed (one LISTEN per process) wakes it and the live streams.
+  const sender = createEventSender(
+    { db: database.db, logger },
+    { allowPrivateUrls: config.events.allowPrivateUrls, concurrency: config.events.senderConcurrency, ...options.eventSender },
+  );
+  const feed = await startChangeFeed(database, { onError: (error) => logger.warn({ err: error }, 'change feed poll failed') });
+  feed.subscribe({ wake: () => sender.wake(), close: () => {} });
   let schedule: ReconcileSchedule | null = null;
   const app = createApp({
     db: database.db,
     config,
     logger,
     webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake() }),
+    events: { wake: () => sender.wake(), feed },
     actions: {
       startReconcile: async (trigger) => ({ runId: (await startReconcile(trigger)).runId }),
       retryDeadLetter: async (id) => {
@@ -93,6 +107,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   logger.info({ url }, 'listening');
 
   worker.start();
+  sender.start();
   const stoppers: (() => Promise<void>)[] = [];
   if (options.jobs ?? true) {
     schedule = scheduleReconcile(
@@ -119,6 +134,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       // /readyz answers 503 and responses close their connections, so load balancers stop sending work here.
       beginDraining(app);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Live streams never finish by themselves: ending them lets the server close (clients resume with Last-Event-ID).
+      await feed.close();
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
       await closed;
@@ -126,6 +143,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
       // Deliveries not yet applied stay in the inbox for the next start (or another replica).
       await worker.stop();
+      // Events not yet sent stay in the outbox for the next start (or another replica).
+      await sender.stop();
       if (ownsDatabase) await database.close();
       logger.info('stopped');
     })());
@@ -137,6 +156,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     logto,
     startReconcile: (trigger) => startReconcile(trigger),
     drainInbox: () => worker.drain(),
+    drainEvents: (drainOptions) => sender.drain(drainOptions),
     close,
   };
 };

@@ -10,7 +10,10 @@ import type { LogtoUser } from '../logto/index.js';
 import { metrics } from '../metrics.js';
 import { accessRoutes } from './access.js';
 import { createKeyAuthenticator, requireApiKey, requireScope, type Principal } from './auth.js';
+import type { ChangeFeed } from '../db/change-feed.js';
+import { changeStreamRoutes } from './change-stream.js';
 import { changeRoutes } from './changes.js';
+import { eventSubscriptionRoutes } from './event-subscriptions.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { organizationRoleRoutes } from './organization-roles.js';
 import { organizationRoutes } from './organizations.js';
@@ -33,6 +36,8 @@ export type ApiDeps = {
   logger: Logger;
   /** Mounted at /webhooks (provides POST /webhooks/logto). It receives the raw body: no JSON parser runs in front of it. */
   webhookRouter?: express.Router;
+  /** Access events out: wakes the event sender (after a retry or replay); the feed that wakes live streams. */
+  events?: { wake(): void; feed?: ChangeFeed };
   actions: {
     /** Starts a reconcile; throws AppError(409, 'reconcile_running', …, { runId }) while one runs. */
     startReconcile(trigger: 'api'): Promise<{ runId: number }>;
@@ -70,6 +75,8 @@ export const apiRoutes = (): Route[] => [
   ...organizationRoutes,
   ...organizationRoleRoutes,
   ...changeRoutes,
+  ...changeStreamRoutes(),
+  ...eventSubscriptionRoutes,
   ...syncRoutes,
   ...webhookAdminRoutes,
   ...provisioningRoutes,

@@ -20,6 +20,8 @@ describe('migrations', () => {
     expect(tables.map((row) => row.table_name)).toEqual([
       'access_changes',
       'api_keys',
+      'event_outbox',
+      'event_subscriptions',
       'organization_member_roles',
       'organization_members',
       'organization_roles',

@@ -1,6 +1,7 @@
 import { and, gt, inArray, eq, sql } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
+import { enqueueChangeEvents } from '../../db/outbox.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -54,10 +55,14 @@ export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyRes
 
 const insertBatchSize = 500;
 
-/** Appends the change log rows for `changes`; returns how many rows it wrote. */
+/**
+ * Appends the change log rows for `changes`, and in the same transaction their events: the outbox rows of
+ * matching subscriptions and the wake-up of live streams (see `enqueueChangeEvents`). Returns how many
+ * rows it wrote.
+ */
 export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number> => {
   for (let start = 0; start < changes.length; start += insertBatchSize) {
-    await db.insert(accessChanges).values(
+    const inserted = await db.insert(accessChanges).values(
       changes.slice(start, start + insertBatchSize).map((change) => ({
         kind: change.kind,
         observedAt: context.observedAt,
@@ -70,7 +75,8 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
         syncRunId: context.syncRunId ?? null,
         deliveryId: context.deliveryId ?? null,
       })),
-    );
+    ).returning({ id: accessChanges.id });
+    await enqueueChangeEvents(db, inserted.map((row) => row.id));
   }
   for (const change of changes) metrics.accessChanges.inc({ source: context.source, kind: change.kind });
   return changes.length;
