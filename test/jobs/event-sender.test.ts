@@ -110,7 +110,7 @@ describe('the event sender', () => {
     // Read at send time: the user existed then only if the event went out before the deletion.
     const deleted = receiver.delivered().find((event) => event.body.type === 'user.deleted');
     expect(deleted?.body.data.user).toBeUndefined();
-  });
+  }, 90_000);
 
   it('sends again, with the same webhook-id, an event the receiver failed; it takes effect once', async () => {
     let calls = 0;
@@ -174,7 +174,7 @@ describe('the event sender', () => {
       expect(ids).toEqual(recorded.map((change) => change.id).slice(1));
       expect(ids.length).toBeGreaterThan(members.length);
     }
-  });
+  }, 90_000);
 
   it('signs with both secrets for a day after a rotation', async () => {
     const old = subscription.secret;
