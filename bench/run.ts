@@ -23,7 +23,12 @@ import { startService, type Service } from '../src/service.js';
  *   --rate 100000/10s                      the client's request budget (Logto Cloud asks 200/10s)
  *   --deliveries 3000 --changes 200 --requests 5000 --concurrency 32
  */
+// `npm run bench -- <scenario>` runs one scenario of its own file instead of this one.
+const scenario = process.argv[2] && !process.argv[2].startsWith('-') ? process.argv[2] : null;
+
 const { values } = parseArgs({
+  // A scenario parses its own options.
+  args: scenario ? [] : process.argv.slice(2),
   options: {
     users: { type: 'string', default: '10000' },
     organizations: { type: 'string', default: '500' },
@@ -270,7 +275,12 @@ const main = async () => {
   }
 };
 
-main().then(
+if (scenario === 'events') await import('./events.js');
+else if (scenario !== null) {
+  console.error(`unknown bench scenario ${scenario}`);
+  process.exit(2);
+}
+if (scenario === null) main().then(
   () => process.exit(0),
   (error: unknown) => {
     console.error(`bench failed: ${error instanceof Error ? error.stack : String(error)}`);

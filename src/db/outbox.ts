@@ -111,7 +111,8 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number):
         where o.id in (
           select r.id from event_outbox r
           join event_subscriptions s on s.id = r.subscription_id and s.enabled
-          where (r.status = 'pending' or (r.status = 'processing' and r.lease_until < now())) and ${inTurn}
+          where r.status in ('pending', 'processing')
+            and (r.status = 'pending' or r.lease_until < now()) and ${inTurn}
           order by r.id
           limit ${limit}
           for update of r skip locked)
