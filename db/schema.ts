@@ -272,6 +272,9 @@ export const eventOutbox = pgTable(
       .notNull()
       .references(() => eventSubscriptions.id, { onDelete: 'cascade' }),
     changeId: bigint('change_id', { mode: 'number' }).notNull(),
+    // The transactions of this database running when the row was written: once they are over, no change
+    // with a smaller id can still appear, so the row may be sent without overtaking one.
+    waitsFor: bigint('waits_for', { mode: 'number' }).array(),
     userId: text('user_id'),
     organizationId: text('organization_id'),
     // pending → processing → delivered | failed; processing rows whose lease ran out are pending again
@@ -279,8 +282,8 @@ export const eventOutbox = pgTable(
     attempts: integer('attempts').notNull().default(0),
     nextAttemptAt: tz('next_attempt_at').notNull().defaultNow(),
     leaseUntil: tz('lease_until'),
-    // The body as first sent: retries carry the same bytes.
-    payload: jsonb('payload').$type<Record<string, unknown>>(),
+    // The body as first sent, byte for byte (text, not jsonb, which would reorder keys): retries carry the same bytes.
+    payload: text('payload'),
     lastStatus: integer('last_status'),
     lastError: text('last_error'),
     lastAttemptAt: tz('last_attempt_at'),
@@ -294,10 +297,10 @@ export const eventOutbox = pgTable(
       .where(sql`${table.status} in ('pending', 'processing')`),
     index('event_outbox_subscription_idx').on(table.subscriptionId, table.id),
     index('event_outbox_open_user_idx')
-      .on(table.subscriptionId, table.userId, table.id)
+      .on(table.subscriptionId, table.userId, table.changeId)
       .where(sql`${table.status} in ('pending', 'processing')`),
     index('event_outbox_open_organization_idx')
-      .on(table.subscriptionId, table.organizationId, table.id)
+      .on(table.subscriptionId, table.organizationId, table.changeId)
       .where(sql`${table.status} in ('pending', 'processing')`),
   ],
 );

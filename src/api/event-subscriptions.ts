@@ -72,7 +72,7 @@ const toDelivery = (row: OutboxRow): z.infer<typeof deliverySchema> => ({
   id: row.id,
   changeId: row.changeId,
   webhookId: webhookIdOf(row.changeId),
-  eventType: typeof row.payload?.type === 'string' ? row.payload.type : null,
+  eventType: row.payload ? (/^\{"type":"([a-z_.]+)"/.exec(row.payload)?.[1] ?? null) : null,
   status: row.status,
   attempts: row.attempts,
   lastResponseStatus: row.lastStatus,

@@ -17,7 +17,8 @@ export type OutboxRow = {
   changeId: number;
   status: 'pending' | 'processing' | 'delivered' | 'failed';
   attempts: number;
-  payload: Record<string, unknown> | null;
+  /** The serialised body of the first attempt. */
+  payload: string | null;
   lastStatus: number | null;
   lastError: string | null;
   lastAttemptAt: Date | null;
@@ -33,7 +34,7 @@ type RawOutboxRow = {
   change_id: string | number;
   status: OutboxRow['status'];
   attempts: number;
-  payload: Record<string, unknown> | null;
+  payload: string | null;
   last_status: number | null;
   last_error: string | null;
   last_attempt_at: string | Date | null;
@@ -64,6 +65,16 @@ const toOutboxRow = (row: RawOutboxRow): OutboxRow => ({
 const idArray = (ids: number[]) => `{${ids.join(',')}}`;
 
 /**
+ * Change ids are handed out before commit, so a transaction can commit change 134 while the one holding
+ * 133 is still running. Each outbox row keeps the ids of the other transactions of this database running
+ * as it was written (usually none; read once per statement, and only when a row is written); it is sent only once they are over, so an earlier change about the
+ * same entity is visible by then (and goes first) or was rolled back. A transaction left open forever
+ * must not hold events back forever: after 30 s a row goes out regardless.
+ */
+const runningTransactions = sql`(select coalesce(array_agg(backend_xid::text::bigint), '{}') from pg_stat_activity
+  where datname = current_database() and backend_xid is not null and pid <> pg_backend_pid())`;
+
+/**
  * Called by `recordChanges` inside the applying transaction, right after the change rows are inserted:
  * one statement writes the outbox rows of the enabled subscriptions whose types match and notifies the
  * live streams. The NOTIFY is delivered at commit, so nothing uncommitted is announced. Without any
@@ -74,8 +85,8 @@ export const enqueueChangeEvents = async (tx: Database, changeIds: number[]): Pr
   const lastId = Math.max(...changeIds);
   await tx.execute(sql`
     with queued as (
-      insert into event_outbox (subscription_id, change_id, user_id, organization_id)
-      select s.id, c.id, c.user_id, c.organization_id
+      insert into event_outbox (subscription_id, change_id, waits_for, user_id, organization_id)
+      select s.id, c.id, ${runningTransactions}, c.user_id, c.organization_id
       from event_subscriptions s
       join access_changes c on c.id = any(${idArray(changeIds)}::bigint[]) and c.id > s.start_change_id
       where s.enabled and (s.kinds is null or c.kind = any(s.kinds))
@@ -85,15 +96,20 @@ export const enqueueChangeEvents = async (tx: Database, changeIds: number[]): Pr
     select pg_notify(${changesChannel}, ${String(lastId)})`);
 };
 
-/** Due, and no earlier open row of the subscription is about the same user or organization (`r` is the row). */
+/**
+ * Due, clear of the transactions it waits for, and no open row of the subscription about the same user or organization comes
+ * from an earlier change (`r` is the row).
+ */
 const inTurn = sql`r.next_attempt_at <= now()
+  and (r.waits_for is null or cardinality(r.waits_for) = 0 or r.created_at < now() - interval '30 seconds'
+       or not (r.waits_for && ${runningTransactions}))
   and not exists (
     select 1 from event_outbox e
-    where e.subscription_id = r.subscription_id and e.user_id = r.user_id and e.id < r.id
+    where e.subscription_id = r.subscription_id and e.user_id = r.user_id and e.change_id < r.change_id
       and e.status in ('pending', 'processing'))
   and not exists (
     select 1 from event_outbox e
-    where e.subscription_id = r.subscription_id and e.organization_id = r.organization_id and e.id < r.id
+    where e.subscription_id = r.subscription_id and e.organization_id = r.organization_id and e.change_id < r.change_id
       and e.status in ('pending', 'processing'))`;
 
 /**
@@ -113,7 +129,7 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number):
           join event_subscriptions s on s.id = r.subscription_id and s.enabled
           where r.status in ('pending', 'processing')
             and (r.status = 'pending' or r.lease_until < now()) and ${inTurn}
-          order by r.id
+          order by r.change_id, r.id
           limit ${limit}
           for update of r skip locked)
         returning o.*`,
@@ -133,7 +149,8 @@ export const extendOutboxLeases = async (db: Database, claims: OutboxClaim[], le
 export type AttemptResult = {
   claim: OutboxClaim;
   subscriptionId: string;
-  payload: Record<string, unknown>;
+  /** The serialised body that was sent. */
+  payload: string;
   /** HTTP status of the answer, null when none came (timeout, refused, blocked address). */
   status: number | null;
   error: string | null;
@@ -152,7 +169,7 @@ export const settleAttempts = async (db: Database, results: AttemptResult[]): Pr
   const values = sql.join(
     results.map(
       (result) =>
-        sql`(${result.claim.id}::bigint, ${result.claim.attempts}::int, ${JSON.stringify(result.payload)}::jsonb, ${result.status}::int,
+        sql`(${result.claim.id}::bigint, ${result.claim.attempts}::int, ${result.payload}::text, ${result.status}::int,
              ${result.error}::text, ${result.ok}::boolean, ${result.retryInMs}::double precision)`,
     ),
     sql`, `,

@@ -139,8 +139,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       flushing ??= flush();
     });
 
-  const send = async (row: OutboxRow, subscription: EventSubscription | undefined, body: Record<string, unknown>): Promise<AttemptResult> => {
-    const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload: body };
+  const send = async (row: OutboxRow, subscription: EventSubscription | undefined, payload: string): Promise<AttemptResult> => {
+    const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload };
     const retry = (status: number | null, error: string | null): AttemptResult => {
       const retryInMs = row.attempts < schedule.length ? schedule[row.attempts]! : null;
       return { ...base, status, error, ok: false, retryInMs };
@@ -152,7 +152,6 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const host = url.hostname.replace(/^\[|\]$/g, '');
       if (!allowPrivate && isIP(host) && isPrivateAddress(host)) return retry(null, 'the URL points to a private, loopback or link-local address');
       const now = new Date();
-      const payload = JSON.stringify(body);
       const webhookId = webhookIdOf(row.changeId);
       const signature = signingSecrets(subscription, now)
         .map((secret) => signerFor(secret).sign(webhookId, now, payload))
@@ -176,17 +175,17 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   };
 
   /** The bodies of rows never sent yet are built now; retries reuse the body of their first attempt. */
-  const bodiesFor = async (rows: OutboxRow[]): Promise<Map<number, Record<string, unknown>>> => {
-    const bodies = new Map<number, Record<string, unknown>>();
+  const bodiesFor = async (rows: OutboxRow[]): Promise<Map<number, string>> => {
+    const bodies = new Map<number, string>();
     const missing = [...new Set(rows.filter((row) => !row.payload).map((row) => row.changeId))];
     if (missing.length > 0) {
       const changes = await db.select(accessChangeColumns).from(accessChanges).where(inArray(accessChanges.id, missing));
-      for (const event of await buildAccessEvents(db, changes)) bodies.set(event.data.changeId, event);
+      for (const event of await buildAccessEvents(db, changes)) bodies.set(event.data.changeId, JSON.stringify(event));
     }
-    return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? {}]));
+    return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
   };
 
-  const dispatch = (rows: OutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, Record<string, unknown>>) => {
+  const dispatch = (rows: OutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
     for (const row of rows) {
       const done = send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!)
         .then(async (result) => {

@@ -7,6 +7,8 @@ export type ReceivedEvent = {
   signature: string;
   headers: IncomingHttpHeaders;
   body: { type: string; timestamp: string; data: Record<string, unknown> & { changeId: number } };
+  /** The body as received, byte for byte. */
+  raw: string;
   /** Whether this attempt was answered with a 2xx. */
   accepted: boolean;
 };
@@ -80,6 +82,7 @@ export const startEventReceiver = async (secret: () => string | string[]): Promi
         signature: headers['webhook-signature'],
         headers: req.headers,
         body: JSON.parse(raw) as ReceivedEvent['body'],
+        raw,
         accepted: false,
       };
       Promise.resolve(receiver.respond(event)).then((status) => {

@@ -2,13 +2,14 @@ CREATE TABLE "event_outbox" (
 	"id" bigserial PRIMARY KEY NOT NULL,
 	"subscription_id" text NOT NULL,
 	"change_id" bigint NOT NULL,
+	"waits_for" bigint[],
 	"user_id" text,
 	"organization_id" text,
 	"status" text DEFAULT 'pending' NOT NULL,
 	"attempts" integer DEFAULT 0 NOT NULL,
 	"next_attempt_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"lease_until" timestamp with time zone,
-	"payload" jsonb,
+	"payload" text,
 	"last_status" integer,
 	"last_error" text,
 	"last_attempt_at" timestamp with time zone,
@@ -37,5 +38,5 @@ CREATE TABLE "event_subscriptions" (
 ALTER TABLE "event_outbox" ADD CONSTRAINT "event_outbox_subscription_id_event_subscriptions_id_fk" FOREIGN KEY ("subscription_id") REFERENCES "public"."event_subscriptions"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 CREATE INDEX "event_outbox_ready_idx" ON "event_outbox" USING btree ("next_attempt_at","id") WHERE "event_outbox"."status" in ('pending', 'processing');--> statement-breakpoint
 CREATE INDEX "event_outbox_subscription_idx" ON "event_outbox" USING btree ("subscription_id","id");--> statement-breakpoint
-CREATE INDEX "event_outbox_open_user_idx" ON "event_outbox" USING btree ("subscription_id","user_id","id") WHERE "event_outbox"."status" in ('pending', 'processing');--> statement-breakpoint
-CREATE INDEX "event_outbox_open_organization_idx" ON "event_outbox" USING btree ("subscription_id","organization_id","id") WHERE "event_outbox"."status" in ('pending', 'processing');
+CREATE INDEX "event_outbox_open_user_idx" ON "event_outbox" USING btree ("subscription_id","user_id","change_id") WHERE "event_outbox"."status" in ('pending', 'processing');--> statement-breakpoint
+CREATE INDEX "event_outbox_open_organization_idx" ON "event_outbox" USING btree ("subscription_id","organization_id","change_id") WHERE "event_outbox"."status" in ('pending', 'processing');
