@@ -56,7 +56,16 @@ const runStream = (
 
     const write = async (text: string) => {
       lastWriteAt = Date.now();
-      if (!res.write(text)) await new Promise<void>((drained) => res.once('drain', drained).once('close', drained));
+      if (res.write(text)) return;
+      await new Promise<void>((drained) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          drained();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
     };
 
     const scheduleRecheck = () => {
