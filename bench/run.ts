@@ -5,6 +5,7 @@
  *   npm run bench -- sync --scale 0.1          full sync and reconcile against the pure crawl (bench/sync.ts)
  *   npm run bench -- hot-paths --scale 0.1     reads and webhook intake against bare references (bench/hot-paths.ts)
  *   npm run bench -- intake --scale 0.1        the inbox worker's drain and reads under the budget (bench/intake.ts)
+ *   npm run bench -- events                    change → subscriber and SSE latency, fan-out (bench/events.ts)
  */
 type Scenario = { run(args: string[]): Promise<void> };
 
@@ -13,6 +14,8 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   sync: () => import('./sync.js'),
   'hot-paths': async () => ({ run: (await import('./hot-paths.js')).runHotPaths }),
   intake: () => import('./intake.js'),
+  // Parses its own arguments and exits when done.
+  events: async () => ({ run: async () => void (await import('./events.js')) }),
 };
 
 const [first, ...rest] = process.argv.slice(2);

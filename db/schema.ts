@@ -272,3 +272,73 @@ export const idempotencyKeys = pgTable(
   },
   (table) => [primaryKey({ columns: [table.owner, table.key] }), index('idempotency_keys_expires_idx').on(table.expiresAt)],
 );
+
+/**
+ * Subscribers to access events (Standard Webhooks). `kinds` holds the change-log kinds the chosen event
+ * types map to (null: every type), so the outbox insert can match change rows without a lookup table.
+ */
+export const eventSubscriptions = pgTable('event_subscriptions', {
+  id: text('id').primaryKey(),
+  url: text('url').notNull(),
+  description: text('description'),
+  eventTypes: text('event_types').array(),
+  kinds: text('kinds').array(),
+  enabled: boolean('enabled').notNull().default(true),
+  disabledReason: text('disabled_reason'),
+  secret: text('secret').notNull(),
+  // During a rotation the previous secret keeps signing beside the new one until this time.
+  previousSecret: text('previous_secret'),
+  previousSecretExpiresAt: tz('previous_secret_expires_at'),
+  // Only changes after this one are events for the subscription: a baseline does not flood it.
+  startChangeId: bigint('start_change_id', { mode: 'number' }).notNull().default(0),
+  // Since when every attempt has failed (null after any success); five days of it disables the subscription.
+  failingSince: tz('failing_since'),
+  createdAt: tz('created_at').notNull().defaultNow(),
+  updatedAt: tz('updated_at').notNull().defaultNow(),
+});
+
+/**
+ * The transactional outbox: one row per (subscription, change), written in the transaction that records
+ * the change. `user_id`/`organization_id` are copied from the change so the sender can keep the events
+ * about one user or organization in order without joining the change log.
+ */
+export const eventOutbox = pgTable(
+  'event_outbox',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    subscriptionId: text('subscription_id')
+      .notNull()
+      .references(() => eventSubscriptions.id, { onDelete: 'cascade' }),
+    changeId: bigint('change_id', { mode: 'number' }).notNull(),
+    // The transactions of this database running when the row was written: once they are over, no change
+    // with a smaller id can still appear, so the row may be sent without overtaking one.
+    waitsFor: bigint('waits_for', { mode: 'number' }).array(),
+    userId: text('user_id'),
+    organizationId: text('organization_id'),
+    // pending → processing → delivered | failed; processing rows whose lease ran out are pending again
+    status: text('status').notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: tz('next_attempt_at').notNull().defaultNow(),
+    leaseUntil: tz('lease_until'),
+    // The body as first sent, byte for byte (text, not jsonb, which would reorder keys): retries carry the same bytes.
+    payload: text('payload'),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    lastAttemptAt: tz('last_attempt_at'),
+    deliveredAt: tz('delivered_at'),
+    replay: boolean('replay').notNull().default(false),
+    createdAt: tz('created_at').notNull().defaultNow(),
+  },
+  (table) => [
+    index('event_outbox_ready_idx')
+      .on(table.nextAttemptAt, table.id)
+      .where(sql`${table.status} in ('pending', 'processing')`),
+    index('event_outbox_subscription_idx').on(table.subscriptionId, table.id),
+    index('event_outbox_open_user_idx')
+      .on(table.subscriptionId, table.userId, table.changeId)
+      .where(sql`${table.status} in ('pending', 'processing')`),
+    index('event_outbox_open_organization_idx')
+      .on(table.subscriptionId, table.organizationId, table.changeId)
+      .where(sql`${table.status} in ('pending', 'processing')`),
+  ],
+);

@@ -151,6 +151,11 @@ const environmentSchema = z.object({
       return /^\d+$/.test(value) ? Number(value) : value;
     }),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
+  EVENT_SUBSCRIPTIONS_ALLOW_PRIVATE_URLS: z
+    .enum(['true', 'false'], { error: 'must be true or false' })
+    .default('false')
+    .transform((value) => value === 'true'),
+  EVENT_SENDER_CONCURRENCY: positiveInt(32),
 });
 
 export type Config = {
@@ -190,6 +195,7 @@ export type Config = {
   jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number; missedDeliveriesIntervalMs: number };
   logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
   shutdownTimeoutMs: number;
+  events: { allowPrivateUrls: boolean; senderConcurrency: number };
 };
 
 export class ConfigError extends Error {
@@ -251,6 +257,10 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
     },
     logLevel: env.LOG_LEVEL,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    events: {
+      allowPrivateUrls: env.EVENT_SUBSCRIPTIONS_ALLOW_PRIVATE_URLS,
+      senderConcurrency: env.EVENT_SENDER_CONCURRENCY,
+    },
   };
 };
 

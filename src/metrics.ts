@@ -70,4 +70,27 @@ export const metrics = {
     buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   }),
+  eventDeliveries: new Counter({
+    name: 'event_deliveries_total',
+    help: 'Access event delivery attempts, by outcome (delivered, retry, failed)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  }),
+  eventSendDuration: new Histogram({
+    name: 'event_send_duration_seconds',
+    help: 'Time from sending an access event to its answer (or failure)',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+    registers: [registry],
+  }),
+  eventBacklog: new Gauge({
+    name: 'event_outbox_backlog',
+    help: 'Access events not yet delivered, per subscription',
+    labelNames: ['subscription'] as const,
+    registers: [registry],
+  }),
+  eventStreams: new Gauge({
+    name: 'event_streams_open',
+    help: 'Live change streams (SSE) open on this process',
+    registers: [registry],
+  }),
 };

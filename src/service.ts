@@ -5,6 +5,8 @@ import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
 import { finishSyncRun } from './db/sync-runs.js';
 import { startFullSync, neverSynced } from './jobs/full-sync-runner.js';
+import { startChangeFeed } from './db/change-feed.js';
+import { createEventSender, type EventSenderOptions } from './jobs/event-sender.js';
 import { createInboxWorker } from './jobs/inbox-worker.js';
 import { withJobLock } from './jobs/lock.js';
 import { startMissedDeliveriesJob, type MissedDeliveriesJob } from './jobs/missed-deliveries.js';
@@ -39,6 +41,8 @@ export type ServiceOptions = {
   catchUp?: boolean;
   /** An already open database (tests); otherwise the one the config names is opened and closed here. */
   database?: DatabaseHandle;
+  /** Overrides of the event sender's settings (tests shorten the retry schedule). */
+  eventSender?: EventSenderOptions;
 };
 
 export type Service = {
@@ -50,6 +54,8 @@ export type Service = {
   drainInbox(): Promise<void>;
   /** Settles when the catch-up after the stop (scan of the hook logs at start, reconcile at boot) has finished. */
   caughtUp(): Promise<void>;
+  /** Resolves when no access event is left to send now (tests and tools). */
+  drainEvents(options?: { includeDelayed?: boolean }): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -94,6 +100,13 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
 
   const worker = createInboxWorker({ ...deps, config }, { leaseMs: config.webhooks.leaseMs });
   const provisioning = createProvisioning(deps);
+  // Access events out: the sender drains the outbox; the feed (one LISTEN per process) wakes it and the live streams.
+  const sender = createEventSender(
+    { db: database.db, logger },
+    { allowPrivateUrls: config.events.allowPrivateUrls, concurrency: config.events.senderConcurrency, ...options.eventSender },
+  );
+  const feed = await startChangeFeed(database, { onError: (error) => logger.warn({ err: error }, 'change feed poll failed') });
+  feed.subscribe({ wake: () => sender.wake(), close: () => {} });
   let schedule: ReconcileSchedule | null = null;
   const app = createApp({
     db: database.db,
@@ -101,6 +114,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     logger,
     freshnessCap: () => freshnessHold.cap(),
     webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake() }),
+    events: { wake: () => sender.wake(), feed },
     actions: {
       startReconcile: async (trigger) => ({ runId: (await startReconcile(trigger)).runId }),
       retryDeadLetter: async (id) => {
@@ -123,6 +137,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   logger.info({ url }, 'listening');
 
   worker.start();
+  sender.start();
   const stoppers: (() => Promise<void>)[] = [];
   if (jobsEnabled) {
     schedule = scheduleReconcile(
@@ -180,6 +195,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
       // /readyz answers 503 and responses close their connections, so load balancers stop sending work here.
       beginDraining(app);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Live streams never finish by themselves: ending them lets the server close (clients resume with Last-Event-ID).
+      await feed.close();
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
       await closed;
@@ -189,6 +206,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
           for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'job did not stop cleanly'));
           // Deliveries not yet applied stay in the inbox for the next start (or another replica).
           await worker.stop();
+          // Events not yet sent stay in the outbox for the next start (or another replica).
+          await sender.stop();
           await Promise.all(runsInHand.values());
         })(),
       );
@@ -224,6 +243,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     startReconcile: (trigger) => startReconcile(trigger),
     drainInbox: () => worker.drain(),
     caughtUp: () => catchUp?.done ?? Promise.resolve(),
+    drainEvents: (drainOptions) => sender.drain(drainOptions),
     close,
   };
 };

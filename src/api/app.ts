@@ -12,9 +12,12 @@ import type { BulkMembersOutcome, MemberOutcome, ProvisionedMember } from '../sy
 import { metrics } from '../metrics.js';
 import { accessRoutes } from './access.js';
 import { createKeyAuthenticator, requireApiKey, requireScope, type Principal } from './auth.js';
+import type { ChangeFeed } from '../db/change-feed.js';
+import { changeStreamRoutes } from './change-stream.js';
 import { changeRoutes } from './changes.js';
 import { idempotency, isIdempotentWrite, type IdempotencyOptions } from './idempotency.js';
 import { needsFirstSync, sendNotSynced } from './not-synced.js';
+import { eventSubscriptionRoutes } from './event-subscriptions.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { organizationRoleRoutes } from './organization-roles.js';
 import { organizationRoutes } from './organizations.js';
@@ -40,6 +43,8 @@ export type ApiDeps = {
   webhookRouter?: express.Router;
   /** A time X-Access-State-As-Of may not go past (a restart still catching up), or null. */
   freshnessCap?: () => Date | null;
+  /** Access events out: wakes the event sender (after a retry or replay); the feed that wakes live streams. */
+  events?: { wake(): void; feed?: ChangeFeed };
   actions: {
     /** Starts a reconcile; throws AppError(409, 'reconcile_running', …, { runId }) while one runs. */
     startReconcile(trigger: 'api'): Promise<{ runId: number }>;
@@ -94,6 +99,8 @@ export const apiRoutes = (): Route[] => [
   ...organizationRoutes,
   ...organizationRoleRoutes,
   ...changeRoutes,
+  ...changeStreamRoutes(),
+  ...eventSubscriptionRoutes,
   ...syncRoutes,
   ...webhookAdminRoutes,
   ...provisioningRoutes,

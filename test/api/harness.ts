@@ -3,7 +3,7 @@ import express from 'express';
 import { pino } from 'pino';
 import request from 'supertest';
 import { createApp, type ApiDeps, type AppOptions, type ProvisionedUser } from '../../src/api/app.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig, type Config } from '../../src/config.js';
 import { createApiKey } from '../../src/db/api-keys.js';
 import type { Database } from '../../src/db/client.js';
 import { AppError } from '../../src/errors.js';
@@ -139,13 +139,28 @@ export type TestApp = Awaited<ReturnType<typeof createTestApp>>;
  */
 export const createTestApp = async (
   db: Database,
-  options: { app?: AppOptions; apiKeys?: string; webhookRouter?: express.Router; env?: Record<string, string> } = {},
+  options: {
+    app?: AppOptions;
+    apiKeys?: string;
+    webhookRouter?: express.Router;
+    env?: Record<string, string>;
+    events?: ApiDeps['events'];
+    /** Changes to the configuration (e.g. `events`). */
+    config?: (config: Config) => Config;
+  } = {},
 ) => {
   const stub = stubActions();
   const log = capturingLogger();
-  const config = testConfig(options.apiKeys, options.env);
+  const config = (options.config ?? ((value) => value))(testConfig(options.apiKeys, options.env));
   const app = createApp(
-    { db, config, logger: log.logger, actions: stub.actions, ...(options.webhookRouter ? { webhookRouter: options.webhookRouter } : {}) },
+    {
+      db,
+      config,
+      logger: log.logger,
+      actions: stub.actions,
+      ...(options.webhookRouter ? { webhookRouter: options.webhookRouter } : {}),
+      ...(options.events ? { events: options.events } : {}),
+    },
     { validateResponses: true, ...options.app },
   );
   keyCounter += 1;
@@ -161,6 +176,7 @@ export const createTestApp = async (
     post: (path: string, key: string = write.secret) => withKey(request(app).post(path), key),
     put: (path: string, key: string = write.secret) => withKey(request(app).put(path), key),
     delete: (path: string, key: string = write.secret) => withKey(request(app).delete(path), key),
+    patch: (path: string, key: string = write.secret) => withKey(request(app).patch(path), key),
   };
 };
 

@@ -20,6 +20,8 @@ describe('migrations', () => {
     expect(tables.map((row) => row.table_name)).toEqual([
       'access_changes',
       'api_keys',
+      'event_outbox',
+      'event_subscriptions',
       'idempotency_keys',
       'organization_member_roles',
       'organization_members',

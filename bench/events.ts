@@ -1,0 +1,335 @@
+import http, { type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { createApp } from '../src/api/app.js';
+import { loadConfig } from '../src/config.js';
+import { startChangeFeed } from '../src/db/change-feed.js';
+import { openPostgres, runMigrations, type DatabaseHandle } from '../src/db/client.js';
+import { outboxBacklog } from '../src/db/outbox.js';
+import { createEventSender } from '../src/jobs/event-sender.js';
+import { silentLogger } from '../src/logger.js';
+import type { LogtoUser } from '../src/logto/index.js';
+import { applyUsers } from '../src/sync/apply/index.js';
+import { createEventSubscription } from '../src/sync/event-subscriptions.js';
+
+/**
+ * `npm run bench -- events`: access events out.
+ *  1. Latency: a change applied (committed by an apply function) → the subscriber receives its webhook, and an
+ *     SSE client sees it; p50/p95, against two references measured in the same run: a bare HTTP POST to the
+ *     same receiver, and a bare NOTIFY → LISTEN round trip on the same PostgreSQL.
+ *  2. Fan-out: `--rate` changes/s for `--seconds`, to `--subscriptions` subscribers; the outbox backlog is
+ *     sampled every second (it must not grow), against the receiver's bare request rate in the same run.
+ *
+ *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000
+ */
+const { values } = parseArgs({
+  args: process.argv.slice(2).filter((arg) => arg !== 'events'),
+  options: {
+    samples: { type: 'string', default: '200' },
+    rate: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '10' },
+    subscriptions: { type: 'string', default: '5' },
+    users: { type: 'string', default: '5000' },
+  },
+});
+
+const percentile = (samples: number[], p: number) => {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+};
+const ms = (value: number) => `${value.toFixed(1)} ms`;
+const print = (title: string, rows: [string, string | number][]) => {
+  console.log(`\n## ${title}`);
+  for (const [name, value] of rows) console.log(`${name.padEnd(52)} ${value}`);
+};
+const sleep = (time: number) => new Promise((resolve) => setTimeout(resolve, time));
+
+const logtoUser = (index: number, version: number): LogtoUser =>
+  ({
+    id: `benchuser${index}`,
+    username: `bench_${index}`,
+    primaryEmail: null,
+    primaryPhone: null,
+    name: `Bench ${index} v${version}`,
+    avatar: null,
+    customData: {},
+    identities: {},
+    profile: {},
+    lastSignInAt: null,
+    createdAt: 1_700_000_000_000,
+    updatedAt: 1_700_000_000_000 + version,
+    applicationId: null,
+    isSuspended: false,
+    hasPassword: false,
+  }) as unknown as LogtoUser;
+
+/** A subscriber that notes when each event (by change id) first arrives. */
+const startReceiver = async () => {
+  const arrivals = new Map<number, number>();
+  let requests = 0;
+  const server: Server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      requests += 1;
+      const id = req.headers['webhook-id'];
+      if (typeof id === 'string' && id.startsWith('evt_')) {
+        const changeId = Number(id.slice(4));
+        if (!arrivals.has(changeId)) arrivals.set(changeId, performance.now());
+      }
+      res.statusCode = 204;
+      res.end();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  return { url, arrivals, requests: () => requests, close: () => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }) };
+};
+
+const openDatabase = async (): Promise<{ database: DatabaseHandle; url: string; cleanup(): Promise<void> }> => {
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query('drop database if exists las_bench_events with (force)');
+  await admin.query('create database las_bench_events');
+  const url = new URL(adminUrl);
+  url.pathname = '/las_bench_events';
+  const database = openPostgres(url.toString(), { max: 20 });
+  return {
+    database,
+    url: url.toString(),
+    async cleanup() {
+      await database.close();
+      await admin.query('drop database if exists las_bench_events with (force)');
+      await admin.end();
+    },
+  };
+};
+
+const main = async () => {
+  const samples = Number(values.samples);
+  const rate = Number(values.rate);
+  const seconds = Number(values.seconds);
+  const subscriptionCount = Number(values.subscriptions);
+  const userCount = Number(values.users);
+  const { database, url: databaseUrl, cleanup } = await openDatabase();
+  await runMigrations(database);
+  const db = database.db;
+  const context = () => ({ source: 'webhook' as const, observedAt: new Date() });
+  const versions = new Array<number>(userCount).fill(0);
+  const change = (indexes: number[]) =>
+    applyUsers(
+      db,
+      indexes.map((index) => logtoUser(index, ++versions[index]!)),
+      context(),
+    );
+  // The users exist before anyone subscribes: what follows are updates.
+  for (let start = 0; start < userCount; start += 500) await change(Array.from({ length: Math.min(500, userCount - start) }, (_, i) => start + i));
+
+  const readKey = 'bench-reader-0123456789abcdef';
+  const config = loadConfig({
+    LOGTO_BASE_URL: 'http://logto.invalid',
+    LOGTO_CLIENT_ID: 'bench',
+    LOGTO_CLIENT_SECRET: 'bench',
+    API_KEYS: `bench:read:${readKey}`,
+    EVENT_SUBSCRIPTIONS_ALLOW_PRIVATE_URLS: 'true',
+  });
+  const sender = createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, concurrency: 64, pollIntervalMs: 500 });
+  const feed = await startChangeFeed(database);
+  feed.subscribe({ wake: () => sender.wake(), close: () => {} });
+  const unavailable = async () => {
+    throw new Error('not in this bench');
+  };
+  const app = createApp({
+    db,
+    config,
+    logger: silentLogger,
+    events: { wake: () => sender.wake(), feed },
+    actions: {
+      startReconcile: unavailable,
+      retryDeadLetter: unavailable,
+      nextReconcileAt: () => null,
+      provision: {
+        createUser: unavailable,
+        setUserSuspended: unavailable,
+        addMember: unavailable,
+        addMembers: unavailable,
+        removeMember: unavailable,
+        grantRole: unavailable,
+        grantRoles: unavailable,
+        setRoles: unavailable,
+        revokeRole: unavailable,
+      },
+    },
+  });
+  const server = await new Promise<Server>((resolve) => {
+    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+  });
+  const apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const receivers = await Promise.all(Array.from({ length: subscriptionCount }, () => startReceiver()));
+  sender.start();
+
+  // SSE client: notes when each change id is seen.
+  const streamArrivals = new Map<number, number>();
+  const stream = http.get(`${apiUrl}/v1/changes/stream`, { headers: { authorization: `Bearer ${readKey}` } }, (response) => {
+    response.setEncoding('utf8');
+    let buffer = '';
+    response.on('data', (chunk: string) => {
+      const now = performance.now();
+      buffer += chunk;
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const match = /^id: (\d+)$/m.exec(buffer.slice(0, end));
+        if (match && !streamArrivals.has(Number(match[1]))) streamArrivals.set(Number(match[1]), now);
+        buffer = buffer.slice(end + 2);
+      }
+    });
+    response.on('error', () => {});
+  });
+  stream.on('error', () => {});
+
+  try {
+    // ---- references, same run ----
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+    const post = (target: string) =>
+      new Promise<void>((resolve, reject) => {
+        const req = http.request(target, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        });
+        req.on('error', reject);
+        req.end('{"type":"reference"}');
+      });
+    const bareHttp: number[] = [];
+    for (let i = 0; i < samples; i += 1) {
+      const started = performance.now();
+      await post(receivers[0]!.url);
+      bareHttp.push(performance.now() - started);
+    }
+    const listener = new pg.Client({ connectionString: databaseUrl });
+    const notifier = new pg.Client({ connectionString: databaseUrl });
+    await Promise.all([listener.connect(), notifier.connect()]);
+    await listener.query('listen bench_reference');
+    const bareNotify: number[] = [];
+    for (let i = 0; i < samples; i += 1) {
+      const started = performance.now();
+      const heard = new Promise<void>((resolve) => listener.once('notification', () => resolve()));
+      await notifier.query(`select pg_notify('bench_reference', '${i}')`);
+      await heard;
+      bareNotify.push(performance.now() - started);
+    }
+    await Promise.all([listener.end(), notifier.end()]);
+
+    // ---- 1. latency: one subscription, one change at a time ----
+    await createEventSubscription(db, { url: receivers[0]!.url }, { allowPrivateUrls: true });
+    await sleep(300);
+    const toWebhook: number[] = [];
+    const toStream: number[] = [];
+    for (let i = 0; i < samples; i += 1) {
+      const seenBefore = Math.max(0, ...streamArrivals.keys());
+      await change([i % userCount]);
+      const committed = performance.now();
+      let id = 0;
+      for (let waited = 0; waited < 5000; waited += 1) {
+        id = Math.max(0, ...streamArrivals.keys());
+        if (id > seenBefore && receivers[0]!.arrivals.has(id)) break;
+        await sleep(1);
+      }
+      const webhookAt = receivers[0]!.arrivals.get(id);
+      const streamAt = streamArrivals.get(id);
+      if (id > seenBefore && webhookAt !== undefined) toWebhook.push(webhookAt - committed);
+      if (id > seenBefore && streamAt !== undefined) toStream.push(streamAt - committed);
+      await sleep(5);
+    }
+    print('Latency: change committed → received (one subscription, one change at a time)', [
+      ['samples', `${toWebhook.length} webhooks, ${toStream.length} stream events of ${samples}`],
+      ['webhook received p50 / p95', `${ms(percentile(toWebhook, 50))} / ${ms(percentile(toWebhook, 95))}`],
+      ['SSE event seen p50 / p95', `${ms(percentile(toStream, 50))} / ${ms(percentile(toStream, 95))}`],
+      ['reference: bare HTTP POST to the receiver p50 / p95', `${ms(percentile(bareHttp, 50))} / ${ms(percentile(bareHttp, 95))}`],
+      ['reference: bare NOTIFY → LISTEN p50 / p95', `${ms(percentile(bareNotify, 50))} / ${ms(percentile(bareNotify, 95))}`],
+      ['webhook p95 / (bare POST + NOTIFY p95)', `${(percentile(toWebhook, 95) / (percentile(bareHttp, 95) + percentile(bareNotify, 95))).toFixed(1)}×`],
+      ['SSE p95 / bare NOTIFY p95', `${(percentile(toStream, 95) / percentile(bareNotify, 95)).toFixed(1)}×`],
+      ['target: p95 ≤ 100 ms', percentile(toWebhook, 95) <= 100 && percentile(toStream, 95) <= 100 ? 'met' : 'not met'],
+    ]);
+
+    // ---- 2. fan-out ----
+    for (const receiver of receivers.slice(1)) await createEventSubscription(db, { url: receiver.url }, { allowPrivateUrls: true });
+    await sender.drain();
+    const sentBefore = receivers.map((receiver) => receiver.requests());
+    const backlogSamples: [number, number][] = [];
+    const totalBacklog = async () => (await outboxBacklog(db)).reduce((sum, entry) => sum + entry.open, 0);
+    let next = 0;
+    let applied = 0;
+    const tickMs = 100;
+    const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+    const started = performance.now();
+    let lastSample = started;
+    let lagging = 0;
+    while (performance.now() - started < seconds * 1000) {
+      const tickStart = performance.now();
+      const indexes = Array.from({ length: perTick }, () => next++ % userCount);
+      await change(indexes);
+      applied += perTick;
+      if (performance.now() - lastSample >= 1000) {
+        lastSample = performance.now();
+        backlogSamples.push([(lastSample - started) / 1000, await totalBacklog()]);
+      }
+      const spent = performance.now() - tickStart;
+      if (spent < tickMs) await sleep(tickMs - spent);
+      else lagging += 1;
+    }
+    const loadSeconds = (performance.now() - started) / 1000;
+    const drainStarted = performance.now();
+    await sender.drain();
+    const drainSeconds = (performance.now() - drainStarted) / 1000;
+    const delivered = receivers.reduce((sum, receiver, index) => sum + receiver.requests() - sentBefore[index]!, 0);
+    const firstHalf = backlogSamples.slice(0, Math.ceil(backlogSamples.length / 2)).map(([, value]) => value);
+    const secondHalf = backlogSamples.slice(Math.ceil(backlogSamples.length / 2)).map(([, value]) => value);
+    const mean = (list: number[]) => list.reduce((sum, value) => sum + value, 0) / Math.max(1, list.length);
+
+    // Reference: how many bare POSTs/s the same receivers take from this process, 64 in flight.
+    const referenceCount = Math.min(20_000, delivered);
+    let issued = 0;
+    const referenceStarted = performance.now();
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (issued < referenceCount) {
+          const index = issued++;
+          await post(receivers[index % receivers.length]!.url);
+        }
+      }),
+    );
+    const referenceRate = referenceCount / ((performance.now() - referenceStarted) / 1000);
+    agent.destroy();
+
+    print(`Fan-out: ${rate} changes/s for ${seconds} s to ${subscriptionCount} subscriptions`, [
+      ['changes applied (achieved rate)', `${applied} (${(applied / loadSeconds).toFixed(0)}/s${lagging ? `, ${lagging} ticks late` : ''})`],
+      ['deliveries made (rate over load + drain)', `${delivered} (${(delivered / (loadSeconds + drainSeconds)).toFixed(0)}/s)`],
+      ['backlog sampled each second', backlogSamples.map(([, value]) => value).join(' ')],
+      ['backlog mean, first half → second half', `${mean(firstHalf).toFixed(0)} → ${mean(secondHalf).toFixed(0)}`],
+      ['drain after the load stopped', `${drainSeconds.toFixed(2)} s`],
+      ['reference: bare POSTs/s to the receivers (64 in flight)', referenceRate.toFixed(0)],
+      ['deliveries/s needed ÷ bare POSTs/s', `${((rate * subscriptionCount) / referenceRate).toFixed(2)}`],
+      ['target: no backlog growth', mean(secondHalf) <= Math.max(mean(firstHalf) * 1.2, rate * subscriptionCount * 0.5) && drainSeconds < 2 ? 'met' : 'not met'],
+    ]);
+    console.log('\n(the machine is shared: compare each figure with its reference from the same run)');
+  } finally {
+    stream.destroy();
+    await feed.close();
+    await sender.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const receiver of receivers) await receiver.close();
+    await cleanup();
+  }
+};
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(`bench failed: ${error instanceof Error ? error.stack : String(error)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,314 @@
+import http from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
+import axios, { type AxiosInstance } from 'axios';
+import { inArray } from 'drizzle-orm';
+import { Webhook } from 'svix';
+import { accessChanges } from '../../db/schema.js';
+import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
+import type { Database } from '../db/client.js';
+import { findEventSubscriptions, signingSecrets, type EventSubscription } from '../db/event-subscriptions.js';
+import {
+  claimOutbox,
+  disableFailingSubscriptions,
+  extendOutboxLeases,
+  openOutboxCount,
+  outboxBacklog,
+  settleAttempts,
+  type AttemptResult,
+  type OutboxRow,
+} from '../db/outbox.js';
+import { accessChangeColumns } from '../db/queries/changes.js';
+import type { Logger } from '../logger.js';
+import { metrics } from '../metrics.js';
+import { isPrivateAddress, publicOnlyLookup } from '../sync/public-address.js';
+
+/** Like Svix: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery has failed. */
+export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
+
+export type EventSenderOptions = {
+  /** How often the outbox is polled when nothing woke the sender (rows written by another replica). Default 500 ms. */
+  pollIntervalMs?: number;
+  /** Deliveries in flight at once. Default 32. */
+  concurrency?: number;
+  /** A claim whose sender stops renewing it for this long is claimed again. Default 60 s. */
+  leaseMs?: number;
+  /** The wait before each attempt (the first is the wait before attempt 1); its length is the attempt budget. */
+  retryScheduleMs?: number[];
+  /** A subscription whose every attempt failed for this long is disabled. Default 5 days. */
+  disableAfterMs?: number;
+  /** Per request. Default 15 s. */
+  timeoutMs?: number;
+  /** Send to private, loopback and link-local addresses (internal deployments, tests). */
+  allowPrivateUrls?: boolean;
+};
+
+export type EventSender = {
+  start(): void;
+  /** Finishes the deliveries in hand; the rest stay in the outbox. */
+  stop(): Promise<void>;
+  wake(): void;
+  /** Resolves when nothing due is left to send (with `includeDelayed`, also nothing scheduled for a retry). */
+  drain(options?: { includeDelayed?: boolean }): Promise<void>;
+};
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+const describeError = (error: unknown): string => {
+  if (axios.isAxiosError(error)) {
+    const cause = (error.cause as { code?: string; message?: string } | undefined) ?? undefined;
+    if (error.code === 'ECONNABORTED' || error.code === 'ETIMEDOUT') return 'timed out';
+    return cause?.code === 'EBLOCKEDADDRESS' ? (cause.message ?? 'blocked address') : `${error.code ?? 'network error'}: ${error.message}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+};
+
+/**
+ * Sends the outbox as Standard Webhooks, signed with svix. Rows are claimed with SKIP LOCKED under a
+ * renewed lease, so any number of replicas run a sender and a dead one's rows are sent again (at least
+ * once; the `webhook-id` lets receivers drop repeats). Results are written back in groups: one statement
+ * for all the attempts that finished while the previous group was being written.
+ */
+export const createEventSender = (deps: { db: Database; logger: Logger }, options: EventSenderOptions = {}): EventSender => {
+  const { db } = deps;
+  const log = deps.logger.child({ component: 'event-sender' });
+  const pollIntervalMs = options.pollIntervalMs ?? 500;
+  const concurrency = Math.max(1, options.concurrency ?? 32);
+  const leaseMs = options.leaseMs ?? 60_000;
+  const schedule = options.retryScheduleMs ?? defaultRetryScheduleMs;
+  const disableAfterMs = options.disableAfterMs ?? 5 * 24 * 60 * 60 * 1000;
+  const allowPrivate = options.allowPrivateUrls ?? false;
+  const agentOptions = { keepAlive: true, maxSockets: 64, ...(allowPrivate ? {} : { lookup: publicOnlyLookup }) };
+  const client: AxiosInstance = axios.create({
+    timeout: options.timeoutMs ?? 15_000,
+    maxRedirects: 0,
+    validateStatus: () => true,
+    responseType: 'text',
+    maxContentLength: 64 * 1024,
+    transitional: { clarifyTimeoutError: true },
+    httpAgent: new http.Agent(agentOptions),
+    httpsAgent: new https.Agent(agentOptions),
+    proxy: false,
+  });
+  const signers = new Map<string, Webhook>();
+  const signerFor = (secret: string) => {
+    let signer = signers.get(secret);
+    if (!signer) {
+      if (signers.size > 1000) signers.clear();
+      signer = new Webhook(secret);
+      signers.set(secret, signer);
+    }
+    return signer;
+  };
+
+  let running = false;
+  let loop: Promise<void> | null = null;
+  let wakeRequested = false;
+  let interruptSleep: (() => void) | null = null;
+  let heartbeat: NodeJS.Timeout | null = null;
+  let lastBacklogAt = 0;
+  let lastDisableCheckAt = 0;
+  const inHand = new Map<number, { row: OutboxRow; done: Promise<void> }>();
+  const idleWaiters: (() => void)[] = [];
+
+  // ---- writing results back in groups ----
+  let results: { result: AttemptResult; resolve: () => void }[] = [];
+  let flushing: Promise<void> | null = null;
+  const flush = async () => {
+    while (results.length > 0) {
+      const group = results;
+      results = [];
+      try {
+        await settleAttempts(db, group.map((entry) => entry.result));
+        if (group.some((entry) => !entry.result.ok) && Date.now() - lastDisableCheckAt > 1000) {
+          lastDisableCheckAt = Date.now();
+          const disabled = await disableFailingSubscriptions(db, disableAfterMs);
+          for (const id of disabled) log.warn({ subscriptionId: id }, 'subscription disabled: every delivery failed for too long');
+        }
+      } catch (error) {
+        // The leases run out and the rows are sent again: at least once, never lost.
+        log.error({ err: error }, 'could not record delivery results');
+      }
+      for (const entry of group) entry.resolve();
+    }
+    flushing = null;
+  };
+  const record = (result: AttemptResult) =>
+    new Promise<void>((resolve) => {
+      results.push({ result, resolve });
+      flushing ??= flush();
+    });
+
+  const send = async (row: OutboxRow, subscription: EventSubscription | undefined, payload: string): Promise<AttemptResult> => {
+    const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload };
+    const retry = (status: number | null, error: string | null): AttemptResult => {
+      const retryInMs = row.attempts < schedule.length ? schedule[row.attempts]! : null;
+      return { ...base, status, error, ok: false, retryInMs };
+    };
+    if (!subscription) return { ...base, status: null, error: 'subscription deleted', ok: false, retryInMs: null };
+    const started = process.hrtime.bigint();
+    try {
+      const url = new URL(subscription.url);
+      const host = url.hostname.replace(/^\[|\]$/g, '');
+      if (!allowPrivate && isIP(host) && isPrivateAddress(host)) return retry(null, 'the URL points to a private, loopback or link-local address');
+      const now = new Date();
+      const webhookId = webhookIdOf(row.changeId);
+      const signature = signingSecrets(subscription, now)
+        .map((secret) => signerFor(secret).sign(webhookId, now, payload))
+        .join(' ');
+      const response = await client.post(subscription.url, payload, {
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'logto-access-sync',
+          'webhook-id': webhookId,
+          'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+          'webhook-signature': signature,
+        },
+      });
+      if (response.status >= 200 && response.status < 300) return { ...base, status: response.status, error: null, ok: true, retryInMs: null };
+      return retry(response.status, `HTTP ${response.status}`);
+    } catch (error) {
+      return retry(null, describeError(error).slice(0, 500));
+    } finally {
+      metrics.eventSendDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  };
+
+  /** The bodies of rows never sent yet are built now; retries reuse the body of their first attempt. */
+  const bodiesFor = async (rows: OutboxRow[]): Promise<Map<number, string>> => {
+    const bodies = new Map<number, string>();
+    const missing = [...new Set(rows.filter((row) => !row.payload).map((row) => row.changeId))];
+    if (missing.length > 0) {
+      const changes = await db.select(accessChangeColumns).from(accessChanges).where(inArray(accessChanges.id, missing));
+      for (const event of await buildAccessEvents(db, changes)) bodies.set(event.data.changeId, JSON.stringify(event));
+    }
+    return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
+  };
+
+  const dispatch = (rows: OutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
+    for (const row of rows) {
+      const done = send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!)
+        .then(async (result) => {
+          metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
+          if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
+          await record(result);
+        })
+        .finally(() => {
+          inHand.delete(row.id);
+          wake();
+        });
+      inHand.set(row.id, { row, done });
+    }
+  };
+
+  const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
+    const free = concurrency - inHand.size;
+    if (free <= 0) return { claimed: 0, free };
+    const rows = await claimOutbox(db, free, leaseMs);
+    if (rows.length === 0) return { claimed: 0, free };
+    try {
+      const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];
+      const [subscriptions, bodies] = await Promise.all([findEventSubscriptions(db, subscriptionIds), bodiesFor(rows)]);
+      dispatch(rows, new Map(subscriptions.map((subscription) => [subscription.id, subscription])), bodies);
+    } catch (error) {
+      // Claimed but not sent: their leases run out and they are claimed again.
+      log.error({ err: error }, 'could not prepare claimed deliveries');
+    }
+    return { claimed: rows.length, free };
+  };
+
+  const updateBacklog = async (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastBacklogAt < 2000) return;
+    lastBacklogAt = now;
+    const backlog = await outboxBacklog(db);
+    metrics.eventBacklog.reset();
+    for (const entry of backlog) metrics.eventBacklog.set({ subscription: entry.subscriptionId }, entry.open);
+  };
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        interruptSleep = null;
+        resolve();
+      }
+      interruptSleep = done;
+    });
+
+  const cycle = async () => {
+    while (running) {
+      wakeRequested = false;
+      let more = false;
+      try {
+        const { claimed, free } = await claimOnce();
+        more = free > 0 && claimed === free;
+        await updateBacklog();
+      } catch (error) {
+        log.error({ err: error }, 'could not claim outbox rows; trying again');
+        await pause(Math.max(pollIntervalMs, 1000));
+        continue;
+      }
+      if (!running) break;
+      if (more && inHand.size < concurrency) continue;
+      if (inHand.size === 0 && !more) for (const resolve of idleWaiters.splice(0)) resolve();
+      if (wakeRequested) continue;
+      await pause(pollIntervalMs);
+    }
+  };
+
+  function wake() {
+    wakeRequested = true;
+    interruptSleep?.();
+  }
+
+  const renewLeases = () => {
+    const claims = [...inHand.values()].map(({ row }) => row);
+    extendOutboxLeases(db, claims, leaseMs).catch((error: unknown) => log.warn({ err: error }, 'could not renew the leases in hand'));
+  };
+
+  return {
+    start() {
+      if (running) return;
+      running = true;
+      heartbeat = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)));
+      heartbeat.unref();
+      loop = cycle();
+    },
+    async stop() {
+      running = false;
+      wake();
+      await loop;
+      loop = null;
+      for (const resolve of idleWaiters.splice(0)) resolve();
+      await Promise.all([...inHand.values()].map((entry) => entry.done));
+      await flushing;
+      if (heartbeat) clearInterval(heartbeat);
+      heartbeat = null;
+      await updateBacklog(true).catch(() => {});
+    },
+    wake,
+    async drain(drainOptions = {}) {
+      for (;;) {
+        if (running) {
+          const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
+          wake();
+          await idle;
+        } else {
+          await claimOnce();
+        }
+        await Promise.all([...inHand.values()].map((entry) => entry.done));
+        await flushing;
+        if (inHand.size === 0) {
+          const left = await openOutboxCount(db, { claimableOnly: !drainOptions.includeDelayed });
+          if (left === 0 && inHand.size === 0) {
+            await updateBacklog(true);
+            return;
+          }
+        }
+        await sleep(10);
+      }
+    },
+  };
+};
