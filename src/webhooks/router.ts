@@ -89,7 +89,10 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
       sendProblem(req, 400, 'invalid_payload', 'The delivery body must be a JSON object');
       return;
     }
+    const parsed = payload;
     payload = toStorableJson(payload);
+    // The received text is stored as is only when it needed no repair: otherwise PostgreSQL would refuse it.
+    const storedText = payload === parsed ? payloadText : undefined;
     if (payload === null) {
       count('invalid');
       log.warn(describe(req, raw, channel), 'webhook refused: signed body nests too deep');
@@ -101,7 +104,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     const dedupKey = relayedId ? `svix:${relayedId}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
     let stored: { id: number; duplicate: boolean };
     try {
-      stored = await insertDelivery(deps.db, { dedupKey, channel, payload: payload as Record<string, unknown>, payloadText });
+      stored = await insertDelivery(deps.db, { dedupKey, channel, payload: payload as Record<string, unknown>, payloadText: storedText });
     } catch (error) {
       count('unavailable');
       log.error({ ...describe(req, raw, channel), err: error }, 'webhook not stored: the database did not take it');
