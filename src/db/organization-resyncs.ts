@@ -65,11 +65,16 @@ export const releaseOrganizationResync = async (db: Database, organizationId: st
   );
 };
 
-/** Whether a re-read that started at or after `requestedAt` has finished. */
-export const organizationResyncServed = async (db: Database, organizationId: string, requestedAt: string): Promise<boolean> => {
+/** Whether a re-read that started at or after `requestedAt` (every one of them, when several requests share it) has finished. */
+export const organizationResyncServed = async (
+  db: Database,
+  organizationId: string,
+  requestedAt: string | readonly string[],
+): Promise<boolean> => {
+  const marks = typeof requestedAt === 'string' ? [requestedAt] : [...requestedAt];
   const [row] = await rows<{ served: boolean }>(
     db,
-    sql`select coalesce(done_started_at >= ${requestedAt}::timestamptz, false) as served
+    sql`select coalesce(done_started_at >= (select max(mark) from unnest(${sql.param(marks)}::timestamptz[]) as marks(mark)), false) as served
       from ${organizationResyncs} where organization_id = ${organizationId}`,
   );
   return row?.served ?? false;

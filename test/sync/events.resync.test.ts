@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { DatabaseHandle } from '../../src/db/client.js';
+import { createMembershipDeltas } from '../../src/sync/events/membership-deltas.js';
 import { createOrganizationResync, type OrganizationRefreshResult } from '../../src/sync/events/organization-resync.js';
 
 type Call = { organizationId: string; deliveryId: number | null | undefined; resolve: (value: OrganizationRefreshResult) => void; reject: (error: Error) => void };
@@ -84,5 +85,35 @@ describe('the coalescer of organization member re-reads', () => {
     expect(calls).toHaveLength(2);
     calls[1]!.resolve(result(7));
     expect(await queued).toEqual(result(7));
+  });
+
+  it('applies the deltas of one organization in order, and starts its re-read only after the deltas queued before it', async () => {
+    const { calls, refresh } = controlledRefresh();
+    const membershipDeltas = createMembershipDeltas();
+    const resync = createOrganizationResync(deps, refresh as never, { membershipDeltas });
+    const applied: string[] = [];
+    let finishFirst: () => void = () => {};
+    const first = membershipDeltas.apply('org1', async () => {
+      await new Promise<void>((resolve) => (finishFirst = resolve));
+      applied.push('first');
+    });
+    const second = membershipDeltas.apply('org1', async () => {
+      applied.push('second');
+    });
+    const read = resync.request('org1', base(1));
+    const elsewhere = resync.request('org2', base(2));
+    await settled();
+    // Another organization's re-read does not wait; this one's waits for both deltas.
+    expect(calls.map((call) => call.organizationId)).toEqual(['org2']);
+    expect(applied).toEqual([]);
+    finishFirst();
+    await Promise.all([first, second]);
+    await settled();
+    expect(applied).toEqual(['first', 'second']);
+    expect(calls.map((call) => call.organizationId)).toEqual(['org2', 'org1']);
+    calls[0]!.resolve(result(2));
+    calls[1]!.resolve(result(1));
+    expect(await read).toEqual(result(1));
+    expect(await elsewhere).toEqual(result(2));
   });
 });

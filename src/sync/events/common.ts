@@ -3,6 +3,7 @@ import type { LogtoUser } from '../../logto/index.js';
 import type { ChangeContext } from '../apply/index.js';
 import type { SyncDeps } from '../context.js';
 import type { Batcher } from './batcher.js';
+import type { MembershipDeltas } from './membership-deltas.js';
 import type { OrganizationResync } from './organization-resync.js';
 import type { UserReads } from './user-reads.js';
 import type { UserSnapshot, UserSnapshotOutcome } from '../apply/index.js';
@@ -26,13 +27,15 @@ export type EventDelivery = {
 export type EventOutcome = 'applied' | 'ignored';
 
 /**
- * What handlers share in one process: the coalescers of organization member re-reads and user reads, and
- * the batcher that applies the user snapshots of many deliveries in one transaction.
+ * What handlers share in one process: the coalescers of organization member re-reads and user reads, the
+ * batcher that applies the user snapshots of many deliveries in one transaction, and the order of the
+ * membership deltas of each organization.
  */
 export type EventHandlerDeps = SyncDeps & {
   resync: OrganizationResync;
   userReads: UserReads;
   userSnapshots: Batcher<UserSnapshot, UserSnapshotOutcome>;
+  membershipDeltas: MembershipDeltas;
 };
 
 export type EventHandler = (deps: EventHandlerDeps, delivery: EventDelivery) => Promise<EventOutcome>;

@@ -17,6 +17,7 @@ import {
 } from './definition-events.js';
 import { handleInteraction } from './interaction-events.js';
 import { handleMembershipUpdated } from './membership-events.js';
+import { createMembershipDeltas } from './membership-deltas.js';
 import { createOrganizationResync, type OrganizationResync } from './organization-resync.js';
 import { createUserReads, type UserReads } from './user-reads.js';
 import { handleUserDeleted, handleUserUpserted } from './user-events.js';
@@ -88,8 +89,9 @@ export const eventLabel = (event: string): string => (logtoEvents.has(event) ? e
 /**
  * The entity a delivery creates, changes or deletes, for deliveries that must not overtake one another
  * in one process (a `User.Deleted` handled before that user's `User.Created` could not stop the creation).
- * Membership and interaction events are safe in any order (their writes are guarded by observation
- * times and they re-read Logto), so they have none and run concurrently.
+ * Membership and interaction events have none and run concurrently: their re-reads of Logto are
+ * coalesced, and the deltas of one organization are put in order by the handlers (`MembershipDeltas`)
+ * without holding up each delivery's re-read behind the next one's.
  */
 export const deliveryEntityKey = (delivery: Pick<EventDelivery, 'event' | 'payload'>): string | null => {
   const { event, payload } = delivery;
@@ -127,13 +129,14 @@ export const createEventHandlers = (
   deps: SyncDeps,
   options: { resync?: OrganizationResync; userReads?: UserReads } = {},
 ): EventHandlers => {
-  const resync = options.resync ?? createOrganizationResync(deps);
+  const membershipDeltas = createMembershipDeltas();
+  const resync = options.resync ?? createOrganizationResync(deps, undefined, { membershipDeltas });
   const userReads = options.userReads ?? createUserReads(deps);
   const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
     maxSize: userSnapshotBatchSize,
     run: async (snapshots) => (await applyUserSnapshots(deps.database.db, snapshots)).outcomes,
   });
-  const handlerDeps: EventHandlerDeps = { ...deps, resync, userReads, userSnapshots };
+  const handlerDeps: EventHandlerDeps = { ...deps, resync, userReads, userSnapshots, membershipDeltas };
   return {
     resync,
     userReads,

@@ -77,11 +77,13 @@ export const handleMembershipUpdated: EventHandler = async (deps, delivery) => {
   const capped = added.length >= membershipDeltaCap || removed.length >= membershipDeltaCap;
   if (!capped && (added.length > 0 || removed.length > 0)) {
     const context: ChangeContext = { ...base, observedAt: eventTime(delivery, payload) };
-    if (removed.length > 0) await removeMembers(deps.database.db, organizationId, removed, context);
-    if (added.length > 0) {
-      const { organizationFound } = await addMembersFromDelta(deps, delivery, organizationId, added, base, context);
-      if (!organizationFound) return 'applied';
-    }
+    // Queued before the first await: in the order the worker handed the deliveries over.
+    const { organizationFound } = await deps.membershipDeltas.apply(organizationId, async () => {
+      if (removed.length > 0) await removeMembers(deps.database.db, organizationId, removed, context);
+      if (added.length === 0) return { organizationFound: true };
+      return addMembersFromDelta(deps, delivery, organizationId, added, base, context);
+    });
+    if (!organizationFound) return 'applied';
   }
   await deps.resync.request(organizationId, base);
   return 'applied';

@@ -17,6 +17,7 @@ import {
 import type { SyncDeps } from '../context.js';
 import { syncOrganizationMembers, type OrganizationMembersResult } from '../organization-members.js';
 import type { BaseContext } from './common.js';
+import type { MembershipDeltas } from './membership-deltas.js';
 
 export type OrganizationRefreshResult = OrganizationMembersResult & {
   /** False when Logto does not have the organization (nothing was re-read; a stored copy was removed). */
@@ -67,8 +68,12 @@ export type ReplicaResyncOptions = {
   leaseMs?: number;
   /** How often a request served by another replica's re-read looks whether it has finished. Default 50 ms. */
   pollMs?: number;
-  /** The request, already recorded (`requestOrganizationResync`) when the delivery asked; otherwise recorded now. */
-  requestedAt?: Promise<string>;
+  /**
+   * The requests, already recorded (`requestOrganizationResync`) when the deliveries asked; otherwise
+   * recorded now. Several requests sharing one re-read are served only by a re-read that started after
+   * the last of them.
+   */
+  requestedAt?: Promise<string | string[]>;
 };
 
 /**
@@ -128,6 +133,11 @@ export type OrganizationResync = {
 type Slot = {
   inFlight: Promise<OrganizationRefreshResult> | null;
   queued: Promise<OrganizationRefreshResult> | null;
+  /** The recorded requests of the deliveries that joined the queued re-read (see `request`). */
+  queuedMarks: Promise<string>[];
+  /** A request being recorded, and the one recorded after it for those who ask meanwhile. */
+  markInFlight: Promise<string> | null;
+  markNext: Promise<string> | null;
 };
 
 /**
@@ -135,17 +145,25 @@ type Slot = {
  * this process share one re-read as described above, and each re-read is itself shared with the other
  * replicas (`refreshAcrossReplicas`).
  */
-export const createOrganizationResync = (deps: SyncDeps, refresh?: typeof refreshOrganizationMembers): OrganizationResync => {
+export const createOrganizationResync = (
+  deps: SyncDeps,
+  refresh?: typeof refreshOrganizationMembers,
+  options: {
+    /** A re-read starts only after the deltas of its organization queued before it are applied (see `MembershipDeltas`). */
+    membershipDeltas?: MembershipDeltas;
+  } = {},
+): OrganizationResync => {
   const slots = new Map<string, Slot>();
   let started = 0;
   /** Shared with the other replicas unless a test hands in its own re-read. */
   const shared = refresh === undefined;
 
-  const start = (organizationId: string, slot: Slot, base: BaseContext, requestedAt?: Promise<string>): Promise<OrganizationRefreshResult> => {
+  const start = (organizationId: string, slot: Slot, base: BaseContext, requestedAt?: Promise<string[]>): Promise<OrganizationRefreshResult> => {
     started += 1;
-    const running = shared
-      ? refreshAcrossReplicas(deps, organizationId, base, requestedAt ? { requestedAt } : {})
-      : refresh!(deps, organizationId, base);
+    const read = () =>
+      shared ? refreshAcrossReplicas(deps, organizationId, base, requestedAt ? { requestedAt } : {}) : refresh!(deps, organizationId, base);
+    const deltasApplied = options.membershipDeltas?.applied(organizationId);
+    const running = deltasApplied ? deltasApplied.then(read) : read();
     const run: Promise<OrganizationRefreshResult> = running.finally(() => {
       if (slot.inFlight === run) slot.inFlight = null;
       if (!slot.inFlight && !slot.queued && slots.get(organizationId) === slot) slots.delete(organizationId);
@@ -158,20 +176,50 @@ export const createOrganizationResync = (deps: SyncDeps, refresh?: typeof refres
     request(organizationId, base) {
       let slot = slots.get(organizationId);
       if (!slot) {
-        slot = { inFlight: null, queued: null };
+        slot = { inFlight: null, queued: null, queuedMarks: [], markInFlight: null, markNext: null };
         slots.set(organizationId, slot);
       }
-      if (slot.queued) return slot.queued;
+      // Recorded now, not when the queued re-read starts: a re-read another replica starts meanwhile serves
+      // it. Every joiner needs a mark taken after it asked: a re-read that started before the last joiner
+      // asked must not count as serving them all (it may have read the list before that joiner's change).
+      // A mark being taken may predate this request, so this request joins the one taken after it: a
+      // burst costs a few marks, not one per delivery.
+      const current = slot;
+      const mark = () => {
+        if (!shared || current.markNext) return;
+        const take = () => {
+          const taken = requestOrganizationResync(deps.database.db, organizationId);
+          current.markInFlight = taken;
+          const clear = () => {
+            if (current.markInFlight === taken) current.markInFlight = null;
+          };
+          taken.then(clear, clear);
+          return taken;
+        };
+        const requested: Promise<string> = current.markInFlight
+          ? current.markInFlight
+              .catch(() => undefined)
+              .then(() => {
+                current.markNext = null;
+                return take();
+              })
+          : take();
+        if (current.markInFlight && requested !== current.markInFlight) current.markNext = requested;
+        requested.catch(() => {});
+        current.queuedMarks.push(requested);
+      };
+      if (slot.queued) {
+        mark();
+        return slot.queued;
+      }
       if (slot.inFlight) {
-        const current = slot;
-        // Recorded now, not when the queued re-read starts: a re-read another replica starts meanwhile serves it.
-        const requestedAt = shared ? requestOrganizationResync(deps.database.db, organizationId) : undefined;
-        requestedAt?.catch(() => {});
+        mark();
         const next = slot.inFlight
           .catch(() => undefined)
           .then(() => {
             current.queued = null;
-            return start(organizationId, current, base, requestedAt);
+            const marks = current.queuedMarks.splice(0);
+            return start(organizationId, current, base, marks.length > 0 ? Promise.all(marks) : undefined);
           });
         slot.queued = next;
         return next;
