@@ -125,9 +125,19 @@ const userSnapshotBatchSize = 500;
  */
 export const createEventHandlers = (
   deps: SyncDeps,
-  options: { resync?: OrganizationResync; userReads?: UserReads } = {},
+  options: {
+    resync?: OrganizationResync;
+    userReads?: UserReads;
+    /**
+     * Lease of a claimed member re-read (default 60 s). The inbox worker passes its delivery lease: a
+     * re-read claim left by a dead replica must not hold that organization's deliveries longer than the
+     * deliveries' own claims do.
+     */
+    resyncLeaseMs?: number;
+  } = {},
 ): EventHandlers => {
-  const resync = options.resync ?? createOrganizationResync(deps);
+  const resync =
+    options.resync ?? createOrganizationResync(deps, undefined, options.resyncLeaseMs === undefined ? {} : { leaseMs: options.resyncLeaseMs });
   const userReads = options.userReads ?? createUserReads(deps);
   const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
     maxSize: userSnapshotBatchSize,

@@ -135,7 +135,11 @@ type Slot = {
  * this process share one re-read as described above, and each re-read is itself shared with the other
  * replicas (`refreshAcrossReplicas`).
  */
-export const createOrganizationResync = (deps: SyncDeps, refresh?: typeof refreshOrganizationMembers): OrganizationResync => {
+export const createOrganizationResync = (
+  deps: SyncDeps,
+  refresh?: typeof refreshOrganizationMembers,
+  options: Pick<ReplicaResyncOptions, 'leaseMs'> = {},
+): OrganizationResync => {
   const slots = new Map<string, Slot>();
   let started = 0;
   /** Shared with the other replicas unless a test hands in its own re-read. */
@@ -144,7 +148,7 @@ export const createOrganizationResync = (deps: SyncDeps, refresh?: typeof refres
   const start = (organizationId: string, slot: Slot, base: BaseContext, requestedAt?: Promise<string>): Promise<OrganizationRefreshResult> => {
     started += 1;
     const running = shared
-      ? refreshAcrossReplicas(deps, organizationId, base, requestedAt ? { requestedAt } : {})
+      ? refreshAcrossReplicas(deps, organizationId, base, { ...options, ...(requestedAt ? { requestedAt } : {}) })
       : refresh!(deps, organizationId, base);
     const run: Promise<OrganizationRefreshResult> = running.finally(() => {
       if (slot.inFlight === run) slot.inFlight = null;
