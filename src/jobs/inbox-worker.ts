@@ -83,7 +83,8 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     baseMs: options.retryBaseMs ?? 1000,
     capMs: options.retryCapMs ?? 300_000,
   };
-  const handlers = options.handlers ?? createEventHandlers(deps);
+  // A dead replica's member re-read claims run out with its delivery claims, not a minute later.
+  const handlers = options.handlers ?? createEventHandlers(deps, { resyncLeaseMs: leaseMs });
   const log = deps.logger.child({ component: 'inbox-worker' });
 
   let running = false;

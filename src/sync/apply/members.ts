@@ -15,6 +15,9 @@ export type MembersResult = ApplyResult & {
 };
 
 const pairKey = (...parts: string[]) => parts.join('\u0000');
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const byMemberRole = (a: { userId: string; organizationRoleId: string }, b: { userId: string; organizationRoleId: string }) =>
+  compare(a.userId, b.userId) || compare(a.organizationRoleId, b.organizationRoleId);
 
 type StoredMembership = {
   organizationKnown: boolean;
@@ -113,7 +116,8 @@ const applyMemberships = async (
     let rowsWritten = 0;
     const observedAt = context.observedAt.toISOString();
 
-    const adding = toAdd.filter((userId) => !removedLater.has(userId));
+    // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
+    const adding = toAdd.filter((userId) => !removedLater.has(userId)).sort();
     if (adding.length > 0) {
       const added = await rows<{ user_id: string }>(
         tx,
@@ -126,9 +130,9 @@ const applyMemberships = async (
       rowsWritten += added.length;
       changes.push(...added.map(({ user_id: userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
     }
-    const granting = grants.filter(
-      (grant) => !removedLater.has(grant.userId) && !revokedLater.has(pairKey(grant.userId, grant.organizationRoleId)),
-    );
+    const granting = grants
+      .filter((grant) => !removedLater.has(grant.userId) && !revokedLater.has(pairKey(grant.userId, grant.organizationRoleId)))
+      .sort(byMemberRole);
     if (granting.length > 0) {
       const granted = await rows<{ user_id: string; organization_role_id: string }>(
         tx,
@@ -145,7 +149,7 @@ const applyMemberships = async (
         ),
       );
     }
-    const revoking = revokes.filter((revoke) => !grantedLater.has(pairKey(revoke.userId, revoke.organizationRoleId)));
+    const revoking = revokes.filter((revoke) => !grantedLater.has(pairKey(revoke.userId, revoke.organizationRoleId))).sort(byMemberRole);
     if (revoking.length > 0) {
       const revoked = await rows<{ user_id: string; organization_role_id: string }>(
         tx,

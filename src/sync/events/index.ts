@@ -127,10 +127,24 @@ const userSnapshotBatchSize = 500;
  */
 export const createEventHandlers = (
   deps: SyncDeps,
-  options: { resync?: OrganizationResync; userReads?: UserReads } = {},
+  options: {
+    resync?: OrganizationResync;
+    userReads?: UserReads;
+    /**
+     * Lease of a claimed member re-read (default 60 s). The inbox worker passes its delivery lease: a
+     * re-read claim left by a dead replica must not hold that organization's deliveries longer than the
+     * deliveries' own claims do.
+     */
+    resyncLeaseMs?: number;
+  } = {},
 ): EventHandlers => {
   const membershipDeltas = createMembershipDeltas();
-  const resync = options.resync ?? createOrganizationResync(deps, undefined, { membershipDeltas });
+  const resync =
+    options.resync ??
+    createOrganizationResync(deps, undefined, {
+      membershipDeltas,
+      ...(options.resyncLeaseMs === undefined ? {} : { leaseMs: options.resyncLeaseMs }),
+    });
   const userReads = options.userReads ?? createUserReads(deps);
   const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
     maxSize: userSnapshotBatchSize,

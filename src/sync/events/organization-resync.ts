@@ -148,7 +148,7 @@ type Slot = {
 export const createOrganizationResync = (
   deps: SyncDeps,
   refresh?: typeof refreshOrganizationMembers,
-  options: {
+  options: Pick<ReplicaResyncOptions, 'leaseMs'> & {
     /** A re-read starts only after the deltas of its organization queued before it are applied (see `MembershipDeltas`). */
     membershipDeltas?: MembershipDeltas;
   } = {},
@@ -160,8 +160,11 @@ export const createOrganizationResync = (
 
   const start = (organizationId: string, slot: Slot, base: BaseContext, requestedAt?: Promise<string[]>): Promise<OrganizationRefreshResult> => {
     started += 1;
-    const read = () =>
-      shared ? refreshAcrossReplicas(deps, organizationId, base, requestedAt ? { requestedAt } : {}) : refresh!(deps, organizationId, base);
+    const replicaOptions = {
+      ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+      ...(requestedAt ? { requestedAt } : {}),
+    };
+    const read = () => (shared ? refreshAcrossReplicas(deps, organizationId, base, replicaOptions) : refresh!(deps, organizationId, base));
     const deltasApplied = options.membershipDeltas?.applied(organizationId);
     const running = deltasApplied ? deltasApplied.then(read) : read();
     const run: Promise<OrganizationRefreshResult> = running.finally(() => {
