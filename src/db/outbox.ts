@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { rows, type Database } from './client.js';
 
 /**
@@ -75,26 +75,27 @@ const runningTransactions = sql`(select coalesce(array_agg(backend_xid::text::bi
   where datname = current_database() and backend_xid is not null and pid <> pg_backend_pid())`;
 
 /**
- * Called by `recordChanges` inside the applying transaction, right after the change rows are inserted:
- * one statement writes the outbox rows of the enabled subscriptions whose types match and notifies the
- * live streams. The NOTIFY is delivered at commit, so nothing uncommitted is announced. Without any
- * subscription the insert joins an empty table and costs next to nothing.
+ * Wraps the insert of change rows (`insertChanges`, an `insert … into access_changes` without its
+ * `returning`) so that the same statement writes the outbox rows of the enabled subscriptions whose types
+ * match and notifies the live streams: one round trip per batch of changes, in the applying transaction.
+ * The NOTIFY is delivered at commit, so nothing uncommitted is announced. Without any subscription the
+ * outbox insert joins an empty table, and the running transactions are never read. Yields the new change
+ * ids in insertion order.
  */
-export const enqueueChangeEvents = async (tx: Database, changeIds: number[]): Promise<void> => {
-  if (changeIds.length === 0) return;
-  const lastId = Math.max(...changeIds);
-  await tx.execute(sql`
-    with queued as (
-      insert into event_outbox (subscription_id, change_id, waits_for, user_id, organization_id)
-      select s.id, c.id, ${runningTransactions}, c.user_id, c.organization_id
-      from event_subscriptions s
-      join access_changes c on c.id = any(${idArray(changeIds)}::bigint[]) and c.id > s.start_change_id
-      where s.enabled and (s.kinds is null or c.kind = any(s.kinds))
-      order by c.id, s.id
-      returning 1
-    )
-    select pg_notify(${changesChannel}, ${String(lastId)})`);
-};
+export const insertChangesWithEvents = (insertChanges: SQL): SQL => sql`
+  with inserted as (${insertChanges} returning id, kind, user_id, organization_id),
+  queued as (
+    insert into event_outbox (subscription_id, change_id, waits_for, user_id, organization_id)
+    select s.id, c.id, ${runningTransactions}, c.user_id, c.organization_id
+    from event_subscriptions s
+    join inserted c on c.id > s.start_change_id
+    where s.enabled and (s.kinds is null or c.kind = any(s.kinds))
+    order by c.id, s.id
+    returning 1
+  )
+  select i.id from inserted i
+  cross join (select pg_notify(${changesChannel}, (select max(id) from inserted)::text)) as notified
+  order by i.id`;
 
 /**
  * Due, clear of the transactions it waits for, and no open row of the subscription about the same user or organization comes

@@ -149,11 +149,22 @@ export const recordCrawlProgress = async (
   ids: string[],
   position?: CrawlPosition,
 ): Promise<void> => {
-  await db.transaction(async (tx) => {
-    await tx.execute(sql`set local synchronous_commit = off`);
-    await markSeen(tx, crawlId, entity, ids);
-    if (position) await writeCrawlPosition(tx, position);
-  });
+  if (ids.length === 0 && !position) return;
+  // One statement (its own transaction): a round trip per page instead of five.
+  const value = position === undefined ? null : JSON.stringify(position);
+  await db.execute(sql`
+    with seen as (
+      insert into ${syncSeen} (run_id, entity, id)
+      select ${crawlId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)
+      on conflict do nothing
+      returning 1
+    ), positioned as (
+      insert into ${syncState} (key, value, updated_at)
+      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
+      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
+      returning 1
+    )
+    select set_config('synchronous_commit', 'off', true)`);
 };
 
 /** Forgets a crawl: its position and its seen set. */

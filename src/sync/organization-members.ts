@@ -8,6 +8,7 @@ import {
   removeMembers,
   storedMemberIdsBetween,
   type ApplyResult,
+  type StoredMemberRange,
   type ChangeContext,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
@@ -48,7 +49,8 @@ const applyMemberPage = async (
   organizationId: string,
   members: LogtoOrganizationMember[],
   context: ChangeContext,
-): Promise<ApplyResult> => {
+  storedMembersBetween: StoredMemberRange,
+): Promise<ApplyResult & { storedMemberIds?: string[] }> => {
   const db = deps.database.db;
   const snapshots = members.map((member) => ({
     userId: member.id,
@@ -56,9 +58,10 @@ const applyMemberPage = async (
   }));
   // A member crawl beside the users crawl often meets users not stored yet: they are brought in from
   // the page itself, then the page is written once.
-  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true });
+  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, storedMembersBetween });
   if (first.unknownUserIds.length === 0 && first.unknownRoleIds.length === 0) return first;
-  const result = mergeResults(emptyResult(), first);
+  const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
+  if (first.storedMemberIds) result.storedMemberIds = first.storedMemberIds;
   const unknownUsers = new Set(first.unknownUserIds);
   mergeResults(result, await applyUsers(db, members.filter((member) => unknownUsers.has(member.id)), context));
   const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter(
@@ -100,11 +103,13 @@ export const syncOrganizationMembers = async (
     if (items.length === 0) continue;
     const sorted = [...items].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const last = sorted[sorted.length - 1]!.id;
-    mergeResults(result, await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }));
+    const applied = await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, { after: previousLast, upTo: last });
+    mergeResults(result, applied);
     result.membersChecked += items.length;
     result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
     const onPage = new Set(sorted.map((item) => item.id));
-    candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, last)).filter((id) => !onPage.has(id)));
+    const inRange = applied.storedMemberIds ?? (await storedMemberIdsBetween(db, organizationId, previousLast, last));
+    candidates.push(...inRange.filter((id) => !onPage.has(id)));
     previousLast = last;
   }
   candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, null)));

@@ -1,7 +1,7 @@
 import { and, gt, inArray, eq, sql } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
-import { enqueueChangeEvents } from '../../db/outbox.js';
+import { insertChangesWithEvents } from '../../db/outbox.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -64,7 +64,7 @@ const insertBatchSize = 5000;
  * Appends the change log rows for `changes`, in their order, as one set-based insert per few thousand
  * rows (a JSON array expanded by `json_to_recordset`: one parameter whatever the count), and in the same
  * transaction their events: the outbox rows of matching subscriptions and the wake-up of live streams
- * (see `enqueueChangeEvents`). Returns the new rows' ids, in the order of `changes`.
+ * (see `insertChangesWithEvents`: the same statement). Returns the new rows' ids, in the order of `changes`.
  */
 export const recordChanges = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
   const ids: number[] = [];
@@ -87,13 +87,13 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
     });
     const inserted = await rows<{ id: string | number }>(
       db,
-      sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
-        select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
-        from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
-        returning id`,
+      insertChangesWithEvents(
+        sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
+          select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
+          from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)`,
+      ),
     );
     const batchIds = inserted.map((row) => Number(row.id));
-    await enqueueChangeEvents(db, batchIds);
     ids.push(...batchIds);
   }
   const counted = new Map<string, { source: ChangeSource; kind: ChangeKind; count: number }>();

@@ -12,7 +12,12 @@ export type MembersResult = ApplyResult & {
   /** Roles the database does not know: the caller fetches them and applies again. */
   unknownRoleIds: string[];
   organizationKnown: boolean;
+  /** With `storedMembersBetween`: the stored members in that range, read before anything was written. */
+  storedMemberIds?: string[];
 };
+
+/** Stored members of the organization whose user id falls in (after, upTo], in Logto's order (by user id). */
+export type StoredMemberRange = { after: string | null; upTo: string };
 
 const pairKey = (...parts: string[]) => parts.join('\u0000');
 const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -25,9 +30,11 @@ type StoredMembership = {
   knownRoles: Set<string>;
   members: Set<string>;
   roles: { userId: string; organizationRoleId: string; observedAt: Date }[];
+  inRange: string[] | null;
 };
 
-const idList = (ids: string[]) => (ids.length === 0 ? sql`(null)` : sql`(${sql.join(ids.map((id) => sql`${id}`), sql`, `)})`);
+/** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
+const idArray = (ids: string[]) => sql`any(${sql.param(ids)}::text[])`;
 
 /** Everything a page of members is compared with, in one round trip: most pages then need nothing else. */
 const readStoredMembership = async (
@@ -35,6 +42,7 @@ const readStoredMembership = async (
   organizationId: string,
   userIds: string[],
   roleIds: string[],
+  range: StoredMemberRange | undefined,
 ): Promise<StoredMembership> => {
   const [row] = await rows<{
     organization_known: boolean;
@@ -42,16 +50,21 @@ const readStoredMembership = async (
     known_roles: string[];
     members: string[];
     roles: { u: string; r: string; o: string }[];
+    in_range: string[] | null;
   }>(
     db,
     sql`select
       exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
-      coalesce((select json_agg(id) from ${users} where id in ${idList(userIds)}), '[]'::json) as known_users,
-      coalesce((select json_agg(id) from ${organizationRoles} where id in ${idList(roleIds)}), '[]'::json) as known_roles,
+      coalesce((select json_agg(id) from ${users} where id = ${idArray(userIds)}), '[]'::json) as known_users,
+      coalesce((select json_agg(id) from ${organizationRoles} where id = ${idArray(roleIds)}), '[]'::json) as known_roles,
       coalesce((select json_agg(user_id) from ${organizationMembers}
-        where organization_id = ${organizationId} and user_id in ${idList(userIds)}), '[]'::json) as members,
+        where organization_id = ${organizationId} and user_id = ${idArray(userIds)}), '[]'::json) as members,
       coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
-        where organization_id = ${organizationId} and user_id in ${idList(userIds)}), '[]'::json) as roles`,
+        where organization_id = ${organizationId} and user_id = ${idArray(userIds)}), '[]'::json) as roles,
+      ${range === undefined ? sql`null::json` : sql`coalesce((select json_agg(user_id) from ${organizationMembers}
+        where organization_id = ${organizationId}
+          ${range.after === null ? sql`` : sql`and user_id collate "C" > ${range.after}`}
+          and user_id collate "C" <= ${range.upTo}), '[]'::json)`} as in_range`,
   );
   return {
     organizationKnown: row!.organization_known,
@@ -59,6 +72,7 @@ const readStoredMembership = async (
     knownRoles: new Set(row!.known_roles),
     members: new Set(row!.members),
     roles: row!.roles.map((role) => ({ userId: role.u, organizationRoleId: role.r, observedAt: new Date(role.o) })),
+    inRange: row!.in_range,
   };
 };
 
@@ -74,7 +88,8 @@ const applyMemberships = async (
   if (members.length === 0) return result;
   const userIds = [...new Set(members.map((member) => member.userId))].sort();
   const roleIds = withRoles ? [...new Set(members.flatMap((member) => member.organizationRoleIds))].sort() : [];
-  const stored = await readStoredMembership(db, organizationId, userIds, roleIds);
+  const stored = await readStoredMembership(db, organizationId, userIds, roleIds, options.storedMembersBetween);
+  if (stored.inRange !== null) result.storedMemberIds = stored.inRange;
   if (!stored.organizationKnown) return { ...result, organizationKnown: false };
   result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id));
   result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
@@ -177,6 +192,11 @@ export type ApplyMembersOptions = {
    * first and applies again then writes the page once instead of in two parts.
    */
   allOrNothing?: boolean;
+  /**
+   * Also read the stored members in this range, in the same round trip as the comparison: a crawl's
+   * candidates for removal (see `storedMemberIdsBetween`).
+   */
+  storedMembersBetween?: StoredMemberRange;
 };
 
 /**

@@ -140,7 +140,7 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
   const ids = [...byId.keys()].sort();
   // Compared outside a transaction: an unchanged page costs one read and writes nothing.
-  const stored = await db.select().from(users).where(inArray(users.id, ids));
+  const stored = await db.select().from(users).where(sql`${users.id} = any(${sql.param(ids)}::text[])`);
   const candidates = userWrites(ids, byId, new Map(stored.map((row) => [row.id, row])));
   if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
@@ -148,7 +148,7 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
     // Compared again under the lock: another writer of these users may have committed since the read above.
     const lockedIds = [...candidates.keys()].sort();
     await lockEntities(tx, 'user', lockedIds);
-    const fresh = await tx.select().from(users).where(inArray(users.id, lockedIds));
+    const fresh = await tx.select().from(users).where(sql`${users.id} = any(${sql.param(lockedIds)}::text[])`);
     const storedById = new Map(fresh.map((row) => [row.id, row]));
     const writes = userWrites(lockedIds, byId, storedById);
     if (writes.size === 0) return { changes: [], rowsWritten: 0 };
