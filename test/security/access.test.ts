@@ -74,7 +74,11 @@ describe('every /v1 route needs a key, and keys are stored hashed', () => {
   });
 
   it('lets a read key through every read operation (the walk above is not vacuous)', async () => {
-    for (const operation of operations.filter((candidate) => candidate.scope === 'read')) {
+    // The live stream never ends when it answers 200 (this app has no change feed, so it answers 503);
+    // its read-key answers are tested with a feed in test/api/change-stream.test.ts.
+    const reads = operations.filter((candidate) => candidate.scope === 'read' && candidate.path !== '/v1/changes/stream');
+    expect(reads.length).toBeGreaterThan(10);
+    for (const operation of reads) {
       const response = await request(t.app).get(concretePath(operation)).set('Authorization', `Bearer ${t.keys.read.secret}`);
       expect([200, 400, 404], `${operation.path} → ${response.status}`).toContain(response.status);
     }
