@@ -154,7 +154,11 @@ describe('every route under hostile path, query and body input', () => {
     }
     keys.read = (await createApiKey(database.db, { name: 'fuzz-reader', scope: 'read' })).secret;
     client = rawClient(service.url);
-    operations = operationsOf(JSON.parse((await client.send('GET', '/openapi.json')).text) as Json);
+    // The live stream answers a valid request with a response that never ends; its parameters are tested
+    // in test/api/change-stream.test.ts.
+    operations = operationsOf(JSON.parse((await client.send('GET', '/openapi.json')).text) as Json).filter(
+      (operation) => operation.path !== '/v1/changes/stream',
+    );
     ids = [
       ...(await database.db.select({ id: users.id }).from(users).limit(5)),
       ...(await database.db.select({ id: organizations.id }).from(organizations).limit(3)),
