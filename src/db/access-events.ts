@@ -2,6 +2,7 @@ import { asc, gt, inArray, sql } from 'drizzle-orm';
 import { accessChanges, organizationRoles, organizations, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 import { accessChangeColumns, accessChangeKinds, type AccessChange, type AccessChangeKind } from './queries/changes.js';
+import { userColumns } from './queries/users.js';
 
 /**
  * Access events: what this service tells others about each change-log row. One mapping and one body
@@ -79,21 +80,6 @@ export type AccessEvent = {
 
 const iso = (value: Date | null) => (value ? value.toISOString() : null);
 
-const userFields = {
-  id: users.id,
-  username: users.username,
-  primaryEmail: users.primaryEmail,
-  primaryPhone: users.primaryPhone,
-  name: users.name,
-  avatar: users.avatar,
-  isSuspended: users.isSuspended,
-  customData: users.customData,
-  profile: users.profile,
-  applicationId: users.applicationId,
-  lastSignInAt: users.lastSignInAt,
-  createdAt: users.createdAt,
-  updatedAt: users.updatedAt,
-};
 const organizationFields = {
   id: organizations.id,
   name: organizations.name,
@@ -135,7 +121,7 @@ export const buildAccessEvents = async (db: Database, changes: AccessChange[]): 
   const organizationIds = unique(wanted.organizations);
   const roleIds = unique(wanted.roles);
   const [userRows, organizationRows, roleRows] = await Promise.all([
-    userIds.length ? db.select(userFields).from(users).where(inArray(users.id, userIds)) : [],
+    userIds.length ? db.select(userColumns).from(users).where(inArray(users.id, userIds)) : [],
     organizationIds.length ? db.select(organizationFields).from(organizations).where(inArray(organizations.id, organizationIds)) : [],
     roleIds.length ? db.select(organizationRoleFields).from(organizationRoles).where(inArray(organizationRoles.id, roleIds)) : [],
   ]);
