@@ -64,13 +64,20 @@ describe('the event sender', () => {
 
   it('delivers an event of every type, signed, for changes made in Logto, including sweep-only role changes and cascades', async () => {
     const { sim } = pipeline;
+    // Settled after each step: Logto's deliveries race, and an update applied before the creation reads the
+    // user's latest state from Logto, which folds the steps between into one change.
     const user = (await sim.api.post('/users', { username: 'event_user', name: 'Event User' })).body as { id: string };
+    await settle();
     await sim.api.patch(`/users/${user.id}`, { name: 'Event User Renamed' });
+    await settle();
     await sim.api.patch(`/users/${user.id}/is-suspended`, { isSuspended: true });
+    await settle();
     await sim.api.patch(`/users/${user.id}/is-suspended`, { isSuspended: false });
     const organization = (await sim.api.post('/organizations', { name: 'Events Org' })).body as { id: string };
+    await settle();
     await sim.api.patch(`/organizations/${organization.id}`, { description: 'described' });
     const role = (await sim.api.post('/organization-roles', { name: 'events-role' })).body as { id: string };
+    await settle();
     await sim.api.patch(`/organization-roles/${role.id}`, { description: 'described' });
     await sim.api.post(`/organizations/${organization.id}/users`, { userIds: [user.id] });
     await settle();
