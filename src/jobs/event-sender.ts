@@ -22,6 +22,7 @@ import { accessChangeColumns } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { isPrivateAddress, publicOnlyLookup } from '../sync/public-address.js';
+import { createClaimLoop } from './claim-loop.js';
 
 /** Like Svix: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery has failed. */
 export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
@@ -51,8 +52,6 @@ export type EventSender = {
   /** Resolves when nothing due is left to send (with `includeDelayed`, also nothing scheduled for a retry). */
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
 };
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const describeError = (error: unknown): string => {
   if (axios.isAxiosError(error)) {
@@ -101,15 +100,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     return signer;
   };
 
-  let running = false;
-  let loop: Promise<void> | null = null;
-  let wakeRequested = false;
-  let interruptSleep: (() => void) | null = null;
-  let heartbeat: NodeJS.Timeout | null = null;
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
-  const inHand = new Map<number, { row: OutboxRow; done: Promise<void> }>();
-  const idleWaiters: (() => void)[] = [];
 
   // ---- writing results back in groups ----
   let results: { result: AttemptResult; resolve: () => void }[] = [];
@@ -192,32 +184,12 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
           metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
           if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
           await record(result);
-        })
-        .finally(() => {
-          inHand.delete(row.id);
-          wake();
         });
-      inHand.set(row.id, { row, done });
+      loop.track(row.id, row, done);
     }
   };
 
-  const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
-    const free = concurrency - inHand.size;
-    if (free <= 0) return { claimed: 0, free };
-    const rows = await claimOutbox(db, free, leaseMs);
-    if (rows.length === 0) return { claimed: 0, free };
-    try {
-      const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];
-      const [subscriptions, bodies] = await Promise.all([findEventSubscriptions(db, subscriptionIds), bodiesFor(rows)]);
-      dispatch(rows, new Map(subscriptions.map((subscription) => [subscription.id, subscription])), bodies);
-    } catch (error) {
-      // Claimed but not sent: their leases run out and they are claimed again.
-      log.error({ err: error }, 'could not prepare claimed deliveries');
-    }
-    return { claimed: rows.length, free };
-  };
-
-  const updateBacklog = async (force = false) => {
+  const updateBacklog = async (force: boolean) => {
     const now = Date.now();
     if (!force && now - lastBacklogAt < 2000) return;
     lastBacklogAt = now;
@@ -226,89 +198,30 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     for (const entry of backlog) metrics.eventBacklog.set({ subscription: entry.subscriptionId }, entry.open);
   };
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        interruptSleep = null;
-        resolve();
-      }
-      interruptSleep = done;
-    });
-
-  const cycle = async () => {
-    while (running) {
-      wakeRequested = false;
-      let more = false;
+  const loop = createClaimLoop<OutboxRow>({
+    log,
+    what: 'outbox rows',
+    pollIntervalMs,
+    concurrency,
+    leaseMs,
+    claim: async (free) => {
+      const rows = await claimOutbox(db, free, leaseMs);
+      if (rows.length === 0) return 0;
       try {
-        const { claimed, free } = await claimOnce();
-        more = free > 0 && claimed === free;
-        await updateBacklog();
+        const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];
+        const [subscriptions, bodies] = await Promise.all([findEventSubscriptions(db, subscriptionIds), bodiesFor(rows)]);
+        dispatch(rows, new Map(subscriptions.map((subscription) => [subscription.id, subscription])), bodies);
       } catch (error) {
-        log.error({ err: error }, 'could not claim outbox rows; trying again');
-        await pause(Math.max(pollIntervalMs, 1000));
-        continue;
+        // Claimed but not sent: their leases run out and they are claimed again.
+        log.error({ err: error }, 'could not prepare claimed deliveries');
       }
-      if (!running) break;
-      if (more && inHand.size < concurrency) continue;
-      if (inHand.size === 0 && !more) for (const resolve of idleWaiters.splice(0)) resolve();
-      if (wakeRequested) continue;
-      await pause(pollIntervalMs);
-    }
-  };
-
-  function wake() {
-    wakeRequested = true;
-    interruptSleep?.();
-  }
-
-  const renewLeases = () => {
-    const claims = [...inHand.values()].map(({ row }) => row);
-    extendOutboxLeases(db, claims, leaseMs).catch((error: unknown) => log.warn({ err: error }, 'could not renew the leases in hand'));
-  };
-
-  return {
-    start() {
-      if (running) return;
-      running = true;
-      heartbeat = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)));
-      heartbeat.unref();
-      loop = cycle();
+      return rows.length;
     },
-    async stop() {
-      running = false;
-      wake();
-      await loop;
-      loop = null;
-      for (const resolve of idleWaiters.splice(0)) resolve();
-      await Promise.all([...inHand.values()].map((entry) => entry.done));
-      await flushing;
-      if (heartbeat) clearInterval(heartbeat);
-      heartbeat = null;
-      await updateBacklog(true).catch(() => {});
-    },
-    wake,
-    async drain(drainOptions = {}) {
-      for (;;) {
-        if (running) {
-          const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
-          wake();
-          await idle;
-        } else {
-          await claimOnce();
-        }
-        await Promise.all([...inHand.values()].map((entry) => entry.done));
-        await flushing;
-        if (inHand.size === 0) {
-          const left = await openOutboxCount(db, { claimableOnly: !drainOptions.includeDelayed });
-          if (left === 0 && inHand.size === 0) {
-            await updateBacklog(true);
-            return;
-          }
-        }
-        await sleep(10);
-      }
-    },
-  };
+    renewLeases: (claims) => extendOutboxLeases(db, claims, leaseMs),
+    remaining: (includeDelayed) => openOutboxCount(db, { claimableOnly: !includeDelayed }),
+    afterClaim: updateBacklog,
+    pending: () => flushing,
+  });
+  const { start, stop, wake, drain } = loop;
+  return { start, stop, wake, drain };
 };

@@ -19,6 +19,7 @@ import {
   PermanentDeliveryError,
   type EventHandlers,
 } from '../sync/events/index.js';
+import { createClaimLoop } from './claim-loop.js';
 
 export type InboxWorkerOptions = {
   /** How often the inbox is polled when nothing woke the worker (deliveries stored by another replica). Default 250 ms. */
@@ -51,8 +52,6 @@ export type InboxWorker = {
    */
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
 };
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const describeError = (error: unknown): string => {
   if (error instanceof Error) {
@@ -87,17 +86,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   const handlers = options.handlers ?? createEventHandlers(deps, { resyncLeaseMs: leaseMs });
   const log = deps.logger.child({ component: 'inbox-worker' });
 
-  let running = false;
-  let loop: Promise<void> | null = null;
-  let wakeRequested = false;
-  let interruptSleep: (() => void) | null = null;
-  let claiming = 0;
-  let heartbeat: NodeJS.Timeout | null = null;
   let lastDepthAt = 0;
-  /** Deliveries claimed by this worker and not yet settled. */
-  const inHand = new Map<number, { delivery: Delivery; done: Promise<void> }>();
-  /** Callers waiting for the loop to find nothing to do (`drain`). */
-  const idleWaiters: (() => void)[] = [];
   /** The last delivery queued per entity key: the next one about that entity waits for it. */
   const chains = new Map<string, Promise<void>>();
   /** Outcomes of the deliveries handled in one turn, written by one statement. */
@@ -146,120 +135,37 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     const done: Promise<void> = (before ?? Promise.resolve())
       .then(() => settle(delivery, claimedAt))
       .finally(() => {
-        inHand.delete(delivery.id);
         if (key && chains.get(key) === done) chains.delete(key);
-        // A freed slot may have more work waiting.
-        wake();
       });
     if (key) chains.set(key, done);
-    inHand.set(delivery.id, { delivery, done });
+    loop.track(delivery.id, delivery, done);
   };
 
-  /** One claim of as many deliveries as there are free slots; returns how many were claimed. */
-  const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
-    const free = Math.min(claimBatchSize, concurrency - inHand.size);
-    if (free <= 0) return { claimed: 0, free };
-    claiming += 1;
-    try {
-      // Before the claim: every delivery it returns was received before this moment.
-      const claimedAt = Date.now();
-      const claimed = await claimDeliveries(db, free, leaseMs);
-      for (const delivery of claimed) dispatch(delivery, claimedAt);
-      return { claimed: claimed.length, free };
-    } finally {
-      claiming -= 1;
-    }
-  };
-
-  const updateDepth = async (force = false) => {
+  const updateDepth = async (force: boolean) => {
     const now = Date.now();
     if (!force && now - lastDepthAt < 1000) return;
     lastDepthAt = now;
     metrics.inboxDepth.set(await unsettledCount(db));
   };
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        interruptSleep = null;
-        resolve();
-      }
-      interruptSleep = done;
-    });
-
-  const cycle = async () => {
-    while (running) {
-      wakeRequested = false;
-      let more = false;
-      try {
-        const { claimed, free } = await claimOnce();
-        more = free > 0 && claimed === free;
-        await updateDepth();
-      } catch (error) {
-        log.error({ err: error }, 'could not claim deliveries; trying again');
-        await pause(Math.max(pollIntervalMs, 1000));
-        continue;
-      }
-      if (!running) break;
-      if (more && inHand.size < concurrency) continue;
-      if (inHand.size === 0 && !more) for (const resolve of idleWaiters.splice(0)) resolve();
-      if (wakeRequested) continue;
-      await pause(pollIntervalMs);
-    }
-  };
-
-  function wake() {
-    wakeRequested = true;
-    interruptSleep?.();
-  }
-
-  const renewLeases = () => {
-    const claims = [...inHand.values()].map(({ delivery }) => delivery);
-    extendLeases(db, claims, leaseMs).catch((error: unknown) => log.warn({ err: error }, 'could not renew the leases in hand'));
-  };
-
-  return {
-    start() {
-      if (running) return;
-      running = true;
-      heartbeat = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)));
-      heartbeat.unref();
-      loop = cycle();
+  const loop = createClaimLoop<Delivery>({
+    log,
+    what: 'deliveries',
+    pollIntervalMs,
+    concurrency,
+    claimBatchSize,
+    leaseMs,
+    claim: async (free) => {
+      // Before the claim: every delivery it returns was received before this moment.
+      const claimedAt = Date.now();
+      const claimed = await claimDeliveries(db, free, leaseMs);
+      for (const delivery of claimed) dispatch(delivery, claimedAt);
+      return claimed.length;
     },
-    async stop() {
-      running = false;
-      wake();
-      await loop;
-      loop = null;
-      for (const resolve of idleWaiters.splice(0)) resolve();
-      await Promise.all([...inHand.values()].map((entry) => entry.done));
-      if (heartbeat) clearInterval(heartbeat);
-      heartbeat = null;
-      await updateDepth(true).catch(() => {});
-    },
-    wake,
-    async drain(drainOptions = {}) {
-      for (;;) {
-        if (running) {
-          // Wait for a pass of the loop that claimed nothing and has nothing in hand.
-          const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
-          wake();
-          await idle;
-        } else {
-          await claimOnce();
-        }
-        await Promise.all([...inHand.values()].map((entry) => entry.done));
-        if (inHand.size === 0 && claiming === 0) {
-          const left = drainOptions.includeDelayed ? await unsettledCount(db) : await claimableCount(db);
-          if (left === 0 && inHand.size === 0 && claiming === 0) {
-            await updateDepth(true);
-            return;
-          }
-        }
-        await sleep(10);
-      }
-    },
-  };
+    renewLeases: (claims) => extendLeases(db, claims, leaseMs),
+    remaining: (includeDelayed) => (includeDelayed ? unsettledCount(db) : claimableCount(db)),
+    afterClaim: updateDepth,
+  });
+  const { start, stop, wake, drain } = loop;
+  return { start, stop, wake, drain };
 };

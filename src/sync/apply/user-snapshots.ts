@@ -5,7 +5,7 @@ import type { LogtoUser } from '../../logto/index.js';
 import { lockEntities } from './entity-locks.js';
 import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { fromExcluded } from './upsert.js';
-import { differingUserFields, toUserRow } from './users.js';
+import { toUserRow, userChanges, writtenUserFields } from './users.js';
 
 /** One user snapshot with the context it came with (its delivery, actor and observation time). */
 export type UserSnapshot = {
@@ -20,23 +20,6 @@ export type UserSnapshot = {
  * `unchanged`: nothing differed, or a newer copy or a later deletion won; `not_stored`: see `onlyIfStored`.
  */
 export type UserSnapshotOutcome = 'created' | 'written' | 'unchanged' | 'not_stored';
-
-const writtenColumns = [
-  'username',
-  'primaryEmail',
-  'primaryPhone',
-  'name',
-  'avatar',
-  'isSuspended',
-  'customData',
-  'profile',
-  'applicationId',
-  'lastSignInAt',
-  'createdAt',
-  'updatedAt',
-  'raw',
-  'observedAt',
-];
 
 /**
  * `applyUsers` for snapshots that each carry their own context: many webhook deliveries (or the users of
@@ -87,26 +70,12 @@ const applyRound = async (
       const { context, onlyIfStored } = snapshots[index]!;
       const row = rowsByIndex.get(index)!;
       const current = storedById.get(row.id);
-      if (!current) {
-        if (onlyIfStored) {
-          outcomes[index] = 'not_stored';
-          continue;
-        }
-        writes.set(index, [
-          { kind: 'user.created', userId: row.id, details: { username: row.username, primaryEmail: row.primaryEmail }, context },
-          ...(row.isSuspended ? [{ kind: 'user.suspended', userId: row.id, context } as ChangeRecord] : []),
-        ]);
+      if (!current && onlyIfStored) {
+        outcomes[index] = 'not_stored';
         continue;
       }
-      if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
-      const fields = differingUserFields(current, row);
-      if (fields.length === 0) continue;
-      const changes: ChangeRecord[] = [];
-      // updatedAt alone (a password change, say) is written but is no change anyone asked about.
-      const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
-      if (other.length > 0) changes.push({ kind: 'user.updated', userId: row.id, details: { fields: other }, context });
-      if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: row.id, context });
-      writes.set(index, changes);
+      const changes = userChanges(current, row, context);
+      if (changes) writes.set(index, changes);
     }
     return writes;
   };
@@ -153,7 +122,7 @@ const applyRound = async (
       .values(writing.map((index) => rowsByIndex.get(index)!))
       .onConflictDoUpdate({
         target: users.id,
-        set: fromExcluded(users, writtenColumns),
+        set: fromExcluded(users, [...writtenUserFields]),
         setWhere: sql`${users.updatedAt} <= excluded.updated_at`,
       })
       .returning({ id: users.id });

@@ -24,6 +24,8 @@ const comparedFields = [
   'updatedAt',
 ] as const;
 export type UserField = (typeof comparedFields)[number];
+/** Every column a user snapshot writes. */
+export const writtenUserFields = [...comparedFields, 'raw', 'observedAt'] as const;
 
 const toDate = (epochMs: number | null | undefined) => (epochMs === null || epochMs === undefined ? null : new Date(epochMs));
 
@@ -105,28 +107,40 @@ const sortKeys = (value: unknown): unknown =>
 export const differingUserFields = (stored: Partial<UserRow>, incoming: UserRow): UserField[] =>
   comparedFields.filter((field) => comparable(stored[field]) !== comparable(incoming[field]));
 
+/**
+ * What writing `row` over the stored copy records: `null` when nothing needs writing (the stored copy is
+ * as new or newer, or nothing compared differs). A new user is created (and suspended, if it is).
+ */
+export const userChanges = (
+  current: Pick<UserRow, UserField> | undefined,
+  row: UserRow,
+  context?: ChangeContext,
+): ChangeRecord[] | null => {
+  const userId = row.id;
+  const at = context ? { context } : {};
+  if (!current) {
+    return [
+      { kind: 'user.created', userId, details: { username: row.username, primaryEmail: row.primaryEmail }, ...at },
+      ...(row.isSuspended ? [{ kind: 'user.suspended', userId, ...at } as ChangeRecord] : []),
+    ];
+  }
+  if (current.updatedAt!.getTime() > row.updatedAt!.getTime()) return null;
+  const fields = differingUserFields(current, row);
+  if (fields.length === 0) return null;
+  const changes: ChangeRecord[] = [];
+  // updatedAt alone (a password change, say) is written but is no change anyone asked about.
+  const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
+  if (other.length > 0) changes.push({ kind: 'user.updated', userId, details: { fields: other }, ...at });
+  if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId, ...at });
+  return changes;
+};
+
 /** The users among `ids` that are new or differ from the stored copy, with the changes writing them records. */
 const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, typeof users.$inferSelect>) => {
   const writes = new Map<string, ChangeRecord[]>();
   for (const id of ids) {
-    const row = byId.get(id)!;
-    const current = storedById.get(id);
-    if (!current) {
-      writes.set(id, [
-        { kind: 'user.created', userId: id, details: { username: row.username, primaryEmail: row.primaryEmail } },
-        ...(row.isSuspended ? [{ kind: 'user.suspended', userId: id } as ChangeRecord] : []),
-      ]);
-      continue;
-    }
-    if (current.updatedAt.getTime() > row.updatedAt!.getTime()) continue;
-    const fields = differingUserFields(current, row);
-    if (fields.length === 0) continue;
-    const changes: ChangeRecord[] = [];
-    // updatedAt alone (a password change, say) is written but is no change anyone asked about.
-    const other = fields.filter((field) => field !== 'isSuspended' && field !== 'updatedAt');
-    if (other.length > 0) changes.push({ kind: 'user.updated', userId: id, details: { fields: other } });
-    if (fields.includes('isSuspended')) changes.push({ kind: row.isSuspended ? 'user.suspended' : 'user.unsuspended', userId: id });
-    writes.set(id, changes);
+    const changes = userChanges(storedById.get(id), byId.get(id)!);
+    if (changes) writes.set(id, changes);
   }
   return writes;
 };

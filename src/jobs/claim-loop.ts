@@ -1,0 +1,165 @@
+import type { Logger } from '../logger.js';
+
+export type ClaimLoopOptions<Claim> = {
+  log: Logger;
+  /** What is claimed, for the log line of a failed claim ("deliveries", "outbox rows"). */
+  what: string;
+  /** How often the table is polled when nothing woke the loop (rows written by another replica). */
+  pollIntervalMs: number;
+  /** Claims in hand at once. */
+  concurrency: number;
+  /** Claimed by one statement at the most. Default: as many as there are free slots. */
+  claimBatchSize?: number;
+  /** A claim whose holder stops renewing it for this long is claimed again; renewed every third of it. */
+  leaseMs: number;
+  /** Claims up to `free` rows, hands each to `track`, and returns how many it claimed. */
+  claim(free: number): Promise<number>;
+  renewLeases(claims: Claim[]): Promise<void>;
+  /** Rows still to do: due now, or with `includeDelayed` also those scheduled for a retry. */
+  remaining(includeDelayed: boolean): Promise<number>;
+  /** After each claim, and with `force` on drain and stop: gauges that need not be read on every pass. */
+  afterClaim?(force: boolean): Promise<void>;
+  /** Work that outlives the claims in hand (results written back in groups); awaited by drain and stop. */
+  pending?(): Promise<void> | null;
+};
+
+export type ClaimLoop<Claim> = {
+  start(): void;
+  /** Finishes the claims in hand; the rest stay in the table for the next start or another replica. */
+  stop(): Promise<void>;
+  /** Claims at once instead of waiting for the next poll. */
+  wake(): void;
+  /** Resolves when nothing is left to do and nothing is in hand; works whether or not the loop was started. */
+  drain(options?: { includeDelayed?: boolean }): Promise<void>;
+  /** Holds `claim` (its lease renewed) until `done` settles; a freed slot wakes the loop. */
+  track(id: number, claim: Claim, done: Promise<void>): void;
+};
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The loop shared by the inbox worker and the event sender: claim what there is room for (rows claimed
+ * with SKIP LOCKED under a lease), keep claiming while claims come back full, sleep until the next poll or
+ * a wake, and renew the leases of what is in hand so that only a dead holder's rows are claimed again.
+ */
+export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimLoop<Claim> => {
+  const { log, pollIntervalMs, concurrency, leaseMs } = options;
+  const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
+  let running = false;
+  let loop: Promise<void> | null = null;
+  let wakeRequested = false;
+  let interruptSleep: (() => void) | null = null;
+  let claiming = 0;
+  let heartbeat: NodeJS.Timeout | null = null;
+  const inHand = new Map<number, { claim: Claim; done: Promise<void> }>();
+  /** Callers waiting for a pass of the loop that found nothing to do (`drain`). */
+  const idleWaiters: (() => void)[] = [];
+
+  const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
+    const free = Math.min(claimBatchSize, concurrency - inHand.size);
+    if (free <= 0) return { claimed: 0, free };
+    claiming += 1;
+    try {
+      return { claimed: await options.claim(free), free };
+    } finally {
+      claiming -= 1;
+    }
+  };
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        interruptSleep = null;
+        resolve();
+      }
+      interruptSleep = done;
+    });
+
+  const cycle = async () => {
+    while (running) {
+      wakeRequested = false;
+      let more = false;
+      try {
+        const { claimed, free } = await claimOnce();
+        more = free > 0 && claimed === free;
+        await options.afterClaim?.(false);
+      } catch (error) {
+        log.error({ err: error }, `could not claim ${options.what}; trying again`);
+        await pause(Math.max(pollIntervalMs, 1000));
+        continue;
+      }
+      if (!running) break;
+      if (more && inHand.size < concurrency) continue;
+      if (inHand.size === 0 && !more) for (const resolve of idleWaiters.splice(0)) resolve();
+      if (wakeRequested) continue;
+      await pause(pollIntervalMs);
+    }
+  };
+
+  function wake() {
+    wakeRequested = true;
+    interruptSleep?.();
+  }
+
+  const renewLeases = () => {
+    const claims = [...inHand.values()].map(({ claim }) => claim);
+    if (claims.length === 0) return;
+    options.renewLeases(claims).catch((error: unknown) => log.warn({ err: error }, 'could not renew the leases in hand'));
+  };
+
+  const settleInHand = async () => {
+    await Promise.all([...inHand.values()].map((entry) => entry.done));
+    await options.pending?.();
+  };
+
+  return {
+    start() {
+      if (running) return;
+      running = true;
+      heartbeat = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)));
+      heartbeat.unref();
+      loop = cycle();
+    },
+    async stop() {
+      running = false;
+      wake();
+      await loop;
+      loop = null;
+      for (const resolve of idleWaiters.splice(0)) resolve();
+      await settleInHand();
+      if (heartbeat) clearInterval(heartbeat);
+      heartbeat = null;
+      await options.afterClaim?.(true).catch(() => {});
+    },
+    wake,
+    async drain(drainOptions = {}) {
+      for (;;) {
+        if (running) {
+          const idle = new Promise<void>((resolve) => idleWaiters.push(resolve));
+          wake();
+          await idle;
+        } else {
+          await claimOnce();
+        }
+        await settleInHand();
+        if (inHand.size === 0 && claiming === 0) {
+          const left = await options.remaining(drainOptions.includeDelayed ?? false);
+          if (left === 0 && inHand.size === 0 && claiming === 0) {
+            await options.afterClaim?.(true);
+            return;
+          }
+        }
+        await sleep(10);
+      }
+    },
+    track(id, claim, done) {
+      const held = done.finally(() => {
+        inHand.delete(id);
+        wake();
+      });
+      inHand.set(id, { claim, done: held });
+    },
+  };
+};
