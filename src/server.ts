@@ -15,7 +15,9 @@ const main = async () => {
     throw error;
   }
   const logger = createLogger(config.logLevel);
-  const service = await startService(config, { logger });
+  // Handlers before the start: a signal while the service is still starting (after it logged `listening`,
+  // say) must end in a clean stop, not in Node's default of dying at once.
+  const starting = startService(config, { logger });
   let signals = 0;
   const stop = (signal: string) => {
     signals += 1;
@@ -26,16 +28,19 @@ const main = async () => {
       process.exit(1);
     }
     logger.info({ signal }, 'signal received');
-    service.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    starting
+      .then((service) => service.close())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  await starting;
 };
 
 main().catch((error: unknown) => {
