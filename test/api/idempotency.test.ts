@@ -16,7 +16,7 @@ import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import { createProvisioning } from '../../src/sync/provisioning.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+import { clientFor, startTenant, syncDepsFor, tenantEnvironment } from '../helpers/tenant.js';
 import { createTestApp, expectProblem, type TestApp } from './harness.js';
 
 const until = async (check: () => Promise<boolean>, what: string) => {
@@ -143,10 +143,7 @@ describe('Idempotency-Key across two processes', () => {
       env: {
         ...process.env,
         DATABASE_URL: database.url,
-        LOGTO_BASE_URL: sim.baseUrl,
-        LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-        LOGTO_CLIENT_ID: sim.clientId,
-        LOGTO_CLIENT_SECRET: sim.clientSecret,
+        ...tenantEnvironment(sim),
         API_KEYS: `idem:write:${secret}`,
         IDEMPOTENCY_LEASE_MS: '600',
       },
@@ -169,10 +166,7 @@ describe('Idempotency-Key across two processes', () => {
     database = await createTestDatabase();
     sim = await startTenant({ seed: 11, generate: { users: 20, organizations: 2, organizationRoles: 2 } });
     config = loadConfig({
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
+      ...tenantEnvironment(sim),
       API_KEYS: `idem:write:${secret}`,
     });
     const logto = clientFor(sim);

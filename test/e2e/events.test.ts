@@ -8,7 +8,7 @@ import { startService, type Service } from '../../src/service.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startEventReceiver, type EventReceiver } from '../helpers/event-receiver.js';
-import { startTenant } from '../helpers/tenant.js';
+import { startTenant, tenantEnvironment } from '../helpers/tenant.js';
 
 const apiKey = 'e2e-events-secret-0123456789abcdef';
 
@@ -25,11 +25,7 @@ describe('access events from the running service', () => {
     database = await createTestDatabase();
     sim = await startTenant({ seed: 6, generate: { users: 30, organizations: 4, organizationRoles: 2 } });
     const config = loadConfig({
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
-      LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+      ...tenantEnvironment(sim),
       PORT: '0',
       HOST: '127.0.0.1',
       API_KEYS: `e2e:write:${apiKey}`,

@@ -10,7 +10,7 @@ import { startService, type Service } from '../../src/service.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startTenant } from '../helpers/tenant.js';
+import { startTenant, tenantEnvironment } from '../helpers/tenant.js';
 
 const apiKey = 'restart-reader-secret-0123456789abcdef';
 const dayMs = 24 * 60 * 60 * 1000;
@@ -50,11 +50,7 @@ describe('fresh again after a restart', () => {
     database = await createTestDatabase();
     sim = await startTenant({ seed: 12, generate: { users: 50, organizations: 8, organizationRoles: 3 } });
     config = loadConfig({
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
-      LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+      ...tenantEnvironment(sim),
       LOGTO_HOOK_ID: sim.hookId,
       PORT: '0',
       HOST: '127.0.0.1',

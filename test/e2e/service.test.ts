@@ -8,7 +8,7 @@ import { startService, type Service } from '../../src/service.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startTenant } from '../helpers/tenant.js';
+import { startTenant, tenantEnvironment } from '../helpers/tenant.js';
 import { eq } from 'drizzle-orm';
 
 const apiKey = 'e2e-writer-secret-0123456789abcdef';
@@ -35,11 +35,7 @@ describe('the service end to end', () => {
     database = await createTestDatabase();
     sim = await startTenant({ seed: 5, generate: { users: 120, organizations: 10, organizationRoles: 4 } });
     config = loadConfig({
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
-      LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+      ...tenantEnvironment(sim),
       PORT: '0',
       HOST: '127.0.0.1',
       API_KEYS: `e2e:write:${apiKey}`,

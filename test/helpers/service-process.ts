@@ -3,6 +3,7 @@ import { mkdirSync, renameSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
+import { tenantEnvironment } from './tenant.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -67,11 +68,7 @@ export const serviceEnvironment = (
   databaseUrl: string,
   extra: Record<string, string> = {},
 ): Record<string, string> => ({
-  LOGTO_BASE_URL: sim.baseUrl,
-  LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-  LOGTO_CLIENT_ID: sim.clientId,
-  LOGTO_CLIENT_SECRET: sim.clientSecret,
-  LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+  ...tenantEnvironment(sim),
   LOGTO_RATE_LIMIT: '100000/10s',
   LOGTO_TIMEOUT_MS: '2000',
   DATABASE_URL: databaseUrl,

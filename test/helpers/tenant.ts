@@ -31,3 +31,12 @@ export const syncDepsFor = (database: DatabaseHandle, logto: LogtoClient): SyncD
 });
 
 export const startTenant = (options: SimulatedTenantOptions = {}) => startSimulatedTenant({ resource: 'self', ...options });
+
+/** The settings an admin would put in the environment, pointing the service at a simulated tenant. */
+export const tenantEnvironment = (sim: SimulatedTenant): Record<string, string> => ({
+  LOGTO_BASE_URL: sim.baseUrl,
+  LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
+  LOGTO_CLIENT_ID: sim.clientId,
+  LOGTO_CLIENT_SECRET: sim.clientSecret,
+  LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+});

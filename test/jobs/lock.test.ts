@@ -12,7 +12,7 @@ import { abandonedRunReason, withJobLock } from '../../src/jobs/lock.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+import { clientFor, startTenant, syncDepsFor, tenantEnvironment } from '../helpers/tenant.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -58,10 +58,7 @@ describe('runs left behind by a process that died', () => {
     sim.faults.resetStats();
     const { child, exited } = spawnCliSync({
       ...target,
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
+      ...tenantEnvironment(sim),
     });
     // A cold tsx start on a loaded machine takes a while before the first request.
     for (let waited = 0; sim.stats().total < 4 && waited < 2400; waited += 1) {

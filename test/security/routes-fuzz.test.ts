@@ -8,7 +8,7 @@ import { silentLogger } from '../../src/logger.js';
 import { startService, type Service } from '../../src/service.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startTenant } from '../helpers/tenant.js';
+import { startTenant, tenantEnvironment } from '../helpers/tenant.js';
 import { operationsOf, type Operation, type Schema } from './operations.js';
 import { batchOf, fingerprint, hostileJson, hostileString, prototypeKeys, rawClient, runs, type RawResponse } from './hostile.js';
 
@@ -132,11 +132,7 @@ describe('every route under hostile path, query and body input', () => {
     database = await createTestDatabase();
     sim = await startTenant({ seed: 41, generate: { users: 30, organizations: 5, organizationRoles: 3 } });
     const config = loadConfig({
-      LOGTO_BASE_URL: sim.baseUrl,
-      LOGTO_MANAGEMENT_API_RESOURCE: sim.resource,
-      LOGTO_CLIENT_ID: sim.clientId,
-      LOGTO_CLIENT_SECRET: sim.clientSecret,
-      LOGTO_WEBHOOK_SIGNING_KEYS: sim.signingKey,
+      ...tenantEnvironment(sim),
       LOGTO_MAX_RETRIES: '1',
       PORT: '0',
       HOST: '127.0.0.1',
