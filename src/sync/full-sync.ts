@@ -77,6 +77,8 @@ export type FullSyncResult = {
 };
 
 const removalBatch = 100;
+/** Finished organizations recorded in the crawl's seen set together. */
+const progressBatch = 20;
 
 /** An unfinished crawl older than this is not continued: what it saw is too old to trust for removals. */
 export const resumeWithinMs = 6 * 3_600_000;
@@ -320,6 +322,15 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   const ahead = Math.max(1, Math.floor((options.pagesAhead ?? 16) / 2));
   let finished = done.size;
   let failure: unknown = null;
+  // Organizations finished but not yet in the seen set, recorded a few at a time: most take one page,
+  // and a statement each would cost as much as their page. A crash forgets at most these, which the
+  // next run crawls again (writing nothing).
+  let organizationsDone: string[] = [];
+  const recordOrganizationsDone = async () => {
+    const ids = organizationsDone;
+    organizationsDone = [];
+    await recordCrawlProgress(db, position.crawlId, 'organization_members', ids);
+  };
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
   for (;;) {
@@ -352,7 +363,8 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           counts.memberships += result.membersChecked;
           counts.memberRoles += result.memberRolesChecked;
           await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-          await recordCrawlProgress(db, position.crawlId, 'organization_members', [id]);
+          organizationsDone.push(id);
+          if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
           finished += 1;
           if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
         } catch (error) {
@@ -364,6 +376,8 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     if (failure || context.stopped.error) break;
   }
   await queue.onIdle();
+  // Also after a failure: the next run then skips the organizations this one finished.
+  await recordOrganizationsDone();
   if (failure) throw failure;
   if (context.stopped.error) throw context.stopped.error;
 };

@@ -1,12 +1,12 @@
 import { inArray, sql } from 'drizzle-orm';
-import { users } from '../../../db/schema.js';
+import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import { lockEntities } from './entity-locks.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
-type UserRow = typeof users.$inferInsert;
+export type UserRow = typeof users.$inferInsert;
 
 /** The fields the mirror keeps and compares; `raw` rides along but is not compared (its shape differs by endpoint). */
 const comparedFields = [
@@ -159,36 +159,52 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
   return applyTransaction(db, context, async (tx) => {
-    // Compared again under the lock: another writer of these users may have committed since the read above.
-    const lockedIds = [...candidates.keys()].sort();
-    await lockEntities(tx, 'user', lockedIds);
-    const fresh = await tx.select().from(users).where(sql`${users.id} = any(${sql.param(lockedIds)}::text[])`);
-    const storedById = new Map(fresh.map((row) => [row.id, row]));
-    const writes = userWrites(lockedIds, byId, storedById);
-    if (writes.size === 0) return { changes: [], rowsWritten: 0 };
-    const created = [...writes.keys()].filter((id) => !storedById.has(id));
-    const deletedLater = new Set(
-      (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: created })).map((change) => change.userId),
-    );
-    const rowsToWrite = [...writes.keys()].filter((id) => !deletedLater.has(id)).map((id) => byId.get(id)!);
-    if (rowsToWrite.length === 0) return { changes: [], rowsWritten: 0 };
-    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
-    // a row a concurrent writer has just inserted with the same content is left alone, so its creation
-    // is recorded once, by that writer.
-    const written = await rows<{ id: string }>(
-      tx,
-      sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-        select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-        from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
-        on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
-        where ${users.updatedAt} <= excluded.updated_at
-          and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
-        returning id`,
-    );
-    const changes = written.flatMap(({ id }) => writes.get(id) ?? []);
-    const logged = (await recordChanges(tx, changes, context)).length;
-    return { changes, rowsWritten: written.length + logged };
+    const written = await writeUsers(tx, byId, [...candidates.keys()], context);
+    const logged = (await recordChanges(tx, written.changes, context)).length;
+    return { changes: written.changes, rowsWritten: written.rowsWritten + logged };
   });
+};
+
+/**
+ * The write half of `applyUsers`, inside the caller's transaction, so that a page of members can bring
+ * in its users and its memberships in one: under the users' locks, writes those of `ids` (rows from
+ * `byId`) that are new or differ. The changes are returned for the caller to record; `held` is which of
+ * `ids` the database holds afterwards.
+ */
+export const writeUsers = async (
+  tx: Database,
+  byId: Map<string, UserRow>,
+  ids: string[],
+  context: ChangeContext,
+): Promise<{ changes: ChangeRecord[]; rowsWritten: number; held: Set<string> }> => {
+  // Compared again under the lock: another writer of these users may have committed since the caller's read.
+  const lockedIds = [...new Set(ids)].sort();
+  await lockEntities(tx, 'user', lockedIds);
+  const fresh = await tx.select().from(users).where(sql`${users.id} = any(${sql.param(lockedIds)}::text[])`);
+  const storedById = new Map(fresh.map((row) => [row.id, row]));
+  const held = new Set(storedById.keys());
+  const writes = userWrites(lockedIds, byId, storedById);
+  if (writes.size === 0) return { changes: [], rowsWritten: 0, held };
+  const created = [...writes.keys()].filter((id) => !storedById.has(id));
+  const rowsToWrite = [...writes.keys()].map((id) => byId.get(id)!);
+  // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
+  // a row a concurrent writer has just inserted with the same content is left alone, so its creation
+  // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
+  // was observed is not brought back (the check rides in the same statement).
+  const written = await rows<{ id: string }>(
+    tx,
+    sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
+      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+      from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
+      where not (t.id = any(${sql.param(created)}::text[]) and exists (select 1 from ${accessChanges} a
+        where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz))
+      on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
+      where ${users.updatedAt} <= excluded.updated_at
+        and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
+      returning id`,
+  );
+  for (const { id } of written) held.add(id);
+  return { changes: written.flatMap(({ id }) => writes.get(id) ?? []), rowsWritten: written.length, held };
 };
 
 /**
