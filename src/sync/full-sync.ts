@@ -77,6 +77,8 @@ export type FullSyncResult = {
 };
 
 const removalBatch = 100;
+/** Pages of one list applied at once: a page's round trips to the database overlap the next one's. */
+const applyDepth = 2;
 /** Finished organizations recorded in the crawl's seen set together. */
 const progressBatch = 20;
 
@@ -278,18 +280,39 @@ const crawlList = async <T extends { id: string }>(
     const continuing = progress.pages > 0;
     let yielded = 0;
     let seen = await countSeen(db, position.crawlId, entity);
-    for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
-      if (context.stopped.error) throw context.stopped.error;
-      yielded += 1;
-      if (page.total !== null) {
-        if (progress.total !== null && progress.total !== page.total) progress.moved = true;
-        progress.total = page.total;
+    // Pages are applied `applyDepth` at a time (their items are distinct: the crawl deduplicates), each
+    // page's progress recorded only once it and every page before it are applied.
+    const recorded: Promise<void>[] = [];
+    let previous: Promise<void> = Promise.resolve();
+    try {
+      for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
+        if (context.stopped.error) throw context.stopped.error;
+        yielded += 1;
+        if (page.total !== null) {
+          if (progress.total !== null && progress.total !== page.total) progress.moved = true;
+          progress.total = page.total;
+        }
+        const applied = page.items.length > 0 ? apply(page.items, page.requestedAt ?? new Date()) : Promise.resolve();
+        const before = previous;
+        previous = (async () => {
+          await applied;
+          await before;
+          seen += page.items.length;
+          progress.pages = page.page;
+          await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
+          options.onProgress?.({ phase, done: seen, total: page.total });
+        })();
+        // Awaited below or by the next page; a rejection must not count as unhandled in between.
+        applied.catch(() => {});
+        previous.catch(() => {});
+        recorded.push(previous);
+        if (recorded.length >= applyDepth) await recorded.shift();
       }
-      if (page.items.length > 0) await apply(page.items, page.requestedAt ?? new Date());
-      seen += page.items.length;
-      progress.pages = page.page;
-      await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
-      options.onProgress?.({ phase, done: seen, total: page.total });
+      await previous;
+    } catch (error) {
+      // The pages already being applied finish, so the next run continues after them.
+      await Promise.allSettled(recorded);
+      throw error;
     }
     // Continued past the end without a page to compare totals with: the list may have shrunk since.
     if (continuing && yielded === 0) progress.moved = true;
