@@ -1,8 +1,8 @@
 import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
-import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
+import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changesOfUser, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
@@ -159,12 +159,12 @@ const applyMemberships = async (
 
 /**
  * No change of the member `t.u` of this organization matching `kind` was recorded after `observedAt`.
- * A scalar subquery, probed per row through `access_changes_user_idx` (a few rows per user, however
- * large the organization): an EXISTS would become a join, planned on statistics a baseline outruns.
+ * A scalar subquery, probed per row, through `access_changes_user_idx` alone (see `changesOfUser`): an
+ * EXISTS would become a join, planned on statistics a baseline outruns.
  */
 const noLaterChange = (organizationId: string, observedAt: string, kind: SQL) =>
-  sql`(select true from ${accessChanges} a
-    where a.user_id = t.u and a.organization_id = ${organizationId} and a.observed_at > ${observedAt}::timestamptz and ${kind}
+  sql`(select true from ${changesOfUser(sql`t.u`)}
+    where a.organization_id = ${organizationId} and a.observed_at > ${observedAt}::timestamptz and ${kind}
     limit 1) is null`;
 
 /** Writes a membership diff in the caller's transaction; returns the changes for the caller to record. */

@@ -1,10 +1,10 @@
 import { inArray, sql } from 'drizzle-orm';
-import { accessChanges, users } from '../../../db/schema.js';
+import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import { lockEntities } from './entity-locks.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changesOfUser, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 export type UserRow = typeof users.$inferInsert;
 
@@ -207,8 +207,8 @@ export const writeUsers = async (
     sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
       select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
       from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
-      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${accessChanges} a
-        where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
+      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
+        where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
       on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
       where ${users.updatedAt} <= excluded.updated_at
         and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
