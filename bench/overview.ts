@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,6 +13,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import { startService, type Service } from '../src/service.js';
+import { startSimulator } from './simulator.js';
 
 /**
  * `npm run bench` (or `npm run bench -- overview`): figures for the performance notes, against a simulated tenant in a child process
@@ -45,30 +45,9 @@ const print = (title: string, rows: [string, string | number][]) => {
   for (const [name, value] of rows) console.log(`${name.padEnd(44)} ${value}`);
 };
 
-type Simulator = { child: ChildProcess; env: Record<string, string> };
-
-const startSimulator = async (port: number, webhookUrl: string, signingKey: string): Promise<Simulator> => {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/simulator/main.ts', '--port', String(port), '--users', values.users!, '--organizations', values.organizations!,
-      '--roles', '8', '--seed', '2026', '--resource', 'self', '--webhook-url', webhookUrl, '--signing-key', signingKey],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } },
-  );
-  const env: Record<string, string> = {};
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      for (const line of output.split('\n')) {
-        const match = /^([A-Z_]+)=(.*)$/.exec(line);
-        if (match) env[match[1]!] = match[2]!;
-      }
-      if (env.LOGTO_WEBHOOK_SIGNING_KEYS) resolve();
-    });
-  });
-  return { child, env };
-};
+const startTenant = (port: number, webhookUrl: string, signingKey: string) =>
+  startSimulator(['--port', String(port), '--users', values.users!, '--organizations', values.organizations!,
+    '--roles', '8', '--seed', '2026', '--resource', 'self', '--webhook-url', webhookUrl, '--signing-key', signingKey]);
 
 const openBenchDatabase = async (): Promise<{ database: DatabaseHandle; label: string; cleanup(): Promise<void> }> => {
   const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -128,7 +107,7 @@ export const run = async (args: string[]): Promise<void> => {
   const port = 3900 + Math.floor(Math.random() * 50);
   const { database, label, cleanup } = await openBenchDatabase();
   await runMigrations(database);
-  const sim = await startSimulator(port + 100, `http://127.0.0.1:${port}/webhooks/logto`, signingKey);
+  const sim = await startTenant(port + 100, `http://127.0.0.1:${port}/webhooks/logto`, signingKey);
   const apiKey = `las_bench_${randomBytes(18).toString('base64url')}`;
   const config: Config = loadConfig({
     ...sim.env,

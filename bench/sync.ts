@@ -1,5 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,6 +12,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import type { FullSyncResult } from '../src/sync/full-sync.js';
+import { startSimulator, type Simulator } from './simulator.js';
 
 /**
  * `npm run bench -- sync [--scale 0.1] [--rate 200/10s]`: issue 11's figures. A simulated tenant (a
@@ -45,40 +45,10 @@ const shapeFor = (scale: number): Shape => {
   return { users, organizations, roles: 20, largestShare, memberRoleWeights: '0.17,0.45,0.26,0.12' };
 };
 
-type Simulator = { child: ChildProcess; env: Record<string, string>; cpuSeconds(): number; close(): void };
-
-const startSimulator = async (shape: Shape, latencyMs: number): Promise<Simulator> => {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/simulator/main.ts', '--port', '0', '--users', String(shape.users), '--organizations', String(shape.organizations),
-      '--roles', String(shape.roles), '--seed', '2026', '--resource', 'self', '--latency-ms', String(latencyMs),
-      '--largest-share', shape.largestShare.toFixed(4), '--member-role-weights', shape.memberRoleWeights],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } },
-  );
-  const env: Record<string, string> = {};
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      for (const line of output.split('\n')) {
-        const match = /^([A-Z_]+)=(.*)$/.exec(line);
-        if (match) env[match[1]!] = match[2]!;
-      }
-      if (env.LOGTO_WEBHOOK_SIGNING_KEYS) resolve();
-    });
-  });
-  // utime + stime of the child, in clock ticks (100 per second on Linux).
-  const cpuSeconds = () => {
-    try {
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    } catch {
-      return NaN;
-    }
-  };
-  return { child, env, cpuSeconds, close: () => child.kill('SIGTERM') };
-};
+const startTenant = (shape: Shape, latencyMs: number) =>
+  startSimulator(['--port', '0', '--users', String(shape.users), '--organizations', String(shape.organizations),
+    '--roles', String(shape.roles), '--seed', '2026', '--resource', 'self', '--latency-ms', String(latencyMs),
+    '--largest-share', shape.largestShare.toFixed(4), '--member-role-weights', shape.memberRoleWeights]);
 
 const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -229,7 +199,7 @@ export const run = async (args: string[]): Promise<void> => {
   console.log(`machine: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(' ')}`);
 
   const results: Record<string, unknown> = { at: new Date().toISOString(), scale, latencyMs, concurrency: Number(values.concurrency), machine };
-  const sim = await startSimulator(shape, latencyMs);
+  const sim = await startTenant(shape, latencyMs);
   try {
     const database = await freshPostgres('las_bench_sync');
     try {
@@ -262,7 +232,7 @@ export const run = async (args: string[]): Promise<void> => {
   }
 
   if (!values['skip-pglite']) {
-    const small = await startSimulator(shapeFor(0.1), latencyMs);
+    const small = await startTenant(shapeFor(0.1), latencyMs);
     const database = await freshPglite();
     try {
       results.pglite = await measure(small, database, values.concurrency);

@@ -90,7 +90,12 @@ export const countSeen = async (db: Database, runId: number, entity: SeenEntity)
 
 const tables = { user: users, organization: organizations, organization_role: organizationRoles } as const;
 
-/** Stored ids of `entity` that the run's crawl never saw, in batches: the candidates for removal. */
+/**
+ * Stored ids of `entity` that the run's crawl never saw, in batches: the candidates for removal. The seen
+ * set is probed once per stored id (a scalar subquery is never turned into a join): the set is written
+ * during the run and has no statistics yet, and the anti-join the planner then picked compared every
+ * stored id with every seen one (5 s at 10,000 users, hours at 100,000).
+ */
 export const unseenIds = async (
   db: Database,
   runId: number,
@@ -103,7 +108,7 @@ export const unseenIds = async (
     db,
     sql`select t.id from ${table} t
         where ${after === null ? sql`true` : sql`t.id > ${after}`}
-          and not exists (select 1 from ${syncSeen} s where s.run_id = ${runId} and s.entity = ${entity} and s.id = t.id)
+          and (select true from ${syncSeen} s where s.run_id = ${runId} and s.entity = ${entity} and s.id = t.id) is null
         order by t.id limit ${limit}`,
   );
   return found.map((row) => row.id);

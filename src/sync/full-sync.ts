@@ -77,6 +77,10 @@ export type FullSyncResult = {
 };
 
 const removalBatch = 100;
+/** Pages of one list applied at once: a page's round trips to the database overlap the next one's. */
+const applyDepth = 2;
+/** Finished organizations recorded in the crawl's seen set together. */
+const progressBatch = 20;
 
 /** An unfinished crawl older than this is not continued: what it saw is too old to trust for removals. */
 export const resumeWithinMs = 6 * 3_600_000;
@@ -276,18 +280,39 @@ const crawlList = async <T extends { id: string }>(
     const continuing = progress.pages > 0;
     let yielded = 0;
     let seen = await countSeen(db, position.crawlId, entity);
-    for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
-      if (context.stopped.error) throw context.stopped.error;
-      yielded += 1;
-      if (page.total !== null) {
-        if (progress.total !== null && progress.total !== page.total) progress.moved = true;
-        progress.total = page.total;
+    // Pages are applied `applyDepth` at a time (their items are distinct: the crawl deduplicates), each
+    // page's progress recorded only once it and every page before it are applied.
+    const recorded: Promise<void>[] = [];
+    let previous: Promise<void> = Promise.resolve();
+    try {
+      for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
+        if (context.stopped.error) throw context.stopped.error;
+        yielded += 1;
+        if (page.total !== null) {
+          if (progress.total !== null && progress.total !== page.total) progress.moved = true;
+          progress.total = page.total;
+        }
+        const applied = page.items.length > 0 ? apply(page.items, page.requestedAt ?? new Date()) : Promise.resolve();
+        const before = previous;
+        previous = (async () => {
+          await applied;
+          await before;
+          seen += page.items.length;
+          progress.pages = page.page;
+          await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
+          options.onProgress?.({ phase, done: seen, total: page.total });
+        })();
+        // Awaited below or by the next page; a rejection must not count as unhandled in between.
+        applied.catch(() => {});
+        previous.catch(() => {});
+        recorded.push(previous);
+        if (recorded.length >= applyDepth) await recorded.shift();
       }
-      if (page.items.length > 0) await apply(page.items, page.requestedAt ?? new Date());
-      seen += page.items.length;
-      progress.pages = page.page;
-      await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
-      options.onProgress?.({ phase, done: seen, total: page.total });
+      await previous;
+    } catch (error) {
+      // The pages already being applied finish, so the next run continues after them.
+      await Promise.allSettled(recorded);
+      throw error;
     }
     // Continued past the end without a page to compare totals with: the list may have shrunk since.
     if (continuing && yielded === 0) progress.moved = true;
@@ -320,6 +345,15 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   const ahead = Math.max(1, Math.floor((options.pagesAhead ?? 16) / 2));
   let finished = done.size;
   let failure: unknown = null;
+  // Organizations finished but not yet in the seen set, recorded a few at a time: most take one page,
+  // and a statement each would cost as much as their page. A crash forgets at most these, which the
+  // next run crawls again (writing nothing).
+  let organizationsDone: string[] = [];
+  const recordOrganizationsDone = async () => {
+    const ids = organizationsDone;
+    organizationsDone = [];
+    await recordCrawlProgress(db, position.crawlId, 'organization_members', ids);
+  };
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
   for (;;) {
@@ -352,7 +386,8 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           counts.memberships += result.membersChecked;
           counts.memberRoles += result.memberRolesChecked;
           await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-          await recordCrawlProgress(db, position.crawlId, 'organization_members', [id]);
+          organizationsDone.push(id);
+          if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
           finished += 1;
           if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
         } catch (error) {
@@ -364,6 +399,8 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     if (failure || context.stopped.error) break;
   }
   await queue.onIdle();
+  // Also after a failure: the next run then skips the organizations this one finished.
+  await recordOrganizationsDone();
   if (failure) throw failure;
   if (context.stopped.error) throw context.stopped.error;
 };

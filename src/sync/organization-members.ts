@@ -2,13 +2,11 @@ import type { LogtoOrganizationMember } from '../logto/index.js';
 import {
   applyMembers,
   applyOrganizationRoles,
-  applyUsers,
   emptyResult,
   mergeResults,
   removeMembers,
-  storedMemberIdsBetween,
+  storedMemberIds,
   type ApplyResult,
-  type StoredMemberRange,
   type ChangeContext,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
@@ -36,39 +34,38 @@ export type OrganizationMembersOptions = {
   settling?: boolean;
 };
 
+/** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
+const compareIds = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
 const confirmOneByOneLimit = 20;
 
 /**
- * Applies one page of members, first bringing in whatever the page refers to that the database lacks:
- * a user created after the users crawl (the member item is itself a full user snapshot) or a role
- * created after the roles crawl.
+ * Applies one page of members. A member crawl beside the users crawl often meets users not stored yet:
+ * the member items are themselves full user snapshots, so they are written with the page, in its
+ * transaction. A role created after the roles crawl is fetched first, then the page is applied again.
  */
 const applyMemberPage = async (
   deps: SyncDeps,
   organizationId: string,
   members: LogtoOrganizationMember[],
   context: ChangeContext,
-  storedMembersBetween: StoredMemberRange,
+  readStoredMembers: boolean,
 ): Promise<ApplyResult & { storedMemberIds?: string[] }> => {
   const db = deps.database.db;
   const snapshots = members.map((member) => ({
     userId: member.id,
     organizationRoleIds: member.organizationRoles.map((role) => role.id),
   }));
-  // A member crawl beside the users crawl often meets users not stored yet: they are brought in from
-  // the page itself, then the page is written once.
-  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, storedMembersBetween });
-  if (first.unknownUserIds.length === 0 && first.unknownRoleIds.length === 0) return first;
+  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members });
+  if (first.unknownRoleIds.length === 0) return first;
   const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
   if (first.storedMemberIds) result.storedMemberIds = first.storedMemberIds;
-  const unknownUsers = new Set(first.unknownUserIds);
-  mergeResults(result, await applyUsers(db, members.filter((member) => unknownUsers.has(member.id)), context));
   const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter(
     (role) => role !== null,
   );
   mergeResults(result, await applyOrganizationRoles(db, roles, context));
-  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context));
+  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members }));
 };
 
 /**
@@ -87,7 +84,9 @@ export const syncOrganizationMembers = async (
   const result: OrganizationMembersResult = { ...emptyResult(), membersChecked: 0, memberRolesChecked: 0 };
   const candidates: string[] = [];
   const totals = new Set<number | null>();
-  let previousLast: string | null = null;
+  // Every stored member, as the first page found them, in Logto's order; `cursor` is where the pages got to.
+  let stored: string[] | null = null;
+  let cursor = 0;
   const crawlStartedAt = new Date();
   const pages = deps.logto
     .listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null })
@@ -101,18 +100,21 @@ export const syncOrganizationMembers = async (
     const observedAt = next.value.requestedAt ?? fallbackObservedAt;
     totals.add(total);
     if (items.length === 0) continue;
-    const sorted = [...items].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
     const last = sorted[sorted.length - 1]!.id;
-    const applied = await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, { after: previousLast, upTo: last });
+    const applied = await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, stored === null);
     mergeResults(result, applied);
     result.membersChecked += items.length;
     result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
+    stored ??= [...(applied.storedMemberIds ?? (await storedMemberIds(db, organizationId)))].sort(compareIds);
+    // Logto orders members by user id, so each page covers a range of ids: stored members up to its
+    // last one that no page had are candidates for removal.
     const onPage = new Set(sorted.map((item) => item.id));
-    const inRange = applied.storedMemberIds ?? (await storedMemberIdsBetween(db, organizationId, previousLast, last));
-    candidates.push(...inRange.filter((id) => !onPage.has(id)));
-    previousLast = last;
+    for (; cursor < stored.length && compareIds(stored[cursor]!, last) <= 0; cursor += 1) {
+      if (!onPage.has(stored[cursor]!)) candidates.push(stored[cursor]!);
+    }
   }
-  candidates.push(...(await storedMemberIdsBetween(db, organizationId, previousLast, null)));
+  candidates.push(...(stored ?? (await storedMemberIds(db, organizationId))).slice(cursor));
   if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, candidates, crawlStartedAt, options, result);
   // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.

@@ -1,7 +1,9 @@
-import { and, eq, inArray, lte, sql } from 'drizzle-orm';
+import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
-import { applyTransaction, changedSince, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import type { LogtoUser } from '../../logto/index.js';
+import { applyTransaction, changesOfUser, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { toUserRow, writeUsers } from './users.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
 export type MemberSnapshot = { userId: string; organizationRoleIds: string[] };
@@ -12,12 +14,9 @@ export type MembersResult = ApplyResult & {
   /** Roles the database does not know: the caller fetches them and applies again. */
   unknownRoleIds: string[];
   organizationKnown: boolean;
-  /** With `storedMembersBetween`: the stored members in that range, read before anything was written. */
+  /** With `readStoredMembers`: every stored member of the organization, read before anything was written. */
   storedMemberIds?: string[];
 };
-
-/** Stored members of the organization whose user id falls in (after, upTo], in Logto's order (by user id). */
-export type StoredMemberRange = { after: string | null; upTo: string };
 
 const pairKey = (...parts: string[]) => parts.join('\u0000');
 const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -30,7 +29,7 @@ type StoredMembership = {
   knownRoles: Set<string>;
   members: Set<string>;
   roles: { userId: string; organizationRoleId: string; observedAt: Date }[];
-  inRange: string[] | null;
+  allMembers: string[] | null;
 };
 
 /** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
@@ -42,7 +41,7 @@ const readStoredMembership = async (
   organizationId: string,
   userIds: string[],
   roleIds: string[],
-  range: StoredMemberRange | undefined,
+  withMembers: boolean,
 ): Promise<StoredMembership> => {
   const [row] = await rows<{
     organization_known: boolean;
@@ -50,7 +49,7 @@ const readStoredMembership = async (
     known_roles: string[];
     members: string[];
     roles: { u: string; r: string; o: string }[];
-    in_range: string[] | null;
+    all_members: string[] | null;
   }>(
     db,
     sql`select
@@ -61,10 +60,7 @@ const readStoredMembership = async (
         where organization_id = ${organizationId} and user_id = ${idArray(userIds)}), '[]'::json) as members,
       coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
         where organization_id = ${organizationId} and user_id = ${idArray(userIds)}), '[]'::json) as roles,
-      ${range === undefined ? sql`null::json` : sql`coalesce((select json_agg(user_id) from ${organizationMembers}
-        where organization_id = ${organizationId}
-          ${range.after === null ? sql`` : sql`and user_id collate "C" > ${range.after}`}
-          and user_id collate "C" <= ${range.upTo}), '[]'::json)`} as in_range`,
+      ${withMembers ? sql`coalesce((select json_agg(user_id) from ${organizationMembers} where organization_id = ${organizationId}), '[]'::json)` : sql`null::json`} as all_members`,
   );
   return {
     organizationKnown: row!.organization_known,
@@ -72,34 +68,28 @@ const readStoredMembership = async (
     knownRoles: new Set(row!.known_roles),
     members: new Set(row!.members),
     roles: row!.roles.map((role) => ({ userId: role.u, organizationRoleId: role.r, observedAt: new Date(role.o) })),
-    inRange: row!.in_range,
+    allMembers: row!.all_members,
   };
 };
 
-const applyMemberships = async (
-  db: Database,
-  organizationId: string,
-  members: MemberSnapshot[],
-  context: ChangeContext,
-  withRoles: boolean,
-  options: ApplyMembersOptions = {},
-): Promise<MembersResult> => {
-  const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
-  if (members.length === 0) return result;
-  const userIds = [...new Set(members.map((member) => member.userId))].sort();
-  const roleIds = withRoles ? [...new Set(members.flatMap((member) => member.organizationRoleIds))].sort() : [];
-  const stored = await readStoredMembership(db, organizationId, userIds, roleIds, options.storedMembersBetween);
-  if (stored.inRange !== null) result.storedMemberIds = stored.inRange;
-  if (!stored.organizationKnown) return { ...result, organizationKnown: false };
-  result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id));
-  result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
-  if (options.allOrNothing && (result.unknownUserIds.length > 0 || result.unknownRoleIds.length > 0)) return result;
+type MembershipDiff = {
+  toAdd: string[];
+  grants: { userId: string; organizationRoleId: string }[];
+  revokes: { userId: string; organizationRoleId: string; observedAt: Date }[];
+};
 
-  // What differs, judged against the stored state; most pages of a reconcile stop here without writing.
-  const known = members.filter((member) => stored.knownUsers.has(member.userId));
+/** What differs between `members` and the stored state, for the members whose user is in `knownUsers`. */
+const membershipDiff = (
+  members: MemberSnapshot[],
+  stored: StoredMembership,
+  knownUsers: Set<string>,
+  withRoles: boolean,
+  context: ChangeContext,
+): MembershipDiff | null => {
+  const known = members.filter((member) => knownUsers.has(member.userId));
   const toAdd = known.filter((member) => !stored.members.has(member.userId)).map((member) => member.userId);
-  const grants: { userId: string; organizationRoleId: string }[] = [];
-  const revokes: { userId: string; organizationRoleId: string; observedAt: Date }[] = [];
+  const grants: MembershipDiff['grants'] = [];
+  const revokes: MembershipDiff['revokes'] = [];
   if (withRoles) {
     const storedKeys = new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
     const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
@@ -116,74 +106,127 @@ const applyMemberships = async (
       }
     }
   }
-  if (toAdd.length === 0 && grants.length === 0 && revokes.length === 0) return result;
+  return toAdd.length === 0 && grants.length === 0 && revokes.length === 0 ? null : { toAdd, grants, revokes };
+};
+
+const applyMemberships = async (
+  db: Database,
+  organizationId: string,
+  members: MemberSnapshot[],
+  context: ChangeContext,
+  withRoles: boolean,
+  options: ApplyMembersOptions = {},
+): Promise<MembersResult> => {
+  const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
+  if (members.length === 0) return result;
+  const userIds = [...new Set(members.map((member) => member.userId))].sort();
+  const roleIds = withRoles ? [...new Set(members.flatMap((member) => member.organizationRoleIds))].sort() : [];
+  const stored = await readStoredMembership(db, organizationId, userIds, roleIds, options.readStoredMembers ?? false);
+  if (stored.allMembers !== null) result.storedMemberIds = stored.allMembers;
+  if (!stored.organizationKnown) return { ...result, organizationKnown: false };
+  const bringing = (options.users ?? []).filter((user) => !stored.knownUsers.has(user.id));
+  const offered = new Set(bringing.map((user) => user.id));
+  result.unknownUserIds = userIds.filter((id) => !stored.knownUsers.has(id) && !offered.has(id));
+  result.unknownRoleIds = roleIds.filter((id) => !stored.knownRoles.has(id));
+  if (options.allOrNothing && (result.unknownUserIds.length > 0 || result.unknownRoleIds.length > 0)) return result;
+  // What differs, judged against the stored state; most pages of a reconcile stop here without writing.
+  const diff = membershipDiff(members, stored, stored.knownUsers, withRoles, context);
+  if (!diff && bringing.length === 0) return result;
 
   return applyTransaction(db, context, async (tx) => {
-    // A change recorded after this snapshot was observed is newer information: the snapshot must not undo it.
-    const later = await changedSince(tx, ['member.removed', 'member_role.granted', 'member_role.revoked'], context.observedAt, {
-      organizationId,
-      userIds: [...new Set([...toAdd, ...grants.map((grant) => grant.userId), ...revokes.map((revoke) => revoke.userId)])],
-    });
-    const removedLater = new Set(later.filter((c) => c.kind === 'member.removed').map((c) => c.userId!));
-    const grantedLater = new Set(later.filter((c) => c.kind === 'member_role.granted').map((c) => pairKey(c.userId!, c.organizationRoleId!)));
-    const revokedLater = new Set(later.filter((c) => c.kind === 'member_role.revoked').map((c) => pairKey(c.userId!, c.organizationRoleId!)));
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
-    const observedAt = context.observedAt.toISOString();
-
-    // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
-    const adding = toAdd.filter((userId) => !removedLater.has(userId)).sort();
-    if (adding.length > 0) {
-      const added = await rows<{ user_id: string }>(
-        tx,
-        sql`insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
-          select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-          from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
-          on conflict do nothing
-          returning user_id`,
-      );
-      rowsWritten += added.length;
-      changes.push(...added.map(({ user_id: userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
+    let written = diff;
+    if (bringing.length > 0) {
+      // The users go first in the change log: a member is added after its user is created.
+      const rows = new Map(bringing.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+      const brought = await writeUsers(tx, rows, [...offered], context);
+      changes.push(...brought.changes);
+      rowsWritten += brought.rowsWritten;
+      // A user whose deletion was recorded after this page was read stays out, and so do its memberships.
+      result.unknownUserIds.push(...[...offered].filter((id) => !brought.held.has(id)));
+      written = membershipDiff(members, stored, new Set([...stored.knownUsers, ...brought.held]), withRoles, context);
     }
-    const granting = grants
-      .filter((grant) => !removedLater.has(grant.userId) && !revokedLater.has(pairKey(grant.userId, grant.organizationRoleId)))
-      .sort(byMemberRole);
-    if (granting.length > 0) {
-      const granted = await rows<{ user_id: string; organization_role_id: string }>(
-        tx,
-        sql`insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
-          select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-          from json_to_recordset(${JSON.stringify(granting.map((grant) => ({ u: grant.userId, r: grant.organizationRoleId })))}::json) as t(u text, r text)
-          on conflict do nothing
-          returning user_id, organization_role_id`,
-      );
-      rowsWritten += granted.length;
-      changes.push(
-        ...granted.map(
-          (grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, userId: grant.user_id, organizationRoleId: grant.organization_role_id }),
-        ),
-      );
-    }
-    const revoking = revokes.filter((revoke) => !grantedLater.has(pairKey(revoke.userId, revoke.organizationRoleId))).sort(byMemberRole);
-    if (revoking.length > 0) {
-      const revoked = await rows<{ user_id: string; organization_role_id: string }>(
-        tx,
-        sql`delete from ${organizationMemberRoles} m
-          using json_to_recordset(${JSON.stringify(revoking.map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId })))}::json) as t(u text, r text)
-          where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
-            and m.observed_at <= ${observedAt}::timestamptz
-          returning m.user_id, m.organization_role_id`,
-      );
-      rowsWritten += revoked.length;
-      changes.push(
-        ...revoked.map(
-          (revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, userId: revoke.user_id, organizationRoleId: revoke.organization_role_id }),
-        ),
-      );
+    if (written) {
+      const memberships = await writeMemberships(tx, organizationId, written, context);
+      changes.push(...memberships.changes);
+      rowsWritten += memberships.rowsWritten;
     }
     rowsWritten += (await recordChanges(tx, changes, context)).length;
     return { ...result, changes, rowsWritten };
   });
+};
+
+/**
+ * No change of the member `t.u` of this organization matching `kind` was recorded after `observedAt`.
+ * A scalar subquery, probed per row, through `access_changes_user_idx` alone (see `changesOfUser`): an
+ * EXISTS would become a join, planned on statistics a baseline outruns.
+ */
+const noLaterChange = (organizationId: string, observedAt: string, kind: SQL) =>
+  sql`(select true from ${changesOfUser(sql`t.u`)}
+    where a.organization_id = ${organizationId} and a.observed_at > ${observedAt}::timestamptz and ${kind}
+    limit 1) is null`;
+
+/** Writes a membership diff in the caller's transaction; returns the changes for the caller to record. */
+const writeMemberships = async (tx: Database, organizationId: string, diff: MembershipDiff, context: ChangeContext): Promise<ApplyResult> => {
+  const { toAdd, grants, revokes } = diff;
+  const changes: ChangeRecord[] = [];
+  let rowsWritten = 0;
+  const observedAt = context.observedAt.toISOString();
+  // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
+  // it. Each statement leaves out what such a change covers (`noLaterChange`), in the same round trip.
+  // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
+  const adding = [...toAdd].sort();
+  if (adding.length > 0) {
+    const added = await rows<{ user_id: string }>(
+      tx,
+      sql`insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
+        select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+        from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
+        where ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
+        on conflict do nothing
+        returning user_id`,
+    );
+    rowsWritten += added.length;
+    changes.push(...added.map(({ user_id: userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
+  }
+  const granting = [...grants].sort(byMemberRole);
+  if (granting.length > 0) {
+    const granted = await rows<{ user_id: string; organization_role_id: string }>(
+      tx,
+      sql`insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
+        select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+        from json_to_recordset(${JSON.stringify(granting.map((grant) => ({ u: grant.userId, r: grant.organizationRoleId })))}::json) as t(u text, r text)
+        where ${noLaterChange(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
+        on conflict do nothing
+        returning user_id, organization_role_id`,
+    );
+    rowsWritten += granted.length;
+    changes.push(
+      ...granted.map(
+        (grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, userId: grant.user_id, organizationRoleId: grant.organization_role_id }),
+      ),
+    );
+  }
+  const revoking = [...revokes].sort(byMemberRole);
+  if (revoking.length > 0) {
+    const revoked = await rows<{ user_id: string; organization_role_id: string }>(
+      tx,
+      sql`delete from ${organizationMemberRoles} m
+        using json_to_recordset(${JSON.stringify(revoking.map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId })))}::json) as t(u text, r text)
+        where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
+          and m.observed_at <= ${observedAt}::timestamptz
+          and ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
+        returning m.user_id, m.organization_role_id`,
+    );
+    rowsWritten += revoked.length;
+    changes.push(
+      ...revoked.map(
+        (revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, userId: revoke.user_id, organizationRoleId: revoke.organization_role_id }),
+      ),
+    );
+  }
+  return { changes, rowsWritten };
 };
 
 export type ApplyMembersOptions = {
@@ -193,10 +236,15 @@ export type ApplyMembersOptions = {
    */
   allOrNothing?: boolean;
   /**
-   * Also read the stored members in this range, in the same round trip as the comparison: a crawl's
-   * candidates for removal (see `storedMemberIdsBetween`).
+   * Also read every stored member of the organization, in the same round trip as the comparison: a
+   * crawl's candidates for removal are those its pages lack.
    */
-  storedMembersBetween?: StoredMemberRange;
+  readStoredMembers?: boolean;
+  /**
+   * Snapshots of the members' users (a member list's items are whole users): those the database lacks
+   * are written with the page, in its transaction, instead of being reported unknown.
+   */
+  users?: LogtoUser[];
 };
 
 /**
@@ -259,22 +307,8 @@ export const removeMembers = async (
   });
 };
 
-/** Stored members of an organization whose user id falls in (after, upTo], in Logto's order (by user id). */
-export const storedMemberIdsBetween = async (
-  db: Database,
-  organizationId: string,
-  after: string | null,
-  upTo: string | null,
-): Promise<string[]> => {
-  const result = await db
-    .select({ userId: organizationMembers.userId })
-    .from(organizationMembers)
-    .where(
-      and(
-        eq(organizationMembers.organizationId, organizationId),
-        after === null ? undefined : sql`${organizationMembers.userId} collate "C" > ${after}`,
-        upTo === null ? undefined : sql`${organizationMembers.userId} collate "C" <= ${upTo}`,
-      ),
-    );
-  return result.map((row) => row.userId);
-};
+/** Every stored member of an organization. */
+export const storedMemberIds = async (db: Database, organizationId: string): Promise<string[]> =>
+  (await db.select({ userId: organizationMembers.userId }).from(organizationMembers).where(eq(organizationMembers.organizationId, organizationId))).map(
+    (row) => row.userId,
+  );

@@ -4,9 +4,9 @@ import { endedGrants, grantsHeldBy } from './cascade.js';
 import { lockEntities } from './entity-locks.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changesOfUser, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
-type UserRow = typeof users.$inferInsert;
+export type UserRow = typeof users.$inferInsert;
 
 /** The fields the mirror keeps and compares; `raw` rides along but is not compared (its shape differs by endpoint). */
 const comparedFields = [
@@ -136,7 +136,20 @@ export const userChanges = (
 };
 
 /** The users among `ids` that are new or differ from the stored copy, with the changes writing them records. */
-const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, typeof users.$inferSelect>) => {
+type ComparedRow = Pick<UserRow, UserField> & { id: string };
+
+/** The stored copies of `ids`, only the compared columns: `raw`, the largest, is never compared. */
+const readCompared = async (db: Database, ids: string[]): Promise<Map<string, ComparedRow>> => {
+  const found = await db
+    .select({ id: users.id, ...Object.fromEntries(comparedFields.map((field) => [field, users[field]])) } as { id: typeof users.id } & {
+      [F in UserField]: (typeof users)[F];
+    })
+    .from(users)
+    .where(sql`${users.id} = any(${sql.param(ids)}::text[])`);
+  return new Map(found.map((row) => [row.id, row]));
+};
+
+const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, ComparedRow>) => {
   const writes = new Map<string, ChangeRecord[]>();
   for (const id of ids) {
     const changes = userChanges(storedById.get(id), byId.get(id)!);
@@ -154,41 +167,55 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
   const ids = [...byId.keys()].sort();
   // Compared outside a transaction: an unchanged page costs one read and writes nothing.
-  const stored = await db.select().from(users).where(sql`${users.id} = any(${sql.param(ids)}::text[])`);
-  const candidates = userWrites(ids, byId, new Map(stored.map((row) => [row.id, row])));
+  const candidates = userWrites(ids, byId, await readCompared(db, ids));
   if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
   return applyTransaction(db, context, async (tx) => {
-    // Compared again under the lock: another writer of these users may have committed since the read above.
-    const lockedIds = [...candidates.keys()].sort();
-    await lockEntities(tx, 'user', lockedIds);
-    const fresh = await tx.select().from(users).where(sql`${users.id} = any(${sql.param(lockedIds)}::text[])`);
-    const storedById = new Map(fresh.map((row) => [row.id, row]));
-    const writes = userWrites(lockedIds, byId, storedById);
-    if (writes.size === 0) return { changes: [], rowsWritten: 0 };
-    const created = [...writes.keys()].filter((id) => !storedById.has(id));
-    const deletedLater = new Set(
-      (await changedSince(tx, ['user.deleted'], context.observedAt, { userIds: created })).map((change) => change.userId),
-    );
-    const rowsToWrite = [...writes.keys()].filter((id) => !deletedLater.has(id)).map((id) => byId.get(id)!);
-    if (rowsToWrite.length === 0) return { changes: [], rowsWritten: 0 };
-    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
-    // a row a concurrent writer has just inserted with the same content is left alone, so its creation
-    // is recorded once, by that writer.
-    const written = await rows<{ id: string }>(
-      tx,
-      sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-        select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-        from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
-        on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
-        where ${users.updatedAt} <= excluded.updated_at
-          and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
-        returning id`,
-    );
-    const changes = written.flatMap(({ id }) => writes.get(id) ?? []);
-    const logged = (await recordChanges(tx, changes, context)).length;
-    return { changes, rowsWritten: written.length + logged };
+    const written = await writeUsers(tx, byId, [...candidates.keys()], context);
+    const logged = (await recordChanges(tx, written.changes, context)).length;
+    return { changes: written.changes, rowsWritten: written.rowsWritten + logged };
   });
+};
+
+/**
+ * The write half of `applyUsers`, inside the caller's transaction, so that a page of members can bring
+ * in its users and its memberships in one: under the users' locks, writes those of `ids` (rows from
+ * `byId`) that are new or differ. The changes are returned for the caller to record; `held` is which of
+ * `ids` the database holds afterwards.
+ */
+export const writeUsers = async (
+  tx: Database,
+  byId: Map<string, UserRow>,
+  ids: string[],
+  context: ChangeContext,
+): Promise<{ changes: ChangeRecord[]; rowsWritten: number; held: Set<string> }> => {
+  // Compared again under the lock: another writer of these users may have committed since the caller's read.
+  const lockedIds = [...new Set(ids)].sort();
+  await lockEntities(tx, 'user', lockedIds);
+  const storedById = await readCompared(tx, lockedIds);
+  const held = new Set(storedById.keys());
+  const writes = userWrites(lockedIds, byId, storedById);
+  if (writes.size === 0) return { changes: [], rowsWritten: 0, held };
+  const created = [...writes.keys()].filter((id) => !storedById.has(id));
+  const rowsToWrite = [...writes.keys()].map((id) => byId.get(id)!);
+  // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
+  // a row a concurrent writer has just inserted with the same content is left alone, so its creation
+  // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
+  // was observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
+  const written = await rows<{ id: string }>(
+    tx,
+    sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
+      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+      from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
+      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
+        where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
+      on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
+      where ${users.updatedAt} <= excluded.updated_at
+        and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
+      returning id`,
+  );
+  for (const { id } of written) held.add(id);
+  return { changes: written.flatMap(({ id }) => writes.get(id) ?? []), rowsWritten: written.length, held };
 };
 
 /**
