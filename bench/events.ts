@@ -164,7 +164,7 @@ export const run = async (args: string[]): Promise<void> => {
     // No baseline sync runs here: the API would answer the stream with 503 until one had.
     SERVE_BEFORE_FIRST_SYNC: 'true',
   });
-  const sender = createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, concurrency: 64, pollIntervalMs: 500 });
+  const sender = createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, pollIntervalMs: 500 });
   const feed = await startChangeFeed(database);
   feed.subscribe({ wake: () => sender.wake(), close: () => {} });
   const unavailable = async () => {

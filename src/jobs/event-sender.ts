@@ -14,6 +14,7 @@ import {
   extendOutboxLeases,
   openOutboxCount,
   outboxBacklog,
+  refreshOutboxStatistics,
   settleAttempts,
   type AttemptResult,
   type ClaimedOutboxRow,
@@ -105,6 +106,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
 
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
+  let lastAnalyzeAt = 0;
 
   // ---- writing results back in groups ----
   let results: { result: AttemptResult | Release; resolve: () => void }[] = [];
@@ -217,6 +219,11 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     const backlog = await outboxBacklog(db);
     metrics.eventBacklog.reset();
     for (const entry of backlog) metrics.eventBacklog.set({ subscription: entry.subscriptionId }, entry.open);
+    const open = backlog.reduce((sum, entry) => sum + entry.open, 0);
+    if (now - lastAnalyzeAt >= 30_000 && (await refreshOutboxStatistics(db, open))) {
+      lastAnalyzeAt = now;
+      log.info({ open }, 'outbox statistics refreshed for its backlog');
+    }
   };
 
   const loop = createClaimLoop<OutboxRow>({
