@@ -14,8 +14,7 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   sync: () => import('./sync.js'),
   'hot-paths': async () => ({ run: (await import('./hot-paths.js')).runHotPaths }),
   intake: () => import('./intake.js'),
-  // Parses its own arguments and exits when done.
-  events: async () => ({ run: async () => void (await import('./events.js')) }),
+  events: () => import('./events.js'),
 };
 
 const [first, ...rest] = process.argv.slice(2);

@@ -15,6 +15,9 @@ export type OutboxRow = {
   id: number;
   subscriptionId: string;
   changeId: number;
+  /** The user and organization the event is about: its events are sent in order per subscription. */
+  userId: string | null;
+  organizationId: string | null;
   status: 'pending' | 'processing' | 'delivered' | 'failed';
   attempts: number;
   /** The serialised body of the first attempt. */
@@ -32,6 +35,8 @@ type RawOutboxRow = {
   id: string | number;
   subscription_id: string;
   change_id: string | number;
+  user_id: string | null;
+  organization_id: string | null;
   status: OutboxRow['status'];
   attempts: number;
   payload: string | null;
@@ -50,6 +55,8 @@ const toOutboxRow = (row: RawOutboxRow): OutboxRow => ({
   id: Number(row.id),
   subscriptionId: row.subscription_id,
   changeId: Number(row.change_id),
+  userId: row.user_id,
+  organizationId: row.organization_id,
   status: row.status,
   attempts: row.attempts,
   payload: row.payload,
@@ -97,45 +104,87 @@ export const insertChangesWithEvents = (insertChanges: SQL): SQL => sql`
   cross join (select pg_notify(${changesChannel}, (select max(id) from inserted)::text)) as notified
   order by i.id`;
 
-/**
- * Due, clear of the transactions it waits for, and no open row of the subscription about the same user or organization comes
- * from an earlier change (`r` is the row).
- */
-const inTurn = sql`r.next_attempt_at <= now()
-  and (r.waits_for is null or cardinality(r.waits_for) = 0 or r.created_at < now() - interval '30 seconds'
-       or not (r.waits_for && ${runningTransactions}))
-  and not exists (
-    select 1 from event_outbox e
-    where e.subscription_id = r.subscription_id and e.user_id = r.user_id and e.change_id < r.change_id
-      and e.status in ('pending', 'processing'))
-  and not exists (
-    select 1 from event_outbox e
-    where e.subscription_id = r.subscription_id and e.organization_id = r.organization_id and e.change_id < r.change_id
-      and e.status in ('pending', 'processing'))`;
+/** A claimed row, with when it was attempted before this claim (restored if it is handed back unsent). */
+export type ClaimedOutboxRow = OutboxRow & { previousAttemptAt: Date | null };
+
+/** Whether the transactions a row (`alias`) waits for are over (or it waited long enough). */
+const clearOfWriters = (alias: SQL) => sql`(${alias}.waits_for is null or cardinality(${alias}.waits_for) = 0
+  or ${alias}.created_at < now() - interval '30 seconds' or not (${alias}.waits_for && ${runningTransactions}))`;
+
+/** A row a sender may claim now (`alias`): open, not held under a live lease, due, clear of its writers. */
+const claimable = (alias: SQL) => sql`(${alias}.status = 'pending' or (${alias}.status = 'processing' and ${alias}.lease_until < now()))
+  and ${alias}.next_attempt_at <= now() and ${clearOfWriters(alias)}`;
 
 /**
- * Claims up to `limit` due rows of enabled subscriptions whose earlier events about the same user or
- * organization are settled. Each claim counts as an attempt; a claim whose lease runs out (its sender
- * died) is claimed again.
+ * Earlier open rows of the subscription about the same user or organization as `r`, as a condition on
+ * `e` (one of them): the rows that must be settled before `r` is sent.
  */
-export const claimOutbox = async (db: Database, limit: number, leaseMs: number): Promise<OutboxRow[]> => {
+const earlierAboutSameEntity = (entity: 'user_id' | 'organization_id') =>
+  sql`e.subscription_id = r.subscription_id and e.${sql.raw(entity)} = r.${sql.raw(entity)} and e.change_id < r.change_id
+      and e.status in ('pending', 'processing')`;
+
+/**
+ * Due, clear of the transactions it waits for, and no open row of the subscription about the same user or
+ * organization comes from an earlier change (`r` is the row): sendable on its own.
+ */
+const inTurn = sql`r.next_attempt_at <= now() and ${clearOfWriters(sql`r`)}
+  and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('user_id')})
+  and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('organization_id')})`;
+
+/** Rows scanned per claim beyond the rows wanted: room for the rows that turn out to wait. */
+const claimScanSlack = 256;
+
+/**
+ * Claims up to `limit` rows of enabled subscriptions in chains: a row is claimed when every earlier open
+ * row of its subscription about the same user or organization is claimed by the same statement, so the
+ * sender can send a chain in order, one after the other, instead of one row per entity per claim. Rows
+ * are scanned in due order on the ready index (not sorted as a whole backlog), locked with SKIP LOCKED;
+ * those behind a row that is not claimable (being sent, waiting for a retry, locked by another sender,
+ * or beyond the limit) are left alone. Each claim counts as an attempt; a claim whose lease runs out (its
+ * sender died) is claimed again. Rows come back in change order.
+ */
+export const claimOutbox = async (db: Database, limit: number, leaseMs: number): Promise<ClaimedOutboxRow[]> => {
   if (limit <= 0) return [];
-  const claimed = await rows<RawOutboxRow>(
+  const claimed = await rows<RawOutboxRow & { previous_attempt_at: string | Date | null }>(
     db,
-    sql`update event_outbox o
-        set status = 'processing', attempts = o.attempts + 1,
-            lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
-        where o.id in (
-          select r.id from event_outbox r
-          join event_subscriptions s on s.id = r.subscription_id and s.enabled
-          where r.status in ('pending', 'processing')
-            and (r.status = 'pending' or r.lease_until < now()) and ${inTurn}
+    sql`with candidates as materialized (
+          select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id, r.last_attempt_at
+          from event_outbox r
+          where r.status in ('pending', 'processing') and ${claimable(sql`r`)}
+            and r.subscription_id in (select id from event_subscriptions where enabled)
+            and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('user_id')} and not (${claimable(sql`e`)}))
+            and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('organization_id')} and not (${claimable(sql`e`)}))
+          order by r.next_attempt_at, r.id
+          limit ${limit + claimScanSlack}
+          for update of r skip locked
+        ),
+        -- A candidate goes when as many earlier open rows about its user (and its organization) exist as
+        -- earlier candidates about them: then every one of them is claimed with it. Counted per row on the
+        -- open-row indexes, never by reading the whole backlog.
+        ranked as (
+          select r.*,
+                 rank() over (partition by r.subscription_id, r.user_id order by r.change_id) - 1 as users_before,
+                 rank() over (partition by r.subscription_id, r.organization_id order by r.change_id) - 1 as organizations_before
+          from candidates r
+        ),
+        chained as (
+          select r.id, r.last_attempt_at as previous_attempt_at from ranked r
+          where (r.user_id is null or r.users_before = (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}))
+            and (r.organization_id is null
+                 or r.organizations_before = (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}))
           order by r.change_id, r.id
           limit ${limit}
-          for update of r skip locked)
-        returning o.*`,
+        )
+        update event_outbox o
+        set status = 'processing', attempts = o.attempts + 1,
+            lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
+        from chained c
+        where o.id = c.id
+        returning o.*, c.previous_attempt_at`,
   );
-  return claimed.map(toOutboxRow).sort((a, b) => a.id - b.id);
+  return claimed
+    .map((row) => ({ ...toOutboxRow(row), previousAttemptAt: date(row.previous_attempt_at) }))
+    .sort((a, b) => a.changeId - b.changeId || a.id - b.id);
 };
 
 export type OutboxClaim = Pick<OutboxRow, 'id' | 'attempts'>;
@@ -161,45 +210,53 @@ export type AttemptResult = {
 };
 
 /**
- * Records the outcome of sent attempts in one statement, only for claims still held (a sender whose
- * lease was taken over cannot settle), and keeps each subscription's failure streak: a success ends
- * it, a failure starts it if none is running.
+ * A claimed row handed back unsent (an earlier event of its chain was not delivered): pending again as
+ * it was before the claim, which did not count as an attempt.
  */
-export const settleAttempts = async (db: Database, results: AttemptResult[]): Promise<void> => {
+export type Release = { release: OutboxClaim & { previousAttemptAt: Date | null } };
+
+/**
+ * Records the outcome of sent attempts and the rows handed back, in one statement, only for claims still
+ * held (a sender whose lease was taken over cannot settle), and keeps each subscription's failure streak:
+ * a success ends it, a failure starts it if none is running.
+ */
+export const settleAttempts = async (db: Database, results: (AttemptResult | Release)[]): Promise<void> => {
   if (results.length === 0) return;
   const values = sql.join(
-    results.map(
-      (result) =>
-        sql`(${result.claim.id}::bigint, ${result.claim.attempts}::int, ${result.payload}::text, ${result.status}::int,
-             ${result.error}::text, ${result.ok}::boolean, ${result.retryInMs}::double precision)`,
+    results.map((result) =>
+      'release' in result
+        ? sql`(${result.release.id}::bigint, ${result.release.attempts}::int, null::text, null::text, null::int, null::text,
+               false, null::double precision, true, ${result.release.previousAttemptAt?.toISOString() ?? null}::timestamptz)`
+        : sql`(${result.claim.id}::bigint, ${result.claim.attempts}::int, ${result.subscriptionId}::text, ${result.payload}::text,
+               ${result.status}::int, ${result.error}::text, ${result.ok}::boolean, ${result.retryInMs}::double precision,
+               false, null::timestamptz)`,
     ),
     sql`, `,
   );
   await db.execute(sql`
-    update event_outbox o set
-      status = case when v.ok then 'delivered' when v.retry_ms is null then 'failed' else 'pending' end,
-      payload = coalesce(o.payload, v.payload),
-      last_status = v.status,
-      last_error = v.error,
-      lease_until = null,
-      delivered_at = case when v.ok then now() else null end,
-      next_attempt_at = case when v.retry_ms is null then o.next_attempt_at else now() + make_interval(secs => v.retry_ms / 1000) end
-    from (values ${values}) as v(id, attempts, payload, status, error, ok, retry_ms)
-    where o.id = v.id and o.attempts = v.attempts and o.status = 'processing'`);
-  const succeeded = [...new Set(results.filter((result) => result.ok).map((result) => result.subscriptionId))];
-  const failed = [...new Set(results.filter((result) => !result.ok).map((result) => result.subscriptionId))].filter(
-    (id) => !succeeded.includes(id),
-  );
-  if (succeeded.length > 0) {
-    await db.execute(sql`
-      update event_subscriptions set failing_since = null
-      where failing_since is not null and id in (${sql.join(succeeded.map((id) => sql`${id}`), sql`, `)})`);
-  }
-  if (failed.length > 0) {
-    await db.execute(sql`
-      update event_subscriptions set failing_since = now()
-      where failing_since is null and id in (${sql.join(failed.map((id) => sql`${id}`), sql`, `)})`);
-  }
+    with v(id, attempts, subscription_id, payload, status, error, ok, retry_ms, release, previous_attempt_at) as (values ${values}),
+    settled as (
+      update event_outbox o set
+        status = case when v.release then 'pending' when v.ok then 'delivered' when v.retry_ms is null then 'failed' else 'pending' end,
+        attempts = case when v.release then o.attempts - 1 else o.attempts end,
+        payload = coalesce(o.payload, v.payload),
+        last_status = case when v.release then o.last_status else v.status end,
+        last_error = case when v.release then o.last_error else v.error end,
+        last_attempt_at = case when v.release then v.previous_attempt_at else o.last_attempt_at end,
+        lease_until = null,
+        delivered_at = case when v.ok then now() else null end,
+        next_attempt_at = case when v.retry_ms is null then o.next_attempt_at else now() + make_interval(secs => v.retry_ms / 1000) end
+      from v
+      where o.id = v.id and o.attempts = v.attempts and o.status = 'processing'
+      returning 1
+    ),
+    streaks as (
+      select subscription_id, bool_or(ok) as succeeded from v where not v.release group by subscription_id
+    )
+    update event_subscriptions s
+    set failing_since = case when t.succeeded then null else now() end
+    from streaks t
+    where s.id = t.subscription_id and (case when t.succeeded then s.failing_since is not null else s.failing_since is null end)`);
 };
 
 /**
@@ -235,6 +292,24 @@ export const outboxBacklog = async (db: Database): Promise<{ subscriptionId: str
   ).map((row) => ({ subscriptionId: row.subscription_id, open: Number(row.open), due: Number(row.due) }));
 
 /**
+ * The claim's plan rests on the table's statistics: taken before the backlog arrived (a fresh install,
+ * a burst), they make the planner believe a few rows are open and walk the backlog once per candidate
+ * (seconds per claim at 25,000 rows). Autovacuum's analyze comes a minute or more later, and on a table
+ * with a long delivered history not at all, so the sender refreshes them itself when there is a backlog
+ * and most of it was written since the last analyze. Returns whether it did.
+ */
+export const refreshOutboxStatistics = async (db: Database, openRows: number): Promise<boolean> => {
+  if (openRows < 1000) return false;
+  const [row] = await rows<{ modified: number }>(
+    db,
+    sql`select coalesce(n_mod_since_analyze, 0)::float8 as modified from pg_stat_user_tables where relid = 'event_outbox'::regclass`,
+  );
+  if (Number(row?.modified ?? 0) < openRows / 2) return false;
+  await db.execute(sql`analyze event_outbox`);
+  return true;
+};
+
+/**
  * Open rows of enabled subscriptions: with `claimableOnly`, those a sender could claim now (due, in turn,
  * not held under a live lease); otherwise all, including those scheduled for a retry (for `drain`).
  */
@@ -244,7 +319,7 @@ export const openOutboxCount = async (db: Database, options: { claimableOnly: bo
     sql`select count(*)::int as count from event_outbox r join event_subscriptions s on s.id = r.subscription_id and s.enabled
         where ${
           options.claimableOnly
-            ? sql`(r.status = 'pending' or (r.status = 'processing' and r.lease_until < now())) and ${inTurn}`
+            ? sql`${claimable(sql`r`)} and ${inTurn}`
             : sql`r.status in ('pending', 'processing')`
         }`,
   );

@@ -14,9 +14,12 @@ import {
   extendOutboxLeases,
   openOutboxCount,
   outboxBacklog,
+  refreshOutboxStatistics,
   settleAttempts,
   type AttemptResult,
+  type ClaimedOutboxRow,
   type OutboxRow,
+  type Release,
 } from '../db/outbox.js';
 import { accessChangeColumns } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
@@ -30,7 +33,7 @@ export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 
 export type EventSenderOptions = {
   /** How often the outbox is polled when nothing woke the sender (rows written by another replica). Default 500 ms. */
   pollIntervalMs?: number;
-  /** Deliveries in flight at once. Default 32. */
+  /** Deliveries in hand at once (sent, or waiting in a chain behind an earlier one). Default 64. */
   concurrency?: number;
   /** A claim whose sender stops renewing it for this long is claimed again. Default 60 s. */
   leaseMs?: number;
@@ -72,7 +75,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   const { db } = deps;
   const log = deps.logger.child({ component: 'event-sender' });
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  const concurrency = Math.max(1, options.concurrency ?? 32);
+  const concurrency = Math.max(1, options.concurrency ?? 64);
+  const claimThreshold = Math.max(1, Math.floor(concurrency / 4));
   const leaseMs = options.leaseMs ?? 60_000;
   const schedule = options.retryScheduleMs ?? defaultRetryScheduleMs;
   const disableAfterMs = options.disableAfterMs ?? 5 * 24 * 60 * 60 * 1000;
@@ -102,9 +106,10 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
 
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
+  let lastAnalyzeAt = 0;
 
   // ---- writing results back in groups ----
-  let results: { result: AttemptResult; resolve: () => void }[] = [];
+  let results: { result: AttemptResult | Release; resolve: () => void }[] = [];
   let flushing: Promise<void> | null = null;
   const flush = async () => {
     while (results.length > 0) {
@@ -112,7 +117,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       results = [];
       try {
         await settleAttempts(db, group.map((entry) => entry.result));
-        if (group.some((entry) => !entry.result.ok) && Date.now() - lastDisableCheckAt > 1000) {
+        if (group.some((entry) => 'ok' in entry.result && !entry.result.ok) && Date.now() - lastDisableCheckAt > 1000) {
           lastDisableCheckAt = Date.now();
           const disabled = await disableFailingSubscriptions(db, disableAfterMs);
           for (const id of disabled) log.warn({ subscriptionId: id }, 'subscription disabled: every delivery failed for too long');
@@ -125,7 +130,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
     flushing = null;
   };
-  const record = (result: AttemptResult) =>
+  const record = (result: AttemptResult | Release) =>
     new Promise<void>((resolve) => {
       results.push({ result, resolve });
       flushing ??= flush();
@@ -177,15 +182,33 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
   };
 
-  const dispatch = (rows: OutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
+  /**
+   * Sends the claimed rows, each chain in order: a row waits until the rows claimed before it about the
+   * same user or organization of its subscription are sent and recorded; if one of those was not
+   * delivered, it is handed back unsent, to wait in the outbox behind the retry as before. Rows of
+   * different chains go out at once.
+   */
+  const dispatch = (rows: ClaimedOutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
+    const chainEnds = new Map<string, Promise<boolean>>();
     for (const row of rows) {
-      const done = send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!)
-        .then(async (result) => {
-          metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
-          if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
-          await record(result);
-        });
-      loop.track(row.id, row, done);
+      const keys = [
+        row.userId === null ? null : `${row.subscriptionId}\u0000user\u0000${row.userId}`,
+        row.organizationId === null ? null : `${row.subscriptionId}\u0000organization\u0000${row.organizationId}`,
+      ].filter((key): key is string => key !== null);
+      const before = keys.flatMap((key) => chainEnds.get(key) ?? []);
+      const delivered = (async () => {
+        if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
+          await record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
+          return false;
+        }
+        const result = await send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!);
+        metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
+        if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
+        await record(result);
+        return result.ok;
+      })();
+      for (const key of keys) chainEnds.set(key, delivered);
+      loop.track(row.id, row, delivered.then(() => undefined));
     }
   };
 
@@ -196,6 +219,11 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     const backlog = await outboxBacklog(db);
     metrics.eventBacklog.reset();
     for (const entry of backlog) metrics.eventBacklog.set({ subscription: entry.subscriptionId }, entry.open);
+    const open = backlog.reduce((sum, entry) => sum + entry.open, 0);
+    if (now - lastAnalyzeAt >= 30_000 && (await refreshOutboxStatistics(db, open))) {
+      lastAnalyzeAt = now;
+      log.info({ open }, 'outbox statistics refreshed for its backlog');
+    }
   };
 
   const loop = createClaimLoop<OutboxRow>({
@@ -205,6 +233,9 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     concurrency,
     leaseMs,
     claim: async (free) => {
+      // Every settled delivery frees a slot and wakes the loop; claiming for each one alone would pay a
+      // claim, a body build and their round trips per row. While most slots are busy, wait for more to free.
+      if (free < claimThreshold) return 0;
       const rows = await claimOutbox(db, free, leaseMs);
       if (rows.length === 0) return 0;
       try {

@@ -73,7 +73,13 @@ describe('access events from the running service', () => {
       if (waited > 200) throw new Error(`the stream did not carry the change: ${streamed.join('')}`);
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
-    const deliveries = await request(service.url).get(`/v1/event-subscriptions/${created.body.id}/deliveries`).set(auth);
+    // The sender records the answer after the receiver has sent it: wait for the record, not for the clock.
+    let deliveries = await request(service.url).get(`/v1/event-subscriptions/${created.body.id}/deliveries`).set(auth);
+    for (let waited = 0; deliveries.body.data[0]?.status === 'processing'; waited += 1) {
+      if (waited > 200) throw new Error('the delivery was never recorded');
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      deliveries = await request(service.url).get(`/v1/event-subscriptions/${created.body.id}/deliveries`).set(auth);
+    }
     expect(deliveries.body.data[0]).toMatchObject({ status: 'delivered', attempts: 1, lastResponseStatus: 204, eventType: 'user.updated' });
     // The stream ends with the service, so shutdown does not wait for the client.
     await service.close();

@@ -46,19 +46,31 @@ describe('a killed event sender process', () => {
   it('resends after a restart what it had in hand, and nothing is lost', async () => {
     const subscription = await createEventSubscription(database.db, { url: receiver.url }, { allowPrivateUrls: true });
     secret = subscription.secret;
-    // Slow answers, so the kill lands while deliveries are in flight.
+    // The first answers come at once; the rest are held until after the kill, so the kill always lands
+    // while deliveries are in flight, however slowly this machine runs the two processes.
+    let answered = 0;
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
     receiver.respond = async () => {
-      await new Promise((resolve) => setTimeout(resolve, 150));
-      return 204;
+      if (answered++ < 5) return 204;
+      await held;
+      // Answered after the kill: nobody reads it.
+      return 503;
     };
     const changes = Array.from({ length: 40 }, (_, index) => ({ kind: 'user.created' as const, userId: `crash-${index}` }));
     await recordChanges(database.db, changes, { source: 'webhook', observedAt: new Date() });
 
     const first = await startSenderProcess(database.url!);
     children.push(first);
+    // Five delivered and recorded, and more requests waiting for their answer.
     await receiver.waitFor((received) => received.length >= 5);
+    for (let waited = 0; answered <= 5 || (await database.db.$count(eventOutbox, inArray(eventOutbox.status, ['delivered']))) < 5; waited += 1) {
+      if (waited > 400) throw new Error('the first sender never had deliveries in flight');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     first.kill('SIGKILL');
     await exited(first);
+    release();
     const inFlight = await database.db.$count(eventOutbox, inArray(eventOutbox.status, ['processing']));
     const delivered = await database.db.$count(eventOutbox, inArray(eventOutbox.status, ['delivered']));
     expect(inFlight).toBeGreaterThan(0);

@@ -1,9 +1,10 @@
-import { eq } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, eventOutbox, eventSubscriptions } from '../../db/schema.js';
 import { accessEventTypes, webhookIdOf } from '../../src/db/access-events.js';
 import { createEventSender, type EventSender, type EventSenderOptions } from '../../src/jobs/event-sender.js';
 import { silentLogger } from '../../src/logger.js';
+import { recordChanges } from '../../src/sync/apply/changes.js';
 import { runRoleSweep } from '../../src/sync/role-sweep.js';
 import { createEventSubscription, rotateSigningSecret } from '../../src/sync/event-subscriptions.js';
 import { startEventReceiver, type EventReceiver } from '../helpers/event-receiver.js';
@@ -135,6 +136,48 @@ describe('the event sender', () => {
       .from(eventOutbox)
       .where(eq(eventOutbox.changeId, attempts[0]!.body.data.changeId));
     expect(row).toMatchObject({ status: 'delivered', attempts: 2, lastStatus: 200 });
+  });
+
+  it('sends the events about one user claimed together one after the other, and holds the later ones behind a retry', async () => {
+    const userId = `chained-${Date.now()}`;
+    const arrivals: { changeId: number; status: number }[] = [];
+    receiver.respond = (event) => {
+      if (event.body.data.userId !== userId) return 204;
+      const status = arrivals.length === 0 ? 500 : 204;
+      arrivals.push({ changeId: event.body.data.changeId, status });
+      return status;
+    };
+    // One transaction, so one claim finds all three.
+    await recordChanges(
+      pipeline.database.db,
+      [
+        { kind: 'user.created', userId },
+        { kind: 'user.updated', userId },
+        { kind: 'user.suspended', userId },
+      ],
+      { source: 'webhook', observedAt: new Date() },
+    );
+    await settle();
+    const ids = (
+      await pipeline.database.db.select({ id: accessChanges.id }).from(accessChanges).where(eq(accessChanges.userId, userId)).orderBy(accessChanges.id)
+    ).map((change) => change.id);
+    expect(arrivals).toEqual([
+      { changeId: ids[0], status: 500 },
+      { changeId: ids[0], status: 204 },
+      { changeId: ids[1], status: 204 },
+      { changeId: ids[2], status: 204 },
+    ]);
+    const rows = await pipeline.database.db
+      .select()
+      .from(eventOutbox)
+      .where(and(eq(eventOutbox.userId, userId), eq(eventOutbox.subscriptionId, subscription.id)))
+      .orderBy(eventOutbox.changeId);
+    // A row handed back unsent behind the retry was not an attempt.
+    expect(rows.map((row) => [row.status, row.attempts])).toEqual([
+      ['delivered', 2],
+      ['delivered', 1],
+      ['delivered', 1],
+    ]);
   });
 
   it('ends a delivery as failed once the retry schedule is used up', async () => {
