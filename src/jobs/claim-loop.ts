@@ -12,6 +12,12 @@ export type ClaimLoopOptions<Claim> = {
   claimBatchSize?: number;
   /** A claim whose holder stops renewing it for this long is claimed again; renewed every third of it. */
   leaseMs: number;
+  /**
+   * While rows trickle in (each write wakes the loop), claims start at most this often (ms), so that a
+   * claim takes what arrived meanwhile instead of one row at a time. A wake after a quiet spell, and a
+   * claim that came back full (a backlog), claim at once. Default 0: every wake claims at once.
+   */
+  claimSpacingMs?: number;
   /** Claims up to `free` rows, hands each to `track`, and returns how many it claimed. */
   claim(free: number): Promise<number>;
   renewLeases(claims: Claim[]): Promise<void>;
@@ -45,6 +51,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimLoop<Claim> => {
   const { log, pollIntervalMs, concurrency, leaseMs } = options;
   const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
+  const claimSpacingMs = Math.max(0, options.claimSpacingMs ?? 0);
+  let lastClaimAt = Number.NEGATIVE_INFINITY;
   let running = false;
   let loop: Promise<void> | null = null;
   let wakeRequested = false;
@@ -78,9 +86,15 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     });
 
   const cycle = async () => {
+    let more = false;
     while (running) {
+      // Not interrupted by wakes (gathering them is the point); at most `claimSpacingMs`, so stop waits little.
+      const early = lastClaimAt + claimSpacingMs - performance.now();
+      if (!more && early > 0) await sleep(early);
+      if (!running) break;
       wakeRequested = false;
-      let more = false;
+      lastClaimAt = performance.now();
+      more = false;
       try {
         const { claimed, free } = await claimOnce();
         more = free > 0 && claimed === free;
