@@ -53,6 +53,7 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
   const claimSpacingMs = Math.max(0, options.claimSpacingMs ?? 0);
   let lastClaimAt = Number.NEGATIVE_INFINITY;
+  let endSpacing: (() => void) | null = null;
   let running = false;
   let loop: Promise<void> | null = null;
   let wakeRequested = false;
@@ -88,9 +89,19 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   const cycle = async () => {
     let more = false;
     while (running) {
-      // Not interrupted by wakes (gathering them is the point); at most `claimSpacingMs`, so stop waits little.
+      // Not interrupted by wakes (gathering them is the point), only by stop.
       const early = lastClaimAt + claimSpacingMs - performance.now();
-      if (!more && early > 0) await sleep(early);
+      if (!more && early > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, early);
+          function done() {
+            clearTimeout(timer);
+            endSpacing = null;
+            resolve();
+          }
+          endSpacing = done;
+        });
+      }
       if (!running) break;
       wakeRequested = false;
       lastClaimAt = performance.now();
@@ -138,6 +149,7 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     },
     async stop() {
       running = false;
+      endSpacing?.();
       wake();
       await loop;
       loop = null;
