@@ -43,6 +43,18 @@ export type ClaimLoop<Claim> = {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Sleeps `ms`; `register` is given the function that ends the sleep early (and null once it has ended). */
+const endableSleep = (ms: number, register: (end: (() => void) | null) => void) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(end, ms);
+    function end() {
+      clearTimeout(timer);
+      register(null);
+      resolve();
+    }
+    register(end);
+  });
+
 /**
  * The loop shared by the inbox worker and the event sender: claim what there is room for (rows claimed
  * with SKIP LOCKED under a lease), keep claiming while claims come back full, sleep until the next poll or
@@ -75,33 +87,15 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     }
   };
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        interruptSleep = null;
-        resolve();
-      }
-      interruptSleep = done;
-    });
+  /** Wakes end a pause; only stop ends the spacing between claims (gathering wakes is its point). */
+  const pause = (ms: number) => endableSleep(ms, (end) => (interruptSleep = end));
+  const spacing = (ms: number) => endableSleep(ms, (end) => (endSpacing = end));
 
   const cycle = async () => {
     let more = false;
     while (running) {
-      // Not interrupted by wakes (gathering them is the point), only by stop.
       const early = lastClaimAt + claimSpacingMs - performance.now();
-      if (!more && early > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, early);
-          function done() {
-            clearTimeout(timer);
-            endSpacing = null;
-            resolve();
-          }
-          endSpacing = done;
-        });
-      }
+      if (!more && early > 0) await spacing(early);
       if (!running) break;
       wakeRequested = false;
       lastClaimAt = performance.now();
