@@ -3,22 +3,44 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 
 /**
- * The arrivals of `bench/intake.ts`, from a process of its own (so their cost is not the service's):
+ * The arrivals of `bench/intake.ts`, from processes of their own (so their cost is not the service's):
  * signed deliveries posted to the receiver at a steady rate for a while, then a JSON line with what was
- * sent. Argument: a JSON file `{ url, signingKey, rate, seconds, kind: 'full' | 'signin', usersFile }`.
+ * sent. Argument: a JSON file `{ url, signingKey, rate, seconds, kind: 'full' | 'signin', usersFile,
+ * startAt, part, parts }`. Each of `parts` processes sends every `parts`-th delivery from `part` on.
+ * The bodies are built and signed before `startAt` (epoch ms): at 1,000/s one process's JSON and HMAC
+ * work would otherwise be what limits the rate, not the service.
  */
-type Plan = { url: string; signingKey: string; rate: number; seconds: number; kind: 'full' | 'signin'; usersFile: string };
+type Plan = {
+  url: string;
+  signingKey: string;
+  rate: number;
+  seconds: number;
+  kind: 'full' | 'signin';
+  usersFile: string;
+  startAt: number;
+  part: number;
+  parts: number;
+};
 
 const plan = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Plan;
 const users = JSON.parse(readFileSync(plan.usersFile, 'utf8')) as Record<string, unknown>[];
-const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
-const post = (body: string) =>
+type Signed = { body: string; signature: string };
+
+const post = ({ body, signature }: Signed) =>
   new Promise<number>((resolve) => {
-    const signature = createHmac('sha256', plan.signingKey).update(body).digest('hex');
     const req = request(
       plan.url,
-      { method: 'POST', agent, headers: { 'content-type': 'application/json', 'logto-signature-sha-256': signature } },
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'logto-signature-sha-256': signature,
+        },
+      },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
@@ -28,41 +50,50 @@ const post = (body: string) =>
     req.end(body);
   });
 
-const payload = (index: number): string => {
+const payload = (index: number, at: number): string => {
   const user = users[index % users.length]!;
-  const createdAt = new Date().toISOString();
+  const createdAt = new Date(at).toISOString();
   if (plan.kind === 'signin') {
     return JSON.stringify({ event: 'PostSignIn', createdAt, interactionEvent: 'SignIn', userId: user.id, nonce: index, hookId: 'bench' });
   }
   return JSON.stringify({
     event: 'User.Data.Updated', createdAt, userAgent: 'bench-arrivals', ip: '127.0.0.1', path: `/users/${String(user.id)}`,
     method: 'PATCH', status: 200, params: { userId: user.id }, matchedRoute: '/users/:userId',
-    data: { ...user, name: `arrival ${index}`, updatedAt: Date.now() }, hookId: 'bench',
+    // Later deliveries carry later copies: each one finds something to write.
+    data: { ...user, name: `arrival ${index}`, updatedAt: at + index }, hookId: 'bench',
   });
 };
 
 const main = async () => {
   const total = Math.round(plan.rate * plan.seconds);
+  const mine: { index: number; signed: Signed }[] = [];
+  for (let index = plan.part; index < total; index += plan.parts) {
+    const body = payload(index, plan.startAt);
+    mine.push({ index, signed: { body, signature: createHmac('sha256', plan.signingKey).update(body).digest('hex') } });
+  }
+  const wait = plan.startAt - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const started = performance.now();
   let sent = 0;
   let accepted = 0;
   const inFlight = new Set<Promise<void>>();
-  while (sent < total) {
-    // Paced by the clock: deliveries due by now are sent, then a short sleep.
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * plan.rate));
-    while (sent < due) {
-      const index = sent++;
-      const done: Promise<void> = post(payload(index)).then((status) => {
+  while (sent < mine.length) {
+    // Paced by the clock: the deliveries (of all parts) due by now are sent, then a short sleep.
+    const dueOverall = Math.min(total, Math.floor(((performance.now() - started) / 1000) * plan.rate));
+    while (sent < mine.length && mine[sent]!.index < dueOverall) {
+      const done: Promise<void> = post(mine[sent]!.signed).then((status) => {
         if (status >= 200 && status < 300) accepted += 1;
         inFlight.delete(done);
       });
       inFlight.add(done);
+      sent += 1;
     }
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+  const sendingSeconds = (performance.now() - started) / 1000;
   await Promise.all(inFlight);
   const seconds = (performance.now() - started) / 1000;
-  process.stdout.write(`${JSON.stringify({ sent, accepted, seconds })}\n`);
+  process.stdout.write(`${JSON.stringify({ sent, accepted, seconds, sendingSeconds })}\n`);
   agent.destroy();
 };
 

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { inArray } from 'drizzle-orm';
 import pg from 'pg';
@@ -27,6 +28,8 @@ import { startService, type Service } from '../src/service.js';
  *    `--rate` (default 200/10s), against the ideal ⌈n/100⌉ requests at the budget's pace;
  * 4. sign-ins: `--signin-rate`/s `PostSignIn` for `--signin-seconds`, backlog `--after-seconds` later.
  *
+ * Arrivals come from `--sender-processes` processes (default 2) with bodies signed in advance, so that the
+ * offered rate is the one asked for. `--profile <dir>` writes a CPU profile of each scenario there.
  * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
  */
 export const run = async (argv: string[]): Promise<void> => {
@@ -48,6 +51,9 @@ export const run = async (argv: string[]): Promise<void> => {
       'time-limit': { type: 'string', default: '180' },
       label: { type: 'string', default: 'run' },
       skip: { type: 'string', default: '' },
+      'sender-processes': { type: 'string', default: '2' },
+      profile: { type: 'string', default: '' },
+      'poll-ms': { type: 'string', default: '5' },
     },
   });
   const scale = Number(values.scale);
@@ -59,6 +65,22 @@ export const run = async (argv: string[]): Promise<void> => {
     results[title] = rows;
     console.log(`\n## ${title}`);
     for (const [name, value] of Object.entries(rows)) console.log(`${name.padEnd(52)} ${value}`);
+  };
+
+  /** With `--profile <dir>`: a CPU profile of this process (service and worker) per scenario, not of the setup. */
+  const inspector = values.profile ? new Session() : null;
+  inspector?.connect();
+  const profiled = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
+    if (!inspector) return scenario();
+    await inspector.post('Profiler.enable');
+    await inspector.post('Profiler.start');
+    try {
+      return await scenario();
+    } finally {
+      const { profile } = await inspector.post('Profiler.stop');
+      mkdirSync(values.profile!, { recursive: true });
+      writeFileSync(join(values.profile!, `intake-${name}.cpuprofile`), JSON.stringify(profile));
+    }
   };
 
   const signingKey = randomBytes(24).toString('base64url');
@@ -142,16 +164,32 @@ export const run = async (argv: string[]): Promise<void> => {
     }
   };
   const release = () => raw.query("update webhook_deliveries set next_attempt_at = now() where status = 'pending'");
-  const sender = (plan: Record<string, unknown>) => {
-    const file = join(scratch, `plan-${Math.random()}.json`);
-    writeFileSync(file, JSON.stringify({ url: `http://127.0.0.1:${port}/webhooks/logto`, signingKey, usersFile: join(scratch, 'users.json'), ...plan }));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-sender.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
-    children.push(child);
-    return new Promise<{ sent: number; accepted: number; seconds: number }>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-      child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`sender exited ${code}`))));
-    });
+  type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number };
+  /** Arrivals from `--sender-processes` processes, their bodies signed in advance; the totals of all of them. */
+  const sender = (plan: Record<string, unknown>): { startAt: number; done: Promise<Sent> } => {
+    const parts = Math.max(1, Number(values['sender-processes']));
+    const startAt = Date.now() + 1500 + parts * 500;
+    const one = (part: number) => {
+      const file = join(scratch, `plan-${part}-${Math.random()}.json`);
+      writeFileSync(
+        file,
+        JSON.stringify({ url: `http://127.0.0.1:${port}/webhooks/logto`, signingKey, usersFile: join(scratch, 'users.json'), startAt, part, parts, ...plan }),
+      );
+      const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-sender.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      return new Promise<Sent>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`sender exited ${code}`))));
+      });
+    };
+    const done = Promise.all(Array.from({ length: parts }, (_, part) => one(part))).then((all) => ({
+      sent: all.reduce((sum, part) => sum + part.sent, 0),
+      accepted: all.reduce((sum, part) => sum + part.accepted, 0),
+      seconds: Math.max(...all.map((part) => part.seconds)),
+      sendingSeconds: Math.max(...all.map((part) => part.sendingSeconds)),
+    }));
+    return { startAt, done };
   };
   const percentile = (samples: number[], p: number) => {
     const sorted = [...samples].sort((a, b) => a - b);
@@ -191,7 +229,7 @@ export const run = async (argv: string[]): Promise<void> => {
       });
       await enqueueHeld(payloads, 'drain');
       await release();
-      const drained = await waitDrained(Number(values['time-limit']) * 1000);
+      const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
       say('Drain of queued full-data deliveries', {
         deliveries: n,
         'left after the time limit': drained.left,
@@ -205,17 +243,21 @@ export const run = async (argv: string[]): Promise<void> => {
     if (!skip.has('visibility')) {
       const logto = createLogtoClient(config.logto);
       const probes = [...probeUsers.entries()];
+      /** Time spent in the tenant's own API call of each probe (before its webhook can even be sent). */
+      const callMs: number[] = [];
       const probe = async (samples: number[], round: number, spacingMs: number, until: number) => {
         for (const [index, [userId, organizationId]] of probes.entries()) {
           if (performance.now() > until) break;
           const suspend = (index + round) % 2 === 0;
           const begun = performance.now();
           await logto.setUserSuspended(userId, suspend);
+          callMs.push(performance.now() - begun);
           for (;;) {
             const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
             if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
             if (performance.now() - begun > 10_000) break;
-            await sleep(1);
+            // A poll every few ms: a tighter loop would itself be a good part of the load on the service.
+            await sleep(Number(values['poll-ms']));
           }
           samples.push(performance.now() - begun);
           await sleep(spacingMs);
@@ -226,20 +268,33 @@ export const run = async (argv: string[]): Promise<void> => {
       const seconds = Number(values['arrival-seconds']) * scale;
       const loaded: number[] = [];
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
-      await sleep(1000);
+      // Probes begin a second into the arrivals and are spread over the rest of their window.
+      await sleep(arrivals.startAt - Date.now() + 1000);
       const until = performance.now() + (seconds - 1.5) * 1000;
-      // Spread over the arrival window.
-      await probe(loaded, 1, Math.max(5, ((seconds - 2) * 1000) / probes.length - 20), until);
-      const sent = await arrivals;
+      await profiled('visibility', () => probe(loaded, 1, Math.max(5, ((seconds - 2) * 1000) / probes.length - 20), until));
+      const sent = await arrivals.done;
+      const backlogAtStop = await unsettled();
       await waitDrained(60_000);
+      // Receipt to settlement of the probes' own deliveries, from the inbox's clock.
+      const inbox = (
+        await raw.query(
+          `select extract(epoch from (processed_at - received_at)) * 1000 as ms from webhook_deliveries
+           where event = 'User.SuspensionStatus.Updated' and processed_at is not null`,
+        )
+      ).rows.map((row: { ms: string | number }) => Number(row.ms));
       say('Visibility in GET /v1/access while deliveries arrive', {
         'arrivals sent / accepted (2xx)': `${sent.sent} / ${sent.accepted}`,
-        'arrivals per second': (sent.sent / sent.seconds).toFixed(0),
+        'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
+        'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
+        'backlog when arrivals stop': backlogAtStop,
+        'tenant API call p50 (ms, part of each sample)': percentile(callMs, 50).toFixed(1),
+        'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
         'quiet p50 / p95 (ms)': `${percentile(quiet, 50).toFixed(1)} / ${percentile(quiet, 95).toFixed(1)}`,
         'loaded p50 / p95 (ms)': `${percentile(loaded, 50).toFixed(1)} / ${percentile(loaded, 95).toFixed(1)}`,
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
+        'GET /v1/access polled every (ms)': Number(values['poll-ms']),
       });
     }
 
@@ -261,7 +316,7 @@ export const run = async (argv: string[]): Promise<void> => {
       await enqueueHeld(payloads, 'partial');
       const before = logtoStats();
       await release();
-      const drained = await waitDrained(Number(values['time-limit']) * 1000);
+      const drained = await profiled('partial', () => waitDrained(Number(values['time-limit']) * 1000));
       const requests = logtoStats() - before;
       const [budgetRequests, budgetSeconds] = (() => {
         const match = /^(\d+)\/(\d+)s$/.exec(values.rate!);
@@ -287,13 +342,13 @@ export const run = async (argv: string[]): Promise<void> => {
       const rate = Number(values['signin-rate']);
       const seconds = Number(values['signin-seconds']) * scale;
       const before = logtoStats();
-      const sent = await sender({ rate, seconds, kind: 'signin' });
+      const sent = await profiled('signin', () => sender({ rate, seconds, kind: 'signin' }).done);
       const backlogAtStop = await unsettled();
       await sleep(Number(values['after-seconds']) * scale * 1000);
       const backlog = await unsettled();
       say(`PostSignIn burst under ${values.rate}`, {
         'sign-ins sent / accepted': `${sent.sent} / ${sent.accepted}`,
-        'per second': (sent.sent / sent.seconds).toFixed(0),
+        'per second (target 100)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'backlog when they stop': backlogAtStop,
         [`backlog ${(Number(values['after-seconds']) * scale).toFixed(0)} s later (target 0)`]: backlog,
         'requests to Logto': logtoStats() - before,
@@ -312,6 +367,7 @@ export const run = async (argv: string[]): Promise<void> => {
     console.log(`\nresults: ${base}.json, ${base}.md`);
   } finally {
     await service?.close().catch(() => {});
+    inspector?.disconnect();
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await raw.end();
     await database.close();

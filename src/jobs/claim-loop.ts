@@ -12,6 +12,12 @@ export type ClaimLoopOptions<Claim> = {
   claimBatchSize?: number;
   /** A claim whose holder stops renewing it for this long is claimed again; renewed every third of it. */
   leaseMs: number;
+  /**
+   * While rows trickle in (each write wakes the loop), claims start at most this often (ms), so that a
+   * claim takes what arrived meanwhile instead of one row at a time. A wake after a quiet spell, and a
+   * claim that came back full (a backlog), claim at once. Default 0: every wake claims at once.
+   */
+  claimSpacingMs?: number;
   /** Claims up to `free` rows, hands each to `track`, and returns how many it claimed. */
   claim(free: number): Promise<number>;
   renewLeases(claims: Claim[]): Promise<void>;
@@ -37,6 +43,18 @@ export type ClaimLoop<Claim> = {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Sleeps `ms`; `register` is given the function that ends the sleep early (and null once it has ended). */
+const endableSleep = (ms: number, register: (end: (() => void) | null) => void) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(end, ms);
+    function end() {
+      clearTimeout(timer);
+      register(null);
+      resolve();
+    }
+    register(end);
+  });
+
 /**
  * The loop shared by the inbox worker and the event sender: claim what there is room for (rows claimed
  * with SKIP LOCKED under a lease), keep claiming while claims come back full, sleep until the next poll or
@@ -45,6 +63,9 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimLoop<Claim> => {
   const { log, pollIntervalMs, concurrency, leaseMs } = options;
   const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
+  const claimSpacingMs = Math.max(0, options.claimSpacingMs ?? 0);
+  let lastClaimAt = Number.NEGATIVE_INFINITY;
+  let endSpacing: (() => void) | null = null;
   let running = false;
   let loop: Promise<void> | null = null;
   let wakeRequested = false;
@@ -66,21 +87,19 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     }
   };
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        interruptSleep = null;
-        resolve();
-      }
-      interruptSleep = done;
-    });
+  /** Wakes end a pause; only stop ends the spacing between claims (gathering wakes is its point). */
+  const pause = (ms: number) => endableSleep(ms, (end) => (interruptSleep = end));
+  const spacing = (ms: number) => endableSleep(ms, (end) => (endSpacing = end));
 
   const cycle = async () => {
+    let more = false;
     while (running) {
+      const early = lastClaimAt + claimSpacingMs - performance.now();
+      if (!more && early > 0) await spacing(early);
+      if (!running) break;
       wakeRequested = false;
-      let more = false;
+      lastClaimAt = performance.now();
+      more = false;
       try {
         const { claimed, free } = await claimOnce();
         more = free > 0 && claimed === free;
@@ -124,6 +143,7 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     },
     async stop() {
       running = false;
+      endSpacing?.();
       wake();
       await loop;
       loop = null;
