@@ -15,6 +15,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import { startService, type Service } from '../src/service.js';
+import { startSimulator } from './simulator.js';
 
 /**
  * `npm run bench -- intake [options]`: the inbox worker (issue 10). Against a simulated tenant in a child
@@ -100,27 +101,12 @@ export const run = async (argv: string[]): Promise<void> => {
   const db = database.db;
   const raw = new pg.Pool({ connectionString: url.toString(), max: 2 });
 
-  const sim = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/simulator/main.ts', '--port', String(port + 1), '--users', String(tenantUsers), '--organizations',
-      values.organizations!, '--roles', '6', '--seed', '2027', '--resource', 'self', '--webhook-url',
-      `http://127.0.0.1:${port}/webhooks/logto`, '--signing-key', signingKey],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } },
-  );
-  children.push(sim);
-  const simEnv: Record<string, string> = {};
-  await new Promise<void>((resolve, reject) => {
-    let output = '';
-    sim.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
-    sim.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      for (const line of output.split('\n')) {
-        const match = /^([A-Z_]+)=(.*)$/.exec(line);
-        if (match) simEnv[match[1]!] = match[2]!;
-      }
-      if (simEnv.LOGTO_WEBHOOK_SIGNING_KEYS) resolve();
-    });
-  });
+  const sim = await startSimulator([
+    '--port', String(port + 1), '--users', String(tenantUsers), '--organizations', values.organizations!, '--roles', '6',
+    '--seed', '2027', '--resource', 'self', '--webhook-url', `http://127.0.0.1:${port}/webhooks/logto`, '--signing-key', signingKey,
+  ]);
+  children.push(sim.child);
+  const simEnv = sim.env;
   const apiKey = `las_bench_${randomBytes(18).toString('base64url')}`;
   const configFor = (rate: string): Config =>
     loadConfig({
