@@ -6,10 +6,10 @@ import {
   eventTypeOfKind,
   lastChangeId,
   listChangesAfter,
-  transactionHorizon,
   type AccessEventType,
 } from '../db/access-events.js';
 import type { ChangeFeed } from '../db/change-feed.js';
+import { createGapWatch, gapRecheckMs } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -26,8 +26,6 @@ export type ChangeStreamOptions = {
 };
 
 type Filters = { userId?: string | undefined; organizationId?: string | undefined; types?: Set<AccessEventType> | undefined };
-
-const gapRecheckMs = 100;
 
 /**
  * Writes the change log from `cursor` on as Server-Sent Events until the client leaves or the feed
@@ -50,7 +48,7 @@ const runStream = (
     let closed = false;
     let reading = false;
     let again = false;
-    let gap: { id: number; seenAt: number; xmax: bigint | null } | null = null;
+    const gaps = createGapWatch(db);
     let recheck: NodeJS.Timeout | null = null;
     let lastWriteAt = Date.now();
 
@@ -76,22 +74,6 @@ const runStream = (
       }, gapRecheckMs);
     };
 
-    /** True once the missing id `id` can be stepped over. */
-    const gapSettled = async (id: number): Promise<boolean> => {
-      const now = Date.now();
-      if (!gap || gap.id !== id) {
-        gap = { id, seenAt: now, xmax: null };
-        return false;
-      }
-      if (gap.xmax === null) {
-        // Taken a moment after the gap was seen, so the in-flight transaction surely holds its xid by then.
-        if (now - gap.seenAt < gapRecheckMs) return false;
-        gap.xmax = (await transactionHorizon(db)).xmax;
-        return false;
-      }
-      return (await transactionHorizon(db)).xmin >= gap.xmax;
-    };
-
     const matches = (kind: string, userId: string | null, organizationId: string | null) => {
       if (filters.userId !== undefined && userId !== filters.userId) return false;
       if (filters.organizationId !== undefined && organizationId !== filters.organizationId) return false;
@@ -107,7 +89,7 @@ const runStream = (
         let expected = cursor + 1;
         let blocked = false;
         for (const change of changes) {
-          if (change.id !== expected && !(await gapSettled(expected))) {
+          if (change.id !== expected && !(await gaps.settled(expected))) {
             blocked = true;
             break;
           }

@@ -167,20 +167,6 @@ export const buildAccessEvents = async (db: Database, changes: AccessChange[]): 
 export const listChangesAfter = async (db: Database, afterId: number, limit: number): Promise<AccessChange[]> =>
   db.select(accessChangeColumns).from(accessChanges).where(gt(accessChanges.id, afterId)).orderBy(asc(accessChanges.id)).limit(limit);
 
-/**
- * The transaction horizon: `xmin`, the oldest transaction still running (every older one is over), and
- * `xmax`, the next transaction id to be assigned. A change id missing from the log while later ids are
- * visible belongs to a transaction still running, or to one rolled back; once `xmin` passes the `xmax`
- * taken after the gap was seen, it is the latter, for good.
- */
-export const transactionHorizon = async (db: Database): Promise<{ xmin: bigint; xmax: bigint }> => {
-  const [row] = await rows<{ xmin: string; xmax: string }>(
-    db,
-    sql`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin, pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
-  );
-  return { xmin: BigInt(row!.xmin), xmax: BigInt(row!.xmax) };
-};
-
 /** The newest change id (0 for an empty log). */
 export const lastChangeId = async (db: Database): Promise<number> => {
   const [row] = await rows<{ id: string | number | null }>(db, sql`select max(id) as id from access_changes`);

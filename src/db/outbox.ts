@@ -131,60 +131,97 @@ const inTurn = sql`r.next_attempt_at <= now() and ${clearOfWriters(sql`r`)}
   and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('user_id')})
   and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('organization_id')})`;
 
+/**
+ * Where the sender's change frontier starts: below the oldest open row, or at the newest change when
+ * nothing is open (what came before was sent by an earlier sender).
+ */
+export const outboxFrontierStart = async (db: Database): Promise<number> => {
+  const [row] = await rows<{ start: string | number }>(
+    db,
+    sql`select coalesce((select min(change_id) - 1 from event_outbox where status in ('pending', 'processing')),
+                        (select max(id) from access_changes), 0) as start`,
+  );
+  return Number(row!.start);
+};
+
 /** Rows scanned per claim beyond the rows wanted: room for the rows that turn out to wait. */
 const claimScanSlack = 256;
 
 /**
  * Claims up to `limit` rows of enabled subscriptions in chains: a row is claimed when every earlier open
- * row of its subscription about the same user or organization is claimed by the same statement, so the
- * sender can send a chain in order, one after the other, instead of one row per entity per claim. Rows
- * are scanned in due order on the ready index (not sorted as a whole backlog), locked with SKIP LOCKED;
- * those behind a row that is not claimable (being sent, waiting for a retry, locked by another sender,
- * or beyond the limit) are left alone. Each claim counts as an attempt; a claim whose lease runs out (its
- * sender died) is claimed again. Rows come back in change order.
+ * row of its subscription about the same user or organization is claimed by the same call, so the sender
+ * can send a chain in order, one after the other, instead of one row per entity per claim. Rows are
+ * scanned in due order on the ready index (not sorted as a whole backlog), locked with SKIP LOCKED; those
+ * behind a row that is not claimed (being sent, waiting for a retry, locked by another sender, beyond the
+ * limit, or itself behind such a row about its other entity) are left alone. Each claim counts as an
+ * attempt; a claim whose lease runs out (its sender died) is claimed again. Rows come back in change order.
  */
-export const claimOutbox = async (db: Database, limit: number, leaseMs: number): Promise<ClaimedOutboxRow[]> => {
+export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> => {
   if (limit <= 0) return [];
-  const claimed = await rows<RawOutboxRow & { previous_attempt_at: string | Date | null }>(
-    db,
-    sql`with candidates as materialized (
-          select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id, r.last_attempt_at
-          from event_outbox r
-          where r.status in ('pending', 'processing') and ${claimable(sql`r`)}
-            and r.subscription_id in (select id from event_subscriptions where enabled)
-            and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('user_id')} and not (${claimable(sql`e`)}))
-            and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('organization_id')} and not (${claimable(sql`e`)}))
-          order by r.next_attempt_at, r.id
-          limit ${limit + claimScanSlack}
-          for update of r skip locked
-        ),
-        -- A candidate goes when as many earlier open rows about its user (and its organization) exist as
-        -- earlier candidates about them: then every one of them is claimed with it. Counted per row on the
-        -- open-row indexes, never by reading the whole backlog.
-        ranked as (
+  return db.transaction(async (tx) => {
+    const candidates = await rows<{
+      id: string | number;
+      subscription_id: string;
+      user_id: string | null;
+      organization_id: string | null;
+      change_id: string | number;
+      users_before: string | number;
+      organizations_before: string | number;
+    }>(
+      tx,
+      sql`with candidates as materialized (
+            select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
+            from event_outbox r
+            where r.status in ('pending', 'processing') and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
+              and r.subscription_id in (select id from event_subscriptions where enabled)
+              and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('user_id')} and not (${claimable(sql`e`)}))
+              and not exists (select 1 from event_outbox e where ${earlierAboutSameEntity('organization_id')} and not (${claimable(sql`e`)}))
+            order by r.next_attempt_at, r.id
+            limit ${limit + claimScanSlack}
+            for update of r skip locked
+          )
+          -- Earlier open rows about the same user and organization, counted on the open-row indexes.
           select r.*,
-                 rank() over (partition by r.subscription_id, r.user_id order by r.change_id) - 1 as users_before,
-                 rank() over (partition by r.subscription_id, r.organization_id order by r.change_id) - 1 as organizations_before
-          from candidates r
-        ),
-        chained as (
-          select r.id, r.last_attempt_at as previous_attempt_at from ranked r
-          where (r.user_id is null or r.users_before = (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}))
-            and (r.organization_id is null
-                 or r.organizations_before = (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}))
-          order by r.change_id, r.id
-          limit ${limit}
-        )
-        update event_outbox o
-        set status = 'processing', attempts = o.attempts + 1,
-            lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
-        from chained c
-        where o.id = c.id
-        returning o.*, c.previous_attempt_at`,
-  );
-  return claimed
-    .map((row) => ({ ...toOutboxRow(row), previousAttemptAt: date(row.previous_attempt_at) }))
-    .sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+                 case when r.user_id is null then 0
+                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
+                 case when r.organization_id is null then 0
+                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
+          from candidates r`,
+    );
+    // In change order, a row goes when every earlier open row about its user and its organization went
+    // before it in this claim; one that stays behind holds back every later row about either of its
+    // entities, transitively (a count can only fall short from then on).
+    const claimedBefore = new Map<string, number>();
+    const chosen: number[] = [];
+    const keysOf = (row: (typeof candidates)[number]): [string | null, string | null] => [
+      row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
+      row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
+    ];
+    for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
+      if (chosen.length >= limit) break;
+      const [userKey, organizationKey] = keysOf(row);
+      const inTurn =
+        (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
+        (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
+      if (!inTurn) continue;
+      chosen.push(Number(row.id));
+      for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
+    }
+    if (chosen.length === 0) return [];
+    const claimed = await rows<RawOutboxRow & { previous_attempt_at: string | Date | null }>(
+      tx,
+      sql`with previous as (select id, last_attempt_at from event_outbox where id = any(${idArray(chosen)}::bigint[]))
+          update event_outbox o
+          set status = 'processing', attempts = o.attempts + 1,
+              lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
+          from previous p
+          where o.id = p.id
+          returning o.*, p.last_attempt_at as previous_attempt_at`,
+    );
+    return claimed
+      .map((row) => ({ ...toOutboxRow(row), previousAttemptAt: date(row.previous_attempt_at) }))
+      .sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+  });
 };
 
 export type OutboxClaim = Pick<OutboxRow, 'id' | 'attempts'>;

@@ -6,10 +6,12 @@ import { inArray } from 'drizzle-orm';
 import { Webhook } from 'svix';
 import { accessChanges } from '../../db/schema.js';
 import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
+import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
 import { findEventSubscriptions, signingSecrets, type EventSubscription } from '../db/event-subscriptions.js';
 import {
   claimOutbox,
+  outboxFrontierStart,
   disableFailingSubscriptions,
   extendOutboxLeases,
   openOutboxCount,
@@ -226,6 +228,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
   };
 
+  const frontier = createChangeFrontier(db, () => outboxFrontierStart(db), { giveUpAfterMs: 30_000 });
+
   const loop = createClaimLoop<OutboxRow>({
     log,
     what: 'outbox rows',
@@ -236,7 +240,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       // Every settled delivery frees a slot and wakes the loop; claiming for each one alone would pay a
       // claim, a body build and their round trips per row. While most slots are busy, wait for more to free.
       if (free < claimThreshold) return 0;
-      const rows = await claimOutbox(db, free, leaseMs);
+      // Only changes up to the frontier: an earlier change about the same entity may still be committing.
+      const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
       if (rows.length === 0) return 0;
       try {
         const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];

@@ -1,0 +1,73 @@
+import { sql } from 'drizzle-orm';
+import { rows, type Database } from './client.js';
+
+/** How long a missing change id is given before the transaction horizon is read for it. */
+export const gapRecheckMs = 100;
+
+/**
+ * The transaction horizon: `xmin`, the oldest transaction still running (every older one is over), and
+ * `xmax`, the next transaction id to be assigned.
+ */
+export const transactionHorizon = async (db: Database): Promise<{ xmin: bigint; xmax: bigint }> => {
+  const [row] = await rows<{ xmin: string; xmax: string }>(
+    db,
+    sql`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin, pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
+  );
+  return { xmin: BigInt(row!.xmin), xmax: BigInt(row!.xmax) };
+};
+
+/**
+ * Change ids are handed out before commit, so a later id can be visible while an earlier one is still in
+ * flight (or was rolled back and never will be). A reader in id order must not step over a missing id
+ * until every transaction that was running when the gap was seen has ended: then the id will never appear.
+ * `settled(id)` answers that for the one gap a reader is waiting at; it is false until it can be stepped over.
+ */
+export const createGapWatch = (db: Database, options: { giveUpAfterMs?: number } = {}) => {
+  let gap: { id: number; seenAt: number; xmax: bigint | null } | null = null;
+  return {
+    async settled(id: number): Promise<boolean> {
+      const now = Date.now();
+      if (!gap || gap.id !== id) {
+        gap = { id, seenAt: now, xmax: null };
+        return false;
+      }
+      if (options.giveUpAfterMs !== undefined && now - gap.seenAt >= options.giveUpAfterMs) return true;
+      if (gap.xmax === null) {
+        // Taken a moment after the gap was seen, so the in-flight transaction surely holds its xid by then.
+        if (now - gap.seenAt < gapRecheckMs) return false;
+        gap.xmax = (await transactionHorizon(db)).xmax;
+        return false;
+      }
+      return (await transactionHorizon(db)).xmin >= gap.xmax;
+    },
+  };
+};
+
+/**
+ * The highest change id up to which every change is committed or will never be: what an in-order reader
+ * (the event sender) may act on without overtaking a change still being committed. Starts at what
+ * `start` answers and only moves forward; a gap that stays open for `giveUpAfterMs` (a transaction left
+ * open for that long) is stepped over, so one stuck writer cannot hold every later change back.
+ */
+export const createChangeFrontier = (db: Database, start: () => Promise<number>, options: { giveUpAfterMs?: number } = {}) => {
+  const watch = createGapWatch(db, options);
+  let frontier: number | null = null;
+  return {
+    async advance(): Promise<number> {
+      let reached: number = frontier ?? (await start());
+      try {
+        for (;;) {
+          const after: number = reached;
+          const found = await rows<{ id: string | number }>(db, sql`select id from access_changes where id > ${after} order by id limit 5000`);
+          for (const { id } of found) {
+            if (Number(id) !== reached + 1 && !(await watch.settled(reached + 1))) return reached;
+            reached = Number(id);
+          }
+          if (found.length < 5000) return reached;
+        }
+      } finally {
+        frontier = reached;
+      }
+    },
+  };
+};
