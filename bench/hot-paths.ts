@@ -28,6 +28,8 @@ import type { LoadResult, LoadSpec } from './hot-paths/load.js';
  * sync into `las_hot_paths_<users>_<organizations>` and reused by later runs (`--fresh` re-seeds it).
  * Results: bench/results/hot-paths[-<label>].json and .md.
  *
+ * `--profile <dir>`: run the service under `node --cpu-prof`, its profile written there when it stops.
+ *
  * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
  * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
@@ -43,6 +45,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       'skip-build': { type: 'boolean', default: false },
       only: { type: 'string' },
       before: { type: 'string' },
+      profile: { type: 'string' },
     },
   });
   const scale = Number(values.scale);
@@ -226,7 +229,8 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     };
     const servicePort = 4800 + Math.floor(Math.random() * 100);
     const barePort = servicePort + 100;
-    await spawnChild(['dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null);
+    const profile = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+    await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
     await quiet('service start');
     const beforePort = servicePort + 200;
@@ -301,7 +305,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const bareJson = values.only ? null : load({ url: bare, paths: ['/json'] });
     if (bareJson) log(`bare express JSON: ${bareJson.throughput.toFixed(0)} req/s, p50 ${bareJson.p50} ms, p99 ${bareJson.p99} ms`);
     for (const scenario of scenarios) {
-      if (values.only && !scenario.name.includes(values.only)) continue;
+      if (values.only && !values.only.split(',').some((part) => scenario.name.includes(part))) continue;
       log(`${scenario.name}…`);
       const storedBy = async () => {
         // Requests still in flight when autocannon stops are stored but not counted: let them land.
