@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,6 +33,29 @@ import type { LoadResult, LoadSpec } from './hot-paths/load.js';
  * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
  * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
+/** User + system CPU seconds the processes used so far (Linux /proc; 0 for a process that is gone). */
+const cpuSeconds = (pids: number[]): number =>
+  pids.reduce((sum, pid) => {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      return sum + (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return sum;
+    }
+  }, 0);
+
+const postgresPids = (): number[] =>
+  readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        return readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+
 export const runHotPaths = async (argv: string[]): Promise<void> => {
   const { values } = parseArgs({
     args: argv,
@@ -114,6 +137,8 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       LOGTO_CLIENT_ID: simulator.LOGTO_CLIENT_ID!,
       LOGTO_CLIENT_SECRET: simulator.LOGTO_CLIENT_SECRET!,
       LOGTO_WEBHOOK_SIGNING_KEYS: signingKey,
+      // As deployed: with the hook known, a start recovers missed deliveries from its logs instead of reconciling.
+      LOGTO_HOOK_ID: simulator.LOGTO_HOOK_ID!,
       LOGTO_RATE_LIMIT: '200/10s',
       DATABASE_URL: databaseUrl,
       ROLE_SWEEP_INTERVAL: '24h',
@@ -230,16 +255,18 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const servicePort = 4800 + Math.floor(Math.random() * 100);
     const barePort = servicePort + 100;
     const profile = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
-    await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null);
+    /** The process serving each base URL, for the CPU each load cost it. */
+    const serverPids = new Map<string, number>();
+    serverPids.set(`http://127.0.0.1:${servicePort}`, (await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null)).pid!);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
     await quiet('service start');
     const beforePort = servicePort + 200;
     if (values.before) {
-      await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null);
+      serverPids.set(`http://127.0.0.1:${beforePort}`, (await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null)).pid!);
       await waitForHttp(`http://127.0.0.1:${beforePort}/healthz`);
       await quiet('before build start');
     }
-    await spawnChild(['--import', 'tsx', 'bench/hot-paths/bare-references.ts', databaseUrl, String(barePort), signingKey], { NODE_ENV: 'production' }, /listening/);
+    serverPids.set(`http://127.0.0.1:${barePort}`, (await spawnChild(['--import', 'tsx', 'bench/hot-paths/bare-references.ts', databaseUrl, String(barePort), signingKey], { NODE_ENV: 'production' }, /listening/)).pid!);
 
     type Target = { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook'] };
     type Scenario = { name: string; target: string; service: Target; bare: Target; logto?: Target; bareLabel: string };
@@ -292,9 +319,16 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       const spec: LoadSpec = { url: target.url, connections, durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
         ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
       writeFileSync(specFile, JSON.stringify(spec));
+      const pid = serverPids.get(target.url);
+      const cpuBefore = { server: pid ? cpuSeconds([pid]) : 0, postgres: cpuSeconds(postgresPids()) };
       const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
       if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
-      return JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
+      const result = JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
+      // CPU per request of the server process and of PostgreSQL (every backend: the worker's included) over the load.
+      const perRequest = (seconds: number) => (seconds * 1000) / Math.max(result.requests, 1);
+      if (pid) result.serverCpuMs = perRequest(cpuSeconds([pid]) - cpuBefore.server);
+      result.postgresCpuMs = perRequest(cpuSeconds(postgresPids()) - cpuBefore.postgres);
+      return result;
     };
 
     type Row = { name: string; target: string; bareLabel: string; service: LoadResult; bare: LoadResult; logto?: LoadResult;
@@ -347,6 +381,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const fixed = (value: number, digits = 0) => value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
     const cell = (result: LoadResult | undefined) =>
       result ? `${fixed(result.throughput)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms${result.non2xx || result.errors ? ` (${result.non2xx} non-2xx, ${result.errors} errors)` : ''}` : '—';
+    const cpuCell = (result: LoadResult) => `${fixed(result.serverCpuMs ?? 0, 3)} / ${fixed(result.postgresCpuMs ?? 0, 3)}`;
     const lines = [
       `# Hot paths (${summary?.[0] ?? `${userCount} users`}; ${connections} connections, ${durationSeconds} s each; ${new Date().toISOString()})`,
       '',
@@ -357,6 +392,12 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       ...results.map((row) =>
         `| \`${row.name}\` | ${cell(row.service)} | ${cell(row.bare)} (${row.bareLabel}) | ${fixed(row.throughputRatio, 2)}× / ${fixed(row.p99Ratio, 2)}× | ${row.target} | ${cell(row.logto)} |` +
         (row.before ? ` ${cell(row.before)} | ${fixed(row.beforeRatio!, 2)}× / ${fixed(row.before.p99 / Math.max(row.bare.p99, 1), 2)}× |` : '')),
+      '',
+      'CPU per request over each load (ms; server process / all PostgreSQL backends):',
+      '',
+      `| route | this service | bare reference |${values.before ? ' before |' : ''}`,
+      `| --- | --- | --- |${values.before ? ' --- |' : ''}`,
+      ...results.map((row) => `| \`${row.name}\` | ${cpuCell(row.service)} | ${cpuCell(row.bare)} |${row.before ? ` ${cpuCell(row.before)} |` : ''}`),
       '',
       ...results.filter((row) => row.stored).map((row) =>
         `Webhooks stored (requests in flight when the load stops are stored but not counted by autocannon: stored ≥ 2xx means none lost): service ${row.stored!.service} of ${row.service.ok} answered 2xx; bare ${row.stored!.bare} of ${row.bare.ok}` +
