@@ -33,16 +33,23 @@ import type { LoadResult, LoadSpec } from './hot-paths/load.js';
  * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
  * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
-/** User + system CPU seconds the processes used so far (Linux /proc; 0 for a process that is gone). */
-const cpuSeconds = (pids: number[]): number =>
-  pids.reduce((sum, pid) => {
+/** User + system CPU seconds each process used so far (Linux /proc; a process that is gone is left out). */
+const cpuSeconds = (pids: number[]): Map<number, number> => {
+  const used = new Map<number, number>();
+  for (const pid of pids) {
     try {
       const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-      return sum + (Number(fields[11]) + Number(fields[12])) / 100;
+      used.set(pid, (Number(fields[11]) + Number(fields[12])) / 100);
     } catch {
-      return sum;
+      // exited
     }
-  }, 0);
+  }
+  return used;
+};
+
+/** CPU seconds used between two readings by the processes alive at the second (a backend that exited in between is not counted). */
+const cpuSpent = (before: Map<number, number>, after: Map<number, number>): number =>
+  [...after].reduce((sum, [pid, seconds]) => sum + seconds - (before.get(pid) ?? 0), 0);
 
 const postgresPids = (): number[] =>
   readdirSync('/proc')
@@ -320,14 +327,14 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
         ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
       writeFileSync(specFile, JSON.stringify(spec));
       const pid = serverPids.get(target.url);
-      const cpuBefore = { server: pid ? cpuSeconds([pid]) : 0, postgres: cpuSeconds(postgresPids()) };
+      const cpuBefore = { server: cpuSeconds(pid ? [pid] : []), postgres: cpuSeconds(postgresPids()) };
       const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
       if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
       const result = JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
       // CPU per request of the server process and of PostgreSQL (every backend: the worker's included) over the load.
       const perRequest = (seconds: number) => (seconds * 1000) / Math.max(result.requests, 1);
-      if (pid) result.serverCpuMs = perRequest(cpuSeconds([pid]) - cpuBefore.server);
-      result.postgresCpuMs = perRequest(cpuSeconds(postgresPids()) - cpuBefore.postgres);
+      if (pid) result.serverCpuMs = perRequest(cpuSpent(cpuBefore.server, cpuSeconds([pid])));
+      result.postgresCpuMs = perRequest(cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())));
       return result;
     };
 
