@@ -3,7 +3,7 @@ import { organizationRoles } from '../../../db/schema.js';
 import type { Database } from '../client.js';
 import { fetchSize, toPaged, type Page, type Paged } from './pagination.js';
 import { prepared, preparedRows } from '../prepared.js';
-import { isoSql, pageFromRow, pageRowSql, userItemSql, type PageRow } from './json-text.js';
+import { isoSql, pageJsonText, userJsonText, userPiecesSql, type UserPieces } from './json-text.js';
 import { containsPattern } from './sql.js';
 
 export type OrganizationRoleDto = {
@@ -52,24 +52,21 @@ export const organizationRoleExists = async (db: Database, id: string): Promise<
 
 export type OrganizationRoleMemberCursor = [organizationId: string, userId: string];
 
-const roleMembersSql = (after: boolean) =>
-  pageRowSql(
-    `select mr.organization_id as organization_key, mr.user_id as user_key, ${userItemSql([
-      '(select row_to_json(ref) from (select o.id, o.name) ref) as organization',
-      `${isoSql('mr.since')} as since`,
-      `${isoSql('m.since')} as "memberSince"`,
-    ])}, row_number() over (order by mr.organization_id, mr.user_id) as rn
-    from organization_member_roles mr
-    join organization_members m on m.organization_id = mr.organization_id and m.user_id = mr.user_id
-    join users u on u.id = mr.user_id
-    join organizations o on o.id = mr.organization_id
-    where mr.organization_role_id = $1${after ? ' and (mr.organization_id, mr.user_id) > ($3, $4)' : ''}
-    order by mr.organization_id, mr.user_id limit $2`,
-    ['organization_key', 'user_key'],
-  );
+const roleMembersSql = (after: boolean) => `
+  select mr.organization_id as organization_key, mr.user_id as user_key, ${userPiecesSql([
+    '(select row_to_json(ref) from (select o.id, o.name) ref) as organization',
+    `${isoSql('mr.since')} as since`,
+    `${isoSql('m.since')} as "memberSince"`,
+  ])}
+  from organization_member_roles mr
+  join organization_members m on m.organization_id = mr.organization_id and m.user_id = mr.user_id
+  join users u on u.id = mr.user_id
+  join organizations o on o.id = mr.organization_id
+  where mr.organization_role_id = $1${after ? ' and (mr.organization_id, mr.user_id) > ($3, $4)' : ''}
+  order by mr.organization_id, mr.user_id limit $2`;
 const roleMemberStatements = {
-  first: prepared('list_organization_role_members_page', roleMembersSql(false)),
-  after: prepared('list_organization_role_members_page_after', roleMembersSql(true)),
+  first: prepared('list_organization_role_members_json', roleMembersSql(false)),
+  after: prepared('list_organization_role_members_json_after', roleMembersSql(true)),
 };
 
 /**
@@ -83,9 +80,10 @@ export const listOrganizationRoleMembersJson = async (
   organizationRoleId: string,
   page: Page<OrganizationRoleMemberCursor>,
 ): Promise<string | null> => {
-  const [row] = page.after
-    ? await preparedRows<PageRow>(db, roleMemberStatements.after, [organizationRoleId, fetchSize(page), page.after[0], page.after[1]])
-    : await preparedRows<PageRow>(db, roleMemberStatements.first, [organizationRoleId, fetchSize(page)]);
-  if (!row || (row.fetched === 0 && !(await organizationRoleExists(db, organizationRoleId)))) return null;
-  return pageFromRow(row, page.limit, 2);
+  type Row = UserPieces & { organization_key: string; user_key: string };
+  const rows = page.after
+    ? await preparedRows<Row>(db, roleMemberStatements.after, [organizationRoleId, fetchSize(page), page.after[0], page.after[1]])
+    : await preparedRows<Row>(db, roleMemberStatements.first, [organizationRoleId, fetchSize(page)]);
+  if (rows.length === 0 && !(await organizationRoleExists(db, organizationRoleId))) return null;
+  return pageJsonText(rows, page.limit, userJsonText, (row) => [row.organization_key, row.user_key]);
 };

@@ -3,7 +3,7 @@ import { organizations } from '../../../db/schema.js';
 import type { Database } from '../client.js';
 import { fetchSize, toPaged, type Page, type Paged } from './pagination.js';
 import { prepared, preparedRows, type PreparedStatement } from '../prepared.js';
-import { isoSql, memberRolesJsonSql, pageFromRow, pageRowSql, userItemSql, type PageRow } from './json-text.js';
+import { isoSql, memberRolesJsonSql, pageJsonText, userJsonText, userPiecesSql, type UserPieces } from './json-text.js';
 import { containsPattern, outer } from './sql.js';
 
 export type OrganizationDto = {
@@ -81,10 +81,12 @@ export type OrganizationMemberFilters = {
 
 export type OrganizationMemberCursor = [userId: string];
 
+type MemberRow = UserPieces & { key: string };
+
 /** One statement per shape of the question (first page or after a cursor; which role filter), each prepared once. */
 const memberStatements = new Map<string, PreparedStatement>();
 const memberStatement = (after: boolean, filter: 'roleId' | 'roleName' | null): PreparedStatement => {
-  const name = `list_organization_members_page_${after ? 'after' : 'first'}_${filter ?? 'all'}`;
+  const name = `list_organization_members_json_${after ? 'after' : 'first'}_${filter ?? 'all'}`;
   let statement = memberStatements.get(name);
   if (!statement) {
     const roleCondition =
@@ -95,16 +97,13 @@ const memberStatement = (after: boolean, filter: 'roleId' | 'roleName' | null): 
             and ${filter === 'roleId' ? 'fr.organization_role_id' : 'fro.name'} = $3)`;
     statement = prepared(
       name,
-      pageRowSql(
-        `select m.user_id as key, ${userItemSql([
-          `${memberRolesJsonSql('m.organization_id', 'm.user_id', true)} as "organizationRoles"`,
-          `${isoSql('m.since')} as since`,
-        ])}, row_number() over (order by m.user_id) as rn
-        from organization_members m join users u on u.id = m.user_id
-        where m.organization_id = $1${after ? ` and m.user_id > $${filter === null ? 3 : 4}` : ''}${roleCondition}
-        order by m.user_id limit $2`,
-        ['key'],
-      ),
+      `select m.user_id as key, ${userPiecesSql([
+        `${memberRolesJsonSql('m.organization_id', 'm.user_id', true)} as "organizationRoles"`,
+        `${isoSql('m.since')} as since`,
+      ])}
+      from organization_members m join users u on u.id = m.user_id
+      where m.organization_id = $1${after ? ` and m.user_id > $${filter === null ? 3 : 4}` : ''}${roleCondition}
+      order by m.user_id limit $2`,
     );
     memberStatements.set(name, statement);
   }
@@ -125,7 +124,7 @@ export const listOrganizationMembersJson = async (
   const values: unknown[] = [organizationId, fetchSize(page)];
   if (filter !== null) values.push(filters.roleId ?? filters.roleName);
   if (page.after) values.push(page.after[0]);
-  const [row] = await preparedRows<PageRow>(db, memberStatement(page.after !== undefined, filter), values);
-  if (!row || (row.fetched === 0 && !(await organizationExists(db, organizationId)))) return null;
-  return pageFromRow(row, page.limit, 1);
+  const rows = await preparedRows<MemberRow>(db, memberStatement(page.after !== undefined, filter), values);
+  if (rows.length === 0 && !(await organizationExists(db, organizationId))) return null;
+  return pageJsonText(rows, page.limit, userJsonText, (row) => [row.key]);
 };
