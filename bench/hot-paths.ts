@@ -262,8 +262,41 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const servicePort = 4800 + Math.floor(Math.random() * 100);
     const barePort = servicePort + 100;
     const profile = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+    const load = (target: { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook'] }): LoadResult => {
+      const specFile = join(work, `spec-${randomBytes(4).toString('hex')}.json`);
+      const spec: LoadSpec = { url: target.url, connections, durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
+        ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
+      writeFileSync(specFile, JSON.stringify(spec));
+      const pid = serverPids.get(target.url);
+      const cpuBefore = { server: cpuSeconds(pid ? [pid] : []), postgres: cpuSeconds(postgresPids()) };
+      const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
+      const result = JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
+      // CPU per request of the server process and of PostgreSQL (every backend: the worker's included) over the load.
+      const perRequest = (seconds: number) => (seconds * 1000) / Math.max(result.requests, 1);
+      if (pid) result.serverCpuMs = perRequest(cpuSpent(cpuBefore.server, cpuSeconds([pid])));
+      result.postgresCpuMs = perRequest(cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())));
+      return result;
+    };
+
     /** The process serving each base URL, for the CPU each load cost it. */
     const serverPids = new Map<string, number>();
+    // The receive path alone: the service's own app and receiver with no worker behind them, loaded before the
+    // service starts (its worker would apply what this stores); the service applies them while it starts.
+    let receiverOnly: LoadResult | undefined;
+    const webhooksIncluded = !values.only || values.only.split(',').some((part) => 'POST /webhooks/logto'.includes(part));
+    if (webhooksIncluded) {
+      const receiverPort = 4800 + Math.floor(Math.random() * 100) + 300;
+      const receiver = await spawnChild(['--import', 'tsx', 'bench/hot-paths/receiver-only.ts', process.cwd(), String(receiverPort)],
+        { ...serviceEnv, PORT: String(receiverPort) }, /listening/);
+      const receiverUrl = `http://127.0.0.1:${receiverPort}`;
+      serverPids.set(receiverUrl, receiver.pid!);
+      log('POST /webhooks/logto, receiver alone (no worker)…');
+      receiverOnly = load({ url: receiverUrl, webhook: { path: '/webhooks/logto', signingKey, templates, runId } });
+      receiver.removeAllListeners('exit');
+      receiver.kill('SIGTERM');
+      log(`  receiver alone ${receiverOnly.throughput.toFixed(0)} req/s (p99 ${receiverOnly.p99} ms)`);
+    }
     serverPids.set(`http://127.0.0.1:${servicePort}`, (await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null)).pid!);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
     await quiet('service start');
@@ -321,26 +354,10 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       },
     ];
 
-    const load = (target: Target): LoadResult => {
-      const specFile = join(work, `spec-${randomBytes(4).toString('hex')}.json`);
-      const spec: LoadSpec = { url: target.url, connections, durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
-        ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
-      writeFileSync(specFile, JSON.stringify(spec));
-      const pid = serverPids.get(target.url);
-      const cpuBefore = { server: cpuSeconds(pid ? [pid] : []), postgres: cpuSeconds(postgresPids()) };
-      const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
-      if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
-      const result = JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
-      // CPU per request of the server process and of PostgreSQL (every backend: the worker's included) over the load.
-      const perRequest = (seconds: number) => (seconds * 1000) / Math.max(result.requests, 1);
-      if (pid) result.serverCpuMs = perRequest(cpuSpent(cpuBefore.server, cpuSeconds([pid])));
-      result.postgresCpuMs = perRequest(cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())));
-      return result;
-    };
-
     type Row = { name: string; target: string; bareLabel: string; service: LoadResult; bare: LoadResult; logto?: LoadResult;
       throughputRatio: number; p99Ratio: number; stored?: { service: number; bare: number; before?: number };
       drainedSeconds?: { service: number; before?: number };
+      receiverOnly?: LoadResult & { throughputRatio: number; p99Ratio: number };
       before?: LoadResult; beforeRatio?: number };
     const results: Row[] = [];
     const bareJson = values.only ? null : load({ url: bare, paths: ['/json'] });
@@ -356,8 +373,12 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
             (select count(*) from bench_bare_deliveries where payload->>'hookId' = $1)::int as bare`, [runId])).rows as { service: number; bare: number }[];
         return counts!;
       };
+      // Deliveries the receiver alone stored earlier share the run id: only those stored from here on are the service's.
+      const storedEarlier = scenario.service.webhook
+        ? ((await db.query(`select count(*)::int as n from webhook_deliveries where payload->>'hookId' = $1`, [runId])).rows[0] as { n: number }).n
+        : 0;
       const serviceResult = load(scenario.service);
-      const storedService = scenario.service.webhook ? (await storedBy()).service : 0;
+      const storedService = scenario.service.webhook ? (await storedBy()).service - storedEarlier : 0;
       // The worker applies what the load left in the inbox; nothing else may run beside the next load.
       const drained = scenario.service.webhook ? await quiet('service inbox') : undefined;
       const bareResult = load(scenario.bare);
@@ -375,7 +396,10 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       if (scenario.service.webhook) {
         const after = await storedBy();
         // The previous build's deliveries share the run id: those stored after the service's run are its.
-        row.stored = { service: storedService, bare: after.bare, ...(beforeResult ? { before: after.service - storedService } : {}) };
+        row.stored = { service: storedService, bare: after.bare, ...(beforeResult ? { before: after.service - storedEarlier - storedService } : {}) };
+        if (receiverOnly) {
+          row.receiverOnly = { ...receiverOnly, throughputRatio: receiverOnly.throughput / bareResult.throughput, p99Ratio: receiverOnly.p99 / Math.max(bareResult.p99, 1) };
+        }
         row.drainedSeconds = { service: drained!, ...(beforeDrained !== undefined ? { before: beforeDrained } : {}) };
       }
       results.push(row);
@@ -400,6 +424,10 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
         `| \`${row.name}\` | ${cell(row.service)} | ${cell(row.bare)} (${row.bareLabel}) | ${fixed(row.throughputRatio, 2)}× / ${fixed(row.p99Ratio, 2)}× | ${row.target} | ${cell(row.logto)} |` +
         (row.before ? ` ${cell(row.before)} | ${fixed(row.beforeRatio!, 2)}× / ${fixed(row.before.p99 / Math.max(row.bare.p99, 1), 2)}× |` : '')),
       '',
+      ...results.filter((row) => row.receiverOnly).map((row) =>
+        `The service's receiver alone (its app and \`createWebhookRouter\`, no inbox worker behind it; the target is judged on the service as deployed, above): ` +
+        `${cell(row.receiverOnly)}, ${fixed(row.receiverOnly!.throughputRatio, 2)}× / ${fixed(row.receiverOnly!.p99Ratio, 2)}× the bare route; ` +
+        `CPU per request ${cpuCell(row.receiverOnly!)} ms.\n`),
       'CPU per request over each load (ms; server process / all PostgreSQL backends):',
       '',
       `| route | this service | bare reference |${values.before ? ' before |' : ''}`,
