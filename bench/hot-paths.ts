@@ -16,13 +16,15 @@ import { createLogtoClient } from '../src/logto/index.js';
 import type { LoadResult, LoadSpec } from './hot-paths/load.js';
 
 /**
- * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh]`
+ * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh] [--warmup 2]`
  *
  * The HTTP hot paths of the built service (`node dist/src/server.js`, NODE_ENV=production, LOG_LEVEL=warn)
  * against bare express + pg references (bench/hot-paths/bare-references.ts) and against the simulated
  * Management API answering the same questions, on the same PostgreSQL database in the same run. Each
  * target is loaded by autocannon in its own process (bench/hot-paths/load.ts) with ids drawn at random
- * over the whole tenant. Figures are ratios to the bare reference of the same run.
+ * over the whole tenant, after an unmeasured warm-up of every target of the scenario (`--warmup` seconds
+ * each; 0: none), so that the first one loaded does not pay alone for cold pages and unoptimised code.
+ * Figures are ratios to the bare reference of the same run.
  *
  * The tenant (default 100,000 users / 2,000 organizations) is synced once through the service's own full
  * sync into `las_hot_paths_<users>_<organizations>` and reused by later runs (`--fresh` re-seeds it).
@@ -76,6 +78,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       only: { type: 'string' },
       before: { type: 'string' },
       profile: { type: 'string' },
+      warmup: { type: 'string', default: '2' },
     },
   });
   const scale = Number(values.scale);
@@ -83,6 +86,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
   const organizationCount = Math.max(1, Math.round(2_000 * scale));
   const durationSeconds = Number(values.duration ?? (scale >= 1 ? 10 : 3));
   const connections = Number(values.connections);
+  const warmupSeconds = Number(values.warmup);
   const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const databaseName = `las_hot_paths_${userCount}_${organizationCount}`;
   const databaseUrl = Object.assign(new URL(adminUrl), { pathname: `/${databaseName}` }).toString();
@@ -262,9 +266,9 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const servicePort = 4800 + Math.floor(Math.random() * 100);
     const barePort = servicePort + 100;
     const profile = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
-    const load = (target: { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook'] }): LoadResult => {
+    const load = (target: { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook']; durationSeconds?: number }): LoadResult => {
       const specFile = join(work, `spec-${randomBytes(4).toString('hex')}.json`);
-      const spec: LoadSpec = { url: target.url, connections, durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
+      const spec: LoadSpec = { url: target.url, connections, durationSeconds: target.durationSeconds ?? durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
         ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
       writeFileSync(specFile, JSON.stringify(spec));
       const pid = serverPids.get(target.url);
@@ -377,6 +381,12 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       const storedEarlier = scenario.service.webhook
         ? ((await db.query(`select count(*)::int as n from webhook_deliveries where payload->>'hookId' = $1`, [runId])).rows[0] as { n: number }).n
         : 0;
+      if (!scenario.service.webhook && warmupSeconds > 0) {
+        // Whoever is loaded first would otherwise pay for the scenario's cold pages and unoptimised code.
+        for (const target of [scenario.service, scenario.bare, withBefore(scenario.service)]) {
+          if (target) load({ ...target, durationSeconds: warmupSeconds });
+        }
+      }
       const serviceResult = load(scenario.service);
       const storedService = scenario.service.webhook ? (await storedBy()).service - storedEarlier : 0;
       // The worker applies what the load left in the inbox; nothing else may run beside the next load.
