@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,21 +16,55 @@ import { createLogtoClient } from '../src/logto/index.js';
 import type { LoadResult, LoadSpec } from './hot-paths/load.js';
 
 /**
- * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh]`
+ * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh] [--warmup 2]`
  *
  * The HTTP hot paths of the built service (`node dist/src/server.js`, NODE_ENV=production, LOG_LEVEL=warn)
  * against bare express + pg references (bench/hot-paths/bare-references.ts) and against the simulated
  * Management API answering the same questions, on the same PostgreSQL database in the same run. Each
  * target is loaded by autocannon in its own process (bench/hot-paths/load.ts) with ids drawn at random
- * over the whole tenant. Figures are ratios to the bare reference of the same run.
+ * over the whole tenant, after an unmeasured warm-up of every target of the scenario (`--warmup` seconds
+ * each; 0: none), so that the first one loaded does not pay alone for cold pages and unoptimised code.
+ * Figures are ratios to the bare reference of the same run.
  *
  * The tenant (default 100,000 users / 2,000 organizations) is synced once through the service's own full
  * sync into `las_hot_paths_<users>_<organizations>` and reused by later runs (`--fresh` re-seeds it).
  * Results: bench/results/hot-paths[-<label>].json and .md.
  *
+ * `--profile <dir>`: run the service under `node --cpu-prof`, its profile written there when it stops.
+ *
  * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
  * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
+/** User + system CPU seconds each process used so far (Linux /proc; a process that is gone is left out). */
+const cpuSeconds = (pids: number[]): Map<number, number> => {
+  const used = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      used.set(pid, (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      // exited
+    }
+  }
+  return used;
+};
+
+/** CPU seconds used between two readings by the processes alive at the second (a backend that exited in between is not counted). */
+const cpuSpent = (before: Map<number, number>, after: Map<number, number>): number =>
+  [...after].reduce((sum, [pid, seconds]) => sum + seconds - (before.get(pid) ?? 0), 0);
+
+const postgresPids = (): number[] =>
+  readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        return readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+
 export const runHotPaths = async (argv: string[]): Promise<void> => {
   const { values } = parseArgs({
     args: argv,
@@ -43,6 +77,8 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       'skip-build': { type: 'boolean', default: false },
       only: { type: 'string' },
       before: { type: 'string' },
+      profile: { type: 'string' },
+      warmup: { type: 'string', default: '2' },
     },
   });
   const scale = Number(values.scale);
@@ -50,6 +86,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
   const organizationCount = Math.max(1, Math.round(2_000 * scale));
   const durationSeconds = Number(values.duration ?? (scale >= 1 ? 10 : 3));
   const connections = Number(values.connections);
+  const warmupSeconds = Number(values.warmup);
   const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const databaseName = `las_hot_paths_${userCount}_${organizationCount}`;
   const databaseUrl = Object.assign(new URL(adminUrl), { pathname: `/${databaseName}` }).toString();
@@ -111,6 +148,8 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       LOGTO_CLIENT_ID: simulator.LOGTO_CLIENT_ID!,
       LOGTO_CLIENT_SECRET: simulator.LOGTO_CLIENT_SECRET!,
       LOGTO_WEBHOOK_SIGNING_KEYS: signingKey,
+      // As deployed: with the hook known, a start recovers missed deliveries from its logs instead of reconciling.
+      LOGTO_HOOK_ID: simulator.LOGTO_HOOK_ID!,
       LOGTO_RATE_LIMIT: '200/10s',
       DATABASE_URL: databaseUrl,
       ROLE_SWEEP_INTERVAL: '24h',
@@ -206,16 +245,72 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       const build = spawnSync('npm', ['run', 'build'], { stdio: 'inherit' });
       if (build.status !== 0) throw new Error('npm run build failed');
     }
+    // A start after a stop that left deliveries behind (or after the seed, which records no stop) reconciles
+    // at boot when no hook id is configured: measuring while that runs measures the reconcile. Wait it out,
+    // and for the inbox to be empty, before every load.
+    const quiet = async (what: string) => {
+      const started = performance.now();
+      let calm = 0;
+      while (calm < 3) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const [state] = (await db.query(`select
+            (select count(*) from sync_runs where status = 'running')::int as running,
+            (select count(*) from webhook_deliveries where status in ('pending', 'processing'))::int as inbox`)).rows as { running: number; inbox: number }[];
+        calm = state!.running === 0 && state!.inbox === 0 ? calm + 1 : 0;
+        if (performance.now() - started > 30 * 60_000) throw new Error(`${what}: still busy after 30 minutes`);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      if (seconds > 2) log(`${what}: waited ${seconds.toFixed(1)} s for the boot catch-up and the inbox`);
+      return seconds;
+    };
     const servicePort = 4800 + Math.floor(Math.random() * 100);
     const barePort = servicePort + 100;
-    await spawnChild(['dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null);
+    const profile = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+    const load = (target: { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook']; durationSeconds?: number }): LoadResult => {
+      const specFile = join(work, `spec-${randomBytes(4).toString('hex')}.json`);
+      const spec: LoadSpec = { url: target.url, connections, durationSeconds: target.durationSeconds ?? durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
+        ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
+      writeFileSync(specFile, JSON.stringify(spec));
+      const pid = serverPids.get(target.url);
+      const cpuBefore = { server: cpuSeconds(pid ? [pid] : []), postgres: cpuSeconds(postgresPids()) };
+      const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
+      const result = JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
+      // CPU per request of the server process and of PostgreSQL (every backend: the worker's included) over the load.
+      const perRequest = (seconds: number) => (seconds * 1000) / Math.max(result.requests, 1);
+      if (pid) result.serverCpuMs = perRequest(cpuSpent(cpuBefore.server, cpuSeconds([pid])));
+      result.postgresCpuMs = perRequest(cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())));
+      return result;
+    };
+
+    /** The process serving each base URL, for the CPU each load cost it. */
+    const serverPids = new Map<string, number>();
+    // The receive path alone: the service's own app and receiver with no worker behind them, loaded before the
+    // service starts (its worker would apply what this stores); the service applies them while it starts.
+    let receiverOnly: LoadResult | undefined;
+    const webhooksIncluded = !values.only || values.only.split(',').some((part) => 'POST /webhooks/logto'.includes(part));
+    if (webhooksIncluded) {
+      const receiverPort = 4800 + Math.floor(Math.random() * 100) + 300;
+      const receiver = await spawnChild(['--import', 'tsx', 'bench/hot-paths/receiver-only.ts', process.cwd(), String(receiverPort)],
+        { ...serviceEnv, PORT: String(receiverPort) }, /listening/);
+      const receiverUrl = `http://127.0.0.1:${receiverPort}`;
+      serverPids.set(receiverUrl, receiver.pid!);
+      log('POST /webhooks/logto, receiver alone (no worker)…');
+      receiverOnly = load({ url: receiverUrl, webhook: { path: '/webhooks/logto', signingKey, templates, runId } });
+      receiver.removeAllListeners('exit');
+      receiver.kill('SIGTERM');
+      log(`  receiver alone ${receiverOnly.throughput.toFixed(0)} req/s (p99 ${receiverOnly.p99} ms)`);
+    }
+    serverPids.set(`http://127.0.0.1:${servicePort}`, (await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null)).pid!);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
+    await quiet('service start');
     const beforePort = servicePort + 200;
     if (values.before) {
-      await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null);
+      serverPids.set(`http://127.0.0.1:${beforePort}`, (await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null)).pid!);
       await waitForHttp(`http://127.0.0.1:${beforePort}/healthz`);
+      await quiet('before build start');
     }
-    await spawnChild(['--import', 'tsx', 'bench/hot-paths/bare-references.ts', databaseUrl, String(barePort), signingKey], { NODE_ENV: 'production' }, /listening/);
+    serverPids.set(`http://127.0.0.1:${barePort}`, (await spawnChild(['--import', 'tsx', 'bench/hot-paths/bare-references.ts', databaseUrl, String(barePort), signingKey], { NODE_ENV: 'production' }, /listening/)).pid!);
 
     type Target = { url: string; headers?: Record<string, string>; paths?: string[]; webhook?: LoadSpec['webhook'] };
     type Scenario = { name: string; target: string; service: Target; bare: Target; logto?: Target; bareLabel: string };
@@ -263,24 +358,16 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       },
     ];
 
-    const load = (target: Target): LoadResult => {
-      const specFile = join(work, `spec-${randomBytes(4).toString('hex')}.json`);
-      const spec: LoadSpec = { url: target.url, connections, durationSeconds, ...(target.headers ? { headers: target.headers } : {}),
-        ...(target.paths ? { paths: target.paths } : {}), ...(target.webhook ? { webhook: target.webhook } : {}) };
-      writeFileSync(specFile, JSON.stringify(spec));
-      const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hot-paths/load.ts', specFile], { encoding: 'utf8', maxBuffer: 1 << 24 });
-      if (child.status !== 0) throw new Error(`load failed: ${child.stderr}`);
-      return JSON.parse(child.stdout.trim().split('\n').pop()!) as LoadResult;
-    };
-
     type Row = { name: string; target: string; bareLabel: string; service: LoadResult; bare: LoadResult; logto?: LoadResult;
       throughputRatio: number; p99Ratio: number; stored?: { service: number; bare: number; before?: number };
+      drainedSeconds?: { service: number; before?: number };
+      receiverOnly?: LoadResult & { throughputRatio: number; p99Ratio: number };
       before?: LoadResult; beforeRatio?: number };
     const results: Row[] = [];
     const bareJson = values.only ? null : load({ url: bare, paths: ['/json'] });
     if (bareJson) log(`bare express JSON: ${bareJson.throughput.toFixed(0)} req/s, p50 ${bareJson.p50} ms, p99 ${bareJson.p99} ms`);
     for (const scenario of scenarios) {
-      if (values.only && !scenario.name.includes(values.only)) continue;
+      if (values.only && !values.only.split(',').some((part) => scenario.name.includes(part))) continue;
       log(`${scenario.name}…`);
       const storedBy = async () => {
         // Requests still in flight when autocannon stops are stored but not counted: let them land.
@@ -290,12 +377,25 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
             (select count(*) from bench_bare_deliveries where payload->>'hookId' = $1)::int as bare`, [runId])).rows as { service: number; bare: number }[];
         return counts!;
       };
+      // Deliveries the receiver alone stored earlier share the run id: only those stored from here on are the service's.
+      const storedEarlier = scenario.service.webhook
+        ? ((await db.query(`select count(*)::int as n from webhook_deliveries where payload->>'hookId' = $1`, [runId])).rows[0] as { n: number }).n
+        : 0;
+      if (!scenario.service.webhook && warmupSeconds > 0) {
+        // Whoever is loaded first would otherwise pay for the scenario's cold pages and unoptimised code.
+        for (const target of [scenario.service, scenario.bare, withBefore(scenario.service)]) {
+          if (target) load({ ...target, durationSeconds: warmupSeconds });
+        }
+      }
       const serviceResult = load(scenario.service);
-      const storedService = scenario.service.webhook ? (await storedBy()).service : 0;
+      const storedService = scenario.service.webhook ? (await storedBy()).service - storedEarlier : 0;
+      // The worker applies what the load left in the inbox; nothing else may run beside the next load.
+      const drained = scenario.service.webhook ? await quiet('service inbox') : undefined;
       const bareResult = load(scenario.bare);
       const logtoResult = scenario.logto ? load(scenario.logto) : undefined;
       const beforeTarget = withBefore(scenario.service);
       const beforeResult = beforeTarget ? load(beforeTarget) : undefined;
+      const beforeDrained = beforeTarget?.webhook ? await quiet('before build inbox') : undefined;
       const row: Row = {
         name: scenario.name, target: scenario.target, bareLabel: scenario.bareLabel, service: serviceResult, bare: bareResult,
         ...(logtoResult ? { logto: logtoResult } : {}),
@@ -306,7 +406,11 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       if (scenario.service.webhook) {
         const after = await storedBy();
         // The previous build's deliveries share the run id: those stored after the service's run are its.
-        row.stored = { service: storedService, bare: after.bare, ...(beforeResult ? { before: after.service - storedService } : {}) };
+        row.stored = { service: storedService, bare: after.bare, ...(beforeResult ? { before: after.service - storedEarlier - storedService } : {}) };
+        if (receiverOnly) {
+          row.receiverOnly = { ...receiverOnly, throughputRatio: receiverOnly.throughput / bareResult.throughput, p99Ratio: receiverOnly.p99 / Math.max(bareResult.p99, 1) };
+        }
+        row.drainedSeconds = { service: drained!, ...(beforeDrained !== undefined ? { before: beforeDrained } : {}) };
       }
       results.push(row);
       log(`  service ${serviceResult.throughput.toFixed(0)} req/s (p99 ${serviceResult.p99} ms), bare ${bareResult.throughput.toFixed(0)} req/s (p99 ${bareResult.p99} ms): ${row.throughputRatio.toFixed(2)}×`);
@@ -318,6 +422,7 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     const fixed = (value: number, digits = 0) => value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
     const cell = (result: LoadResult | undefined) =>
       result ? `${fixed(result.throughput)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms${result.non2xx || result.errors ? ` (${result.non2xx} non-2xx, ${result.errors} errors)` : ''}` : '—';
+    const cpuCell = (result: LoadResult) => `${fixed(result.serverCpuMs ?? 0, 3)} / ${fixed(result.postgresCpuMs ?? 0, 3)}`;
     const lines = [
       `# Hot paths (${summary?.[0] ?? `${userCount} users`}; ${connections} connections, ${durationSeconds} s each; ${new Date().toISOString()})`,
       '',
@@ -329,9 +434,21 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
         `| \`${row.name}\` | ${cell(row.service)} | ${cell(row.bare)} (${row.bareLabel}) | ${fixed(row.throughputRatio, 2)}× / ${fixed(row.p99Ratio, 2)}× | ${row.target} | ${cell(row.logto)} |` +
         (row.before ? ` ${cell(row.before)} | ${fixed(row.beforeRatio!, 2)}× / ${fixed(row.before.p99 / Math.max(row.bare.p99, 1), 2)}× |` : '')),
       '',
+      ...results.filter((row) => row.receiverOnly).map((row) =>
+        `The service's receiver alone (its app and \`createWebhookRouter\`, no inbox worker behind it; the target is judged on the service as deployed, above): ` +
+        `${cell(row.receiverOnly)}, ${fixed(row.receiverOnly!.throughputRatio, 2)}× / ${fixed(row.receiverOnly!.p99Ratio, 2)}× the bare route; ` +
+        `CPU per request ${cpuCell(row.receiverOnly!)} ms.\n`),
+      'CPU per request over each load (ms; server process / all PostgreSQL backends):',
+      '',
+      `| route | this service | bare reference |${values.before ? ' before |' : ''}`,
+      `| --- | --- | --- |${values.before ? ' --- |' : ''}`,
+      ...results.map((row) => `| \`${row.name}\` | ${cpuCell(row.service)} | ${cpuCell(row.bare)} |${row.before ? ` ${cpuCell(row.before)} |` : ''}`),
+      '',
       ...results.filter((row) => row.stored).map((row) =>
         `Webhooks stored (requests in flight when the load stops are stored but not counted by autocannon: stored ≥ 2xx means none lost): service ${row.stored!.service} of ${row.service.ok} answered 2xx; bare ${row.stored!.bare} of ${row.bare.ok}` +
-        (row.before ? `; before ${row.stored!.before} of ${row.before.ok}` : '') + '.'),
+        (row.before ? `; before ${row.stored!.before} of ${row.before.ok}` : '') + '.' +
+        ` The inbox worker applies deliveries on the same cores while they arrive; what was left when the load stopped took it` +
+        ` ${row.drainedSeconds!.service.toFixed(1)} s more${row.drainedSeconds!.before !== undefined ? ` (before build: ${row.drainedSeconds!.before.toFixed(1)} s)` : ''}.`),
     ];
     const markdown = `${lines.join('\n')}\n`;
     process.stdout.write(`\n${markdown}`);
@@ -341,10 +458,14 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
     writeFileSync(`${base}.md`, markdown);
     log(`written ${base}.json and ${base}.md`);
   } finally {
-    for (const child of children) {
+    // A clean stop with an empty inbox: the next run's services start without a reconcile at boot.
+    await Promise.all(children.map((child) => new Promise<void>((resolve) => {
       child.removeAllListeners('exit');
+      if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
+      const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 30_000);
+      child.once('exit', () => { clearTimeout(timer); resolve(); });
       child.kill('SIGTERM');
-    }
+    })));
     rmSync(work, { recursive: true, force: true });
   }
 };

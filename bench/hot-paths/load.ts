@@ -28,6 +28,9 @@ export type LoadResult = {
   non2xx: number;
   errors: number;
   timeouts: number;
+  /** Filled in by bench/hot-paths.ts: CPU milliseconds per request of the server process and of PostgreSQL. */
+  serverCpuMs?: number;
+  postgresCpuMs?: number;
 };
 
 const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as LoadSpec;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
 import { webhookDeliveries } from '../../db/schema.js';
+import { canonicalJson } from './canonical-json.js';
 import { rows, type Database } from './client.js';
 import { prepared, preparedRows } from './prepared.js';
 
@@ -18,20 +19,9 @@ export type DeliveryChannel = 'logto' | 'svix' | 'recent_logs';
 /** What identifies one claim of a delivery: a worker whose lease was taken over can no longer settle it. */
 export type DeliveryClaim = Pick<Delivery, 'id' | 'attempts'>;
 
-const canonical = (value: unknown): unknown =>
-  Array.isArray(value)
-    ? value.map(canonical)
-    : value && typeof value === 'object'
-      ? Object.fromEntries(
-          Object.entries(value as Record<string, unknown>)
-            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-            .map(([key, inner]) => [key, canonical(inner)]),
-        )
-      : value;
-
 /** Hex SHA-256 of the payload's canonical JSON (keys sorted recursively): one event hashes alike however it was serialised. */
 export const contentHash = (payload: unknown): string =>
-  createHash('sha256').update(JSON.stringify(canonical(payload))).digest('hex');
+  createHash('sha256').update(canonicalJson(payload)).digest('hex');
 
 /** The event name stored beside the payload (bounded; 'unknown' when the payload has none). */
 export const eventName = (payload: Record<string, unknown>): string =>

@@ -42,6 +42,23 @@ const check = (value: unknown, depth: number): Checked => {
   return { ok: true, value: changed ? Object.fromEntries(entries) : value };
 };
 
+/** What only a payload needing `toStorableJson`'s repair or refusal can contain: a NUL or surrogate escape. */
+const escapeNeedingCheck = /\\u(?:0000|[dD][89a-fA-F])/;
+
+/**
+ * False when the JSON text of a delivery is certainly storable as it is, so the walk of
+ * `toStorableJson` can be skipped: it nests no deeper than `maxPayloadDepth` (it has fewer opening
+ * brackets than that, counting those inside strings) and escapes no NUL or surrogate (raw ones cannot
+ * occur: JSON forbids raw control characters, and decoded UTF-8 never yields a lone surrogate).
+ */
+export const mayNeedStorableCheck = (text: string): boolean => {
+  if (escapeNeedingCheck.test(text)) return true;
+  let brackets = 0;
+  for (let index = text.indexOf('{'); index !== -1; index = text.indexOf('{', index + 1)) brackets += 1;
+  for (let index = text.indexOf('['); index !== -1; index = text.indexOf('[', index + 1)) brackets += 1;
+  return brackets >= maxPayloadDepth;
+};
+
 /**
  * A parsed delivery in the form the inbox can store: null when it nests deeper than `maxPayloadDepth`,
  * otherwise the same value with NUL and unpaired surrogates replaced by U+FFFD (as invalid UTF-8 bytes

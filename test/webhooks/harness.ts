@@ -34,9 +34,9 @@ export const webhookConfig = (
   });
 
 /** The receiver alone, mounted where the service mounts it. */
-export const receiverApp = (db: Database, config: Config, onDelivery?: () => void): express.Express => {
+export const receiverApp = (db: Database, config: Config, onDelivery?: () => void, options: { wakeIntervalMs?: number } = {}): express.Express => {
   const app = express();
-  app.use('/webhooks', createWebhookRouter({ db, config, logger: silentLogger, ...(onDelivery ? { onDelivery } : {}) }));
+  app.use('/webhooks', createWebhookRouter({ db, config, logger: silentLogger, ...(onDelivery ? { onDelivery } : {}), ...options }));
   return app;
 };
 

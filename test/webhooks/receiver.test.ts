@@ -39,7 +39,8 @@ describe('POST /webhooks/logto', () => {
   let database: TestDatabase;
   let woken = 0;
   const config = webhookConfig({ signingKeys: ['old-rotated-key', recordedSigningKey], svix: true });
-  const app = () => receiverApp(database.db, config, () => (woken += 1));
+  // Every delivery wakes the worker here; how a stream of them is coalesced is tested in coalesced-wake.test.ts.
+  const app = () => receiverApp(database.db, config, () => (woken += 1), { wakeIntervalMs: 0 });
   const stored = () => database.db.select().from(webhookDeliveries).orderBy(webhookDeliveries.id);
   const recorded = recordedDeliveries();
   const userCreated = recorded[0]!;

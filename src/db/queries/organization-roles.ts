@@ -54,14 +54,16 @@ export type OrganizationRoleMemberCursor = [organizationId: string, userId: stri
 
 const roleMembersSql = (after: boolean) => `
   select mr.organization_id as organization_key, mr.user_id as user_key, ${userPiecesSql([
-    '(select row_to_json(ref) from (select o.id, o.name) ref) as organization',
+    // Looked up per member, not joined: joined, the generic plan merge-joined organizations, reading them
+    // from the first id to the cursor's on every page (7.5 ms instead of 1.4 ms a page at 2,000 organizations).
+    // Every member role has its organization (foreign keys through organization_members).
+    '(select row_to_json(ref) from (select o.id, o.name from organizations o where o.id = mr.organization_id) ref) as organization',
     `${isoSql('mr.since')} as since`,
     `${isoSql('m.since')} as "memberSince"`,
   ])}
   from organization_member_roles mr
   join organization_members m on m.organization_id = mr.organization_id and m.user_id = mr.user_id
   join users u on u.id = mr.user_id
-  join organizations o on o.id = mr.organization_id
   where mr.organization_role_id = $1${after ? ' and (mr.organization_id, mr.user_id) > ($3, $4)' : ''}
   order by mr.organization_id, mr.user_id limit $2`;
 const roleMemberStatements = {
