@@ -154,9 +154,10 @@ describe('a full sync that fails part-way', () => {
     sim.faults.resetStats();
     const full = await runFullSync(syncDepsFor(database, clientFor(sim)), options);
     expect(full.resumedFrom).toBeNull();
-    // Users pages: 10 in a full crawl; the continued run skipped the 3 applied before the failure.
+    // Users pages: 10 in a full crawl; the continued run skipped the 3 applied before the failure (it
+    // asks again only to confirm the deleted user's removal). Its total of requests is no measure: it also
+    // confirms the member removal and re-reads the organizations the failed run left unfinished.
     expect(resumedUserPages).toBeLessThan(sim.stats().byRoute['GET /api/users']!.total);
-    expect(resumed.counts.requests).toBeLessThan(full.counts.requests);
   });
 });
 
