@@ -200,10 +200,10 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
     for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
       if (chosen.length >= limit) break;
       const [userKey, organizationKey] = keysOf(row);
-      const inTurn =
+      const followsItsChains =
         (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
         (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
-      if (!inTurn) continue;
+      if (!followsItsChains) continue;
       chosen.push(Number(row.id));
       for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
     }

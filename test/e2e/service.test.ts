@@ -97,7 +97,7 @@ describe('the service end to end', () => {
       expect(sim.state.getMemberRoleIds(organization.id, outsider.id)).toEqual([role.id]);
       const access = await api().get('/v1/access').query({ userId: outsider.id, organizationId: organization.id, role: role.name }).set(auth);
       expect(access.body).toMatchObject({ member: true, hasRole: true, organizationRoles: [{ id: role.id, name: role.name }] });
-      const provisioned = await database.db.select().from(accessChanges).where(eq(accessChanges.source, 'provision'));
+      const provisioned = await database.db.select().from(accessChanges).where(eq(accessChanges.source, 'provision')).orderBy(accessChanges.id);
       expect(provisioned.map((change) => [change.kind, change.actor])).toEqual([
         ['member.added', 'e2e'],
         ['member_role.granted', 'e2e'],
