@@ -2,6 +2,8 @@ import { asc, gt, inArray, sql } from 'drizzle-orm';
 import { accessChanges, organizationRoles, organizations, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 import { accessChangeColumns, accessChangeKinds, type AccessChange, type AccessChangeKind } from './queries/changes.js';
+import { organizationRoleColumns } from './queries/organization-roles.js';
+import { organizationColumns } from './queries/organizations.js';
 import { userColumns } from './queries/users.js';
 
 /**
@@ -80,21 +82,6 @@ export type AccessEvent = {
 
 const iso = (value: Date | null) => (value ? value.toISOString() : null);
 
-const organizationFields = {
-  id: organizations.id,
-  name: organizations.name,
-  description: organizations.description,
-  customData: organizations.customData,
-  isMfaRequired: organizations.isMfaRequired,
-  createdAt: organizations.createdAt,
-};
-const organizationRoleFields = {
-  id: organizationRoles.id,
-  name: organizationRoles.name,
-  description: organizationRoles.description,
-  type: organizationRoles.type,
-};
-
 const unique = (values: (string | null)[]) => [...new Set(values.filter((value): value is string => value !== null))];
 
 /** Which entities a change's event describes with their current fields. */
@@ -122,8 +109,8 @@ export const buildAccessEvents = async (db: Database, changes: AccessChange[]): 
   const roleIds = unique(wanted.roles);
   const [userRows, organizationRows, roleRows] = await Promise.all([
     userIds.length ? db.select(userColumns).from(users).where(inArray(users.id, userIds)) : [],
-    organizationIds.length ? db.select(organizationFields).from(organizations).where(inArray(organizations.id, organizationIds)) : [],
-    roleIds.length ? db.select(organizationRoleFields).from(organizationRoles).where(inArray(organizationRoles.id, roleIds)) : [],
+    organizationIds.length ? db.select(organizationColumns).from(organizations).where(inArray(organizations.id, organizationIds)) : [],
+    roleIds.length ? db.select(organizationRoleColumns).from(organizationRoles).where(inArray(organizationRoles.id, roleIds)) : [],
   ]);
   const userById = new Map(
     userRows.map((user) => [

@@ -13,6 +13,14 @@ export type OrganizationRoleDto = {
   type: string;
 };
 
+/** The columns an organization role is answered with (the API's lists, access events). */
+export const organizationRoleColumns = {
+  id: organizationRoles.id,
+  name: organizationRoles.name,
+  description: organizationRoles.description,
+  type: organizationRoles.type,
+};
+
 export type OrganizationRoleFilters = {
   /** Case-insensitive substring of the name or description. */
   search?: string | undefined;
@@ -32,12 +40,7 @@ export const listOrganizationRoles = async (
   }
   if (page.after) conditions.push(gt(organizationRoles.id, page.after[0]));
   const rows = await db
-    .select({
-      id: organizationRoles.id,
-      name: organizationRoles.name,
-      description: organizationRoles.description,
-      type: organizationRoles.type,
-    })
+    .select(organizationRoleColumns)
     .from(organizationRoles)
     .where(and(...conditions))
     .orderBy(asc(organizationRoles.id))

@@ -15,7 +15,8 @@ export type OrganizationDto = {
   createdAt: Date;
 };
 
-const organizationColumns = {
+/** The columns an organization is answered with (the API, access events). */
+export const organizationColumns = {
   id: organizations.id,
   name: organizations.name,
   description: organizations.description,
