@@ -53,6 +53,27 @@ export const retryWait = (input: {
 };
 
 /**
+ * The retry waits of one request first sent now, under the client's settings: `wait(retry, retryAfterMs)`
+ * is `retryWait` for retry number `retry`, measured against the request's own window.
+ */
+export const retryWindow = (
+  settings: { maxRetries: number; retryWindowMs?: number | undefined },
+  backoff: Pick<BackoffOptions, 'baseMs' | 'capMs'>,
+) => {
+  const startedAt = performance.now();
+  return (retry: number, retryAfterMs: number | null): number | null =>
+    retryWait({
+      retry,
+      maxRetries: settings.maxRetries,
+      startedAt,
+      now: performance.now(),
+      windowMs: settings.retryWindowMs ?? defaultRetryWindowMs,
+      retryAfterMs,
+      backoff,
+    });
+};
+
+/**
  * Parses an HTTP `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
  * Returns the wait in milliseconds (a date in the past gives 0), or null when absent or unparseable.
  */

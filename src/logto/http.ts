@@ -3,7 +3,7 @@ import type { AxiosInstance } from 'axios';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { defaultRetryWindowMs, parseRetryAfter, retryWait, type BackoffOptions } from './backoff.js';
+import { parseRetryAfter, retryWindow, type BackoffOptions } from './backoff.js';
 import { LogtoError, missingScopeMessage } from './errors.js';
 import type { RateBudget } from './rate-budget.js';
 import type { TokenProvider } from './token.js';
@@ -95,17 +95,8 @@ export const apiRequest = async (context: HttpContext, request: ApiRequest): Pro
   let retries = 0;
   let tokenRefreshed = false;
   let ambiguousEarlier = false;
-  const startedAt = performance.now();
-  const waitFor = (retryAfterMs: number | null) =>
-    retryWait({
-      retry: retries,
-      maxRetries: config.maxRetries,
-      startedAt,
-      now: performance.now(),
-      windowMs: config.retryWindowMs ?? defaultRetryWindowMs,
-      retryAfterMs,
-      backoff,
-    });
+  const wait = retryWindow(config, backoff);
+  const waitFor = (retryAfterMs: number | null) => wait(retries, retryAfterMs);
 
   for (;;) {
     const token = await tokens.get();

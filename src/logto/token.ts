@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AxiosInstance } from 'axios';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { defaultRetryWindowMs, parseRetryAfter, retryWait, tokenRefreshAfterMs, type BackoffOptions } from './backoff.js';
+import { parseRetryAfter, retryWindow, tokenRefreshAfterMs, type BackoffOptions } from './backoff.js';
 import { isTransient, LogtoError, missingScopeMessage } from './errors.js';
 import { classifyFailure, header, parseJson, scrub } from './transport.js';
 import { oauthErrorSchema, tokenResponseSchema } from './types.js';
@@ -65,7 +65,7 @@ export class TokenProvider {
 
   async #fetchWithRetry(): Promise<CachedToken> {
     const { config, logger, backoff } = this.#options;
-    const startedAt = performance.now();
+    const wait = retryWindow(config, backoff);
     for (let retry = 0; ; retry += 1) {
       const outcome = await this.#fetchOnce();
       if ('token' in outcome) {
@@ -74,15 +74,7 @@ export class TokenProvider {
       }
       const { error, retryAfterMs } = outcome;
       if (retryAfterMs !== null && retryAfterMs > backoff.maxRetryAfterMs) throw error;
-      const delay = retryWait({
-        retry,
-        maxRetries: config.maxRetries,
-        startedAt,
-        now: performance.now(),
-        windowMs: config.retryWindowMs ?? defaultRetryWindowMs,
-        retryAfterMs,
-        backoff,
-      });
+      const delay = wait(retry, retryAfterMs);
       if (delay === null) throw error;
       logger.warn(
         { tokenUrl: config.tokenUrl, reason: error.message, retry: retry + 1, delayMs: delay },
