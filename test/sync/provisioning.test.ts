@@ -167,7 +167,15 @@ describe('provisioning through Logto', () => {
     const routes = s.sim.faults.stats().byRoute;
     expect(routes['POST /api/organizations/:id/users']?.total).toBe(2);
     expect(routes['POST /api/organizations/:id/users/roles']?.total).toBe(2);
-    for (const userId of userIds) expect(roleIdsInLogto(userId)).toEqual([role.id]);
+    for (const userId of userIds) {
+      expect(roleIdsInLogto(userId)).toEqual([role.id]);
+      // Applied before the answer, not left to the echoes (which are held back until the test ends).
+      const access = await s.get(`/v1/access?userId=${userId}&organizationId=${organizationId}&role=${role.name}`).expect(200);
+      expect(access.body).toMatchObject({ member: true, hasRole: true });
+    }
+    const changes = (await provisionChanges()).filter((change) => userIds.includes(change.userId ?? ''));
+    expect(changes.map((change) => change.kind).sort()).toEqual([...userIds.map(() => 'member.added'), ...userIds.map(() => 'member_role.granted')].sort());
+    expect(new Set(changes.map((change) => change.actor))).toEqual(new Set(['provision-writer']));
   });
 
   it('answers 404 for an unknown organization, user or role in each position, keeping the refusal of Logto that led to it, and changes nothing', async () => {
