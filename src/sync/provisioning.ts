@@ -37,6 +37,19 @@ export type BulkMembersOutcome = {
 /** What a lookup after a refusal is about: only these ids are checked. */
 type Subject = { organizationId?: string; userIds?: string[]; organizationRoleIds?: string[] };
 
+/** Logto's answer that led to a problem: kept in the problem body as `logtoStatus`/`logtoCode`. */
+type Refusal = { status?: number | undefined; code?: string | undefined };
+
+/** What Logto answers for a user who is not a member (the reads and writes under `…/users/:userId/roles`). */
+const membershipRequired: Refusal = { status: 422, code: 'organization.require_membership' };
+
+const logtoDetails = (refusal: Refusal | undefined): Record<string, unknown> => ({
+  ...(refusal?.status !== undefined ? { logtoStatus: refusal.status } : {}),
+  ...(refusal?.code ? { logtoCode: refusal.code } : {}),
+});
+
+const refusalOf = (error: unknown): Refusal | undefined => (isLogtoError(error) ? error : undefined);
+
 /** How long a caller should wait before retrying after Logto could not be reached or throttled us. */
 const retryAfterSeconds = (error: LogtoError): number => (error.kind === 'rate_limited' ? 10 : 5);
 
@@ -46,7 +59,7 @@ const retryAfterSeconds = (error: LogtoError): number => (error.kind === 'rate_l
  */
 export const translateLogtoError = (error: unknown): unknown => {
   if (!isLogtoError(error)) return error;
-  const details = { ...(error.status !== undefined ? { logtoStatus: error.status } : {}), ...(error.code ? { logtoCode: error.code } : {}) };
+  const details = logtoDetails(error);
   if (error.kind === 'api' && error.status !== undefined && error.status >= 400 && error.status < 500 && error.status !== 429) {
     if (error.status === 403) {
       const quota = error.code === 'subscription.limit_exceeded';
@@ -85,7 +98,7 @@ const notMember = (organizationId: string, userId: string) =>
     409,
     'not_a_member',
     `User ${userId} is not a member of organization ${organizationId}: add the membership first, or send ?addMember=true`,
-    { organizationId, userId },
+    { organizationId, userId, ...logtoDetails(membershipRequired) },
   );
 
 /**
@@ -105,8 +118,12 @@ export const createProvisioning = (deps: SyncDeps) => {
     observedAt,
   });
 
-  /** Which of the subject's ids Logto does not have (404), or which role cannot go to users (422). Throws; returns when all exist. */
-  const assertExists = async (subject: Subject, options: { roleTypes: boolean } = { roleTypes: true }): Promise<void> => {
+  /**
+   * Which of the subject's ids Logto does not have (404), or which role cannot go to users (422). Throws; returns
+   * when all exist. `refusal`: Logto's answer that made us look, kept in the problem (none for checks made before writing).
+   */
+  const assertExists = async (subject: Subject, options: { roleTypes?: boolean; refusal?: Refusal } = {}): Promise<void> => {
+    const refused = logtoDetails(options.refusal);
     const roleIds = [...new Set(subject.organizationRoleIds ?? [])];
     const userIds = [...new Set(subject.userIds ?? [])];
     const [organization, foundUsers, roles] = await logto(() =>
@@ -119,30 +136,37 @@ export const createProvisioning = (deps: SyncDeps) => {
     if (organization === null) {
       throw new AppError(404, 'organization_not_found', `Organization ${subject.organizationId} does not exist in Logto`, {
         organizationId: subject.organizationId,
+        ...refused,
       });
     }
     const found = new Set(foundUsers.map((user) => user.id));
     const missingUsers = userIds.filter((id) => !found.has(id));
     if (missingUsers.length > 0) {
-      throw new AppError(404, 'user_not_found', `No such user in Logto: ${missingUsers.join(', ')}`, { userIds: missingUsers });
+      throw new AppError(404, 'user_not_found', `No such user in Logto: ${missingUsers.join(', ')}`, { userIds: missingUsers, ...refused });
     }
     const missingRoles = roleIds.filter((_, index) => roles[index] === null);
     if (missingRoles.length > 0) {
       throw new AppError(404, 'organization_role_not_found', `No such organization role in Logto: ${missingRoles.join(', ')}`, {
         organizationRoleIds: missingRoles,
+        ...refused,
       });
     }
-    if (options.roleTypes) assertUserRoles(roles.filter((role): role is LogtoOrganizationRole => role !== null).map((role) => ({ id: role.id, type: role.type })));
+    if (options.roleTypes ?? true) {
+      assertUserRoles(
+        roles.filter((role): role is LogtoOrganizationRole => role !== null).map((role) => ({ id: role.id, type: role.type })),
+        options.refusal,
+      );
+    }
   };
 
-  const assertUserRoles = (roles: { id: string; type: string | undefined }[]) => {
+  const assertUserRoles = (roles: { id: string; type: string | undefined }[], refusal?: Refusal) => {
     const wrong = roles.filter((role) => role.type !== undefined && role.type !== 'User').map((role) => role.id);
     if (wrong.length > 0) {
       throw new AppError(
         422,
         'organization_role_wrong_type',
         `Only organization roles of type User can be given to users: ${wrong.join(', ')} ${wrong.length === 1 ? 'is' : 'are'} for machine-to-machine applications`,
-        { organizationRoleIds: wrong },
+        { organizationRoleIds: wrong, ...logtoDetails(refusal) },
       );
     }
   };
@@ -162,7 +186,7 @@ export const createProvisioning = (deps: SyncDeps) => {
   /** A refused write: name the unknown id when that is why, otherwise map Logto's answer. */
   const explainRefusal = async (error: unknown, subject: Subject): Promise<never> => {
     if (isLogtoError(error) && error.kind === 'api' && (error.status === 400 || error.status === 404 || error.status === 422)) {
-      await assertExists(subject);
+      await assertExists(subject, { refusal: error });
     }
     throw translateLogtoError(error);
   };
@@ -255,7 +279,12 @@ export const createProvisioning = (deps: SyncDeps) => {
       try {
         user = await deps.logto.setUserSuspended(userId, isSuspended);
       } catch (error) {
-        if (isNotFound(error)) throw new AppError(404, 'user_not_found', `No such user in Logto: ${userId}`, { userIds: [userId] });
+        if (isNotFound(error)) {
+          throw new AppError(404, 'user_not_found', `No such user in Logto: ${userId}`, {
+            userIds: [userId],
+            ...logtoDetails(refusalOf(error)),
+          });
+        }
         throw translateLogtoError(error);
       }
       await applyUsers(db, [user], context(ctx, new Date()));
@@ -318,7 +347,7 @@ export const createProvisioning = (deps: SyncDeps) => {
       } catch (error) {
         // Logto's 404 is the same for a non-member and for an unknown organization or user: look which.
         if (!isNotFound(error)) throw translateLogtoError(error);
-        await assertExists({ organizationId, userIds: [userId] });
+        await assertExists({ organizationId, userIds: [userId] }, { refusal: refusalOf(error) });
       }
       await removeMembers(db, organizationId, [userId], context(ctx, new Date()));
     },
@@ -329,7 +358,7 @@ export const createProvisioning = (deps: SyncDeps) => {
         await deps.logto.assignOrganizationMemberRoles(organizationId, userId, organizationRoleIds);
       } catch (error) {
         if (isNotMember(error)) {
-          await assertExists({ organizationId, userIds: [userId], organizationRoleIds });
+          await assertExists({ organizationId, userIds: [userId], organizationRoleIds }, { refusal: membershipRequired });
           throw notMember(organizationId, userId);
         }
         await explainRefusal(error, { organizationRoleIds });
@@ -349,7 +378,7 @@ export const createProvisioning = (deps: SyncDeps) => {
       const before = await logto(() => deps.logto.findOrganizationMemberRoles(organizationId, userId));
       if (before === null) {
         if (!options.addMember) {
-          await assertExists({ organizationId, userIds: [userId], organizationRoleIds: [organizationRoleId] });
+          await assertExists({ organizationId, userIds: [userId], organizationRoleIds: [organizationRoleId] }, { refusal: membershipRequired });
           throw notMember(organizationId, userId);
         }
         await assertRolesAssignable([organizationRoleId]);
@@ -377,7 +406,7 @@ export const createProvisioning = (deps: SyncDeps) => {
       } catch (error) {
         if (!isNotMember(error)) await explainRefusal(error, { organizationRoleIds });
         if (!options.addMember) {
-          await assertExists({ organizationId, userIds: [userId], organizationRoleIds });
+          await assertExists({ organizationId, userIds: [userId], organizationRoleIds }, { refusal: membershipRequired });
           throw notMember(organizationId, userId);
         }
         await assertRolesAssignable(organizationRoleIds);
@@ -393,14 +422,17 @@ export const createProvisioning = (deps: SyncDeps) => {
         await deps.logto.removeOrganizationMemberRole(organizationId, userId, organizationRoleId);
       } catch (error) {
         if (isNotMember(error)) {
-          await assertExists({ organizationId, userIds: [userId], organizationRoleIds: [organizationRoleId] }, { roleTypes: false });
+          await assertExists(
+            { organizationId, userIds: [userId], organizationRoleIds: [organizationRoleId] },
+            { roleTypes: false, refusal: refusalOf(error) },
+          );
           // Logto says the user is no member: so be it in the mirror too.
           await removeMembers(db, organizationId, [userId], context(ctx, new Date()));
           return;
         }
         if (!isNotFound(error)) throw translateLogtoError(error);
         // A member, but the role is not held, or does not exist at all: only the latter is an error.
-        await assertExists({ organizationRoleIds: [organizationRoleId] }, { roleTypes: false });
+        await assertExists({ organizationRoleIds: [organizationRoleId] }, { roleTypes: false, refusal: refusalOf(error) });
       }
       const observedAt = new Date();
       const roles = await logto(() => deps.logto.findOrganizationMemberRoles(organizationId, userId));

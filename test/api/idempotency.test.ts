@@ -52,6 +52,17 @@ describe('Idempotency-Key', () => {
     expect(second.headers['content-type']).toBe(first.headers['content-type']);
     expect(second.body).toEqual(first.body);
     expect(t.calls.map((call) => call.name)).toEqual(['createUser']);
+    // Kept for 24 hours by default, with the request's hash, in PostgreSQL.
+    const [stored] = await database.db
+      .select({
+        requestHash: idempotencyKeys.requestHash,
+        status: idempotencyKeys.responseStatus,
+        keptFor: sql<number>`extract(epoch from ${idempotencyKeys.expiresAt} - ${idempotencyKeys.createdAt})::float8`,
+      })
+      .from(idempotencyKeys)
+      .where(sql`${idempotencyKeys.key} = 'create-once'`);
+    expect(stored).toMatchObject({ requestHash: expect.stringMatching(/^[0-9a-f]{64}$/), status: 201 });
+    expect(Math.round(stored!.keptFor)).toBe(24 * 3600);
   });
 
   it('refuses the key with another request (body, path or method) with 422, running nothing', async () => {

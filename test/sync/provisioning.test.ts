@@ -104,6 +104,7 @@ describe('provisioning through Logto', () => {
     const userId = outsider();
     const refused = expectProblem(await s.put(`/v1/organizations/${organizationId}/members/${userId}/roles/${role.id}`), 409, 'not_a_member');
     expect(refused.detail).toContain('addMember=true');
+    expect(refused).toMatchObject({ logtoStatus: 422, logtoCode: 'organization.require_membership' });
     expect(await changeCount()).toBe(changesBefore);
     expect(s.sim.state.isMember(organizationId, userId)).toBe(false);
     for (const status of [201, 200]) {
@@ -166,32 +167,53 @@ describe('provisioning through Logto', () => {
     const routes = s.sim.faults.stats().byRoute;
     expect(routes['POST /api/organizations/:id/users']?.total).toBe(2);
     expect(routes['POST /api/organizations/:id/users/roles']?.total).toBe(2);
-    for (const userId of userIds) expect(roleIdsInLogto(userId)).toEqual([role.id]);
+    for (const userId of userIds) {
+      expect(roleIdsInLogto(userId)).toEqual([role.id]);
+      // Applied before the answer, not left to the echoes (which are held back until the test ends).
+      const access = await s.get(`/v1/access?userId=${userId}&organizationId=${organizationId}&role=${role.name}`).expect(200);
+      expect(access.body).toMatchObject({ member: true, hasRole: true });
+    }
+    const changes = (await provisionChanges()).filter((change) => userIds.includes(change.userId ?? ''));
+    expect(changes.map((change) => change.kind).sort()).toEqual([...userIds.map(() => 'member.added'), ...userIds.map(() => 'member_role.granted')].sort());
+    expect(new Set(changes.map((change) => change.actor))).toEqual(new Set(['provision-writer']));
   });
 
-  it('answers 404 for an unknown organization, user or role in each position, and changes nothing', async () => {
+  it('answers 404 for an unknown organization, user or role in each position, keeping the refusal of Logto that led to it, and changes nothing', async () => {
     const member = s.sim.state.listMemberIds(organizationId)[0]!;
     const org = organizationId;
-    const cases: Array<[() => Promise<import('supertest').Response>, string]> = [
-      [() => s.put(`/v1/organizations/nowhere/members/${member}`), 'organization_not_found'],
-      [() => s.put(`/v1/organizations/${org}/members/nobody`), 'user_not_found'],
-      [() => s.delete(`/v1/organizations/nowhere/members/${member}`), 'organization_not_found'],
-      [() => s.delete(`/v1/organizations/${org}/members/nobody`), 'user_not_found'],
-      [() => s.put(`/v1/organizations/nowhere/members/${member}/roles/${role.id}`), 'organization_not_found'],
-      [() => s.put(`/v1/organizations/${org}/members/nobody/roles/${role.id}`), 'user_not_found'],
-      [() => s.put(`/v1/organizations/${org}/members/${member}/roles/no-such-role`), 'organization_role_not_found'],
-      [() => s.put(`/v1/organizations/${org}/members/${outsider()}/roles/no-such-role?addMember=true`), 'organization_role_not_found'],
-      [() => s.delete(`/v1/organizations/nowhere/members/${member}/roles/${role.id}`), 'organization_not_found'],
-      [() => s.delete(`/v1/organizations/${org}/members/nobody/roles/${role.id}`), 'user_not_found'],
-      [() => s.delete(`/v1/organizations/${org}/members/${member}/roles/no-such-role`), 'organization_role_not_found'],
-      [() => s.put(`/v1/organizations/${org}/members/${member}/roles`).send({ organizationRoleIds: ['no-such-role'] }), 'organization_role_not_found'],
-      [() => s.post(`/v1/organizations/${org}/members`).send({ userIds: [member, 'nobody'] }), 'user_not_found'],
-      [() => s.post(`/v1/organizations/nowhere/members`).send({ userIds: [member] }), 'organization_not_found'],
-      [() => s.post(`/v1/organizations/${org}/members`).send({ userIds: [outsider()], organizationRoleIds: ['no-such-role'] }), 'organization_role_not_found'],
-      [() => s.post('/v1/users/nobody/suspend'), 'user_not_found'],
+    const roles = (organizationRoleIds: string[]) => ({ organizationRoleIds });
+    // Logto's refusal as logtoCode: its 404 and 422 do not say which id is unknown, the service's lookup does.
+    // None when the service refused before writing (a role checked first, so that no half change is made).
+    const [notFound, foreignKey, notMember] = ['entity.not_found', 'entity.relation_foreign_key_not_found', 'organization.require_membership'];
+    const cases: Array<[() => Promise<import('supertest').Response>, string, string | undefined]> = [
+      [() => s.put(`/v1/organizations/nowhere/members/${member}`), 'organization_not_found', foreignKey],
+      [() => s.put(`/v1/organizations/${org}/members/nobody`), 'user_not_found', foreignKey],
+      [() => s.delete(`/v1/organizations/nowhere/members/${member}`), 'organization_not_found', notFound],
+      [() => s.delete(`/v1/organizations/${org}/members/nobody`), 'user_not_found', notFound],
+      [() => s.put(`/v1/organizations/nowhere/members/${member}/roles/${role.id}`), 'organization_not_found', notMember],
+      [() => s.put(`/v1/organizations/${org}/members/nobody/roles/${role.id}`), 'user_not_found', notMember],
+      [() => s.put(`/v1/organizations/${org}/members/${member}/roles/no-such-role`), 'organization_role_not_found', foreignKey],
+      [() => s.put(`/v1/organizations/${org}/members/${outsider()}/roles/no-such-role?addMember=true`), 'organization_role_not_found', undefined],
+      [() => s.delete(`/v1/organizations/nowhere/members/${member}/roles/${role.id}`), 'organization_not_found', notMember],
+      [() => s.delete(`/v1/organizations/${org}/members/nobody/roles/${role.id}`), 'user_not_found', notMember],
+      [() => s.delete(`/v1/organizations/${org}/members/${member}/roles/no-such-role`), 'organization_role_not_found', notFound],
+      [() => s.put(`/v1/organizations/${org}/members/${member}/roles`).send(roles(['no-such-role'])), 'organization_role_not_found', foreignKey],
+      [() => s.put(`/v1/organizations/nowhere/members/${member}/roles`).send(roles([role.id])), 'organization_not_found', notMember],
+      [() => s.put(`/v1/organizations/${org}/members/nobody/roles`).send(roles([role.id])), 'user_not_found', notMember],
+      [() => s.post(`/v1/organizations/${org}/members/${member}/roles`).send(roles(['no-such-role'])), 'organization_role_not_found', foreignKey],
+      [() => s.post(`/v1/organizations/nowhere/members/${member}/roles`).send(roles([role.id])), 'organization_not_found', notMember],
+      [() => s.post(`/v1/organizations/${org}/members/nobody/roles`).send(roles([role.id])), 'user_not_found', notMember],
+      [() => s.post(`/v1/organizations/${org}/members`).send({ userIds: [member, 'nobody'] }), 'user_not_found', foreignKey],
+      [() => s.post(`/v1/organizations/nowhere/members`).send({ userIds: [member] }), 'organization_not_found', foreignKey],
+      [() => s.post(`/v1/organizations/${org}/members`).send({ userIds: [outsider()], ...roles(['no-such-role']) }), 'organization_role_not_found', undefined],
+      [() => s.post('/v1/users/nobody/suspend'), 'user_not_found', notFound],
+      [() => s.post('/v1/users/nobody/unsuspend'), 'user_not_found', notFound],
     ];
     const snapshot = s.sim.state.snapshot();
-    for (const [call, code] of cases) expectProblem(await call(), 404, code);
+    for (const [index, [call, code, logtoCode]] of cases.entries()) {
+      const problem = expectProblem(await call(), 404, code);
+      expect({ case: index, logtoCode: problem.logtoCode }).toEqual({ case: index, logtoCode });
+    }
     expect(s.sim.state.snapshot().memberships).toEqual(snapshot.memberships);
     expect(await changeCount()).toBe(changesBefore);
   });
@@ -203,12 +225,14 @@ describe('provisioning through Logto', () => {
       422,
       'organization_role_wrong_type',
     );
-    expect(wrongType.organizationRoleIds).toEqual([machineRole.id]);
-    expectProblem(
+    expect(wrongType).toMatchObject({ organizationRoleIds: [machineRole.id], logtoStatus: 422, logtoCode: 'entity.db_constraint_violated' });
+    // Bulk checks its roles before adding anyone (Logto is not asked, so there is no code of Logto's to keep).
+    const checkedFirst = expectProblem(
       await s.post(`/v1/organizations/${organizationId}/members`).send({ userIds: [member], organizationRoleIds: [machineRole.id] }),
       422,
       'organization_role_wrong_type',
     );
+    expect(checkedFirst.logtoCode).toBeUndefined();
 
     s.sim.faults.usersPerOrganizationLimit = s.sim.state.memberCount(organizationId);
     try {
@@ -227,7 +251,35 @@ describe('provisioning through Logto', () => {
     } finally {
       s.sim.faults.reset();
     }
+    // Unreachable: every connection dropped without an answer, through all of the client's retries.
+    s.sim.faults.failFor(60_000, { paths: /^\/api\// });
+    try {
+      const unreachable = await s.delete(`/v1/organizations/${organizationId}/members/${s.sim.state.listMemberIds(organizationId)[0]!}`);
+      const problem = expectProblem(unreachable, 502, 'logto_unavailable');
+      expect(problem.detail).toContain('unreachable');
+      expect(problem.logtoStatus).toBeUndefined();
+      expect(Number(unreachable.headers['retry-after'])).toBeGreaterThan(0);
+    } finally {
+      s.sim.faults.reset();
+    }
     expect(await changeCount()).toBe(changesBefore);
+  });
+
+  it('POST suspend twice and unsuspend twice: 200 each time, the same user in Logto and in the mirror', async () => {
+    const userId = s.sim.state.listMemberIds(organizationId).find((id) => !s.sim.state.getUser(id)!.isSuspended)!;
+    for (const [action, isSuspended] of [['suspend', true], ['unsuspend', false]] as const) {
+      for (let round = 0; round < 2; round += 1) {
+        const response = await s.post(`/v1/users/${userId}/${action}`).expect(200);
+        expect(response.body).toMatchObject({ id: userId, isSuspended });
+        expect(s.sim.state.getUser(userId)!.isSuspended).toBe(isSuspended);
+        const access = await s.get(`/v1/access?userId=${userId}&organizationId=${organizationId}`).expect(200);
+        expect(access.body).toMatchObject({ member: true, isSuspended });
+      }
+    }
+    const kinds = (await provisionChanges())
+      .filter((change) => change.userId === userId && change.kind.startsWith('user.'))
+      .map((change) => change.kind);
+    expect(kinds).toEqual(['user.suspended', 'user.unsuspended']);
   });
 
   it('POST /v1/users retried with its Idempotency-Key answers the first result, not "username taken"', async () => {
