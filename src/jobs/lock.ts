@@ -23,6 +23,38 @@ const runKindsGuardedBy: Record<string, SyncRunKind[]> = {
 const heldInProcess = new Set<string>();
 
 /**
+ * The other locks whose abandoned runs a taker also fails when nobody holds them, so a service start or a
+ * CLI sync clears a role sweep a killed process left 'running'. One direction only: probing the sweep lock
+ * can at worst make another replica skip one sweep tick, while probing 'full-sync' could turn away a
+ * reconcile starting at that instant.
+ */
+const alsoClearedBy: Record<string, string[]> = {
+  'full-sync': ['role-sweep'],
+};
+
+/** Fails the runs no live holder owns: those of the lock just taken, and those of `alsoClearedBy` locks nobody holds. */
+const failRunsNobodyOwns = async (session: Database, taken: string): Promise<void> => {
+  await failAbandonedRuns(session, runKindsGuardedBy[taken] ?? [], abandonedRunReason);
+  for (const name of alsoClearedBy[taken] ?? []) {
+    // PGlite serves one process on one session, where advisory locks are re-entrant: the in-process set decides there.
+    if (heldInProcess.has(name)) continue;
+    heldInProcess.add(name);
+    try {
+      const key = lockKey(name).toString();
+      const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key}::bigint) as locked`);
+      if (!row?.locked) continue;
+      try {
+        await failAbandonedRuns(session, runKindsGuardedBy[name] ?? [], abandonedRunReason);
+      } finally {
+        await session.execute(sql`select pg_advisory_unlock(${key}::bigint)`);
+      }
+    } finally {
+      heldInProcess.delete(name);
+    }
+  }
+};
+
+/**
  * Runs `fn` only if no other replica (PostgreSQL advisory lock, held on one dedicated session for the
  * whole run) and no other caller in this process holds the lock `name`. Returns null when it was held.
  */
@@ -39,8 +71,7 @@ export const withJobLock = async <T>(
       const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key.toString()}::bigint) as locked`);
       if (!row?.locked) return null;
       try {
-        const guarded = runKindsGuardedBy[name];
-        if (guarded) await failAbandonedRuns(session, guarded, abandonedRunReason);
+        if (runKindsGuardedBy[name]) await failRunsNobodyOwns(session, name);
         return { value: await fn(session) };
       } finally {
         await session.execute(sql`select pg_advisory_unlock(${key.toString()}::bigint)`);

@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 /*
  * Shapes of the Management API responses, checked against the recordings in
- * shared/logto-webhooks/management-api/*.json. Objects are loose: keys we do not model
+ * test/fixtures/logto/management-api/*.json. Objects are loose: keys we do not model
  * (cimdClientId, color, branding, scopes, …) pass through untouched so the full JSON can be stored.
  * Fields that older Logto versions lack get a neutral default instead of failing the whole crawl;
  * a field of the wrong type still fails.

@@ -1,7 +1,7 @@
 /**
  * The entities a Logto tenant holds, as the simulator stores them, and the exact response shapes
  * Logto answers with. Key order matters: the serializers below build objects in the order seen in
- * the captured responses (`shared/logto-webhooks/management-api/*.json`), so a raw body from the
+ * the recorded responses (`test/fixtures/logto/management-api/*.json`), so a raw body from the
  * simulator lines up with a raw body from Logto.
  */
 

@@ -3,7 +3,7 @@ import type { UserInfo } from './entities.js';
 /**
  * Webhook payloads shaped as Logto builds them (`libraries/hook/index.ts` `buildWebhooks`,
  * `context-manager.ts`). JSON key order follows object insertion order, so each builder inserts
- * keys in the order seen in `shared/logto-webhooks/deliveries/*.json`. `hookId` is appended per
+ * keys in the order seen in the recorded deliveries (`test/fixtures/logto/deliveries/*.json`). `hookId` is appended per
  * hook when the payload is sent; `createdAt` is filled in at dispatch, like Logto's.
  */
 

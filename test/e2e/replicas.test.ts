@@ -2,6 +2,7 @@ import { asc, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncRuns, webhookDeliveries } from '../../db/schema.js';
 import { rows } from '../../src/db/client.js';
+import { abandonedRunReason } from '../../src/jobs/lock.js';
 import { mulberry32, type SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -134,8 +135,12 @@ describe('three replicas on one database', () => {
       .map((run) => Math.floor(run.startedAt.getTime() / 1000 / reconcileEverySeconds));
     expect(cronSlots.length).toBeGreaterThan(0);
     expect(cronSlots.length).toBe(new Set(cronSlots).size);
-    const sweepStarts = runs.filter((run) => run.kind === 'sweep').map((run) => run.startedAt.getTime());
-    const tooClose = sweepStarts.slice(1).filter((at, index) => at - sweepStarts[index]! < sweepEveryMs / 2);
+    // A sweep the kill cut short (failed by the next holder of a job lock) is rightly followed by a survivor's at its next tick.
+    const sweeps = runs.filter((run) => run.kind === 'sweep' && run.error !== abandonedRunReason);
+    const tooClose = sweeps
+      .slice(1)
+      .map((run, index) => ({ id: run.id, status: run.status, afterMs: run.startedAt.getTime() - sweeps[index]!.startedAt.getTime() }))
+      .filter((gap) => gap.afterMs < sweepEveryMs / 2);
     expect(tooClose).toEqual([]);
     expect(await leftovers(database.db)).toEqual({ running: 0, claimed: 0, advisoryLocks: 0 });
     expect(await deadlocks()).toBe(deadlocksBefore);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncRuns, syncState, users, webhookDeliveries } from '../../db/schema.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { writeServiceLifecycle } from '../../src/db/service-state.js';
+import { abandonedRunReason } from '../../src/jobs/lock.js';
 import { missedDeliveriesStateKey } from '../../src/jobs/missed-deliveries.js';
 import { silentLogger } from '../../src/logger.js';
 import { startService, type Service } from '../../src/service.js';
@@ -170,5 +171,25 @@ describe('fresh again after a restart', () => {
     await service!.caughtUp();
     expect((await runs()).length).toBe(before);
     expect((await asOfHeader()).getTime()).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('fails at start the runs a killed process left running, full syncs and role sweeps alike', async () => {
+    await stop();
+    const left = await database.db
+      .insert(syncRuns)
+      .values([
+        { kind: 'reconcile', trigger: 'cli' },
+        { kind: 'sweep', trigger: 'schedule' },
+      ])
+      .returning();
+    await start();
+    const after = (await runs()).filter((run) => left.some((row) => row.id === run.id));
+    expect(after.map((run) => [run.kind, run.status, run.error])).toEqual([
+      ['reconcile', 'failed', abandonedRunReason],
+      ['sweep', 'failed', abandonedRunReason],
+    ]);
+    const status = (await api('/v1/sync/status').expect(200)).body as { lastSweep: { id: number; status: string } | null };
+    expect(status.lastSweep).toMatchObject({ id: left[1]!.id, status: 'failed' });
+    await service!.caughtUp();
   });
 });

@@ -3,12 +3,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { asc } from 'drizzle-orm';
+import { asc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncRuns } from '../../db/schema.js';
 import { openDatabase, type DatabaseHandle } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
-import { abandonedRunReason, withJobLock } from '../../src/jobs/lock.js';
+import { abandonedRunReason, lockKey, withJobLock } from '../../src/jobs/lock.js';
+import { roleSweepLockName } from '../../src/jobs/role-sweep-job.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -107,5 +108,43 @@ describe('runs left behind by a process that died', () => {
     await withJobLock(testDatabase, 'full-sync', async () => {});
     const [after] = await testDatabase.db.select().from(syncRuns);
     expect(after).toMatchObject({ id: outcome!.value.run.id, status: 'failed', error: abandonedRunReason });
+  });
+
+  it("taking the full-sync lock also fails a role sweep nobody holds, but not a live sweep's run", async () => {
+    await testDatabase.db.delete(syncRuns);
+    const sweepRun = async () => (await testDatabase.db.insert(syncRuns).values({ kind: 'sweep', trigger: 'test' }).returning())[0]!;
+    const statusOf = async (id: number) => (await testDatabase.db.select().from(syncRuns).where(eq(syncRuns.id, id)))[0];
+
+    // A sweep whose process was killed: the next service start (or CLI sync) takes only the full-sync lock.
+    const orphan = await sweepRun();
+    await withJobLock(testDatabase, 'full-sync', async () => {});
+    expect(await statusOf(orphan.id)).toMatchObject({ status: 'failed', error: abandonedRunReason });
+
+    // A sweep running in this process keeps its run.
+    const inProcess = await withJobLock(testDatabase, roleSweepLockName, async () => {
+      const live = await sweepRun();
+      await withJobLock(testDatabase, 'full-sync', async () => {});
+      return statusOf(live.id);
+    });
+    expect(inProcess?.value).toMatchObject({ status: 'running' });
+
+    if (testDatabase.url) {
+      // A sweep on another replica: its own session holds the advisory lock (PGlite serves a single process).
+      const onReplica = await testDatabase.withSession(async (session) => {
+        const key = lockKey(roleSweepLockName).toString();
+        await session.execute(sql`select pg_advisory_lock(${key}::bigint)`);
+        try {
+          const live = await sweepRun();
+          await withJobLock(testDatabase, 'full-sync', async () => {});
+          return statusOf(live.id);
+        } finally {
+          await session.execute(sql`select pg_advisory_unlock(${key}::bigint)`);
+        }
+      });
+      expect(onReplica).toMatchObject({ status: 'running' });
+    }
+    // Once no one holds the sweep lock, the next taker of the full-sync lock fails what they left.
+    await withJobLock(testDatabase, 'full-sync', async () => {});
+    expect((await testDatabase.db.select().from(syncRuns)).map((run) => run.status)).toEqual(['failed', 'failed', ...(testDatabase.url ? ['failed'] : [])]);
   });
 });

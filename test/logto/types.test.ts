@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -15,18 +14,10 @@ import {
   type LogtoUser,
   type LogtoUserOrganization,
 } from '../../src/logto/index.js';
+import { recorded } from '../helpers/recordings.js';
 
-/** Bodies recorded from a real Logto 1.42 (copied from shared/logto-webhooks/management-api). */
-type Recorded = { method: string; path: string; status: number; headers: [string, string][]; body: unknown };
-const recorded = JSON.parse(readFileSync(new URL('./fixtures/recorded-responses.json', import.meta.url), 'utf8')) as Record<
-  string,
-  Recorded
->;
-const body = (name: string): unknown => {
-  const entry = recorded[name];
-  if (!entry) throw new Error(`no recording ${name}`);
-  return entry.body;
-};
+/** A body recorded from a real Logto 1.42 (test/fixtures/logto/management-api). */
+const body = (name: string): unknown => recorded(`${name}.json`);
 
 describe('schemas accept what Logto actually sends', () => {
   it.each([

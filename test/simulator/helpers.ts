@@ -1,13 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import express from 'express';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-
-/** The recordings of a real Logto in test/fixtures/logto (override with LOGTO_CAPTURES_DIR). */
-export const capturesDir =
-  process.env.LOGTO_CAPTURES_DIR ?? fileURLToPath(new URL('../fixtures/logto/', import.meta.url));
+import { recordingsDir } from '../helpers/recordings.js';
 
 export interface CapturedDelivery {
   seq: number;
@@ -35,7 +31,7 @@ export interface CapturedApiResponse {
 }
 
 export const loadDeliveries = (): Map<number, CapturedDelivery> => {
-  const directory = `${capturesDir}/deliveries`;
+  const directory = `${recordingsDir}deliveries`;
   const deliveries = new Map<number, CapturedDelivery>();
   for (const file of readdirSync(directory).filter((name) => name.endsWith('.json'))) {
     const delivery = JSON.parse(readFileSync(`${directory}/${file}`, 'utf8')) as CapturedDelivery;
@@ -45,13 +41,13 @@ export const loadDeliveries = (): Map<number, CapturedDelivery> => {
 };
 
 export const loadActions = (): CapturedAction[] =>
-  readFileSync(`${capturesDir}/actions-timeline.jsonl`, 'utf8')
+  readFileSync(`${recordingsDir}actions-timeline.jsonl`, 'utf8')
     .split('\n')
     .filter((line) => line.startsWith('{'))
     .map((line) => JSON.parse(line) as CapturedAction);
 
 export const loadApiCapture = (name: string): CapturedApiResponse =>
-  JSON.parse(readFileSync(`${capturesDir}/management-api/${name}.json`, 'utf8')) as CapturedApiResponse;
+  JSON.parse(readFileSync(`${recordingsDir}management-api/${name}.json`, 'utf8')) as CapturedApiResponse;
 
 export const capturedHeaders = (capture: CapturedApiResponse, name: string): string[] =>
   capture.headers.filter(([key]) => key.toLowerCase() === name.toLowerCase()).map(([, value]) => value);

@@ -1,11 +1,11 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatedTenant, startSimulatedTenant } from '../../src/simulator/index.js';
+import { recordedSigningKey } from '../helpers/recordings.js';
 import { loadActions, loadApiCapture, loadDeliveries, type Receiver, startReceiver } from './helpers.js';
 
 // The recordings were signed with this hook's key and carry its id; reusing both lets a simulated
 // payload be compared with a recorded one byte for byte, timestamps and generated ids aside.
-const capturedSigningKey = 'tSllWIAWxatwm6LXx6CxWBMA0bYn6pU8';
 const capturedHookId = 'dbrt9gjsogij6xpaiiu06';
 
 /** Zeroes timestamps, keeping key order, so two payloads compare as strings. */
@@ -21,7 +21,7 @@ describe('webhooks: replaying the recorded actions', () => {
     const receiver = await startReceiver();
     const sim = await startSimulatedTenant({
       webhookEndpoints: [{ url: receiver.url }],
-      signingKey: capturedSigningKey,
+      signingKey: recordedSigningKey,
       hookId: capturedHookId,
     });
     try {

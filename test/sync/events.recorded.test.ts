@@ -11,7 +11,7 @@ import { clientFor, startTenant } from '../helpers/tenant.js';
 import { changesFrom, deliveries, receiverApp, testWorker, webhookConfig } from '../webhooks/harness.js';
 
 /**
- * The 36 deliveries a real Logto sent (shared/logto-webhooks), replayed byte for byte through the
+ * The 36 deliveries a real Logto sent (test/fixtures/logto/deliveries), replayed byte for byte through the
  * receiver and applied against a simulated tenant holding what that Logto held at the end of the
  * recording, so that every re-read sees Logto's state.
  */
