@@ -83,7 +83,8 @@ const environmentSchema = z.object({
     z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   ),
   DATA_DIR: z.string().default('./data'),
-  DATABASE_QUERY_TIMEOUT_MS: positiveInt(10_000),
+  // Below Logto's 10 s delivery timeout: Logto then records the 503 (which it may retry), not a timeout.
+  DATABASE_QUERY_TIMEOUT_MS: positiveInt(5_000),
   PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -44,7 +44,7 @@ describe('database outage', () => {
       serviceEnvironment(sim, proxy.rewrite(database.url!), {
         API_KEYS: `faults:write:${apiKey}`,
         WEBHOOK_LEASE_MS: '1500',
-        // A partition is noticed when a query goes unanswered this long (the default is 10 s).
+        // A partition is noticed when a query goes unanswered this long (the default is 5 s).
         DATABASE_QUERY_TIMEOUT_MS: '2000',
       }),
     );
