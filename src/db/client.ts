@@ -60,7 +60,10 @@ export const openPostgres = (url: string, options: { max?: number; queryTimeoutM
   // the pool) or is checked out between queries (a lock session, a transaction: 'error' on the client).
   // The query that uses it next reports the error, and the pool drops a client that is no longer queryable.
   pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    closeOnQueryTimeout(client);
+  });
   const db = drizzlePg(pool, { schema }) as unknown as Database;
   return {
     db,
@@ -79,6 +82,32 @@ export const openPostgres = (url: string, options: { max?: number; queryTimeoutM
     },
     listen: (channel, onNotify, onReconnect) => listenPostgres(url, channel, onNotify, onReconnect),
     close: () => pool.end(),
+  };
+};
+
+/**
+ * pg fails a query unanswered past `query_timeout` but keeps its connection, with the query (and the
+ * transaction it was part of, whose ROLLBACK times out behind it) still open on the server. Were that
+ * connection handed out again once a partition heals, the next statements would run inside the dead
+ * transaction, answer success and vanish with it. Ending the client closes the connection (pg destroys
+ * the socket under a hung query) and makes the pool drop it. `pool.query` already does so by itself;
+ * this covers checked-out clients (transactions, sessions), which drizzle queries in the promise form.
+ */
+const closeOnQueryTimeout = (client: pg.PoolClient): void => {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  let closed = false;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+    // What follows on this client (the transaction's ROLLBACK) fails as the outage it is, not as a closed client.
+    if (closed && typeof args.at(-1) !== 'function') return Promise.reject(new Error('Connection closed after a query read timeout'));
+    const result = query(...args);
+    if (result instanceof Promise) {
+      result.catch((error: unknown) => {
+        if (closed || !(error instanceof Error) || !/query read timeout/i.test(error.message)) return;
+        closed = true;
+        void client.end().catch(() => {});
+      });
+    }
+    return result;
   };
 };
 
