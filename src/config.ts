@@ -83,6 +83,8 @@ const environmentSchema = z.object({
     z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   ),
   DATA_DIR: z.string().default('./data'),
+  // Below Logto's 10 s delivery timeout: Logto then records the 503 (which it may retry), not a timeout.
+  DATABASE_QUERY_TIMEOUT_MS: positiveInt(5_000),
   PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -180,7 +182,12 @@ export type Config = {
     /** How long a claimed delivery stays claimed without a renewal: after a crash, the wait before another worker takes it. */
     leaseMs: number;
   };
-  database: { url: string | undefined; dataDir: string };
+  database: {
+    url: string | undefined;
+    dataDir: string;
+    /** How long a query waits for PostgreSQL's answer before it fails as the database being unreachable. */
+    queryTimeoutMs?: number;
+  };
   http: {
     port: number;
     host: string;
@@ -240,7 +247,7 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
       maxAttempts: env.WEBHOOK_MAX_ATTEMPTS,
       leaseMs: env.WEBHOOK_LEASE_MS,
     },
-    database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR },
+    database: { url: env.DATABASE_URL, dataDir: env.DATA_DIR, queryTimeoutMs: env.DATABASE_QUERY_TIMEOUT_MS },
     http: {
       port: env.PORT,
       host: env.HOST,
@@ -266,9 +273,9 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
 
 /** The database settings alone, for commands that never talk to Logto (migrate, keys). */
 export const loadDatabaseConfig = (environment: NodeJS.ProcessEnv = process.env): Config['database'] => {
-  const parsed = environmentSchema.pick({ DATABASE_URL: true, DATA_DIR: true }).safeParse(environment);
+  const parsed = environmentSchema.pick({ DATABASE_URL: true, DATA_DIR: true, DATABASE_QUERY_TIMEOUT_MS: true }).safeParse(environment);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((issue) => `${String(issue.path[0])} ${issue.message}`));
   }
-  return { url: parsed.data.DATABASE_URL, dataDir: parsed.data.DATA_DIR };
+  return { url: parsed.data.DATABASE_URL, dataDir: parsed.data.DATA_DIR, queryTimeoutMs: parsed.data.DATABASE_QUERY_TIMEOUT_MS };
 };

@@ -26,6 +26,8 @@ describe('loadConfig', () => {
     expect(config.logto.rateLimit).toEqual({ requests: 200, intervalMs: 10_000 });
     expect(config.database.url).toBeUndefined();
     expect(config.database.dataDir).toBe('./data');
+    expect(config.database.queryTimeoutMs).toBe(5_000);
+    expect(loadConfig({ ...valid, DATABASE_QUERY_TIMEOUT_MS: '2500' }).database.queryTimeoutMs).toBe(2500);
     expect(config.http.port).toBe(3000);
     expect(config.jobs).toEqual({
       reconcileCron: '0 3 * * *',

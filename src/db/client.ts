@@ -19,8 +19,12 @@ export type Transaction = PgTransaction<PgQueryResultHKT, Schema>;
 export type DatabaseHandle = {
   db: Database;
   driver: 'postgres' | 'pglite';
-  /** Runs `fn` on one dedicated connection (session-level state such as advisory locks lives there). */
-  withSession<T>(fn: (session: Database) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` on one dedicated connection (session-level state such as advisory locks lives there).
+   * `untimed`: a connection of its own without the query timeout, for statements that may rightly take
+   * long (migrations, waiting for another replica's migrations).
+   */
+  withSession<T>(fn: (session: Database) => Promise<T>, options?: { untimed?: boolean }): Promise<T>;
   /**
    * Calls `onNotify` for each NOTIFY on `channel`, on a connection of its own that is re-opened when lost
    * (`onReconnect` then runs, since notifications sent meanwhile are gone). Resolves to an unlisten function.
@@ -40,27 +44,70 @@ export const migrationsFolder = (): string => {
   throw new Error('db/migrations was not found next to the application');
 };
 
-export const openPostgres = (url: string, options: { max?: number } = {}): DatabaseHandle => {
-  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: 5000 });
+/**
+ * `queryTimeoutMs` (the service's DATABASE_QUERY_TIMEOUT_MS; none when absent) is what turns a network
+ * partition (connections open, nothing answering, until TCP gives up a quarter of an hour later) into
+ * an error the HTTP edge answers with 503 instead of a hang.
+ */
+export const openPostgres = (url: string, options: { max?: number; queryTimeoutMs?: number } = {}): DatabaseHandle => {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: 5000,
+    ...(options.queryTimeoutMs === undefined ? {} : { query_timeout: options.queryTimeoutMs }),
+  });
   // A client losing its server must not crash the process, whether it sits idle in the pool ('error' on
   // the pool) or is checked out between queries (a lock session, a transaction: 'error' on the client).
   // The query that uses it next reports the error, and the pool drops a client that is no longer queryable.
   pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    closeOnQueryTimeout(client);
+  });
   const db = drizzlePg(pool, { schema }) as unknown as Database;
   return {
     db,
     driver: 'postgres',
-    async withSession(fn) {
-      const client = await pool.connect();
+    async withSession(fn, sessionOptions) {
+      const untimed = sessionOptions?.untimed ? new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 }) : null;
+      untimed?.on('error', () => {});
+      await untimed?.connect();
+      const client = untimed ?? (await pool.connect());
       try {
         return await fn(drizzlePg(client, { schema }) as unknown as Database);
       } finally {
-        client.release();
+        if (untimed) await untimed.end().catch(() => {});
+        else (client as pg.PoolClient).release();
       }
     },
     listen: (channel, onNotify, onReconnect) => listenPostgres(url, channel, onNotify, onReconnect),
     close: () => pool.end(),
+  };
+};
+
+/**
+ * pg fails a query unanswered past `query_timeout` but keeps its connection, with the query (and the
+ * transaction it was part of, whose ROLLBACK times out behind it) still open on the server. Were that
+ * connection handed out again once a partition heals, the next statements would run inside the dead
+ * transaction, answer success and vanish with it. Ending the client closes the connection (pg destroys
+ * the socket under a hung query) and makes the pool drop it. `pool.query` already does so by itself;
+ * this covers checked-out clients (transactions, sessions), which drizzle queries in the promise form.
+ */
+const closeOnQueryTimeout = (client: pg.PoolClient): void => {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  let closed = false;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+    // What follows on this client (the transaction's ROLLBACK) fails as the outage it is, not as a closed client.
+    if (closed && typeof args.at(-1) !== 'function') return Promise.reject(new Error('Connection closed after a query read timeout'));
+    const result = query(...args);
+    if (result instanceof Promise) {
+      result.catch((error: unknown) => {
+        if (closed || !(error instanceof Error) || !/query read timeout/i.test(error.message)) return;
+        closed = true;
+        void client.end().catch(() => {});
+      });
+    }
+    return result;
   };
 };
 
@@ -134,13 +181,16 @@ export const openPglite = async (dataDir: string | undefined): Promise<DatabaseH
 };
 
 /** Real PostgreSQL when a URL is given, otherwise the embedded PGlite database under `dataDir/pglite`. */
-export const openDatabase = async (options: { url?: string; dataDir: string }): Promise<DatabaseHandle> =>
-  options.url ? openPostgres(options.url) : openPglite(join(options.dataDir, 'pglite'));
+export const openDatabase = async (options: { url?: string | undefined; dataDir: string; queryTimeoutMs?: number | undefined }): Promise<DatabaseHandle> =>
+  options.url
+    ? openPostgres(options.url, options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: options.queryTimeoutMs })
+    : openPglite(join(options.dataDir, 'pglite'));
 
 export const runMigrations = async (handle: DatabaseHandle): Promise<void> => {
   const config = { migrationsFolder: migrationsFolder(), migrationsSchema: 'drizzle' };
   if (handle.driver === 'postgres') {
-    // Serialise concurrent starts of several replicas.
+    // Serialise concurrent starts of several replicas. Untimed: a migration, or the wait for another
+    // replica's, may rightly take longer than any query the service makes.
     await handle.withSession(async (session) => {
       await session.execute(sql`select pg_advisory_lock(7204153)`);
       try {
@@ -148,7 +198,7 @@ export const runMigrations = async (handle: DatabaseHandle): Promise<void> => {
       } finally {
         await session.execute(sql`select pg_advisory_unlock(7204153)`);
       }
-    });
+    }, { untimed: true });
   } else {
     await migratePglite(handle.db as never, config);
   }

@@ -1,6 +1,7 @@
 import { and, desc, eq, gt, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { syncRuns, webhookDeliveries } from '../../db/schema.js';
+import { accessChanges, syncRuns, syncState, webhookDeliveries } from '../../db/schema.js';
+import { abandonedRunReason } from '../../src/jobs/lock.js';
 import { mulberry32, type SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -107,7 +108,7 @@ describe('crash safety: SIGKILL at random points', () => {
     expect(run.trigger).toBe('start');
     await caughtUp();
     await expectConverged();
-    expect((await leftovers(database.db)).running).toBe(0);
+    expect(await leftovers(database.db)).toMatchObject({ running: 0, claimed: 0 });
   }, 120_000);
 
   it('deliveries acknowledged before a kill are applied exactly once after the restart', async () => {
@@ -153,7 +154,7 @@ describe('crash safety: SIGKILL at random points', () => {
     await caughtUp();
     await kill();
     await expectConverged();
-    expect((await leftovers(database.db)).running).toBe(0);
+    expect(await leftovers(database.db)).toEqual({ running: 0, claimed: 0, advisoryLocks: 0 });
   }, 120_000);
 
   it('a reconcile killed part-way leaves the data intact, and the next reconcile is exact', async () => {
@@ -210,4 +211,64 @@ describe('crash safety: SIGKILL at random points', () => {
     await expectConverged();
     expect(await leftovers(database.db)).toEqual({ running: 0, claimed: 0, advisoryLocks: 0 });
   }, 120_000);
+});
+
+/**
+ * The crawl position of a full sync is kept in the database, so a baseline whose process is SIGKILLed
+ * part-way is continued by the next one from the last page it applied, not started over.
+ */
+describe('crash safety: a killed baseline is continued from its last applied page', () => {
+  let database: TestDatabase;
+  let sim: SimulatedTenant;
+  let service: ServiceProcess | null = null;
+  const users = 3000;
+  const userPages = users / 100;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    sim = await startTenant({ seed: 114, generate: { users, organizations: 4, organizationRoles: 2 } });
+  });
+  afterAll(async () => {
+    await service?.kill();
+    await sim?.close();
+    await database?.drop();
+  });
+
+  const crawledUserPages = async () => {
+    const [row] = await database.db.select().from(syncState).where(eq(syncState.key, 'full-sync:crawl'));
+    return row ? ((row.value as { crawlId: number; lists: { user?: { pages: number } } }).lists.user?.pages ?? 0) : null;
+  };
+
+  it('the next start asks Logto only for the user pages the killed one had not applied, and logs each user once', async () => {
+    // One request at a time, each slow: the kill lands with some user pages applied and many to go.
+    sim.faults.setLatency({ minMs: 60, maxMs: 90 });
+    service = await spawnService(serviceEnvironment(sim, database.url!, { LOGTO_CONCURRENCY: '1' }));
+    await eventually('some user pages are applied', async () => ((await crawledUserPages()) ?? 0) >= 3 ? true : undefined, 60_000, 10);
+    await service.kill();
+    service = null;
+    const [killed] = await database.db.select().from(syncRuns);
+    expect(killed).toMatchObject({ kind: 'baseline', status: 'running' });
+    const applied = (await crawledUserPages())!;
+    expect(applied).toBeGreaterThanOrEqual(3);
+    expect(applied).toBeLessThan(userPages);
+
+    sim.faults.setLatency(0);
+    sim.faults.resetStats();
+    service = await spawnService(serviceEnvironment(sim, database.url!));
+    const run = await eventually('the next baseline succeeds', async () => {
+      const [found] = await database.db.select().from(syncRuns).where(gt(syncRuns.id, killed!.id));
+      return found?.status === 'succeeded' ? found : undefined;
+    }, 60_000);
+    await service.kill();
+    service = null;
+    expect(run.report).toMatchObject({ resumedFrom: killed!.id });
+    // Pages 1..applied are not asked for again (an empty database has no removals to confirm).
+    expect(sim.stats().byRoute['GET /api/users']?.total).toBe(userPages - applied);
+    const [left] = await database.db.select().from(syncRuns).where(eq(syncRuns.id, killed!.id));
+    expect(left).toMatchObject({ status: 'failed', error: abandonedRunReason });
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    expect(await database.db.$count(accessChanges, eq(accessChanges.kind, 'user.created'))).toBe(users);
+    expect(await changeLogProblems(database.db)).toEqual([]);
+    expect(await leftovers(database.db)).toEqual({ running: 0, claimed: 0, advisoryLocks: 0 });
+  }, 180_000);
 });

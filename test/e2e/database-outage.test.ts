@@ -41,7 +41,12 @@ describe('database outage', () => {
     sim = await startTenant({ seed: 15, generate: { users: 80, organizations: 6, organizationRoles: 3 } });
     proxy = await startTcpProxy({ host: new URL(database.url!).hostname, port: Number(new URL(database.url!).port || 5432) });
     service = await spawnService(
-      serviceEnvironment(sim, proxy.rewrite(database.url!), { API_KEYS: `faults:write:${apiKey}`, WEBHOOK_LEASE_MS: '1500' }),
+      serviceEnvironment(sim, proxy.rewrite(database.url!), {
+        API_KEYS: `faults:write:${apiKey}`,
+        WEBHOOK_LEASE_MS: '1500',
+        // A partition is noticed when a query goes unanswered this long (the default is 5 s).
+        DATABASE_QUERY_TIMEOUT_MS: '2000',
+      }),
     );
     sim.setWebhookEndpoints([{ url: `${service.url}/webhooks/logto` }]);
     await eventually('the baseline succeeds', async () => ((await lastRun())?.status === 'succeeded' ? true : undefined), 60_000);
@@ -95,6 +100,33 @@ describe('database outage', () => {
     );
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
     expect(await changeLogProblems(database.db)).toEqual([]);
+    expect(service.child.exitCode).toBeNull();
+  }, 90_000);
+
+  it('a network partition (connections open, nothing answering): readiness, reads and deliveries answer 503, not a hang', async () => {
+    const user = sim.state.listUsers()[40]!;
+    // Pooled connections exist: a partition leaves them open and silent instead of resetting them.
+    expect((await get('/v1/users?limit=5')).status).toBe(200);
+    proxy.stall();
+    await sim.api.patch(`/users/${user.id}`, { name: 'During the partition' });
+    await sim.webhooks.idle();
+    const sent = sim.webhooks.sent.at(-1)!;
+    expect(sent.status).toBe(503);
+    const readiness = await get('/readyz', {});
+    expect(readiness.status).toBe(503);
+    expect(await readiness.json()).toMatchObject({ code: 'database_unreachable' });
+    for (const path of ['/v1/users', `/v1/users/${user.id}`]) {
+      const read = await get(path);
+      expect({ path, status: read.status }).toEqual({ path, status: 503 });
+      expect(read.headers.get('content-type')).toContain('application/problem+json');
+    }
+    proxy.restore();
+    await eventually('/readyz answers 200 again', async () => ((await get('/readyz', {})).status === 200 ? true : undefined), 15_000);
+    expect((await resend(sent)).status).toBe(202);
+    await eventually('the inbox settles', async () =>
+      (await database.db.$count(webhookDeliveries, sql`${webhookDeliveries.status} in ('pending', 'processing')`)) === 0 ? true : undefined,
+    );
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
     expect(service.child.exitCode).toBeNull();
   }, 90_000);
 

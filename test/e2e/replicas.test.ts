@@ -21,8 +21,9 @@ const sweepEveryMs = 2000;
 
 /**
  * Three service processes on one database, no load balancer: the test spreads deliveries and API calls
- * over them in turn and kills one mid-stream. Every delivery is applied once, each scheduled reconcile
- * and sweep runs once per schedule across the three, and PostgreSQL reports no deadlock.
+ * (reads and provisioning writes) over them in turn and kills one mid-stream. Every delivery is applied
+ * once, each scheduled reconcile and sweep runs once per schedule across the three, and PostgreSQL
+ * reports no deadlock.
  */
 describe('three replicas on one database', () => {
   let database: TestDatabase;
@@ -87,6 +88,29 @@ describe('three replicas on one database', () => {
       }
     })();
 
+    // Provisioning through the replicas in turn: write-through applies racing the deliveries of the same
+    // memberships on the other replicas.
+    const writeStatuses: (number | null)[] = [];
+    const writing = (async () => {
+      for (let index = 0; index < 15; index += 1) {
+        const organization = sim.state.listOrganizations()[Math.floor(random() * sim.state.listOrganizations().length)]!;
+        const user = sim.state.listUsers()[Math.floor(random() * sim.state.listUsers().length)]!;
+        const role = sim.state.listOrganizationRoles()[Math.floor(random() * sim.state.listOrganizationRoles().length)]!;
+        // A PUT is idempotent: one cut off by the kill is sent again to the next replica.
+        let response: Response | null = null;
+        for (let attempt = 0; !response && attempt < 3; attempt += 1) {
+          const replica = replicas[(index + attempt) % replicas.length]!;
+          response = await fetch(`${replica.url}/v1/organizations/${organization.id}/members/${user.id}/roles/${role.id}?addMember=true`, {
+            method: 'PUT',
+            headers: { authorization: `Bearer ${apiKey}` },
+          }).catch(() => null);
+        }
+        writeStatuses.push(response?.status ?? null);
+        await response?.arrayBuffer();
+        await new Promise((resolve) => setTimeout(resolve, 40));
+      }
+    })();
+
     const changes = 60;
     const killAt = Math.floor(changes / 3 + random() * (changes / 3));
     for (let serial = 0; serial < changes; serial += 1) {
@@ -101,6 +125,7 @@ describe('three replicas on one database', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     await reading;
+    await writing;
     await sim.webhooks.idle();
     await relay.idle();
     await eventually('the inbox settles', async () =>
@@ -124,6 +149,8 @@ describe('three replicas on one database', () => {
 
     expect(readFailures).toBe(0);
     expect(reads).toBe(60);
+    expect(writeStatuses.filter((status) => status !== 200 && status !== 201)).toEqual([]);
+    expect(writeStatuses).toHaveLength(15);
     expect(await unappliedAcknowledged(database.db, relay.deliveries)).toEqual([]);
     expect(await changeLogProblems(database.db)).toEqual([]);
     // The silent role changes are the sweep's and the reconcile's to find; the rest came by webhook.

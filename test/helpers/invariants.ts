@@ -1,5 +1,13 @@
 import { asc, sql } from 'drizzle-orm';
-import { accessChanges, organizationMemberRoles, organizationMembers, syncRuns, webhookDeliveries } from '../../db/schema.js';
+import {
+  accessChanges,
+  eventOutbox,
+  organizationMemberRoles,
+  organizationMembers,
+  organizationResyncs,
+  syncRuns,
+  webhookDeliveries,
+} from '../../db/schema.js';
 import { rows, type Database } from '../../src/db/client.js';
 import type { RelayedDelivery } from './webhook-relay.js';
 
@@ -59,10 +67,16 @@ export const changeLogProblems = async (db: Database): Promise<string[]> => {
   return problems;
 };
 
-/** Runs left `running`, deliveries still claimed, and advisory locks held in this database. */
+/**
+ * Runs left `running`; work still claimed (deliveries and outbox rows `processing`, organization member
+ * re-reads under a lease that has not run out); and advisory locks held in this database.
+ */
 export const leftovers = async (db: Database) => {
   const running = await db.$count(syncRuns, sql`${syncRuns.status} = 'running'`);
-  const claimed = await db.$count(webhookDeliveries, sql`${webhookDeliveries.status} = 'processing'`);
+  const claimed =
+    (await db.$count(webhookDeliveries, sql`${webhookDeliveries.status} = 'processing'`)) +
+    (await db.$count(eventOutbox, sql`${eventOutbox.status} = 'processing'`)) +
+    (await db.$count(organizationResyncs, sql`${organizationResyncs.leaseUntil} > now()`));
   const [locks] = await rows<{ count: number }>(
     db,
     sql`select count(*)::int as count from pg_locks l join pg_database d on d.oid = l.database

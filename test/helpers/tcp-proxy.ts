@@ -17,6 +17,11 @@ export type TcpProxy = {
   stall(): void;
   /** Traffic flows again (stalled connections stay dead: they are reset). */
   restore(): void;
+  /**
+   * The partition ends and stalled connections carry what was held back, as when dropped packets get
+   * through again (connections still waiting to be answered are closed).
+   */
+  heal(): void;
   /** Connections currently open through the proxy. */
   connections(): number;
   close(): Promise<void>;
@@ -87,6 +92,18 @@ export const startTcpProxy = async (target: { host: string; port: number }): Pro
         client.pause();
         upstream.pause();
       }
+    },
+    heal() {
+      if (mode === 'stall') {
+        for (const { client, upstream } of pairs) {
+          client.pipe(upstream);
+          upstream.pipe(client);
+          client.resume();
+          upstream.resume();
+        }
+      }
+      for (const socket of held) socket.destroy();
+      mode = 'open';
     },
     restore() {
       if (mode === 'stall') resetAll();
