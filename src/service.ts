@@ -63,6 +63,9 @@ export type Service = {
  * The composition root: one config in, every part wired once. The server, the CLI's long-running mode,
  * the demo and the end-to-end tests all start the service through here.
  */
+/** Connections of the inbox worker's own pool (beside the shared pool of 10): a claim, a transaction and a settle at once. */
+const inboxWorkerConnections = 3;
+
 export const startService = async (config: Config, options: ServiceOptions): Promise<Service> => {
   const { logger } = options;
   const ownsDatabase = !options.database;
@@ -98,7 +101,10 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     return started;
   };
 
-  const worker = createInboxWorker({ ...deps, config }, { leaseMs: config.webhooks.leaseMs });
+  // The worker's statements on connections of their own: in the shared pool each of them queued behind the
+  // receiver's inserts, and under 1,000 deliveries/s a delivery took 0.4 s from receipt to settlement.
+  const workerDatabase = database.separatePool(inboxWorkerConnections);
+  const worker = createInboxWorker({ ...deps, database: workerDatabase, config }, { leaseMs: config.webhooks.leaseMs });
   const provisioning = createProvisioning(deps);
   // Access events out: the sender drains the outbox; the feed (one LISTEN per process) wakes it and the live streams.
   const sender = createEventSender(
@@ -228,6 +234,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
           writeServiceLifecycle(database.db, { state: 'stopped', stoppedAt: new Date().toISOString(), inboxEmpty: stopped && left === 0 }),
         )
         .catch((error: unknown) => logger.warn({ err: error }, 'could not record the clean shutdown'));
+      await withinGrace(workerDatabase.close());
       if (ownsDatabase) {
         const released = await withinGrace(database.close());
         if (!released) logger.warn('database connections still in use at the end of the grace period');

@@ -30,6 +30,11 @@ export type DatabaseHandle = {
    * (`onReconnect` then runs, since notifications sent meanwhile are gone). Resolves to an unlisten function.
    */
   listen(channel: string, onNotify: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>;
+  /**
+   * The same database through `max` connections of its own (closed by the returned handle's `close`), for
+   * work that must not wait in this pool's queue behind other work. PGlite, one connection, shares itself.
+   */
+  separatePool(max: number): DatabaseHandle;
   close(): Promise<void>;
 };
 
@@ -81,6 +86,7 @@ export const openPostgres = (url: string, options: { max?: number; queryTimeoutM
       }
     },
     listen: (channel, onNotify, onReconnect) => listenPostgres(url, channel, onNotify, onReconnect),
+    separatePool: (max) => openPostgres(url, { ...options, max }),
     close: () => pool.end(),
   };
 };
@@ -167,7 +173,7 @@ export const openPglite = async (dataDir: string | undefined): Promise<DatabaseH
   const client = dataDir ? new PGlite(resolve(dataDir)) : new PGlite();
   await client.waitReady;
   const db = drizzlePglite(client, { schema }) as unknown as Database;
-  return {
+  const handle: DatabaseHandle = {
     db,
     driver: 'pglite',
     // PGlite is one connection: the whole database is the session.
@@ -176,8 +182,10 @@ export const openPglite = async (dataDir: string | undefined): Promise<DatabaseH
       const unlisten = await client.listen(channel, onNotify);
       return () => unlisten();
     },
+    separatePool: () => ({ ...handle, close: async () => {} }),
     close: () => client.close(),
   };
+  return handle;
 };
 
 /** Real PostgreSQL when a URL is given, otherwise the embedded PGlite database under `dataDir/pglite`. */

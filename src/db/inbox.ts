@@ -4,6 +4,7 @@ import { webhookDeliveries } from '../../db/schema.js';
 import { canonicalJson } from './canonical-json.js';
 import { rows, type Database } from './client.js';
 import { prepared, preparedRows } from './prepared.js';
+import { isoSql } from './queries/json-text.js';
 
 /**
  * The webhook inbox (`webhook_deliveries`): a verified delivery is committed here before it is
@@ -93,27 +94,68 @@ const claimable = () =>
 
 const leaseFor = (leaseMs: number) => sql`now() + make_interval(secs => ${leaseMs / 1000})`;
 
+/** A delivery's columns as a prepared statement returns them on both drivers (text, integers and booleans only). */
+const deliveryColumns = (alias: string) => `${alias}.id::text as id, ${alias}.dedup_key, ${alias}.content_hash, ${alias}.event,
+  ${alias}.channel, ${alias}.payload::text as payload, ${isoSql(`${alias}.received_at`)} as received_at, ${alias}.status,
+  ${alias}.attempts, ${isoSql(`${alias}.next_attempt_at`)} as next_attempt_at, ${isoSql(`${alias}.lease_until`)} as lease_until,
+  ${alias}.last_error, ${isoSql(`${alias}.processed_at`)} as processed_at`;
+
+type DeliveryText = {
+  id: string;
+  dedup_key: string;
+  content_hash: string;
+  event: string;
+  channel: string;
+  payload: string;
+  received_at: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: string;
+  lease_until: string | null;
+  last_error: string | null;
+  processed_at: string | null;
+};
+
+const dateOrNull = (iso: string | null) => (iso === null ? null : new Date(iso));
+
+const toDelivery = (row: DeliveryText): Delivery => ({
+  id: Number(row.id),
+  dedupKey: row.dedup_key,
+  contentHash: row.content_hash,
+  event: row.event,
+  channel: row.channel,
+  payload: JSON.parse(row.payload) as Record<string, unknown>,
+  receivedAt: new Date(row.received_at),
+  status: row.status,
+  attempts: Number(row.attempts),
+  nextAttemptAt: new Date(row.next_attempt_at),
+  leaseUntil: dateOrNull(row.lease_until),
+  lastError: row.last_error,
+  processedAt: dateOrNull(row.processed_at),
+});
+
+// Prepared: a worker claims about every 10 ms under a stream of deliveries, and planning this statement
+// cost as much as running it.
+const claimStatement = prepared(
+  'claim_webhook_deliveries',
+  `update webhook_deliveries as d set status = 'processing', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2::float8)
+   where d.id in (
+     select id from webhook_deliveries
+     where (status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()
+     order by id limit $1 for update skip locked)
+   returning ${deliveryColumns('d')}`,
+);
+
 /**
  * Claims up to `limit` deliveries: pending ones that are due, and processing ones whose lease ran out
  * (their worker died). One statement:
- * `UPDATE … WHERE id IN (SELECT id … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING *`,
+ * `UPDATE … WHERE id IN (SELECT id … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`,
  * so concurrent workers never claim the same row. Each claim counts as an attempt.
  */
 export const claimDeliveries = async (db: Database, limit: number, leaseMs: number): Promise<Delivery[]> => {
   if (limit <= 0) return [];
-  const due = db
-    .select({ id: webhookDeliveries.id })
-    .from(webhookDeliveries)
-    .where(claimable())
-    .orderBy(asc(webhookDeliveries.id))
-    .limit(limit)
-    .for('update', { skipLocked: true });
-  const claimed = await db
-    .update(webhookDeliveries)
-    .set({ status: 'processing', attempts: sql`${webhookDeliveries.attempts} + 1`, leaseUntil: leaseFor(leaseMs) })
-    .where(inArray(webhookDeliveries.id, due))
-    .returning();
-  return claimed.sort((a, b) => a.id - b.id);
+  const claimed = await preparedRows<DeliveryText>(db, claimStatement, [limit, leaseMs / 1000]);
+  return claimed.map(toDelivery).sort((a, b) => a.id - b.id);
 };
 
 /** A PostgreSQL array literal of integers (ids and attempt counts only), bound as one parameter. */
@@ -146,6 +188,15 @@ const settle = async (db: Database, claim: DeliveryClaim, status: 'applied' | 'i
   return updated.length > 0;
 };
 
+const settleStatement = prepared(
+  'settle_webhook_deliveries',
+  `update webhook_deliveries as d
+   set status = s.status, processed_at = now(), lease_until = null, last_error = null
+   from unnest($1::bigint[], $2::int[], $3::text[]) as s(id, attempts, status)
+   where d.id = s.id and d.attempts = s.attempts and d.status = 'processing'
+   returning d.id::text as id`,
+);
+
 /**
  * Settles many claims in one statement (the worker applies deliveries in batches); returns the ids whose
  * claim was still held. A claim another worker took over is left to it.
@@ -156,18 +207,11 @@ export const settleDeliveries = async (
 ): Promise<Set<number>> => {
   if (settled.length === 0) return new Set();
   const statuses = `{${settled.map(({ status }) => (status === 'applied' ? 'applied' : 'ignored')).join(',')}}`;
-  const updated = await rows<{ id: number | string }>(
-    db,
-    sql`update ${webhookDeliveries} as d
-      set status = s.status, processed_at = now(), lease_until = null, last_error = null
-      from unnest(
-        ${integerArray(settled.map(({ claim }) => claim.id))}::bigint[],
-        ${integerArray(settled.map(({ claim }) => claim.attempts))}::int[],
-        ${statuses}::text[]
-      ) as s(id, attempts, status)
-      where d.id = s.id and d.attempts = s.attempts and d.status = 'processing'
-      returning d.id`,
-  );
+  const updated = await preparedRows<{ id: string }>(db, settleStatement, [
+    integerArray(settled.map(({ claim }) => claim.id)),
+    integerArray(settled.map(({ claim }) => claim.attempts)),
+    statuses,
+  ]);
   return new Set(updated.map((row) => Number(row.id)));
 };
 

@@ -27,6 +27,14 @@ export type ClaimLoopOptions<Claim> = {
   afterClaim?(force: boolean): Promise<void>;
   /** Work that outlives the claims in hand (results written back in groups); awaited by drain and stop. */
   pending?(): Promise<void> | null;
+  /**
+   * Whether finishing a claim can make other rows claimable (default true: an outbox row waits for the
+   * earlier rows of its entities), so that every finished claim wakes the loop. When false, rows become
+   * claimable only by arriving (their writer wakes the loop) or with time (the poll), and a finished claim
+   * wakes the loop only when it had run out of slots, or when a drain waits and nothing is left in hand:
+   * under a stream of arrivals, a wake per finished claim made about one claim in four come back empty.
+   */
+  finishingMakesClaimable?: boolean;
 };
 
 export type ClaimLoop<Claim> = {
@@ -64,6 +72,7 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   const { log, pollIntervalMs, concurrency, leaseMs } = options;
   const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
   const claimSpacingMs = Math.max(0, options.claimSpacingMs ?? 0);
+  const finishingMakesClaimable = options.finishingMakesClaimable ?? true;
   let lastClaimAt = Number.NEGATIVE_INFINITY;
   let endSpacing: (() => void) | null = null;
   let running = false;
@@ -176,8 +185,9 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
     },
     track(id, claim, done) {
       const held = done.finally(() => {
+        const wasFull = inHand.size >= concurrency;
         inHand.delete(id);
-        wake();
+        if (finishingMakesClaimable || wasFull || (inHand.size === 0 && idleWaiters.length > 0)) wake();
       });
       inHand.set(id, { claim, done: held });
     },

@@ -162,6 +162,8 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     claimBatchSize,
     leaseMs,
     claimSpacingMs: options.claimSpacingMs ?? 10,
+    // A delivery becomes claimable when it is stored (the receiver wakes the worker) or due again (the poll).
+    finishingMakesClaimable: false,
     claim: async (free) => {
       // Before the claim: every delivery it returns was received before this moment.
       const claimedAt = Date.now();

@@ -3,7 +3,7 @@ import { createClaimLoop, type ClaimLoop } from '../../src/jobs/claim-loop.js';
 import { silentLogger } from '../../src/logger.js';
 
 /** A table of rows in memory: each claim takes up to `free` of them, and each is done at once. */
-const tableLoop = (options: { claimSpacingMs: number; claimBatchSize?: number }) => {
+const tableLoop = (options: { claimSpacingMs: number; claimBatchSize?: number; finishingMakesClaimable?: boolean }) => {
   const rows: number[] = [];
   const claims: number[][] = [];
   let nextId = 1;
@@ -50,6 +50,34 @@ describe('the claim loop', () => {
     // The first arrival is claimed at once; the rest wait for the spacing together (empty polls aside).
     expect(claims.filter((claim) => claim.length > 0).length).toBeLessThanOrEqual(3);
   });
+
+  it('claims again after finished claims only where finishing can make rows claimable', async () => {
+    const claimsAfterOneArrival = async (finishingMakesClaimable: boolean) => {
+      const { loop, claims, arrive } = tableLoop({ claimSpacingMs: 0, finishingMakesClaimable });
+      arrive();
+      running = loop;
+      loop.start();
+      // Long enough for any claim a finished claim causes, far shorter than the poll.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await loop.stop();
+      running = null;
+      return claims;
+    };
+    // The wake of the finished claim costs one more claim, which finds nothing.
+    expect(await claimsAfterOneArrival(true)).toEqual([[1], []]);
+    // Rows that only arrive: the arrival's wake is the only claim until the poll.
+    expect(await claimsAfterOneArrival(false)).toEqual([[1]]);
+  });
+
+  it('still drains at once when finishing makes nothing claimable', async () => {
+    const { loop, claims, arrive } = tableLoop({ claimSpacingMs: 0, finishingMakesClaimable: false });
+    running = loop;
+    loop.start();
+    for (let index = 0; index < 5; index += 1) arrive();
+    // The poll is a minute away: drain must not wait for it.
+    await loop.drain();
+    expect(claims.flat()).toHaveLength(5);
+  }, 10_000);
 
   it('claims a backlog without waiting between full claims', async () => {
     const { loop, claims, arrive } = tableLoop({ claimSpacingMs: 60_000, claimBatchSize: 10 });

@@ -5,7 +5,7 @@ import type { LogtoUser } from '../../logto/index.js';
 import { lockEntities } from './entity-locks.js';
 import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { fromExcluded } from './upsert.js';
-import { toUserRow, userChanges, writtenUserFields } from './users.js';
+import { readCompared, toUserRow, userChanges, writtenUserFields, type ComparedRow } from './users.js';
 
 /** One user snapshot with the context it came with (its delivery, actor and observation time). */
 export type UserSnapshot = {
@@ -64,7 +64,7 @@ const applyRound = async (
   if (round.length === 0) return;
   const rowsByIndex = new Map(round.map((index) => [index, toUserRow(snapshots[index]!.user, snapshots[index]!.context.observedAt)]));
   const ids = round.map((index) => snapshots[index]!.user.id);
-  const compare = (storedById: Map<string, typeof users.$inferSelect>, indexes: number[]) => {
+  const compare = (storedById: Map<string, ComparedRow>, indexes: number[]) => {
     const writes = new Map<number, ChangeRecord[]>();
     for (const index of indexes) {
       const { context, onlyIfStored } = snapshots[index]!;
@@ -79,15 +79,13 @@ const applyRound = async (
     }
     return writes;
   };
-  const readStored = async (from: Database, userIds: string[]) =>
-    new Map((await from.select().from(users).where(inArray(users.id, userIds))).map((row) => [row.id, row]));
   // No comparison outside the transaction first: deliveries and reads announce changes, so nearly every
   // round writes, and a read before the transaction would cost each one a round trip more.
   const first = snapshots[round[0]!]!.context;
   const applied = await applyTransaction(db, first, async (tx) => {
     // Compared again under the entity locks: another writer of these users may have committed since.
     await lockEntities(tx, 'user', ids);
-    const storedById = await readStored(tx, ids);
+    const storedById = await readCompared(tx, ids);
     const writes = compare(storedById, round);
     if (writes.size === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
     const created = [...writes.keys()].filter((index) => !storedById.has(snapshots[index]!.user.id));
