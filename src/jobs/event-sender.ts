@@ -1,7 +1,4 @@
-import http from 'node:http';
-import https from 'node:https';
 import { isIP } from 'node:net';
-import axios, { type AxiosInstance } from 'axios';
 import { inArray } from 'drizzle-orm';
 import { Webhook } from 'svix';
 import { accessChanges } from '../../db/schema.js';
@@ -26,8 +23,9 @@ import {
 import { accessChangeColumns } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { isPrivateAddress, publicOnlyLookup } from '../sync/public-address.js';
+import { isPrivateAddress } from '../sync/public-address.js';
 import { createClaimLoop } from './claim-loop.js';
+import { createDeliveryClient, describeDeliveryError } from './delivery-client.js';
 
 /** Like Svix: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery has failed. */
 export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
@@ -43,8 +41,10 @@ export type EventSenderOptions = {
   retryScheduleMs?: number[];
   /** A subscription whose every attempt failed for this long is disabled. Default 5 days. */
   disableAfterMs?: number;
-  /** Per request. Default 15 s. */
+  /** Per request, for connecting and for the answer's headers. Default 15 s. */
   timeoutMs?: number;
+  /** Keep-alive connections per subscriber origin at the most. Default 32. */
+  connectionsPerOrigin?: number;
   /** Send to private, loopback and link-local addresses (internal deployments, tests). */
   allowPrivateUrls?: boolean;
 };
@@ -56,15 +56,6 @@ export type EventSender = {
   wake(): void;
   /** Resolves when nothing due is left to send (with `includeDelayed`, also nothing scheduled for a retry). */
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
-};
-
-const describeError = (error: unknown): string => {
-  if (axios.isAxiosError(error)) {
-    const cause = (error.cause as { code?: string; message?: string } | undefined) ?? undefined;
-    if (error.code === 'ECONNABORTED' || error.code === 'ETIMEDOUT') return 'timed out';
-    return cause?.code === 'EBLOCKEDADDRESS' ? (cause.message ?? 'blocked address') : `${error.code ?? 'network error'}: ${error.message}`;
-  }
-  return error instanceof Error ? error.message : String(error);
 };
 
 /**
@@ -83,17 +74,10 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   const schedule = options.retryScheduleMs ?? defaultRetryScheduleMs;
   const disableAfterMs = options.disableAfterMs ?? 5 * 24 * 60 * 60 * 1000;
   const allowPrivate = options.allowPrivateUrls ?? false;
-  const agentOptions = { keepAlive: true, maxSockets: 64, ...(allowPrivate ? {} : { lookup: publicOnlyLookup }) };
-  const client: AxiosInstance = axios.create({
-    timeout: options.timeoutMs ?? 15_000,
-    maxRedirects: 0,
-    validateStatus: () => true,
-    responseType: 'text',
-    maxContentLength: 64 * 1024,
-    transitional: { clarifyTimeoutError: true },
-    httpAgent: new http.Agent(agentOptions),
-    httpsAgent: new https.Agent(agentOptions),
-    proxy: false,
+  const client = createDeliveryClient({
+    timeoutMs: options.timeoutMs ?? 15_000,
+    connectionsPerOrigin: options.connectionsPerOrigin ?? 32,
+    allowPrivateUrls: allowPrivate,
   });
   const signers = new Map<string, Webhook>();
   const signerFor = (secret: string) => {
@@ -155,19 +139,17 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const signature = signingSecrets(subscription, now)
         .map((secret) => signerFor(secret).sign(webhookId, now, payload))
         .join(' ');
-      const response = await client.post(subscription.url, payload, {
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'logto-access-sync',
-          'webhook-id': webhookId,
-          'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
-          'webhook-signature': signature,
-        },
+      const status = await client.post(subscription.url, payload, {
+        'content-type': 'application/json',
+        'user-agent': 'logto-access-sync',
+        'webhook-id': webhookId,
+        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+        'webhook-signature': signature,
       });
-      if (response.status >= 200 && response.status < 300) return { ...base, status: response.status, error: null, ok: true, retryInMs: null };
-      return retry(response.status, `HTTP ${response.status}`);
+      if (status >= 200 && status < 300) return { ...base, status, error: null, ok: true, retryInMs: null };
+      return retry(status, `HTTP ${status}`);
     } catch (error) {
-      return retry(null, describeError(error).slice(0, 500));
+      return retry(null, describeDeliveryError(error).slice(0, 500));
     } finally {
       metrics.eventSendDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     }
