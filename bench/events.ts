@@ -25,11 +25,14 @@ import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
  *     SSE client sees it; p50/p95, against two references measured in the same run: a bare HTTP POST to the
  *     same receiver, and a bare NOTIFY → LISTEN round trip on the same PostgreSQL.
  *  2. Fan-out: `--rate` changes/s for `--seconds`, to `--subscriptions` subscribers; the outbox backlog is
- *     sampled every second (it must not grow), against the receiver's bare request rate in the same run.
- *     The drain after the load is bounded by `--drain-timeout` seconds: a sender that cannot catch up is
- *     reported as such (with the backlog left), never waited for forever.
+ *     sampled every second (it must not grow), against the receivers' bare request rate in the same run,
+ *     posted through the sender's own HTTP client with `--concurrency` requests in flight (the deliveries
+ *     the sender holds). The CPU the load costs is split between this process (apply, sender, API), the
+ *     receivers and PostgreSQL. The drain after the load is bounded by `--drain-timeout` seconds: a sender
+ *     that cannot catch up is reported as such (with the backlog left), never waited for forever.
+ * The receivers run in a child process (bench/events/receivers.ts), as subscribers do in life.
  *
- *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000 --drain-timeout 60 --label run
+ *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000 --drain-timeout 60 --concurrency 256 --label run
  * Results also go to `bench/results/events-<label>-<time>.{json,md}`.
  */
 const parse = (args: string[]) =>
@@ -42,7 +45,7 @@ const parse = (args: string[]) =>
       subscriptions: { type: 'string', default: '5' },
       users: { type: 'string', default: '5000' },
       'drain-timeout': { type: 'string', default: '60' },
-      concurrency: { type: 'string', default: '64' },
+      concurrency: { type: 'string', default: '256' },
       label: { type: 'string', default: 'run' },
     },
   }).values;

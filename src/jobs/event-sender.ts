@@ -33,7 +33,7 @@ export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 
 export type EventSenderOptions = {
   /** How often the outbox is polled when nothing woke the sender (rows written by another replica). Default 500 ms. */
   pollIntervalMs?: number;
-  /** Deliveries in hand at once (sent, or waiting in a chain behind an earlier one). Default 64. */
+  /** Deliveries in hand at once (sent, or waiting in a chain behind an earlier one). Default 256. */
   concurrency?: number;
   /** A claim whose sender stops renewing it for this long is claimed again. Default 60 s. */
   leaseMs?: number;
@@ -68,7 +68,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   const { db } = deps;
   const log = deps.logger.child({ component: 'event-sender' });
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  const concurrency = Math.max(1, options.concurrency ?? 64);
+  const concurrency = Math.max(1, options.concurrency ?? 256);
   const claimThreshold = Math.max(1, Math.floor(concurrency / 4));
   const leaseMs = options.leaseMs ?? 60_000;
   const schedule = options.retryScheduleMs ?? defaultRetryScheduleMs;
