@@ -196,9 +196,14 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
   };
 
+  /**
+   * The backlog gauge, and the outbox statistics refreshed when a backlog arrived after they were taken.
+   * Read before a claim (at most once a second) rather than after it: a claim planned on statistics from
+   * before a burst can take seconds, and the refresh that cures it must not wait for that claim to end.
+   */
   const updateBacklog = async (force: boolean) => {
     const now = Date.now();
-    if (!force && now - lastBacklogAt < 2000) return;
+    if (!force && now - lastBacklogAt < 1000) return;
     lastBacklogAt = now;
     const backlog = await outboxBacklog(db);
     metrics.eventBacklog.reset();
@@ -222,6 +227,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       // Every settled delivery frees a slot and wakes the loop; claiming for each one alone would pay a
       // claim, a body build and their round trips per row. While most slots are busy, wait for more to free.
       if (free < claimThreshold) return 0;
+      await updateBacklog(false);
       // Only changes up to the frontier: an earlier change about the same entity may still be committing.
       const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
       if (rows.length === 0) return 0;
@@ -237,7 +243,9 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     },
     renewLeases: (claims) => extendOutboxLeases(db, claims, leaseMs),
     remaining: (includeDelayed) => openOutboxCount(db, { claimableOnly: !includeDelayed }),
-    afterClaim: updateBacklog,
+    afterClaim: async (force) => {
+      if (force) await updateBacklog(true);
+    },
     pending: () => flushing,
   });
   const { start, stop, wake, drain } = loop;
