@@ -20,7 +20,7 @@ export type OutboxRow = {
   organizationId: string | null;
   status: 'pending' | 'processing' | 'delivered' | 'failed';
   attempts: number;
-  /** The serialised body of the first attempt. */
+  /** The serialised body of the first attempt, kept once an attempt failed (retries send the same bytes). */
   payload: string | null;
   lastStatus: number | null;
   lastError: string | null;
@@ -265,8 +265,11 @@ export const extendOutboxLeases = async (db: Database, claims: OutboxClaim[], le
 export type AttemptResult = {
   claim: OutboxClaim;
   subscriptionId: string;
-  /** The serialised body that was sent. */
-  payload: string;
+  /**
+   * The serialised body that was sent, to keep for the retries; null when delivered (nothing resends it,
+   * and not writing it back spares the settlement most of its bytes).
+   */
+  payload: string | null;
   /** HTTP status of the answer, null when none came (timeout, refused, blocked address). */
   status: number | null;
   error: string | null;
@@ -392,39 +395,51 @@ export const openOutboxCount = async (db: Database, options: { claimableOnly: bo
   return Number(row?.count ?? 0);
 };
 
+/** A delivery as listed: its row and the kind of its change (its event type, whether or not a body was kept). */
+export type OutboxDelivery = OutboxRow & { kind: string | null };
+
+type RawOutboxDelivery = RawOutboxRow & { kind: string | null };
+
+const toOutboxDelivery = (row: RawOutboxDelivery): OutboxDelivery => ({ ...toOutboxRow(row), kind: row.kind });
+
+const changeKind = sql`(select c.kind from access_changes c where c.id = change_id) as kind`;
+
 /** A subscription's deliveries, newest first. */
 export const listOutboxRows = async (
   db: Database,
   subscriptionId: string,
   page: { limit: number; beforeId?: number | undefined; status?: OutboxRow['status'] | undefined },
-): Promise<OutboxRow[]> =>
+): Promise<OutboxDelivery[]> =>
   (
-    await rows<RawOutboxRow>(
+    await rows<RawOutboxDelivery>(
       db,
-      sql`select * from event_outbox where subscription_id = ${subscriptionId}
+      sql`select *, ${changeKind} from event_outbox where subscription_id = ${subscriptionId}
           ${page.beforeId === undefined ? sql`` : sql`and id < ${page.beforeId}`}
           ${page.status === undefined ? sql`` : sql`and status = ${page.status}`}
           order by id desc limit ${page.limit}`,
     )
-  ).map(toOutboxRow);
+  ).map(toOutboxDelivery);
 
-export const findOutboxRow = async (db: Database, subscriptionId: string, id: number): Promise<OutboxRow | null> => {
-  const [row] = await rows<RawOutboxRow>(db, sql`select * from event_outbox where subscription_id = ${subscriptionId} and id = ${id}`);
-  return row ? toOutboxRow(row) : null;
+export const findOutboxRow = async (db: Database, subscriptionId: string, id: number): Promise<OutboxDelivery | null> => {
+  const [row] = await rows<RawOutboxDelivery>(
+    db,
+    sql`select *, ${changeKind} from event_outbox where subscription_id = ${subscriptionId} and id = ${id}`,
+  );
+  return row ? toOutboxDelivery(row) : null;
 };
 
 /**
  * Sends a delivery again from now on with a fresh attempt budget; one being sent right now is left alone.
  * Null when there is no such delivery.
  */
-export const retryOutboxRow = async (db: Database, subscriptionId: string, id: number): Promise<OutboxRow | null> => {
-  const [row] = await rows<RawOutboxRow>(
+export const retryOutboxRow = async (db: Database, subscriptionId: string, id: number): Promise<OutboxDelivery | null> => {
+  const [row] = await rows<RawOutboxDelivery>(
     db,
     sql`update event_outbox set status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = null, delivered_at = null
         where subscription_id = ${subscriptionId} and id = ${id} and status <> 'processing'
-        returning *`,
+        returning *, ${changeKind}`,
   );
-  return row ? toOutboxRow(row) : findOutboxRow(db, subscriptionId, id);
+  return row ? toOutboxDelivery(row) : findOutboxRow(db, subscriptionId, id);
 };
 
 /**
