@@ -46,6 +46,7 @@ const parse = (args: string[]) =>
       users: { type: 'string', default: '5000' },
       'drain-timeout': { type: 'string', default: '60' },
       concurrency: { type: 'string', default: '256' },
+      senders: { type: 'string', default: '1' },
       label: { type: 'string', default: 'run' },
     },
   }).values;
@@ -190,7 +191,17 @@ export const run = async (args: string[]): Promise<void> => {
     // No baseline sync runs here: the API would answer the stream with 503 until one had.
     SERVE_BEFORE_FIRST_SYNC: 'true',
   });
-  const sender = createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, pollIntervalMs: 500, concurrency });
+  // `--senders` > 1: that many senders in this process, sharing the outbox as replicas do, each holding
+  // `--concurrency` / senders deliveries (their claims run side by side).
+  const senders = Array.from({ length: Math.max(1, Number(values.senders)) }, () =>
+    createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, pollIntervalMs: 500, concurrency: Math.ceil(concurrency / Math.max(1, Number(values.senders))) }),
+  );
+  const sender = {
+    start: () => senders.forEach((each) => each.start()),
+    stop: async () => void (await Promise.all(senders.map((each) => each.stop()))),
+    wake: () => senders.forEach((each) => each.wake()),
+    drain: async () => void (await Promise.all(senders.map((each) => each.drain()))),
+  };
   const feed = await startChangeFeed(database);
   feed.subscribe({ wake: () => sender.wake(), close: () => {} });
   const unavailable = async () => {
