@@ -58,6 +58,9 @@ export type EventSender = {
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
 };
 
+/** How long the first result of a group waits for others before the group is written back. */
+const settleGatherMs = 5;
+
 /**
  * Sends the outbox as Standard Webhooks, signed with svix. Rows are claimed with SKIP LOCKED under a
  * renewed lease, so any number of replicas run a sender and a dead one's rows are sent again (at least
@@ -99,6 +102,9 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   let flushing: Promise<void> | null = null;
   const flush = async () => {
     while (results.length > 0) {
+      // Each statement is a round trip that wakes PostgreSQL, and on a busy machine the wake-ups cost more
+      // than the rows: results finishing within a few milliseconds share one, unless a claim's worth is in.
+      if (results.length < claimThreshold) await new Promise((resolve) => setTimeout(resolve, settleGatherMs));
       const group = results;
       results = [];
       try {
