@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http, { type Server } from 'node:http';
 import { loadavg } from 'node:os';
@@ -10,11 +11,13 @@ import { startChangeFeed } from '../src/db/change-feed.js';
 import { openPostgres, runMigrations, type DatabaseHandle } from '../src/db/client.js';
 import { lastChangeId } from '../src/db/access-events.js';
 import { outboxBacklog } from '../src/db/outbox.js';
+import { createDeliveryClient } from '../src/jobs/delivery-client.js';
 import { createEventSender } from '../src/jobs/event-sender.js';
 import { silentLogger } from '../src/logger.js';
 import type { LogtoUser } from '../src/logto/index.js';
 import { applyUsers } from '../src/sync/apply/index.js';
 import { createEventSubscription } from '../src/sync/event-subscriptions.js';
+import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 
 /**
  * `npm run bench -- events`: access events out.
@@ -22,11 +25,14 @@ import { createEventSubscription } from '../src/sync/event-subscriptions.js';
  *     SSE client sees it; p50/p95, against two references measured in the same run: a bare HTTP POST to the
  *     same receiver, and a bare NOTIFY → LISTEN round trip on the same PostgreSQL.
  *  2. Fan-out: `--rate` changes/s for `--seconds`, to `--subscriptions` subscribers; the outbox backlog is
- *     sampled every second (it must not grow), against the receiver's bare request rate in the same run.
- *     The drain after the load is bounded by `--drain-timeout` seconds: a sender that cannot catch up is
- *     reported as such (with the backlog left), never waited for forever.
+ *     sampled every second (it must not grow), against the receivers' bare request rate in the same run,
+ *     posted through the sender's own HTTP client with `--concurrency` requests in flight (the deliveries
+ *     the sender holds). The CPU the load costs is split between this process (apply, sender, API), the
+ *     receivers and PostgreSQL. The drain after the load is bounded by `--drain-timeout` seconds: a sender
+ *     that cannot catch up is reported as such (with the backlog left), never waited for forever.
+ * The receivers run in a child process (bench/events/receivers.ts), as subscribers do in life.
  *
- *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000 --drain-timeout 60 --label run
+ *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000 --drain-timeout 60 --concurrency 256 --label run
  * Results also go to `bench/results/events-<label>-<time>.{json,md}`.
  */
 const parse = (args: string[]) =>
@@ -39,6 +45,8 @@ const parse = (args: string[]) =>
       subscriptions: { type: 'string', default: '5' },
       users: { type: 'string', default: '5000' },
       'drain-timeout': { type: 'string', default: '60' },
+      concurrency: { type: 'string', default: '256' },
+      senders: { type: 'string', default: '1' },
       label: { type: 'string', default: 'run' },
     },
   }).values;
@@ -75,30 +83,48 @@ const logtoUser = (index: number, version: number): LogtoUser =>
     hasPassword: false,
   }) as unknown as LogtoUser;
 
-/** A subscriber that notes when each event (by change id) first arrives. */
-const startReceiver = async () => {
+/**
+ * The subscribers, in a child process (bench/events/receivers.ts): `arrivals` holds when each event (by
+ * change id) first reached receiver 0 while `track(true)`, on the wall clock shared by both processes.
+ */
+const startReceivers = async (count: number) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/events/receivers.ts', String(count)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const arrivals = new Map<number, number>();
-  let requests = 0;
-  const server: Server = http.createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => (body += chunk));
-    req.on('end', () => {
-      requests += 1;
-      const id = req.headers['webhook-id'];
-      if (typeof id === 'string' && id.startsWith('evt_')) {
-        const changeId = Number(id.slice(4));
-        if (!arrivals.has(changeId)) arrivals.set(changeId, performance.now());
-      }
-      res.statusCode = 204;
-      res.end();
+  const counts = new Map<number, (requests: number) => void>();
+  let nextCount = 0;
+  const urls = await new Promise<string[]>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`receivers exited with ${code}`)));
+    child.on('message', (message: { type: string; urls?: string[]; changeId?: number; at?: number; id?: number; requests?: number }) => {
+      if (message.type === 'ready') resolve(message.urls!);
+      else if (message.type === 'arrival' && !arrivals.has(message.changeId!)) arrivals.set(message.changeId!, message.at!);
+      else if (message.type === 'count') counts.get(message.id!)?.(message.requests!);
     });
   });
-  server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-  return { url, arrivals, requests: () => requests, close: () => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }) };
+  return {
+    urls,
+    arrivals,
+    track: (on: boolean) => child.send({ type: 'track', on }),
+    /** Requests answered so far by all receivers. */
+    requests: () =>
+      new Promise<number>((resolve) => {
+        const id = nextCount++;
+        counts.set(id, (requests) => {
+          counts.delete(id);
+          resolve(requests);
+        });
+        child.send({ type: 'count', id });
+      }),
+    pid: child.pid!,
+    close: () => {
+      child.kill('SIGTERM');
+    },
+  };
 };
+
+/** Milliseconds on the wall clock the receivers' process also reads (its arrivals are comparable). */
+const wallNow = () => performance.timeOrigin + performance.now();
 
 const openDatabase = async (): Promise<{ database: DatabaseHandle; url: string; cleanup(): Promise<void> }> => {
   const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -128,6 +154,7 @@ export const run = async (args: string[]): Promise<void> => {
   const subscriptionCount = Number(values.subscriptions);
   const userCount = Number(values.users);
   const drainTimeoutMs = Number(values['drain-timeout']) * 1000;
+  const concurrency = Number(values.concurrency);
   /** Drains the sender, but gives up after `drainTimeoutMs`: true when it finished. */
   const drainWithin = async (): Promise<boolean> => {
     let timer: NodeJS.Timeout | undefined;
@@ -164,7 +191,17 @@ export const run = async (args: string[]): Promise<void> => {
     // No baseline sync runs here: the API would answer the stream with 503 until one had.
     SERVE_BEFORE_FIRST_SYNC: 'true',
   });
-  const sender = createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, pollIntervalMs: 500 });
+  // `--senders` > 1: that many senders in this process, sharing the outbox as replicas do, each holding
+  // `--concurrency` / senders deliveries (their claims run side by side).
+  const senders = Array.from({ length: Math.max(1, Number(values.senders)) }, () =>
+    createEventSender({ db, logger: silentLogger }, { allowPrivateUrls: true, pollIntervalMs: 500, concurrency: Math.ceil(concurrency / Math.max(1, Number(values.senders))) }),
+  );
+  const sender = {
+    start: () => senders.forEach((each) => each.start()),
+    stop: async () => void (await Promise.all(senders.map((each) => each.stop()))),
+    wake: () => senders.forEach((each) => each.wake()),
+    drain: async () => void (await Promise.all(senders.map((each) => each.drain()))),
+  };
   const feed = await startChangeFeed(database);
   feed.subscribe({ wake: () => sender.wake(), close: () => {} });
   const unavailable = async () => {
@@ -196,7 +233,7 @@ export const run = async (args: string[]): Promise<void> => {
     const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
   });
   const apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const receivers = await Promise.all(Array.from({ length: subscriptionCount }, () => startReceiver()));
+  const receivers = await startReceivers(subscriptionCount);
   sender.start();
 
   // SSE client: notes when each change id is seen.
@@ -207,7 +244,7 @@ export const run = async (args: string[]): Promise<void> => {
     response.setEncoding('utf8');
     let buffer = '';
     response.on('data', (chunk: string) => {
-      const now = performance.now();
+      const now = wallNow();
       buffer += chunk;
       let end: number;
       while ((end = buffer.indexOf('\n\n')) >= 0) {
@@ -222,20 +259,15 @@ export const run = async (args: string[]): Promise<void> => {
 
   try {
     // ---- references, same run ----
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-    const post = (target: string) =>
-      new Promise<void>((resolve, reject) => {
-        const req = http.request(target, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
-          res.resume();
-          res.on('end', () => resolve());
-        });
-        req.on('error', reject);
-        req.end('{"type":"reference"}');
-      });
+    // The sender's own HTTP client, as many requests in flight as the sender holds deliveries.
+    const client = createDeliveryClient({ timeoutMs: 15_000, connectionsPerOrigin: 32, allowPrivateUrls: true });
+    const post = async (target: string) => {
+      await client.post(target, '{"type":"reference"}', { 'content-type': 'application/json' });
+    };
     const bareHttp: number[] = [];
     for (let i = 0; i < samples; i += 1) {
       const started = performance.now();
-      await post(receivers[0]!.url);
+      await post(receivers.urls[0]!);
       bareHttp.push(performance.now() - started);
     }
     const listener = new pg.Client({ connectionString: databaseUrl });
@@ -253,21 +285,22 @@ export const run = async (args: string[]): Promise<void> => {
     await Promise.all([listener.end(), notifier.end()]);
 
     // ---- 1. latency: one subscription, one change at a time ----
-    await createEventSubscription(db, { url: receivers[0]!.url }, { allowPrivateUrls: true });
+    await createEventSubscription(db, { url: receivers.urls[0]! }, { allowPrivateUrls: true });
+    receivers.track(true);
     await sleep(300);
     const toWebhook: number[] = [];
     const toStream: number[] = [];
     for (let i = 0; i < samples; i += 1) {
       if (streamFailure) throw new Error(streamFailure);
       await change([i % userCount]);
-      const committed = performance.now();
+      const committed = wallNow();
       // The only writer in this phase: the newest change is the one just applied.
       const id = await lastChangeId(db);
       for (let waited = 0; waited < 5000; waited += 1) {
-        if (streamArrivals.has(id) && receivers[0]!.arrivals.has(id)) break;
+        if (streamArrivals.has(id) && receivers.arrivals.has(id)) break;
         await sleep(1);
       }
-      const webhookAt = receivers[0]!.arrivals.get(id);
+      const webhookAt = receivers.arrivals.get(id);
       const streamAt = streamArrivals.get(id);
       if (webhookAt !== undefined) toWebhook.push(webhookAt - committed);
       if (streamAt !== undefined) toStream.push(streamAt - committed);
@@ -285,17 +318,19 @@ export const run = async (args: string[]): Promise<void> => {
     ]);
 
     // ---- 2. fan-out ----
-    for (const receiver of receivers.slice(1)) await createEventSubscription(db, { url: receiver.url }, { allowPrivateUrls: true });
+    receivers.track(false);
+    for (const url of receivers.urls.slice(1)) await createEventSubscription(db, { url }, { allowPrivateUrls: true });
     if (!(await drainWithin())) throw new Error('the sender did not drain the latency phase');
-    const delivered = () => receivers.reduce((sum, receiver) => sum + receiver.requests(), 0);
+    const delivered = () => receivers.requests();
     const totalBacklog = async () => (await outboxBacklog(db)).reduce((sum, entry) => sum + entry.open, 0);
-    const sentBefore = delivered();
+    const sentBefore = await delivered();
     const backlogAtStart = await totalBacklog();
     const backlogSamples: number[] = [];
     let next = 0;
     let applied = 0;
     const tickMs = 100;
     const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+    const cpuBefore = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const started = performance.now();
     let lastSample = started;
     let lagging = 0;
@@ -313,31 +348,38 @@ export const run = async (args: string[]): Promise<void> => {
       else lagging += 1;
     }
     const loadSeconds = (performance.now() - started) / 1000;
-    const sentDuringLoad = delivered() - sentBefore;
+    const sentDuringLoad = (await delivered()) - sentBefore;
+    const benchCpu = process.cpuUsage(cpuBefore.bench);
+    const cpuLoad = {
+      bench: (benchCpu.user + benchCpu.system) / 1e6,
+      receivers: cpuSpent(cpuBefore.receivers, cpuSeconds([receivers.pid])),
+      postgres: cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())),
+    };
     const backlogAtEnd = await totalBacklog();
     const drainStarted = performance.now();
     const drained = await drainWithin();
     const drainSeconds = (performance.now() - drainStarted) / 1000;
     const backlogLeft = drained ? 0 : await totalBacklog();
-    const sent = delivered() - sentBefore;
+    const sent = (await delivered()) - sentBefore;
     const firstHalf = backlogSamples.slice(0, Math.ceil(backlogSamples.length / 2));
     const secondHalf = backlogSamples.slice(Math.ceil(backlogSamples.length / 2));
     const mean = (list: number[]) => list.reduce((sum, value) => sum + value, 0) / Math.max(1, list.length);
 
-    // Reference: how many bare POSTs/s the same receivers take from this process, 64 in flight.
+    // Reference: how many bare POSTs/s the same receivers take from this process, through the sender's client,
+    // as many in flight as the sender holds.
     const referenceCount = Math.max(2_000, Math.min(20_000, sent));
     let issued = 0;
     const referenceStarted = performance.now();
     await Promise.all(
-      Array.from({ length: 64 }, async () => {
+      Array.from({ length: concurrency }, async () => {
         while (issued < referenceCount) {
           const index = issued++;
-          await post(receivers[index % receivers.length]!.url);
+          await post(receivers.urls[index % receivers.urls.length]!);
         }
       }),
     );
     const referenceRate = referenceCount / ((performance.now() - referenceStarted) / 1000);
-    agent.destroy();
+    await client.close();
 
     const deliveryRate = sentDuringLoad / loadSeconds;
     // Growth: the backlog at the end of the load exceeds what one second of fan-out leaves in flight.
@@ -351,9 +393,17 @@ export const run = async (args: string[]): Promise<void> => {
       ['backlog sampled each second', backlogSamples.join(' ')],
       ['backlog mean, first half → second half', `${mean(firstHalf).toFixed(0)} → ${mean(secondHalf).toFixed(0)}`],
       ['drain after the load stopped', drained ? `${drainSeconds.toFixed(2)} s` : `gave up after ${drainSeconds.toFixed(0)} s, ${backlogLeft} left`],
-      ['reference: bare POSTs/s to the receivers (64 in flight)', referenceRate.toFixed(0)],
+      ['reference: bare POSTs/s to the receivers (sender\'s client, same in flight)', `${referenceRate.toFixed(0)} (${concurrency} in flight)`],
       ['deliveries/s sent during the load ÷ bare POSTs/s', (deliveryRate / referenceRate).toFixed(2)],
       ['deliveries/s needed ÷ bare POSTs/s', ((rate * subscriptionCount) / referenceRate).toFixed(2)],
+      [
+        'CPU during the load, s per s: bench process (apply + sender + API) / receivers / PostgreSQL',
+        [cpuLoad.bench, cpuLoad.receivers, cpuLoad.postgres].map((used) => (used / loadSeconds).toFixed(2)).join(' / '),
+      ],
+      [
+        'CPU per delivery sent during the load, ms: bench process / receivers / PostgreSQL',
+        [cpuLoad.bench, cpuLoad.receivers, cpuLoad.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringLoad)).toFixed(3)).join(' / '),
+      ],
       ['load average (1 min) during the run, min / max', `${Math.min(...loadAverages).toFixed(2)} / ${Math.max(...loadAverages).toFixed(2)}`],
       ['target: no backlog growth', !grew && drained && drainSeconds < 2 ? 'met' : 'not met'],
     ]);
@@ -375,7 +425,7 @@ export const run = async (args: string[]): Promise<void> => {
     await feed.close();
     await sender.stop();
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const receiver of receivers) await receiver.close();
+    receivers.close();
     await cleanup();
   }
 };

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +14,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import type { LoadResult, LoadSpec } from './hot-paths/load.js';
+import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 
 /**
  * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh] [--warmup 2]`
@@ -35,36 +36,6 @@ import type { LoadResult, LoadSpec } from './hot-paths/load.js';
  * `--before <dir>`: also load another build of the service (`<dir>/dist/src/server.js`, e.g. the commit
  * before a change, built with `tsc -p tsconfig.build.json` in an export of it) in the same run.
  */
-/** User + system CPU seconds each process used so far (Linux /proc; a process that is gone is left out). */
-const cpuSeconds = (pids: number[]): Map<number, number> => {
-  const used = new Map<number, number>();
-  for (const pid of pids) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-      used.set(pid, (Number(fields[11]) + Number(fields[12])) / 100);
-    } catch {
-      // exited
-    }
-  }
-  return used;
-};
-
-/** CPU seconds used between two readings by the processes alive at the second (a backend that exited in between is not counted). */
-const cpuSpent = (before: Map<number, number>, after: Map<number, number>): number =>
-  [...after].reduce((sum, [pid, seconds]) => sum + seconds - (before.get(pid) ?? 0), 0);
-
-const postgresPids = (): number[] =>
-  readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        return readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres';
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-
 export const runHotPaths = async (argv: string[]): Promise<void> => {
   const { values } = parseArgs({
     args: argv,

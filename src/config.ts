@@ -157,7 +157,7 @@ const environmentSchema = z.object({
     .enum(['true', 'false'], { error: 'must be true or false' })
     .default('false')
     .transform((value) => value === 'true'),
-  EVENT_SENDER_CONCURRENCY: positiveInt(64),
+  EVENT_SENDER_CONCURRENCY: positiveInt(256),
 });
 
 export type Config = {

@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import { accessEventTypes, webhookIdOf } from '../db/access-events.js';
+import { accessEventTypes, eventTypeOfKind, webhookIdOf } from '../db/access-events.js';
 import {
   deleteEventSubscription,
   findEventSubscription,
   listEventSubscriptions,
   type EventSubscription,
 } from '../db/event-subscriptions.js';
-import { findOutboxRow, listOutboxRows, replayChanges, retryOutboxRow, type OutboxRow } from '../db/outbox.js';
+import { findOutboxRow, listOutboxRows, replayChanges, retryOutboxRow, type OutboxDelivery } from '../db/outbox.js';
 import { encodeCursor } from '../db/queries/pagination.js';
 import { notFound } from '../errors.js';
 import { changeEventSubscription, createEventSubscription, rotateSigningSecret } from '../sync/event-subscriptions.js';
@@ -68,11 +68,11 @@ const toSubscription = (subscription: EventSubscription): z.infer<typeof subscri
   updatedAt: subscription.updatedAt.toISOString(),
 });
 
-const toDelivery = (row: OutboxRow): z.infer<typeof deliverySchema> => ({
+const toDelivery = (row: OutboxDelivery): z.infer<typeof deliverySchema> => ({
   id: row.id,
   changeId: row.changeId,
   webhookId: webhookIdOf(row.changeId),
-  eventType: row.payload ? (/^\{"type":"([a-z_.]+)"/.exec(row.payload)?.[1] ?? null) : null,
+  eventType: row.kind === null ? null : eventTypeOfKind(row.kind),
   status: row.status,
   attempts: row.attempts,
   lastResponseStatus: row.lastStatus,

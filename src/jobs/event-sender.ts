@@ -1,7 +1,4 @@
-import http from 'node:http';
-import https from 'node:https';
 import { isIP } from 'node:net';
-import axios, { type AxiosInstance } from 'axios';
 import { inArray } from 'drizzle-orm';
 import { Webhook } from 'svix';
 import { accessChanges } from '../../db/schema.js';
@@ -26,8 +23,9 @@ import {
 import { accessChangeColumns } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { isPrivateAddress, publicOnlyLookup } from '../sync/public-address.js';
+import { isPrivateAddress } from '../sync/public-address.js';
 import { createClaimLoop } from './claim-loop.js';
+import { createDeliveryClient, describeDeliveryError } from './delivery-client.js';
 
 /** Like Svix: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery has failed. */
 export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
@@ -35,7 +33,7 @@ export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 
 export type EventSenderOptions = {
   /** How often the outbox is polled when nothing woke the sender (rows written by another replica). Default 500 ms. */
   pollIntervalMs?: number;
-  /** Deliveries in hand at once (sent, or waiting in a chain behind an earlier one). Default 64. */
+  /** Deliveries in hand at once (sent, or waiting in a chain behind an earlier one). Default 256. */
   concurrency?: number;
   /** A claim whose sender stops renewing it for this long is claimed again. Default 60 s. */
   leaseMs?: number;
@@ -43,8 +41,10 @@ export type EventSenderOptions = {
   retryScheduleMs?: number[];
   /** A subscription whose every attempt failed for this long is disabled. Default 5 days. */
   disableAfterMs?: number;
-  /** Per request. Default 15 s. */
+  /** Per request, for connecting and for the answer's headers. Default 15 s. */
   timeoutMs?: number;
+  /** Keep-alive connections per subscriber origin at the most. Default 32. */
+  connectionsPerOrigin?: number;
   /** Send to private, loopback and link-local addresses (internal deployments, tests). */
   allowPrivateUrls?: boolean;
 };
@@ -58,14 +58,8 @@ export type EventSender = {
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
 };
 
-const describeError = (error: unknown): string => {
-  if (axios.isAxiosError(error)) {
-    const cause = (error.cause as { code?: string; message?: string } | undefined) ?? undefined;
-    if (error.code === 'ECONNABORTED' || error.code === 'ETIMEDOUT') return 'timed out';
-    return cause?.code === 'EBLOCKEDADDRESS' ? (cause.message ?? 'blocked address') : `${error.code ?? 'network error'}: ${error.message}`;
-  }
-  return error instanceof Error ? error.message : String(error);
-};
+/** How long the first result of a group waits for others before the group is written back. */
+const settleGatherMs = 5;
 
 /**
  * Sends the outbox as Standard Webhooks, signed with svix. Rows are claimed with SKIP LOCKED under a
@@ -77,23 +71,16 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   const { db } = deps;
   const log = deps.logger.child({ component: 'event-sender' });
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  const concurrency = Math.max(1, options.concurrency ?? 64);
+  const concurrency = Math.max(1, options.concurrency ?? 256);
   const claimThreshold = Math.max(1, Math.floor(concurrency / 4));
   const leaseMs = options.leaseMs ?? 60_000;
   const schedule = options.retryScheduleMs ?? defaultRetryScheduleMs;
   const disableAfterMs = options.disableAfterMs ?? 5 * 24 * 60 * 60 * 1000;
   const allowPrivate = options.allowPrivateUrls ?? false;
-  const agentOptions = { keepAlive: true, maxSockets: 64, ...(allowPrivate ? {} : { lookup: publicOnlyLookup }) };
-  const client: AxiosInstance = axios.create({
-    timeout: options.timeoutMs ?? 15_000,
-    maxRedirects: 0,
-    validateStatus: () => true,
-    responseType: 'text',
-    maxContentLength: 64 * 1024,
-    transitional: { clarifyTimeoutError: true },
-    httpAgent: new http.Agent(agentOptions),
-    httpsAgent: new https.Agent(agentOptions),
-    proxy: false,
+  const client = createDeliveryClient({
+    timeoutMs: options.timeoutMs ?? 15_000,
+    connectionsPerOrigin: options.connectionsPerOrigin ?? 32,
+    allowPrivateUrls: allowPrivate,
   });
   const signers = new Map<string, Webhook>();
   const signerFor = (secret: string) => {
@@ -115,6 +102,9 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   let flushing: Promise<void> | null = null;
   const flush = async () => {
     while (results.length > 0) {
+      // Each statement is a round trip that wakes PostgreSQL, and on a busy machine the wake-ups cost more
+      // than the rows: results finishing within a few milliseconds share one, unless a claim's worth is in.
+      if (results.length < claimThreshold) await new Promise((resolve) => setTimeout(resolve, settleGatherMs));
       const group = results;
       results = [];
       try {
@@ -155,19 +145,17 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const signature = signingSecrets(subscription, now)
         .map((secret) => signerFor(secret).sign(webhookId, now, payload))
         .join(' ');
-      const response = await client.post(subscription.url, payload, {
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'logto-access-sync',
-          'webhook-id': webhookId,
-          'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
-          'webhook-signature': signature,
-        },
+      const status = await client.post(subscription.url, payload, {
+        'content-type': 'application/json',
+        'user-agent': 'logto-access-sync',
+        'webhook-id': webhookId,
+        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+        'webhook-signature': signature,
       });
-      if (response.status >= 200 && response.status < 300) return { ...base, status: response.status, error: null, ok: true, retryInMs: null };
-      return retry(response.status, `HTTP ${response.status}`);
+      if (status >= 200 && status < 300) return { ...base, payload: null, status, error: null, ok: true, retryInMs: null };
+      return retry(status, `HTTP ${status}`);
     } catch (error) {
-      return retry(null, describeError(error).slice(0, 500));
+      return retry(null, describeDeliveryError(error).slice(0, 500));
     } finally {
       metrics.eventSendDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     }
@@ -214,9 +202,14 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
   };
 
+  /**
+   * The backlog gauge, and the outbox statistics refreshed when a backlog arrived after they were taken.
+   * Read before a claim (at most once a second) rather than after it: a claim planned on statistics from
+   * before a burst can take seconds, and the refresh that cures it must not wait for that claim to end.
+   */
   const updateBacklog = async (force: boolean) => {
     const now = Date.now();
-    if (!force && now - lastBacklogAt < 2000) return;
+    if (!force && now - lastBacklogAt < 1000) return;
     lastBacklogAt = now;
     const backlog = await outboxBacklog(db);
     metrics.eventBacklog.reset();
@@ -240,6 +233,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       // Every settled delivery frees a slot and wakes the loop; claiming for each one alone would pay a
       // claim, a body build and their round trips per row. While most slots are busy, wait for more to free.
       if (free < claimThreshold) return 0;
+      await updateBacklog(false);
       // Only changes up to the frontier: an earlier change about the same entity may still be committing.
       const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
       if (rows.length === 0) return 0;
@@ -255,7 +249,9 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     },
     renewLeases: (claims) => extendOutboxLeases(db, claims, leaseMs),
     remaining: (includeDelayed) => openOutboxCount(db, { claimableOnly: !includeDelayed }),
-    afterClaim: updateBacklog,
+    afterClaim: async (force) => {
+      if (force) await updateBacklog(true);
+    },
     pending: () => flushing,
   });
   const { start, stop, wake, drain } = loop;
