@@ -381,6 +381,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
             expectedTotal,
             deferGoneUsers: true,
             shouldStop: () => context.stopped.error !== null,
+            onApplied: account,
           });
           account(result);
           counts.memberships += result.membersChecked;
