@@ -37,17 +37,22 @@ export type OrganizationMembersOptions = {
    * them: a large organization's changes then need not stay in memory until its last page.
    */
   onApplied?: (applied: ApplyResult) => void;
+  /**
+   * How many pages may be applied at once, asked before each page (default 4): a caller crawling
+   * several organizations lets the last large ones go wider than when all share the database.
+   */
+  applyDepth?: () => number;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
 const compareIds = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
- * Pages of one organization applied at once after its first: their members are distinct id ranges, so
+ * Pages of one organization applied at once after its first, unless the caller says otherwise: their members are distinct id ranges, so
  * their transactions touch different rows, and a large organization's pages no longer wait on each
  * other's round trips in one chain (its crawl overlaps them the same way).
  */
-const applyDepth = 4;
+const defaultApplyDepth = 4;
 
 /** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
 const confirmOneByOneLimit = 20;
@@ -142,7 +147,8 @@ export const syncOrganizationMembers = async (
       applying.catch(() => {});
       previous.catch(() => {});
       inFlight.push(previous);
-      if (first || inFlight.length >= applyDepth) await inFlight.shift();
+      const depth = first ? 1 : Math.max(1, options.applyDepth?.() ?? defaultApplyDepth);
+      while (inFlight.length >= depth) await inFlight.shift();
     }
     await previous;
   } catch (error) {
