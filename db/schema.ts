@@ -143,6 +143,12 @@ export const accessChanges = pgTable(
     index('access_changes_user_idx').on(table.userId, table.id),
     index('access_changes_organization_idx').on(table.organizationId, table.id),
     index('access_changes_at_idx').on(table.at),
+    // What a membership or grant snapshot must not undo (a later removal or revoke), probed per written
+    // row: only these kinds, so a user in hundreds of organizations costs one lookup, not a scan of its
+    // history, and a baseline (grants only) adds nothing to this index.
+    index('access_changes_member_removals_idx')
+      .on(table.userId, table.organizationId)
+      .where(sql`${table.kind} in ('member.removed', 'member_role.revoked')`),
   ],
 );
 

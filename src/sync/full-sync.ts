@@ -381,6 +381,10 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
             expectedTotal,
             deferGoneUsers: true,
             shouldStop: () => context.stopped.error !== null,
+            onApplied: account,
+            // One page at a time each while the queue is full, as many as four for the last large ones:
+            // as many transactions as organizations crawled at once, and pages held in memory no more.
+            applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
           });
           account(result);
           counts.memberships += result.membersChecked;

@@ -32,10 +32,27 @@ export type OrganizationMembersOptions = {
   shouldStop?: () => boolean;
   /** The second pass over a list that moved: no third. */
   settling?: boolean;
+  /**
+   * Takes each page's result as it is applied, in page order, instead of the returned result holding
+   * them: a large organization's changes then need not stay in memory until its last page.
+   */
+  onApplied?: (applied: ApplyResult) => void;
+  /**
+   * How many pages may be applied at once, asked before each page (default 4): a caller crawling
+   * several organizations lets the last large ones go wider than when all share the database.
+   */
+  applyDepth?: () => number;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
 const compareIds = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Pages of one organization applied at once after its first, unless the caller says otherwise: their members are distinct id ranges, so
+ * their transactions touch different rows, and a large organization's pages no longer wait on each
+ * other's round trips in one chain (its crawl overlaps them the same way).
+ */
+const defaultApplyDepth = 4;
 
 /** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
 const confirmOneByOneLimit = 20;
@@ -91,28 +108,53 @@ export const syncOrganizationMembers = async (
   const pages = deps.logto
     .listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null })
     [Symbol.asyncIterator]();
-  for (;;) {
-    const fallbackObservedAt = new Date();
-    const next = await pages.next();
-    if (next.done) break;
-    if (options.shouldStop?.()) throw new Error('the crawl stopped');
-    const { items, total } = next.value;
-    const observedAt = next.value.requestedAt ?? fallbackObservedAt;
-    totals.add(total);
-    if (items.length === 0) continue;
-    const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
-    const last = sorted[sorted.length - 1]!.id;
-    const applied = await applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, stored === null);
-    mergeResults(result, applied);
-    result.membersChecked += items.length;
-    result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
-    stored ??= [...(applied.storedMemberIds ?? (await storedMemberIds(db, organizationId)))].sort(compareIds);
-    // Logto orders members by user id, so each page covers a range of ids: stored members up to its
-    // last one that no page had are candidates for removal.
-    const onPage = new Set(sorted.map((item) => item.id));
-    for (; cursor < stored.length && compareIds(stored[cursor]!, last) <= 0; cursor += 1) {
-      if (!onPage.has(stored[cursor]!)) candidates.push(stored[cursor]!);
+  // Pages are applied `applyDepth` at a time; what follows an application (accounting, removal
+  // candidates) runs in page order. The first page is applied alone: it reads the stored members
+  // before any page of this crawl writes.
+  const inFlight: Promise<void>[] = [];
+  let previous: Promise<void> = Promise.resolve();
+  try {
+    for (;;) {
+      const fallbackObservedAt = new Date();
+      const next = await pages.next();
+      if (next.done) break;
+      if (options.shouldStop?.()) throw new Error('the crawl stopped');
+      const { items, total } = next.value;
+      const observedAt = next.value.requestedAt ?? fallbackObservedAt;
+      totals.add(total);
+      if (items.length === 0) continue;
+      const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
+      const last = sorted[sorted.length - 1]!.id;
+      const first = stored === null;
+      const applying = applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, first);
+      const before = previous;
+      previous = (async () => {
+        const applied = await applying;
+        await before;
+        if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten });
+        else mergeResults(result, applied);
+        result.membersChecked += items.length;
+        result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
+        stored ??= [...(applied.storedMemberIds ?? (await storedMemberIds(db, organizationId)))].sort(compareIds);
+        // Logto orders members by user id, so each page covers a range of ids: stored members up to its
+        // last one that no page had are candidates for removal.
+        const onPage = new Set(sorted.map((item) => item.id));
+        for (; cursor < stored.length && compareIds(stored[cursor]!, last) <= 0; cursor += 1) {
+          if (!onPage.has(stored[cursor]!)) candidates.push(stored[cursor]!);
+        }
+      })();
+      // Awaited below or by the next page; a rejection must not count as unhandled in between.
+      applying.catch(() => {});
+      previous.catch(() => {});
+      inFlight.push(previous);
+      const depth = first ? 1 : Math.max(1, options.applyDepth?.() ?? defaultApplyDepth);
+      while (inFlight.length >= depth) await inFlight.shift();
     }
+    await previous;
+  } catch (error) {
+    // No transaction of this crawl is left running when it fails.
+    await Promise.allSettled(inFlight);
+    throw error;
   }
   candidates.push(...(stored ?? (await storedMemberIds(db, organizationId))).slice(cursor));
   if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, candidates, crawlStartedAt, options, result);

@@ -92,15 +92,22 @@ export class DriftReporter {
           continue;
         }
       }
+      this.report.totals[found.kind] += 1;
+      const entityKey = `${found.kind}:${found.entity}`;
+      this.report.byEntity[entityKey] = (this.report.byEntity[entityKey] ?? 0) + 1;
+      const staleUser = found.kind === 'stale' && found.entity === 'user' && change.userId;
+      // A baseline reports hundreds of thousands of changes: an item is built only where it is kept.
+      if (!staleUser && this.report.items.length >= maxReportItems) {
+        this.report.truncated += 1;
+        continue;
+      }
       const item: DriftItem = {
         ...found,
         ...(change.userId ? { userId: change.userId } : {}),
         ...(change.organizationId ? { organizationId: change.organizationId } : {}),
         ...(change.organizationRoleId ? { organizationRoleId: change.organizationRoleId } : {}),
       };
-      if (found.kind === 'stale' && found.entity === 'user' && change.userId) staleUsers.set(change.userId, item);
-      this.report.totals[item.kind] += 1;
-      this.report.byEntity[`${item.kind}:${item.entity}`] = (this.report.byEntity[`${item.kind}:${item.entity}`] ?? 0) + 1;
+      if (staleUser) staleUsers.set(change.userId!, item);
       if (this.report.items.length < maxReportItems) this.report.items.push(item);
       else this.report.truncated += 1;
     }

@@ -1,5 +1,5 @@
 import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
-import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
+import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changesOfUser, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
@@ -167,6 +167,17 @@ const noLaterChange = (organizationId: string, observedAt: string, kind: SQL) =>
     where a.organization_id = ${organizationId} and a.observed_at > ${observedAt}::timestamptz and ${kind}
     limit 1) is null`;
 
+/**
+ * `noLaterChange` for a removal or revoke (`kind` narrows those), through `access_changes_member_removals_idx`:
+ * one lookup per row however long the user's history. A user in hundreds of organizations has thousands
+ * of grants on record, and reading them all for each of its memberships made a baseline quadratic.
+ */
+const noLaterRemoval = (organizationId: string, observedAt: string, kind: SQL) =>
+  sql`(select true from (select * from ${accessChanges} where user_id = t.u and organization_id = ${organizationId}
+      and kind in ('member.removed', 'member_role.revoked') offset 0) a
+    where a.observed_at > ${observedAt}::timestamptz and ${kind}
+    limit 1) is null`;
+
 /** Writes a membership diff in the caller's transaction; returns the changes for the caller to record. */
 const writeMemberships = async (tx: Database, organizationId: string, diff: MembershipDiff, context: ChangeContext): Promise<ApplyResult> => {
   const { toAdd, grants, revokes } = diff;
@@ -183,7 +194,7 @@ const writeMemberships = async (tx: Database, organizationId: string, diff: Memb
       sql`insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
         select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
         from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
-        where ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
+        where ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
         on conflict do nothing
         returning user_id`,
     );
@@ -197,7 +208,7 @@ const writeMemberships = async (tx: Database, organizationId: string, diff: Memb
       sql`insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
         select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
         from json_to_recordset(${JSON.stringify(granting.map((grant) => ({ u: grant.userId, r: grant.organizationRoleId })))}::json) as t(u text, r text)
-        where ${noLaterChange(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
+        where ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
         on conflict do nothing
         returning user_id, organization_role_id`,
     );

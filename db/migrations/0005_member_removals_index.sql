@@ -1,0 +1,1 @@
+CREATE INDEX "access_changes_member_removals_idx" ON "access_changes" USING btree ("user_id","organization_id") WHERE "access_changes"."kind" in ('member.removed', 'member_role.revoked');

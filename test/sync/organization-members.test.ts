@@ -1,0 +1,91 @@
+import { and, eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { accessChanges, organizationMembers } from '../../db/schema.js';
+import type { SimulatedTenant } from '../../src/simulator/index.js';
+import { runFullSync } from '../../src/sync/full-sync.js';
+import { syncOrganizationMembers } from '../../src/sync/organization-members.js';
+import { mirrorState, tenantState } from '../helpers/compare.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
+
+/** An organization of several member pages, whose pages are applied several at a time. */
+describe('the members of a large organization', () => {
+  let database: TestDatabase;
+  let sim: SimulatedTenant;
+  let organizationId: string;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    sim = await startTenant({ seed: 11, generate: { users: 900, organizations: 3, organizationRoles: 4, largestOrganizationShare: 0.8 } });
+    organizationId = [...sim.state.listOrganizations()].sort((a, b) => sim.state.memberCount(b.id) - sim.state.memberCount(a.id))[0]!.id;
+  });
+  afterAll(async () => {
+    await sim.close();
+    await database.drop();
+  });
+
+  const deps = () => syncDepsFor(database, clientFor(sim));
+  const changesOf = (kind: string) =>
+    database.db
+      .select({ userId: accessChanges.userId, source: accessChanges.source })
+      .from(accessChanges)
+      .where(and(eq(accessChanges.organizationId, organizationId), eq(accessChanges.kind, kind)));
+  const storedMembers = async () =>
+    new Set(
+      (await database.db.select({ userId: organizationMembers.userId }).from(organizationMembers).where(eq(organizationMembers.organizationId, organizationId))).map(
+        (row) => row.userId,
+      ),
+    );
+
+  it('lands exactly, with one change per membership and member role', async () => {
+    expect(sim.state.memberCount(organizationId)).toBeGreaterThan(500);
+    const { run } = await runFullSync(deps(), { kind: 'baseline', trigger: 'test' });
+    expect(run.status).toBe('succeeded');
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    const memberIds = sim.state.listMemberIds(organizationId);
+    const added = await changesOf('member.added');
+    expect(added.map((change) => change.userId).sort()).toEqual([...memberIds].sort());
+    const roles = memberIds.reduce((sum, userId) => sum + sim.state.getMemberRoleIds(organizationId, userId).length, 0);
+    expect(await changesOf('member_role.granted')).toHaveLength(roles);
+  });
+
+  it('stopped after a few pages, keeps what those pages applied and removes nothing', async () => {
+    const memberIds = [...sim.state.listMemberIds(organizationId)].sort();
+    // Gone from every part of the list, including the pages never applied.
+    const leaving = [memberIds[3]!, memberIds[Math.floor(memberIds.length / 2)]!, memberIds[memberIds.length - 2]!];
+    for (const userId of leaving) sim.state.removeMember(organizationId, userId);
+    const joining = sim.state.createUser({ username: 'joins-a-large-organization' });
+    sim.state.addMembers(organizationId, [joining.id]);
+    let pages = 0;
+    const stopped = await syncOrganizationMembers(deps(), organizationId, { source: 'reconcile', actor: 'test' }, {
+      ahead: 4,
+      expectedTotal: sim.state.memberCount(organizationId),
+      shouldStop: () => (pages += 1) > 3,
+    }).catch((error: unknown) => error);
+    expect(stopped).toBeInstanceOf(Error);
+    const stored = await storedMembers();
+    for (const userId of leaving) expect(stored.has(userId)).toBe(true);
+    expect(await changesOf('member.removed')).toEqual([]);
+
+    const result = await syncOrganizationMembers(deps(), organizationId, { source: 'reconcile', actor: 'test' }, { ahead: 4 });
+    expect(result.membersChecked).toBe(sim.state.memberCount(organizationId));
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    expect((await changesOf('member.removed')).map((change) => change.userId).sort()).toEqual([...leaving].sort());
+    expect((await changesOf('member.added')).filter((change) => change.userId === joining.id)).toHaveLength(1);
+  });
+
+  it('changes of roles spread over every page are recorded once each, and an unchanged re-run writes nothing', async () => {
+    const memberIds = [...sim.state.listMemberIds(organizationId)].sort();
+    const roleIds = sim.state.listOrganizationRoles().map((role) => role.id);
+    const changed = memberIds.filter((_, index) => index % 97 === 5);
+    for (const userId of changed) sim.state.setMemberRoles(organizationId, userId, [roleIds[0]!]);
+    const before = (await database.db.select().from(accessChanges)).length;
+    const { run } = await runFullSync(deps(), { kind: 'reconcile', trigger: 'test' });
+    expect(run.status).toBe('succeeded');
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    expect((await database.db.select().from(accessChanges)).length).toBeGreaterThan(before);
+
+    const again = await runFullSync(deps(), { kind: 'reconcile', trigger: 'test' });
+    expect(again.counts.rowsWritten).toBe(0);
+  });
+});
