@@ -6,7 +6,7 @@ import { sql } from 'drizzle-orm';
 import PQueue from 'p-queue';
 import pg from 'pg';
 import { accessChanges } from '../db/schema.js';
-import { loadConfig, type Config } from '../src/config.js';
+import { loadConfig, loadDatabaseConfig, type Config } from '../src/config.js';
 import { openDatabase, rows, runMigrations, type DatabaseHandle } from '../src/db/client.js';
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
@@ -60,7 +60,9 @@ const freshPostgres = async (name: string): Promise<DatabaseHandle & { drop(): P
   await admin.end();
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const database = await openDatabase({ url: url.toString(), dataDir: '' });
+  // The service's query timeout (DATABASE_QUERY_TIMEOUT_MS, its default unless set), so that a statement a
+  // large tenant makes too slow for production fails here too.
+  const database = await openDatabase({ url: url.toString(), dataDir: '', queryTimeoutMs: loadDatabaseConfig().queryTimeoutMs });
   await runMigrations(database);
   return {
     ...database,
