@@ -90,7 +90,7 @@ describe('three replicas on one database', () => {
 
     // Provisioning through the replicas in turn: write-through applies racing the deliveries of the same
     // memberships on the other replicas.
-    const writeStatuses: (number | null)[] = [];
+    const writeStatuses: (number | 'gone' | null)[] = [];
     const writing = (async () => {
       for (let index = 0; index < 15; index += 1) {
         const organization = sim.state.listOrganizations()[Math.floor(random() * sim.state.listOrganizations().length)]!;
@@ -105,7 +105,10 @@ describe('three replicas on one database', () => {
             headers: { authorization: `Bearer ${apiKey}` },
           }).catch(() => null);
         }
-        writeStatuses.push(response?.status ?? null);
+        // The stream of changes deletes users beside these writes: a 404 is the right answer for a user (or
+        // organization, or role) that is gone by then, and only for one that is gone.
+        const gone = !sim.state.getUser(user.id) || !sim.state.getOrganization(organization.id) || !sim.state.getOrganizationRole(role.id);
+        writeStatuses.push(response?.status === 404 && gone ? 'gone' : (response?.status ?? null));
         await response?.arrayBuffer();
         await new Promise((resolve) => setTimeout(resolve, 40));
       }
@@ -149,7 +152,7 @@ describe('three replicas on one database', () => {
 
     expect(readFailures).toBe(0);
     expect(reads).toBe(60);
-    expect(writeStatuses.filter((status) => status !== 200 && status !== 201)).toEqual([]);
+    expect(writeStatuses.filter((status) => status !== 200 && status !== 201 && status !== 'gone')).toEqual([]);
     expect(writeStatuses).toHaveLength(15);
     expect(await unappliedAcknowledged(database.db, relay.deliveries)).toEqual([]);
     expect(await changeLogProblems(database.db)).toEqual([]);
