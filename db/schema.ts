@@ -180,7 +180,9 @@ export const webhookDeliveries = pgTable(
     index('webhook_deliveries_ready_idx')
       .on(table.nextAttemptAt, table.id)
       .where(sql`${table.status} in ('pending', 'processing')`),
-    index('webhook_deliveries_status_idx').on(table.status, table.id),
+    // Dead letters only: an index over every status took a new entry for each version of every row (stored,
+    // claimed, settled), while what reads by status outside the open rows (the ready index) is the dead letters.
+    index('webhook_deliveries_dead_idx').on(table.id).where(sql`${table.status} = 'dead'`),
     index('webhook_deliveries_applied_idx').on(table.processedAt).where(sql`${table.status} = 'applied'`),
   ],
 );

@@ -17,7 +17,7 @@ export type DeadLetter = {
 
 export type DeadLetterCursor = [id: number];
 
-/** Dead deliveries, newest first, along the index on (status, id). */
+/** Dead deliveries, newest first, along the partial index on the dead letters' ids. */
 export const listDeadLetters = async (db: Database, page: Page<DeadLetterCursor>): Promise<Paged<DeadLetter, DeadLetterCursor>> => {
   const rows = await db
     .select({
