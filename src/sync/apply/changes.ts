@@ -60,19 +60,22 @@ export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyRes
 
 const insertBatchSize = 5000;
 
+/** A change row's own columns, for an insert that sends the call's context once. */
+const sharedContextRow = (change: ChangeRecord) => ({
+  k: change.kind,
+  u: change.userId ?? null,
+  o: change.organizationId ?? null,
+  r: change.organizationRoleId ?? null,
+  d: change.details ?? null,
+});
+
 /**
  * The insert of `recordChanges` for changes that all share the call's context (a page of a crawl): the
  * context goes once as parameters, and each row carries only what differs, a third of the JSON to build
  * and for the database to parse.
  */
 const insertSharingContext = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
-  const batch = changes.map((change) => ({
-    k: change.kind,
-    u: change.userId ?? null,
-    o: change.organizationId ?? null,
-    r: change.organizationRoleId ?? null,
-    d: change.details ?? null,
-  }));
+  const batch = changes.map(sharedContextRow);
   const inserted = await rows<{ id: string | number }>(
     db,
     insertChangesWithEvents(
@@ -144,7 +147,6 @@ export const recordWrittenChanges = async (
   prior: ChangeRecord[],
   context: ChangeContext,
 ): Promise<ChangeRecord[]> => {
-  const priorRows = prior.map((change) => ({ k: change.kind, u: change.userId ?? null, o: change.organizationId ?? null, r: change.organizationRoleId ?? null, d: change.details ?? null }));
   const inserted = await rows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
     db,
     insertChangesWithEvents(
@@ -153,7 +155,7 @@ export const recordWrittenChanges = async (
           ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint
         from (
           select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, (p.e->'d')::jsonb as d
-          from json_array_elements(${JSON.stringify(priorRows)}::json) with ordinality as p(e, n)
+          from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
           union all ${selected}
         ) c
         order by c.g, c.n`,
