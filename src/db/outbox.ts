@@ -87,10 +87,12 @@ const runningTransactions = sql`(select coalesce(array_agg(backend_xid::text::bi
  * match and notifies the live streams: one round trip per batch of changes, in the applying transaction.
  * The NOTIFY is delivered at commit, so nothing uncommitted is announced. Without any subscription the
  * outbox insert joins an empty table, and the running transactions are never read. Yields the new change
- * ids in insertion order.
+ * ids in insertion order, with each row's kind, user and role. `writes` are data-modifying CTEs that go first
+ * in the same statement (a page's memberships): the change rows can then select from what they returned.
  */
-export const insertChangesWithEvents = (insertChanges: SQL): SQL => sql`
-  with inserted as (${insertChanges} returning id, kind, user_id, organization_id),
+export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL): SQL => sql`
+  with ${writes === undefined ? sql`` : sql`${writes},`}
+  inserted as (${insertChanges} returning id, kind, user_id, organization_id, organization_role_id),
   queued as (
     insert into event_outbox (subscription_id, change_id, waits_for, user_id, organization_id)
     select s.id, c.id, ${runningTransactions}, c.user_id, c.organization_id
@@ -100,7 +102,7 @@ export const insertChangesWithEvents = (insertChanges: SQL): SQL => sql`
     order by c.id, s.id
     returning 1
   )
-  select i.id from inserted i
+  select i.id, i.kind, i.user_id, i.organization_id, i.organization_role_id from inserted i
   cross join (select pg_notify(${changesChannel}, (select max(id) from inserted)::text)) as notified
   order by i.id`;
 

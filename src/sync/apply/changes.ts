@@ -60,19 +60,22 @@ export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyRes
 
 const insertBatchSize = 5000;
 
+/** A change row's own columns, for an insert that sends the call's context once. */
+const sharedContextRow = (change: ChangeRecord) => ({
+  k: change.kind,
+  u: change.userId ?? null,
+  o: change.organizationId ?? null,
+  r: change.organizationRoleId ?? null,
+  d: change.details ?? null,
+});
+
 /**
  * The insert of `recordChanges` for changes that all share the call's context (a page of a crawl): the
  * context goes once as parameters, and each row carries only what differs, a third of the JSON to build
  * and for the database to parse.
  */
 const insertSharingContext = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
-  const batch = changes.map((change) => ({
-    k: change.kind,
-    u: change.userId ?? null,
-    o: change.organizationId ?? null,
-    r: change.organizationRoleId ?? null,
-    d: change.details ?? null,
-  }));
+  const batch = changes.map(sharedContextRow);
   const inserted = await rows<{ id: string | number }>(
     db,
     insertChangesWithEvents(
@@ -126,6 +129,55 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
     const batchIds = inserted.map((row) => Number(row.id));
     ids.push(...batchIds);
   }
+  countRecorded(changes, context);
+  return ids;
+};
+
+/**
+ * Records the change rows `selected` yields (columns `g`, `n`: their order; `k`, `u`, `o`, `r`, `d`: kind,
+ * user, organization, role, details) in one statement after the data-modifying CTEs `writes` they select
+ * from, with the call's context sent once: a page's writes and their change log then cost one round
+ * trip instead of one each. `prior` are changes recorded first, in their order (users the page brings).
+ * Returns every change recorded, in order: `prior`, then those `selected` made of the writes.
+ */
+export const recordWrittenChanges = async (
+  db: Database,
+  writes: SQL,
+  selected: SQL,
+  prior: ChangeRecord[],
+  context: ChangeContext,
+): Promise<ChangeRecord[]> => {
+  const inserted = await rows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
+    db,
+    insertChangesWithEvents(
+      sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
+        select ${context.observedAt.toISOString()}::timestamptz, c.k, ${context.source}::text, ${context.actor ?? null}::text, c.u, c.o, c.r, c.d,
+          ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint
+        from (
+          select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, (p.e->'d')::jsonb as d
+          from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
+          union all ${selected}
+        ) c
+        order by c.g, c.n`,
+      writes,
+    ),
+  );
+  const changes = [
+    ...prior,
+    ...inserted.slice(prior.length).map(
+      (row): ChangeRecord => ({
+        kind: row.kind,
+        userId: row.user_id,
+        organizationId: row.organization_id,
+        ...(row.organization_role_id === null ? {} : { organizationRoleId: row.organization_role_id }),
+      }),
+    ),
+  ];
+  countRecorded(changes, context);
+  return changes;
+};
+
+const countRecorded = (changes: ChangeRecord[], context: ChangeContext) => {
   const counted = new Map<string, { source: ChangeSource; kind: ChangeKind; count: number }>();
   for (const change of changes) {
     const source = (change.context ?? context).source;
@@ -134,7 +186,6 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
     entry.count += 1;
   }
   for (const { source, kind, count } of counted.values()) metrics.accessChanges.inc({ source, kind }, count);
-  return ids;
 };
 
 /**

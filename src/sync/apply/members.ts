@@ -2,7 +2,7 @@ import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, changesOfUser, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
@@ -147,13 +147,12 @@ const applyMemberships = async (
       result.unknownUserIds.push(...[...offered].filter((id) => !brought.held.has(id)));
       written = membershipDiff(members, stored, new Set([...stored.knownUsers, ...brought.held]), withRoles, context);
     }
-    if (written) {
-      const memberships = await writeMemberships(tx, organizationId, written, context);
-      changes.push(...memberships.changes);
-      rowsWritten += memberships.rowsWritten;
+    if (!written) {
+      rowsWritten += (await recordChanges(tx, changes, context)).length;
+      return { ...result, changes, rowsWritten };
     }
-    rowsWritten += (await recordChanges(tx, changes, context)).length;
-    return { ...result, changes, rowsWritten };
+    const memberships = await writeMemberships(tx, organizationId, written, changes, context);
+    return { ...result, changes: memberships.changes, rowsWritten: rowsWritten + memberships.rowsWritten };
   });
 };
 
@@ -178,66 +177,53 @@ const noLaterRemoval = (organizationId: string, observedAt: string, kind: SQL) =
     where a.observed_at > ${observedAt}::timestamptz and ${kind}
     limit 1) is null`;
 
-/** Writes a membership diff in the caller's transaction; returns the changes for the caller to record. */
-const writeMemberships = async (tx: Database, organizationId: string, diff: MembershipDiff, context: ChangeContext): Promise<ApplyResult> => {
-  const { toAdd, grants, revokes } = diff;
-  const changes: ChangeRecord[] = [];
-  let rowsWritten = 0;
+/**
+ * Writes a membership diff and records its changes after `prior` (the users the page brings), in the
+ * caller's transaction and in one statement: the memberships, grants and revokes are data-modifying CTEs
+ * whose returned rows become the change rows. A page is then one round trip, not four.
+ */
+const writeMemberships = async (
+  tx: Database,
+  organizationId: string,
+  diff: MembershipDiff,
+  prior: ChangeRecord[],
+  context: ChangeContext,
+): Promise<ApplyResult> => {
   const observedAt = context.observedAt.toISOString();
   // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
-  // it. Each statement leaves out what such a change covers (`noLaterChange`), in the same round trip.
+  // it. Each write leaves out what such a change covers (`noLaterChange`), in the same statement.
   // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
-  const adding = [...toAdd].sort();
-  if (adding.length > 0) {
-    const added = await rows<{ user_id: string }>(
-      tx,
-      sql`insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
-        select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-        from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
-        where ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
-        on conflict do nothing
-        returning user_id`,
-    );
-    rowsWritten += added.length;
-    changes.push(...added.map(({ user_id: userId }): ChangeRecord => ({ kind: 'member.added', organizationId, userId })));
-  }
-  const granting = [...grants].sort(byMemberRole);
-  if (granting.length > 0) {
-    const granted = await rows<{ user_id: string; organization_role_id: string }>(
-      tx,
-      sql`insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
-        select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-        from json_to_recordset(${JSON.stringify(granting.map((grant) => ({ u: grant.userId, r: grant.organizationRoleId })))}::json) as t(u text, r text)
-        where ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
-        on conflict do nothing
-        returning user_id, organization_role_id`,
-    );
-    rowsWritten += granted.length;
-    changes.push(
-      ...granted.map(
-        (grant): ChangeRecord => ({ kind: 'member_role.granted', organizationId, userId: grant.user_id, organizationRoleId: grant.organization_role_id }),
-      ),
-    );
-  }
-  const revoking = [...revokes].sort(byMemberRole);
-  if (revoking.length > 0) {
-    const revoked = await rows<{ user_id: string; organization_role_id: string }>(
-      tx,
-      sql`delete from ${organizationMemberRoles} m
-        using json_to_recordset(${JSON.stringify(revoking.map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId })))}::json) as t(u text, r text)
-        where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
-          and m.observed_at <= ${observedAt}::timestamptz
-          and ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
-        returning m.user_id, m.organization_role_id`,
-    );
-    rowsWritten += revoked.length;
-    changes.push(
-      ...revoked.map(
-        (revoke): ChangeRecord => ({ kind: 'member_role.revoked', organizationId, userId: revoke.user_id, organizationRoleId: revoke.organization_role_id }),
-      ),
-    );
-  }
-  return { changes, rowsWritten };
+  const adding = [...diff.toAdd].sort();
+  const granting = [...diff.grants].sort(byMemberRole).map((grant) => ({ u: grant.userId, r: grant.organizationRoleId }));
+  const revoking = [...diff.revokes].sort(byMemberRole).map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId }));
+  const writes = sql`added as (
+      insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
+      select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+      from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
+      where ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
+      on conflict do nothing
+      returning user_id
+    ), granted as (
+      insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
+      select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
+      from json_to_recordset(${JSON.stringify(granting)}::json) as t(u text, r text)
+      where ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
+      on conflict do nothing
+      returning user_id, organization_role_id
+    ), revoked as (
+      delete from ${organizationMemberRoles} m
+      using json_to_recordset(${JSON.stringify(revoking)}::json) as t(u text, r text)
+      where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
+        and m.observed_at <= ${observedAt}::timestamptz
+        and ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
+      returning m.user_id, m.organization_role_id
+    )`;
+  const selected = sql`select 1, row_number() over (order by user_id), 'member.added', user_id, ${organizationId}::text, null::text, null::jsonb from added
+    union all select 2, row_number() over (order by user_id, organization_role_id), 'member_role.granted', user_id, ${organizationId}::text, organization_role_id, null::jsonb from granted
+    union all select 3, row_number() over (order by user_id, organization_role_id), 'member_role.revoked', user_id, ${organizationId}::text, organization_role_id, null::jsonb from revoked`;
+  const changes = await recordWrittenChanges(tx, writes, selected, prior, context);
+  // Each membership change is one row written besides its change row; a brought user's rows are counted by the caller.
+  return { changes, rowsWritten: changes.length + (changes.length - prior.length) };
 };
 
 export type ApplyMembersOptions = {
