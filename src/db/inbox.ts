@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
 import { webhookDeliveries } from '../../db/schema.js';
 import { canonicalJson } from './canonical-json.js';
 import { rows, type Database } from './client.js';
@@ -83,14 +83,8 @@ export const insertRecoveredDelivery = async (
   return insertDelivery(db, { dedupKey: `log:${input.logId}`, channel: 'recent_logs', payload: input.payload });
 };
 
-const claimable = () =>
-  and(
-    or(
-      eq(webhookDeliveries.status, 'pending'),
-      and(eq(webhookDeliveries.status, 'processing'), lt(webhookDeliveries.leaseUntil, sql`now()`)),
-    ),
-    lte(webhookDeliveries.nextAttemptAt, sql`now()`),
-  );
+/** Due, and pending or held under a lease that ran out (its worker died): one text for the prepared claim and the count. */
+const claimableCondition = `(status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()`;
 
 const leaseFor = (leaseMs: number) => sql`now() + make_interval(secs => ${leaseMs / 1000})`;
 
@@ -141,7 +135,7 @@ const claimStatement = prepared(
   `update webhook_deliveries as d set status = 'processing', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2::float8)
    where d.id in (
      select id from webhook_deliveries
-     where (status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()
+     where ${claimableCondition}
      order by id limit $1 for update skip locked)
    returning ${deliveryColumns('d')}`,
 );
@@ -316,7 +310,7 @@ export const inboxStats = async (db: Database): Promise<InboxStats> => {
 
 /** Deliveries a worker could claim right now. */
 export const claimableCount = async (db: Database): Promise<number> =>
-  db.$count(webhookDeliveries, claimable());
+  db.$count(webhookDeliveries, sql.raw(claimableCondition));
 
 /** Deliveries not yet settled, whether due now or waiting for a retry. */
 export const unsettledCount = async (db: Database): Promise<number> =>
