@@ -59,13 +59,13 @@ export type Service = {
   close(): Promise<void>;
 };
 
+/** Connections of the inbox worker's own pool (beside the shared pool of 10): a claim, a transaction and a settle at once. */
+const inboxWorkerConnections = 3;
+
 /**
  * The composition root: one config in, every part wired once. The server, the CLI's long-running mode,
  * the demo and the end-to-end tests all start the service through here.
  */
-/** Connections of the inbox worker's own pool (beside the shared pool of 10): a claim, a transaction and a settle at once. */
-const inboxWorkerConnections = 3;
-
 export const startService = async (config: Config, options: ServiceOptions): Promise<Service> => {
   const { logger } = options;
   const ownsDatabase = !options.database;
