@@ -137,6 +137,24 @@ export const run = async (argv: string[]): Promise<void> => {
       await sleep(25);
     }
   };
+  /**
+   * Row updates of the inbox so far (all, and HOT: written beside the old version with no new index
+   * entry), once every backend has reported them (statistics are flushed about once a second).
+   */
+  const inboxUpdates = async () => {
+    let last = { all: -1, hot: -1 };
+    for (let reads = 0; reads < 10; reads += 1) {
+      const row = (await raw.query(
+        "select n_tup_upd::int as all, n_tup_hot_upd::int as hot from pg_stat_user_tables where relname = 'webhook_deliveries'",
+      )).rows[0] as { all: number; hot: number };
+      if (row.all === last.all && row.hot === last.hot) return row;
+      last = row;
+      await sleep(1200);
+    }
+    return last;
+  };
+  const updatesSince = (before: { all: number; hot: number }, after: { all: number; hot: number }) =>
+    `${after.all - before.all} / ${after.hot - before.hot}`;
   /** Stores deliveries not yet due, then makes them all due in one statement: a queue released at once. */
   const enqueueHeld = async (payloads: Record<string, unknown>[], tag: string) => {
     for (let start = 0; start < payloads.length; start += 2000) {
@@ -214,8 +232,10 @@ export const run = async (argv: string[]): Promise<void> => {
         };
       });
       await enqueueHeld(payloads, 'drain');
+      const updatesBefore = await inboxUpdates();
       await release();
       const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
+      const updatesAfter = await inboxUpdates();
       say('Drain of queued full-data deliveries', {
         deliveries: n,
         'left after the time limit': drained.left,
@@ -223,6 +243,9 @@ export const run = async (argv: string[]): Promise<void> => {
         'deliveries per second': ((n - drained.left) / drained.seconds).toFixed(0),
         'target (per second)': 1000,
         'ratio to target': ((n - drained.left) / drained.seconds / 1000).toFixed(2),
+        // Each delivery: its release (next_attempt_at, indexed), its claim (HOT when it changes no indexed column
+        // and fits in its page) and its settlement.
+        'inbox row updates, release + claims + settlements: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
     }
 
@@ -253,6 +276,7 @@ export const run = async (argv: string[]): Promise<void> => {
       await probe(quiet, 0, 10, Number.POSITIVE_INFINITY);
       const seconds = Number(values['arrival-seconds']) * scale;
       const loaded: number[] = [];
+      const updatesBefore = await inboxUpdates();
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
       // Probes begin a second into the arrivals and are spread over the rest of their window.
       await sleep(arrivals.startAt - Date.now() + 1000);
@@ -261,6 +285,7 @@ export const run = async (argv: string[]): Promise<void> => {
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
+      const updatesAfter = await inboxUpdates();
       // Receipt to settlement of the probes' own deliveries, from the inbox's clock.
       const inbox = (
         await raw.query(
@@ -281,6 +306,8 @@ export const run = async (argv: string[]): Promise<void> => {
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
         'GET /v1/access polled every (ms)': Number(values['poll-ms']),
+        // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
+        'inbox row updates during the arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
     }
 
