@@ -46,6 +46,14 @@ export type InboxWorkerOptions = {
   handlers?: EventHandlers;
 };
 
+/**
+ * The receiver's side of claiming at intake: `begin` before storing a delivery says whether to store it
+ * claimed by this worker (`claim`, for `leaseMs`); `finish` is called once the insert is over, with the
+ * delivery stored claimed (now in hand), or null (stored pending, a duplicate, or not stored).
+ */
+export type IntakeTicket = { claim: boolean; leaseMs: number; finish(claimed: Delivery | null): void };
+export type InboxIntake = { begin(): IntakeTicket };
+
 export type InboxWorker = {
   start(): void;
   /** Finishes the deliveries in hand; the rest stay in the inbox for the next start or another replica. */
@@ -57,6 +65,7 @@ export type InboxWorker = {
    * the worker was started. With `includeDelayed`, it also waits for deliveries scheduled for a retry.
    */
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
+  intake: InboxIntake;
 };
 
 const describeError = (error: unknown): string => {
@@ -93,6 +102,16 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   const log = deps.logger.child({ component: 'inbox-worker' });
 
   let lastDepthAt = 0;
+  /**
+   * Claiming at intake keeps deliveries about one entity in the order received: a delivery is stored
+   * claimed only while no delivery this process stored pending is still unclaimed (`caughtUp`: a claim
+   * that came back with room to spare began after the last one was stored), or it would be applied before
+   * that earlier one. Until the first such claim (at start, deliveries left by a previous process), none is.
+   */
+  let caughtUp = false;
+  let pendingStoresInFlight = 0;
+  let pendingStoresFinished = 0;
+  let stopping = false;
   /** The last delivery queued per entity key: the next one about that entity waits for it. */
   const chains = new Map<string, Promise<void>>();
   /** Outcomes of the deliveries handled in one turn, written by one statement. */
@@ -135,7 +154,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     }
   };
 
-  const dispatch = (delivery: Delivery, claimedAt: number) => {
+  const dispatch = (delivery: Delivery, claimedAt: number, reserved = false) => {
     const key = deliveryEntityKey(delivery);
     const before = key ? chains.get(key) : undefined;
     const done: Promise<void> = (before ?? Promise.resolve())
@@ -144,7 +163,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
         if (key && chains.get(key) === done) chains.delete(key);
       });
     if (key) chains.set(key, done);
-    loop.track(delivery.id, delivery, done);
+    loop.track(delivery.id, delivery, done, reserved);
   };
 
   const updateDepth = async (force: boolean) => {
@@ -167,14 +186,63 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     claim: async (free) => {
       // Before the claim: every delivery it returns was received before this moment.
       const claimedAt = Date.now();
+      const startedAfter = pendingStoresFinished;
       const claimed = await claimDeliveries(db, free, leaseMs);
       for (const delivery of claimed) dispatch(delivery, claimedAt);
+      // Not full: it took every delivery that was claimable when it started, among them all that this
+      // process had stored pending before it started. Stored pending since, or still being stored: not yet.
+      if (claimed.length < free && pendingStoresInFlight === 0 && pendingStoresFinished === startedAfter) caughtUp = true;
       return claimed.length;
     },
     renewLeases: (claims) => extendLeases(db, claims, leaseMs),
     remaining: (includeDelayed) => (includeDelayed ? unsettledCount(db) : claimableCount(db)),
     afterClaim: updateDepth,
   });
-  const { start, stop, wake, drain } = loop;
-  return { start, stop, wake, drain };
+
+  const intake: InboxIntake = {
+    begin() {
+      const claim = caughtUp && pendingStoresInFlight === 0 && loop.reserve();
+      if (!claim) {
+        caughtUp = false;
+        pendingStoresInFlight += 1;
+      }
+      let finished = false;
+      return {
+        claim,
+        leaseMs,
+        finish(claimed) {
+          if (finished) return;
+          finished = true;
+          if (!claim) {
+            pendingStoresInFlight -= 1;
+            pendingStoresFinished += 1;
+            caughtUp = false;
+          } else if (claimed && !stopping) {
+            // A claim's clock: the delivery was received (its row committed) before this moment.
+            dispatch(claimed, Date.now(), true);
+          } else {
+            // Stopping (a request outlived the grace period): its lease runs out and any worker claims it.
+            loop.release();
+          }
+        },
+      };
+    },
+  };
+
+  const { start, wake, drain } = loop;
+  const stop = () => {
+    stopping = true;
+    return loop.stop();
+  };
+  return {
+    start: () => {
+      stopping = false;
+      caughtUp = false;
+      start();
+    },
+    stop,
+    wake,
+    drain,
+    intake,
+  };
 };
