@@ -139,20 +139,25 @@ export const run = async (argv: string[]): Promise<void> => {
   };
   /**
    * Row updates of the inbox so far (all, and HOT: written beside the old version with no new index
-   * entry), once every backend has reported them (statistics are flushed about once a second).
+   * entry), once every backend has reported them: at least `expected` updates, or no change for 11 s (a
+   * backend that reported less than a second ago reports the rest after 10 s idle).
    */
-  const inboxUpdates = async () => {
-    let last = { all: -1, hot: -1 };
-    for (let reads = 0; reads < 10; reads += 1) {
-      const row = (await raw.query(
+  const inboxUpdates = async (expected = Number.POSITIVE_INFINITY) => {
+    const read = async () =>
+      (await raw.query(
         "select n_tup_upd::int as all, n_tup_hot_upd::int as hot from pg_stat_user_tables where relname = 'webhook_deliveries'",
       )).rows[0] as { all: number; hot: number };
-      if (row.all === last.all && row.hot === last.hot) return row;
+    let last = await read();
+    let stableSince = performance.now();
+    while (last.all < expected && performance.now() - stableSince < 11_000) {
+      await sleep(500);
+      const row = await read();
+      if (row.all !== last.all || row.hot !== last.hot) stableSince = performance.now();
       last = row;
-      await sleep(1200);
     }
     return last;
   };
+  let updatesSoFar: { all: number; hot: number } | null = null;
   const updatesSince = (before: { all: number; hot: number }, after: { all: number; hot: number }) =>
     `${after.all - before.all} / ${after.hot - before.hot}`;
   /** Stores deliveries not yet due, then makes them all due in one statement: a queue released at once. */
@@ -235,7 +240,9 @@ export const run = async (argv: string[]): Promise<void> => {
       const updatesBefore = await inboxUpdates();
       await release();
       const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
-      const updatesAfter = await inboxUpdates();
+      // Every delivery updated three times (release, claim, settlement) once the statistics are all in.
+      const updatesAfter = await inboxUpdates(updatesBefore.all + 3 * (n - drained.left));
+      updatesSoFar = updatesAfter;
       say('Drain of queued full-data deliveries', {
         deliveries: n,
         'left after the time limit': drained.left,
@@ -273,10 +280,11 @@ export const run = async (argv: string[]): Promise<void> => {
         }
       };
       const quiet: number[] = [];
+      // Before the quiet probes: waiting for the statistics between them and the arrivals idles the keep-alive sockets.
+      const updatesBefore = updatesSoFar ?? (await inboxUpdates());
       await probe(quiet, 0, 10, Number.POSITIVE_INFINITY);
       const seconds = Number(values['arrival-seconds']) * scale;
       const loaded: number[] = [];
-      const updatesBefore = await inboxUpdates();
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
       // Probes begin a second into the arrivals and are spread over the rest of their window.
       await sleep(arrivals.startAt - Date.now() + 1000);
@@ -307,7 +315,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'target p95 (ms)': 50,
         'GET /v1/access polled every (ms)': Number(values['poll-ms']),
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
-        'inbox row updates during the arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
+        'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
     }
 
