@@ -52,7 +52,7 @@ export type InboxWorkerOptions = {
  * delivery stored claimed (now in hand), or null (stored pending, a duplicate, or not stored).
  */
 export type IntakeTicket = { claim: boolean; leaseMs: number; finish(claimed: Delivery | null): void };
-export type InboxIntake = { begin(): IntakeTicket };
+export type InboxIntake = { begin(delivery: Pick<Delivery, 'event' | 'payload'>): IntakeTicket };
 
 export type InboxWorker = {
   start(): void;
@@ -103,14 +103,16 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
 
   let lastDepthAt = 0;
   /**
-   * Claiming at intake keeps deliveries about one entity in the order received: a delivery is stored
-   * claimed only while no delivery this process stored pending is still unclaimed (`caughtUp`: a claim
-   * that came back with room to spare began after the last one was stored), or it would be applied before
-   * that earlier one. Until the first such claim (at start, deliveries left by a previous process), none is.
+   * Claiming at intake keeps deliveries about one entity in the order received: a delivery about an
+   * entity this process stored a delivery pending for (no room then), still unclaimed, is stored pending
+   * too, or it would be applied before that earlier one. An entity's entry goes once a claim that came back
+   * with room to spare began after its last pending store ended (that claim took it, or another replica
+   * did). Until the first such claim after a start (deliveries a previous process left), none is claimed.
    */
   let caughtUp = false;
-  let pendingStoresInFlight = 0;
-  let pendingStoresFinished = 0;
+  const pendingEntities = new Map<string, { storing: number; lastStoredAt: number }>();
+  /** Counts pending stores as they end, the clock of `lastStoredAt`. */
+  let pendingStoresEnded = 0;
   let stopping = false;
   /** The last delivery queued per entity key: the next one about that entity waits for it. */
   const chains = new Map<string, Promise<void>>();
@@ -186,12 +188,17 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     claim: async (free) => {
       // Before the claim: every delivery it returns was received before this moment.
       const claimedAt = Date.now();
-      const startedAfter = pendingStoresFinished;
+      const startedAfter = pendingStoresEnded;
       const claimed = await claimDeliveries(db, free, leaseMs);
       for (const delivery of claimed) dispatch(delivery, claimedAt);
       // Not full: it took every delivery that was claimable when it started, among them all that this
       // process had stored pending before it started. Stored pending since, or still being stored: not yet.
-      if (claimed.length < free && pendingStoresInFlight === 0 && pendingStoresFinished === startedAfter) caughtUp = true;
+      if (claimed.length < free) {
+        caughtUp = true;
+        for (const [key, entity] of pendingEntities) {
+          if (entity.storing === 0 && entity.lastStoredAt <= startedAfter) pendingEntities.delete(key);
+        }
+      }
       return claimed.length;
     },
     renewLeases: (claims) => extendLeases(db, claims, leaseMs),
@@ -200,11 +207,13 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   });
 
   const intake: InboxIntake = {
-    begin() {
-      const claim = caughtUp && pendingStoresInFlight === 0 && loop.reserve();
-      if (!claim) {
-        caughtUp = false;
-        pendingStoresInFlight += 1;
+    begin(delivery) {
+      const key = deliveryEntityKey(delivery);
+      const claim = caughtUp && !(key !== null && pendingEntities.has(key)) && loop.reserve();
+      const entity = claim || key === null ? null : (pendingEntities.get(key) ?? { storing: 0, lastStoredAt: 0 });
+      if (entity) {
+        entity.storing += 1;
+        pendingEntities.set(key!, entity);
       }
       let finished = false;
       return {
@@ -213,16 +222,16 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
         finish(claimed) {
           if (finished) return;
           finished = true;
-          if (!claim) {
-            pendingStoresInFlight -= 1;
-            pendingStoresFinished += 1;
-            caughtUp = false;
-          } else if (claimed && !stopping) {
+          if (entity) {
+            entity.storing -= 1;
+            pendingStoresEnded += 1;
+            entity.lastStoredAt = pendingStoresEnded;
+          } else if (claim) {
             // A claim's clock: the delivery was received (its row committed) before this moment.
-            dispatch(claimed, Date.now(), true);
-          } else {
-            // Stopping (a request outlived the grace period): its lease runs out and any worker claims it.
-            loop.release();
+            if (claimed && !stopping) dispatch(claimed, Date.now(), true);
+            // A duplicate or a failed insert; or stopping (a request outlived the grace period): the lease
+            // of what was stored runs out and any worker claims it.
+            else loop.release();
           }
         },
       };
@@ -238,6 +247,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     start: () => {
       stopping = false;
       caughtUp = false;
+      pendingEntities.clear();
       start();
     },
     stop,

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
-import { insertClaimedDelivery, insertDelivery, type Delivery, type DeliveryChannel } from '../db/inbox.js';
+import { eventName, insertClaimedDelivery, insertDelivery, type Delivery, type DeliveryChannel } from '../db/inbox.js';
 import type { InboxIntake } from '../jobs/inbox-worker.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
@@ -121,7 +121,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     // Logto sends no delivery id: the raw bytes identify a delivery (its createdAt makes each one distinct).
     const dedupKey = relayedId ? `svix:${relayedId}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
     const input = { dedupKey, channel, payload: payload as Record<string, unknown>, payloadText: storedText };
-    const ticket = deps.intake?.begin();
+    const ticket = deps.intake?.begin({ event: eventName(input.payload), payload: input.payload });
     let stored: { id: number; duplicate: boolean; delivery?: Delivery };
     try {
       stored = ticket?.claim ? await insertClaimedDelivery(deps.db, input, ticket.leaseMs) : await insertDelivery(deps.db, input);

@@ -76,7 +76,7 @@ describe('the inbox worker claiming at intake', () => {
     expect(handled).toHaveLength(1);
   });
 
-  it('stores pending while the worker is full, and claims at intake again only once those are claimed (order per entity)', async () => {
+  it('stores pending while the worker is full, and claims at intake about that entity again only once those are claimed (order per entity)', async () => {
     let openX!: () => void;
     let openY!: () => void;
     const gates: Record<string, Promise<void>> = {
@@ -89,31 +89,40 @@ describe('the inbox worker claiming at intake', () => {
     running.start();
     await running.drain();
     const input = (n: number, userId: string) => ({ dedupKey: `k${n}`, channel: 'logto' as const, payload: payloadAbout(n, userId) });
+    const about = (n: number, userId: string) => ({ event: 'User.Data.Updated', payload: payloadAbout(n, userId) });
 
     // A, about x, held in hand: the worker's one slot is taken.
-    const a = running.intake.begin();
+    const a = running.intake.begin(about(1, 'x'));
     expect(a.claim).toBe(true);
     const storedA = await insertClaimedDelivery(database.db, input(1, 'x'), a.leaseMs);
     a.finish(storedA.delivery ?? null);
     // B, about y: no room, stored pending.
-    const b = running.intake.begin();
+    const b = running.intake.begin(about(2, 'y'));
     expect(b.claim).toBe(false);
     await insertDelivery(database.db, input(2, 'y'));
     b.finish(null);
     openX();
     await until(() => handled.length === 1);
     // C, about y, with the slot free again: B is not claimed yet, so C must not overtake it.
-    const c = running.intake.begin();
+    const c = running.intake.begin(about(3, 'y'));
     expect(c.claim).toBe(false);
     await insertDelivery(database.db, input(3, 'y'));
     c.finish(null);
+    // One about another entity is not held back by B: it is claimed at intake.
+    const e = running.intake.begin(about(5, 'z'));
+    expect(e.claim).toBe(true);
+    const storedE = await insertClaimedDelivery(database.db, input(5, 'z'), e.leaseMs);
+    e.finish(storedE.delivery ?? null);
     openY();
     await running.drain();
     const rows = await deliveries(database.db);
-    expect(handled.map((delivery) => delivery.id)).toEqual(rows.map((row) => row.id));
-    expect(rows.map((row) => [row.status, row.attempts])).toEqual([['applied', 1], ['applied', 1], ['applied', 1]]);
+    const handledOf = (userId: string) =>
+      handled.filter((delivery) => (delivery.payload.params as { userId: string }).userId === userId).map((delivery) => delivery.id);
+    expect(handledOf('y')).toEqual(rows.filter((row) => (row.payload.params as { userId: string }).userId === 'y').map((row) => row.id));
+    expect(handledOf('y')).toHaveLength(2);
+    expect(rows.map((row) => [row.status, row.attempts])).toEqual([['applied', 1], ['applied', 1], ['applied', 1], ['applied', 1]]);
     // Caught up (a claim found nothing left): the next delivery is claimed at intake again.
-    const d = running.intake.begin();
+    const d = running.intake.begin(about(4, 'y'));
     expect(d.claim).toBe(true);
     d.finish(null);
     await running.stop();
