@@ -103,11 +103,12 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
 
   let lastDepthAt = 0;
   /**
-   * Claiming at intake keeps deliveries about one entity in the order received: a delivery about an
-   * entity this process stored a delivery pending for (no room then), still unclaimed, is stored pending
-   * too, or it would be applied before that earlier one. An entity's entry goes once a claim that came back
-   * with room to spare began after its last pending store ended (that claim took it, or another replica
-   * did). Until the first such claim after a start (deliveries a previous process left), none is claimed.
+   * Claiming at intake keeps deliveries in the order received. Once the worker had no room for one, it
+   * is behind (`caughtUp` false): deliveries are stored pending and claimed in order until a claim comes
+   * back with room to spare (as at a start, for what a previous process left). And a delivery about an
+   * entity this process stored a delivery pending for, still unclaimed, is stored pending too, or it
+   * would be applied before that earlier one: an entity's entry goes once a claim with room to spare
+   * began after its last pending store ended (that claim took it, or another replica did).
    */
   let caughtUp = false;
   const pendingEntities = new Map<string, { storing: number; lastStoredAt: number }>();
@@ -233,7 +234,11 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   const intake: InboxIntake = {
     begin(delivery) {
       const key = deliveryEntityKey(delivery);
-      const claim = caughtUp && !(key !== null && pendingEntities.has(key)) && loop.reserve();
+      const held = key !== null && pendingEntities.has(key);
+      const claim = caughtUp && !held && loop.reserve();
+      // No room: behind. Until a claim catches up, every delivery waits its turn in the inbox (claims take
+      // them in the order received); claiming new ones at intake meanwhile starved the older ones.
+      if (caughtUp && !held && !claim) caughtUp = false;
       const entity = claim || key === null ? null : (pendingEntities.get(key) ?? { storing: 0, lastStoredAt: 0 });
       if (entity) {
         entity.storing += 1;
