@@ -137,6 +137,29 @@ export const run = async (argv: string[]): Promise<void> => {
       await sleep(25);
     }
   };
+  /**
+   * Row updates of the inbox so far (all, and HOT: written beside the old version with no new index
+   * entry), once every backend has reported them: at least `expected` updates, or no change for 11 s (a
+   * backend that reported less than a second ago reports the rest after 10 s idle).
+   */
+  const inboxUpdates = async (expected = Number.POSITIVE_INFINITY) => {
+    const read = async () =>
+      (await raw.query(
+        "select n_tup_upd::int as all, n_tup_hot_upd::int as hot from pg_stat_user_tables where relname = 'webhook_deliveries'",
+      )).rows[0] as { all: number; hot: number };
+    let last = await read();
+    let stableSince = performance.now();
+    while (last.all < expected && performance.now() - stableSince < 11_000) {
+      await sleep(500);
+      const row = await read();
+      if (row.all !== last.all || row.hot !== last.hot) stableSince = performance.now();
+      last = row;
+    }
+    return last;
+  };
+  let updatesSoFar: { all: number; hot: number } | null = null;
+  const updatesSince = (before: { all: number; hot: number }, after: { all: number; hot: number }) =>
+    `${after.all - before.all} / ${after.hot - before.hot}`;
   /** Stores deliveries not yet due, then makes them all due in one statement: a queue released at once. */
   const enqueueHeld = async (payloads: Record<string, unknown>[], tag: string) => {
     for (let start = 0; start < payloads.length; start += 2000) {
@@ -214,8 +237,12 @@ export const run = async (argv: string[]): Promise<void> => {
         };
       });
       await enqueueHeld(payloads, 'drain');
+      const updatesBefore = await inboxUpdates();
       await release();
       const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
+      // Every delivery updated three times (release, claim, settlement) once the statistics are all in.
+      const updatesAfter = await inboxUpdates(updatesBefore.all + 3 * (n - drained.left));
+      updatesSoFar = updatesAfter;
       say('Drain of queued full-data deliveries', {
         deliveries: n,
         'left after the time limit': drained.left,
@@ -223,6 +250,9 @@ export const run = async (argv: string[]): Promise<void> => {
         'deliveries per second': ((n - drained.left) / drained.seconds).toFixed(0),
         'target (per second)': 1000,
         'ratio to target': ((n - drained.left) / drained.seconds / 1000).toFixed(2),
+        // Each delivery: its release (next_attempt_at, indexed), its claim (HOT when it changes no indexed column
+        // and fits in its page) and its settlement.
+        'inbox row updates, release + claims + settlements: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
     }
 
@@ -250,6 +280,8 @@ export const run = async (argv: string[]): Promise<void> => {
         }
       };
       const quiet: number[] = [];
+      // Before the quiet probes: waiting for the statistics between them and the arrivals idles the keep-alive sockets.
+      const updatesBefore = updatesSoFar ?? (await inboxUpdates());
       await probe(quiet, 0, 10, Number.POSITIVE_INFINITY);
       const seconds = Number(values['arrival-seconds']) * scale;
       const loaded: number[] = [];
@@ -261,6 +293,7 @@ export const run = async (argv: string[]): Promise<void> => {
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
+      const updatesAfter = await inboxUpdates();
       // Receipt to settlement of the probes' own deliveries, from the inbox's clock.
       const inbox = (
         await raw.query(
@@ -281,6 +314,8 @@ export const run = async (argv: string[]): Promise<void> => {
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
         'GET /v1/access polled every (ms)': Number(values['poll-ms']),
+        // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
+        'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
     }
 

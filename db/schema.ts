@@ -168,6 +168,10 @@ export const webhookDeliveries = pgTable(
     receivedAt: tz('received_at').notNull().defaultNow(),
     // pending → processing → applied | ignored | dead; processing rows whose lease expired are pending again
     status: text('status').notNull().default('pending'),
+    // Null while the delivery is open (pending or processing), then its final status. Every index predicate
+    // reads this column, not status: a claim (pending → processing) leaves it null and changes no indexed
+    // column, so PostgreSQL writes it as a HOT update (no new entry in any index); only the settlement does.
+    outcome: text('outcome').generatedAlwaysAs(sql`case when status in ('pending', 'processing') then null else status end`),
     attempts: integer('attempts').notNull().default(0),
     nextAttemptAt: tz('next_attempt_at').notNull().defaultNow(),
     leaseUntil: tz('lease_until'),
@@ -177,13 +181,11 @@ export const webhookDeliveries = pgTable(
   (table) => [
     uniqueIndex('webhook_deliveries_dedup_idx').on(table.dedupKey),
     index('webhook_deliveries_content_hash_idx').on(table.contentHash),
-    index('webhook_deliveries_ready_idx')
-      .on(table.nextAttemptAt, table.id)
-      .where(sql`${table.status} in ('pending', 'processing')`),
+    index('webhook_deliveries_ready_idx').on(table.nextAttemptAt, table.id).where(sql`${table.outcome} is null`),
     // Dead letters only: an index over every status took a new entry for each version of every row (stored,
     // claimed, settled), while what reads by status outside the open rows (the ready index) is the dead letters.
-    index('webhook_deliveries_dead_idx').on(table.id).where(sql`${table.status} = 'dead'`),
-    index('webhook_deliveries_applied_idx').on(table.processedAt).where(sql`${table.status} = 'applied'`),
+    index('webhook_deliveries_dead_idx').on(table.id).where(sql`${table.outcome} = 'dead'`),
+    index('webhook_deliveries_applied_idx').on(table.processedAt).where(sql`${table.outcome} = 'applied'`),
   ],
 );
 

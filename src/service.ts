@@ -119,7 +119,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     config,
     logger,
     freshnessCap: () => freshnessHold.cap(),
-    webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake() }),
+    webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake(), intake: worker.intake }),
     events: { wake: () => sender.wake(), feed },
     actions: {
       startReconcile: async (trigger) => ({ runId: (await startReconcile(trigger)).runId }),

@@ -18,7 +18,7 @@ export const accessStateAsOf = async (db: Database, now: () => Date = () => new 
       ) as synced,
       (
         select to_char(min(received_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-        from webhook_deliveries where status in ('pending', 'processing')
+        from webhook_deliveries where outcome is null
       ) as oldest`,
   );
   if (!row?.synced) return null;

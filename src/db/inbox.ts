@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, lt, sql } from 'drizzle-orm';
 import { webhookDeliveries } from '../../db/schema.js';
 import { canonicalJson } from './canonical-json.js';
 import { rows, type Database } from './client.js';
@@ -31,9 +31,34 @@ export const eventName = (payload: Record<string, unknown>): string =>
 const insertDeliveryStatement = prepared(
   'insert_webhook_delivery',
   `insert into webhook_deliveries (dedup_key, content_hash, event, channel, payload) values ($1, $2, $3, $4, $5::jsonb)
-   on conflict (dedup_key) do nothing returning id`,
+   on conflict (dedup_key) do nothing returning id::text as id`,
+);
+// Stored already claimed (its first attempt, under a lease): what the claim would have written, in the insert.
+const insertClaimedDeliveryStatement = prepared(
+  'insert_claimed_webhook_delivery',
+  `insert into webhook_deliveries (dedup_key, content_hash, event, channel, payload, status, attempts, lease_until)
+   values ($1, $2, $3, $4, $5::jsonb, 'processing', 1, now() + make_interval(secs => $6::float8))
+   on conflict (dedup_key) do nothing
+   returning id::text as id, ${isoSql('received_at')} as received_at, ${isoSql('next_attempt_at')} as next_attempt_at,
+     ${isoSql('lease_until')} as lease_until`,
 );
 const deliveryByDedupKeyStatement = prepared('find_webhook_delivery_by_dedup_key', 'select id from webhook_deliveries where dedup_key = $1');
+
+export type DeliveryInput = { dedupKey: string; channel: DeliveryChannel; payload: Record<string, unknown>; payloadText?: string };
+
+const insertValues = (input: DeliveryInput): string[] => [
+  input.dedupKey,
+  contentHash(input.payload),
+  eventName(input.payload),
+  input.channel,
+  input.payloadText ?? JSON.stringify(input.payload),
+];
+
+const existingDelivery = async (db: Database, dedupKey: string): Promise<{ id: number; duplicate: true }> => {
+  const [existing] = await preparedRows<{ id: string | number }>(db, deliveryByDedupKeyStatement, [dedupKey]);
+  if (!existing) throw new Error('the delivery conflicted on its dedup key but the existing row was not found');
+  return { id: Number(existing.id), duplicate: true };
+};
 
 /**
  * Stores a verified delivery. A second delivery with the same dedup key is not stored again (insert … on
@@ -41,21 +66,48 @@ const deliveryByDedupKeyStatement = prepared('find_webhook_delivery_by_dedup_key
  * payload's JSON as received, is stored as it is (PostgreSQL parses it) instead of serialising the
  * parsed payload again: the receiver's hot path.
  */
-export const insertDelivery = async (
-  db: Database,
-  input: { dedupKey: string; channel: DeliveryChannel; payload: Record<string, unknown>; payloadText?: string },
-): Promise<{ id: number; duplicate: boolean }> => {
-  const [inserted] = await preparedRows<{ id: string | number }>(db, insertDeliveryStatement, [
-    input.dedupKey,
-    contentHash(input.payload),
-    eventName(input.payload),
-    input.channel,
-    input.payloadText ?? JSON.stringify(input.payload),
-  ]);
+export const insertDelivery = async (db: Database, input: DeliveryInput): Promise<{ id: number; duplicate: boolean }> => {
+  const [inserted] = await preparedRows<{ id: string }>(db, insertDeliveryStatement, insertValues(input));
   if (inserted) return { id: Number(inserted.id), duplicate: false };
-  const [existing] = await preparedRows<{ id: string | number }>(db, deliveryByDedupKeyStatement, [input.dedupKey]);
-  if (!existing) throw new Error('the delivery conflicted on its dedup key but the existing row was not found');
-  return { id: Number(existing.id), duplicate: true };
+  return existingDelivery(db, input.dedupKey);
+};
+
+/**
+ * `insertDelivery` for a worker with room in this process: the row is stored already claimed (status
+ * processing, attempt 1, leased for `leaseMs`), and the delivery comes back as a claim would have
+ * returned it, its payload the object given (not parsed again). A duplicate is not claimed. If the
+ * process dies before applying it, the lease runs out and any worker claims it, as after a claim.
+ */
+export const insertClaimedDelivery = async (
+  db: Database,
+  input: DeliveryInput,
+  leaseMs: number,
+): Promise<{ id: number; duplicate: false; delivery: Delivery } | { id: number; duplicate: true; delivery?: undefined }> => {
+  const values = insertValues(input);
+  const [inserted] = await preparedRows<{ id: string; received_at: string; next_attempt_at: string; lease_until: string }>(
+    db,
+    insertClaimedDeliveryStatement,
+    [...values, leaseMs / 1000],
+  );
+  if (!inserted) return existingDelivery(db, input.dedupKey);
+  const id = Number(inserted.id);
+  const delivery: Delivery = {
+    id,
+    dedupKey: input.dedupKey,
+    contentHash: values[1]!,
+    event: values[2]!,
+    channel: input.channel,
+    payload: input.payload,
+    receivedAt: new Date(inserted.received_at),
+    status: 'processing',
+    outcome: null,
+    attempts: 1,
+    nextAttemptAt: new Date(inserted.next_attempt_at),
+    leaseUntil: new Date(inserted.lease_until),
+    lastError: null,
+    processedAt: null,
+  };
+  return { id, duplicate: false, delivery };
 };
 
 /** The first stored delivery with this content hash, if any. */
@@ -83,14 +135,17 @@ export const insertRecoveredDelivery = async (
   return insertDelivery(db, { dedupKey: `log:${input.logId}`, channel: 'recent_logs', payload: input.payload });
 };
 
-/** Due, and pending or held under a lease that ran out (its worker died): one text for the prepared claim and the count. */
-const claimableCondition = `(status = 'pending' or (status = 'processing' and lease_until < now())) and next_attempt_at <= now()`;
+/**
+ * Open (the ready index's predicate), due, and pending or held under a lease that ran out (its worker
+ * died): one text for the prepared claim and the count.
+ */
+const claimableCondition = `outcome is null and (status = 'pending' or lease_until < now()) and next_attempt_at <= now()`;
 
 const leaseFor = (leaseMs: number) => sql`now() + make_interval(secs => ${leaseMs / 1000})`;
 
 /** A delivery's columns as a prepared statement returns them on both drivers (text, integers and booleans only). */
 const deliveryColumns = (alias: string) => `${alias}.id::text as id, ${alias}.dedup_key, ${alias}.content_hash, ${alias}.event,
-  ${alias}.channel, ${alias}.payload::text as payload, ${isoSql(`${alias}.received_at`)} as received_at, ${alias}.status,
+  ${alias}.channel, ${alias}.payload::text as payload, ${isoSql(`${alias}.received_at`)} as received_at, ${alias}.status, ${alias}.outcome,
   ${alias}.attempts, ${isoSql(`${alias}.next_attempt_at`)} as next_attempt_at, ${isoSql(`${alias}.lease_until`)} as lease_until,
   ${alias}.last_error, ${isoSql(`${alias}.processed_at`)} as processed_at`;
 
@@ -103,6 +158,7 @@ type DeliveryText = {
   payload: string;
   received_at: string;
   status: string;
+  outcome: string | null;
   attempts: number;
   next_attempt_at: string;
   lease_until: string | null;
@@ -121,6 +177,7 @@ const toDelivery = (row: DeliveryText): Delivery => ({
   payload: JSON.parse(row.payload) as Record<string, unknown>,
   receivedAt: new Date(row.received_at),
   status: row.status,
+  outcome: row.outcome,
   attempts: Number(row.attempts),
   nextAttemptAt: new Date(row.next_attempt_at),
   leaseUntil: dateOrNull(row.lease_until),
@@ -267,7 +324,7 @@ export const listDeadLetters = async (db: Database, options: { limit?: number; b
     .from(webhookDeliveries)
     .where(
       and(
-        eq(webhookDeliveries.status, 'dead'),
+        eq(webhookDeliveries.outcome, 'dead'),
         options.beforeId === undefined ? undefined : lt(webhookDeliveries.id, options.beforeId),
       ),
     )
@@ -297,9 +354,9 @@ export const inboxStats = async (db: Database): Promise<InboxStats> => {
   const [row] = await rows<{ depth: number; oldest: string | Date | null; dead: number }>(
     db,
     sql`select
-          (select count(*)::int from ${webhookDeliveries} where status in ('pending', 'processing')) as depth,
-          (select min(received_at) from ${webhookDeliveries} where status in ('pending', 'processing')) as oldest,
-          (select count(*)::int from ${webhookDeliveries} where status = 'dead') as dead`,
+          (select count(*)::int from ${webhookDeliveries} where outcome is null) as depth,
+          (select min(received_at) from ${webhookDeliveries} where outcome is null) as oldest,
+          (select count(*)::int from ${webhookDeliveries} where outcome = 'dead') as dead`,
   );
   return {
     depth: Number(row?.depth ?? 0),
@@ -314,7 +371,7 @@ export const claimableCount = async (db: Database): Promise<number> =>
 
 /** Deliveries not yet settled, whether due now or waiting for a retry. */
 export const unsettledCount = async (db: Database): Promise<number> =>
-  db.$count(webhookDeliveries, inArray(webhookDeliveries.status, ['pending', 'processing']));
+  db.$count(webhookDeliveries, isNull(webhookDeliveries.outcome));
 
 export const findDelivery = async (db: Database, id: number): Promise<Delivery | null> =>
   (await db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)))[0] ?? null;

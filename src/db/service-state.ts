@@ -57,7 +57,7 @@ export const unsettledDeliveries = async (db: Database, ids?: number[]): Promise
   const [row] = await rows<{ count: number }>(
     db,
     sql`select count(*)::int as count from ${webhookDeliveries}
-        where status in ('pending', 'processing') ${ids ? sql`and id in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)})` : sql``}`,
+        where outcome is null ${ids ? sql`and id in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)})` : sql``}`,
   );
   return row?.count ?? 0;
 };

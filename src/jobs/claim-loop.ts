@@ -46,7 +46,14 @@ export type ClaimLoop<Claim> = {
   /** Resolves when nothing is left to do and nothing is in hand; works whether or not the loop was started. */
   drain(options?: { includeDelayed?: boolean }): Promise<void>;
   /** Holds `claim` (its lease renewed) until `done` settles; a freed slot wakes the loop. */
-  track(id: number, claim: Claim, done: Promise<void>): void;
+  track(id: number, claim: Claim, done: Promise<void>, reserved?: boolean): void;
+  /**
+   * Sets a slot aside for a row claimed outside the loop (stored already claimed): false when the loop is
+   * not running or has no slot free. The slot is filled by `track` with `reserved` true, or given back by
+   * `release`; claims leave it free meanwhile.
+   */
+  reserve(): boolean;
+  release(): void;
 };
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -80,13 +87,14 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   let wakeRequested = false;
   let interruptSleep: (() => void) | null = null;
   let claiming = 0;
+  let reserved = 0;
   let heartbeat: NodeJS.Timeout | null = null;
   const inHand = new Map<number, { claim: Claim; done: Promise<void> }>();
   /** Callers waiting for a pass of the loop that found nothing to do (`drain`). */
   const idleWaiters: (() => void)[] = [];
 
   const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
-    const free = Math.min(claimBatchSize, concurrency - inHand.size);
+    const free = Math.min(claimBatchSize, concurrency - inHand.size - reserved);
     if (free <= 0) return { claimed: 0, free };
     claiming += 1;
     try {
@@ -173,9 +181,9 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
           await claimOnce();
         }
         await settleInHand();
-        if (inHand.size === 0 && claiming === 0) {
+        if (inHand.size === 0 && claiming === 0 && reserved === 0) {
           const left = await options.remaining(drainOptions.includeDelayed ?? false);
-          if (left === 0 && inHand.size === 0 && claiming === 0) {
+          if (left === 0 && inHand.size === 0 && claiming === 0 && reserved === 0) {
             await options.afterClaim?.(true);
             return;
           }
@@ -183,7 +191,16 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
         await sleep(10);
       }
     },
-    track(id, claim, done) {
+    reserve() {
+      if (!running || inHand.size + reserved >= concurrency) return false;
+      reserved += 1;
+      return true;
+    },
+    release() {
+      reserved = Math.max(0, reserved - 1);
+    },
+    track(id, claim, done, fromReserve = false) {
+      if (fromReserve) reserved = Math.max(0, reserved - 1);
       const held = done.finally(() => {
         const wasFull = inHand.size >= concurrency;
         inHand.delete(id);

@@ -18,6 +18,7 @@ import {
   retryDelayMs,
   settleDeliveries,
 } from '../../src/db/inbox.js';
+import { rows } from '../../src/db/client.js';
 import { toJsonbOrder } from '../../src/simulator/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
@@ -71,6 +72,39 @@ describe('the inbox queries', () => {
     for (const claim of claims) expect(claim.map((d) => d.id)).toEqual([...claim.map((d) => d.id)].sort((x, y) => x - y));
     expect(claims.flat().every((delivery) => delivery.status === 'processing' && delivery.attempts === 1 && delivery.leaseUntil)).toBe(true);
     expect(await claimDeliveries(db(), 10, 60_000)).toEqual([]);
+  });
+
+  it('claims and renews leases with HOT updates (no indexed column changes), only the settlement adds index entries', async () => {
+    // A database of its own: its statistics count only this test's updates.
+    const own = await createTestDatabase();
+    const db = () => own.db;
+    const store = (n: number) => insertDelivery(db(), { dedupKey: `sha256:${n}`, channel: 'logto', payload: payload(n) });
+    /** The table's row updates, all and HOT, once the backends have reported them (about once a second). */
+    const updates = async () => {
+      const [row] = await rows<{ all: number; hot: number }>(
+        db(),
+        sql`select n_tup_upd::int as "all", n_tup_hot_upd::int as hot from pg_stat_user_tables where relname = 'webhook_deliveries'`,
+      );
+      return row!;
+    };
+    const settledUpdates = async (expectedAll: number) => {
+      for (let reads = 0; ; reads += 1) {
+        const counts = await updates();
+        if (counts.all >= expectedAll || reads > 100) return counts;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    const before = await updates();
+    for (let n = 1; n <= 5; n += 1) await store(n);
+    const claimed = await claimDeliveries(db(), 5, 60_000);
+    await extendLeases(db(), claimed, 60_000);
+    await settleDeliveries(db(), claimed.map((claim) => ({ claim, status: 'applied' as const })));
+    const after = await settledUpdates(before.all + 15);
+    expect({ all: after.all - before.all, hot: after.hot - before.hot }).toEqual({ all: 15, hot: 10 });
+    // Inserts leave room in each page for the version a claim writes beside the old one.
+    const [options] = await rows<{ reloptions: string[] | string }>(db(), sql`select reloptions from pg_class where relname = 'webhook_deliveries'`);
+    expect(String(options!.reloptions)).toContain('fillfactor=70');
+    await own.drop();
   });
 
   it('skips rows another transaction holds locked', async () => {

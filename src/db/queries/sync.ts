@@ -102,16 +102,16 @@ export const getSyncStatus = async (db: Database): Promise<SyncStatus> => {
       db
         .select({
           // Exact and cheap: the partial index on applied deliveries' processed_at answers max() directly.
-          lastAppliedAt: sql<Date | null>`(select max(${webhookDeliveries.processedAt}) from ${webhookDeliveries} where ${webhookDeliveries.status} = 'applied')`.mapWith(
+          lastAppliedAt: sql<Date | null>`(select max(${webhookDeliveries.processedAt}) from ${webhookDeliveries} where ${webhookDeliveries.outcome} = 'applied')`.mapWith(
             webhookDeliveries.processedAt,
           ),
-          depth: sql<number>`(select count(*) from ${webhookDeliveries} where ${webhookDeliveries.status} in ('pending', 'processing'))`.mapWith(
+          depth: sql<number>`(select count(*) from ${webhookDeliveries} where ${webhookDeliveries.outcome} is null)`.mapWith(
             Number,
           ),
-          oldestPendingAt: sql<Date | null>`(select min(${webhookDeliveries.receivedAt}) from ${webhookDeliveries} where ${webhookDeliveries.status} in ('pending', 'processing'))`.mapWith(
+          oldestPendingAt: sql<Date | null>`(select min(${webhookDeliveries.receivedAt}) from ${webhookDeliveries} where ${webhookDeliveries.outcome} is null)`.mapWith(
             webhookDeliveries.receivedAt,
           ),
-          deadLetters: sql<number>`(select count(*) from ${webhookDeliveries} where ${webhookDeliveries.status} = 'dead')`.mapWith(
+          deadLetters: sql<number>`(select count(*) from ${webhookDeliveries} where ${webhookDeliveries.outcome} = 'dead')`.mapWith(
             Number,
           ),
         })

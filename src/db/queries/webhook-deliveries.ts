@@ -31,7 +31,7 @@ export const listDeadLetters = async (db: Database, page: Page<DeadLetterCursor>
       payload: webhookDeliveries.payload,
     })
     .from(webhookDeliveries)
-    .where(and(eq(webhookDeliveries.status, 'dead'), page.after ? lt(webhookDeliveries.id, page.after[0]) : undefined))
+    .where(and(eq(webhookDeliveries.outcome, 'dead'), page.after ? lt(webhookDeliveries.id, page.after[0]) : undefined))
     .orderBy(desc(webhookDeliveries.id))
     .limit(fetchSize(page));
   return toPaged(rows, page, (row) => [row.id]);
