@@ -132,7 +132,7 @@ const claimable = (alias: SQL) => sql`(${alias}.status = 'pending' or (${alias}.
  */
 const earlierAboutSameEntity = (entity: 'user_id' | 'organization_id') =>
   sql`e.subscription_id = r.subscription_id and e.${sql.raw(entity)} = r.${sql.raw(entity)} and e.change_id < r.change_id
-      and e.status in ('pending', 'processing')`;
+      and e.open`;
 
 /**
  * Whether an earlier open row of the subscription about the same user or organization as `r` cannot be
@@ -158,7 +158,7 @@ const inTurn = sql`r.next_attempt_at <= now() and ${clearOfWriters(sql`r`)}
 export const outboxFrontierStart = async (db: Database): Promise<number> => {
   const [row] = await rows<{ start: string | number }>(
     db,
-    sql`select coalesce((select min(change_id) - 1 from event_outbox where status in ('pending', 'processing')),
+    sql`select coalesce((select min(change_id) - 1 from event_outbox where open),
                         (select max(id) from access_changes), 0) as start`,
   );
   return Number(row!.start);
@@ -187,10 +187,12 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
     // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
     // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
     // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
-    // transaction, whatever the statistics say. It also commits without waiting for the WAL flush, as the
-    // settlement does (see `asyncCommit`).
+    // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
+    // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
+    // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
+    // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
     await tx.execute(sql`select set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                                set_config('synchronous_commit', 'off', true)`);
+                                set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`);
     const candidates = await rows<{
       id: string | number;
       subscription_id: string;
@@ -204,7 +206,7 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
       sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
-            where r.status in ('pending', 'processing') and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
+            where r.open and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
               and r.subscription_id in (select id from event_subscriptions where enabled)
               and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
             order by r.next_attempt_at, r.id
@@ -357,7 +359,7 @@ export const outboxBacklog = async (db: Database): Promise<{ subscriptionId: str
                  count(o.id)::int as open,
                  count(o.id) filter (where o.next_attempt_at <= now())::int as due
           from event_subscriptions s
-          left join event_outbox o on o.subscription_id = s.id and o.status in ('pending', 'processing')
+          left join event_outbox o on o.subscription_id = s.id and o.open
           group by s.id`,
     )
   ).map((row) => ({ subscriptionId: row.subscription_id, open: Number(row.open), due: Number(row.due) }));
@@ -391,7 +393,7 @@ export const openOutboxCount = async (db: Database, options: { claimableOnly: bo
         where ${
           options.claimableOnly
             ? sql`${claimable(sql`r`)} and ${inTurn}`
-            : sql`r.status in ('pending', 'processing')`
+            : sql`r.open`
         }`,
   );
   return Number(row?.count ?? 0);
