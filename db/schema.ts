@@ -348,7 +348,13 @@ export const eventOutbox = pgTable(
   (table) => [
     index('event_outbox_ready_idx').on(table.nextAttemptAt, table.id).where(sql`${table.open}`),
     index('event_outbox_subscription_idx').on(table.subscriptionId, table.id),
-    index('event_outbox_open_user_idx').on(table.subscriptionId, table.userId, table.changeId).where(sql`${table.open}`),
-    index('event_outbox_open_organization_idx').on(table.subscriptionId, table.organizationId, table.changeId).where(sql`${table.open}`),
+    // Only the rows about a user (or an organization) are probed by user (or organization): the others,
+    // most of the events of either kind, get no entry to write.
+    index('event_outbox_open_user_idx')
+      .on(table.subscriptionId, table.userId, table.changeId)
+      .where(sql`${table.open} and ${table.userId} is not null`),
+    index('event_outbox_open_organization_idx')
+      .on(table.subscriptionId, table.organizationId, table.changeId)
+      .where(sql`${table.open} and ${table.organizationId} is not null`),
   ],
 );
