@@ -4,11 +4,12 @@ import http, { type Server } from 'node:http';
 import { loadavg } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
+import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { createApp } from '../src/api/app.js';
 import { loadConfig } from '../src/config.js';
 import { startChangeFeed } from '../src/db/change-feed.js';
-import { openPostgres, runMigrations, type DatabaseHandle } from '../src/db/client.js';
+import { openPostgres, rows, runMigrations, type DatabaseHandle } from '../src/db/client.js';
 import { lastChangeId } from '../src/db/access-events.js';
 import { outboxBacklog } from '../src/db/outbox.js';
 import { createDeliveryClient } from '../src/jobs/delivery-client.js';
@@ -322,6 +323,16 @@ export const run = async (args: string[]): Promise<void> => {
     for (const url of receivers.urls.slice(1)) await createEventSubscription(db, { url }, { allowPrivateUrls: true });
     if (!(await drainWithin())) throw new Error('the sender did not drain the latency phase');
     const delivered = () => receivers.requests();
+    // Backends report their table counts about a second after they go idle: read after a pause.
+    const outboxWrites = async () => {
+      const [row] = await rows<{ inserted: string; updated: string; hot: string; heap: string; indexes: string }>(
+        db,
+        sql`select n_tup_ins as inserted, n_tup_upd as updated, n_tup_hot_upd as hot,
+                   pg_relation_size('event_outbox') as heap, pg_indexes_size('event_outbox') as indexes
+            from pg_stat_user_tables where relid = 'event_outbox'::regclass`,
+      );
+      return { inserted: Number(row!.inserted), updated: Number(row!.updated), hot: Number(row!.hot), heap: Number(row!.heap), indexes: Number(row!.indexes) };
+    };
     const totalBacklog = async () => (await outboxBacklog(db)).reduce((sum, entry) => sum + entry.open, 0);
     const sentBefore = await delivered();
     const backlogAtStart = await totalBacklog();
@@ -330,6 +341,8 @@ export const run = async (args: string[]): Promise<void> => {
     let applied = 0;
     const tickMs = 100;
     const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+    await sleep(1200);
+    const writesBefore = await outboxWrites();
     const cpuBefore = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const started = performance.now();
     let lastSample = started;
@@ -361,6 +374,13 @@ export const run = async (args: string[]): Promise<void> => {
     const drainSeconds = (performance.now() - drainStarted) / 1000;
     const backlogLeft = drained ? 0 : await totalBacklog();
     const sent = (await delivered()) - sentBefore;
+    await sleep(1200);
+    const writesAfter = await outboxWrites();
+    const writes = {
+      inserted: writesAfter.inserted - writesBefore.inserted,
+      updated: writesAfter.updated - writesBefore.updated,
+      hot: writesAfter.hot - writesBefore.hot,
+    };
     const firstHalf = backlogSamples.slice(0, Math.ceil(backlogSamples.length / 2));
     const secondHalf = backlogSamples.slice(Math.ceil(backlogSamples.length / 2));
     const mean = (list: number[]) => list.reduce((sum, value) => sum + value, 0) / Math.max(1, list.length);
@@ -403,6 +423,16 @@ export const run = async (args: string[]): Promise<void> => {
       [
         'CPU per delivery sent during the load, ms: bench process / receivers / PostgreSQL',
         [cpuLoad.bench, cpuLoad.receivers, cpuLoad.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringLoad)).toFixed(3)).join(' / '),
+      ],
+      [
+        'outbox rows inserted / updated / HOT-updated (load + drain)',
+        `${writes.inserted} / ${writes.updated} / ${writes.hot}`,
+      ],
+      ['HOT share of outbox updates', writes.updated === 0 ? 'n/a' : `${((100 * writes.hot) / writes.updated).toFixed(1)} %`],
+      ['outbox updates per delivery sent', (writes.updated / Math.max(1, sent)).toFixed(2)],
+      [
+        'outbox table / indexes after the drain, MiB',
+        `${(writesAfter.heap / 2 ** 20).toFixed(1)} / ${(writesAfter.indexes / 2 ** 20).toFixed(1)}`,
       ],
       ['load average (1 min) during the run, min / max', `${Math.min(...loadAverages).toFixed(2)} / ${Math.max(...loadAverages).toFixed(2)}`],
       ['target: no backlog growth', !grew && drained && drainSeconds < 2 ? 'met' : 'not met'],

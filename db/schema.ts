@@ -327,6 +327,14 @@ export const eventOutbox = pgTable(
     organizationId: text('organization_id'),
     // pending → processing → delivered | failed; processing rows whose lease ran out are pending again
     status: text('status').notNull().default('pending'),
+    // Whether the row is still to be sent (pending or processing), for the predicates of the open-row
+    // indexes: a claim (pending → processing) leaves it as it was and changes no indexed column, so its
+    // new row version stays on the page without index entries (a HOT update); only the settlement that
+    // closes the row, or a retry scheduled for later, writes index entries. Derived from `status`, so no
+    // writer can let the two disagree.
+    open: boolean('open')
+      .notNull()
+      .generatedAlwaysAs(sql`status in ('pending', 'processing')`),
     attempts: integer('attempts').notNull().default(0),
     nextAttemptAt: tz('next_attempt_at').notNull().defaultNow(),
     leaseUntil: tz('lease_until'),
@@ -340,15 +348,15 @@ export const eventOutbox = pgTable(
     createdAt: tz('created_at').notNull().defaultNow(),
   },
   (table) => [
-    index('event_outbox_ready_idx')
-      .on(table.nextAttemptAt, table.id)
-      .where(sql`${table.status} in ('pending', 'processing')`),
+    index('event_outbox_ready_idx').on(table.nextAttemptAt, table.id).where(sql`${table.open}`),
     index('event_outbox_subscription_idx').on(table.subscriptionId, table.id),
+    // Only the rows about a user (or an organization) are probed by user (or organization): the others,
+    // most of the events of either kind, get no entry to write.
     index('event_outbox_open_user_idx')
       .on(table.subscriptionId, table.userId, table.changeId)
-      .where(sql`${table.status} in ('pending', 'processing')`),
+      .where(sql`${table.open} and ${table.userId} is not null`),
     index('event_outbox_open_organization_idx')
       .on(table.subscriptionId, table.organizationId, table.changeId)
-      .where(sql`${table.status} in ('pending', 'processing')`),
+      .where(sql`${table.open} and ${table.organizationId} is not null`),
   ],
 );

@@ -118,6 +118,15 @@ const asyncCommit = sql`(select set_config('synchronous_commit', 'off', true)) a
 /** A claimed row, with when it was attempted before this claim (restored if it is handed back unsent). */
 export type ClaimedOutboxRow = OutboxRow & { previousAttemptAt: Date | null };
 
+/**
+ * An open row (`alias`): pending or being sent. `open` is what the open-row indexes are partial on; the
+ * status test says the same for the planner's estimate. Neither column has statistics (0004, 0008), and
+ * without them a boolean counts as half the table, which would have the backlog gauge and the frontier
+ * scan the whole delivered history instead of the open-row indexes; two values of a text column count
+ * as about 1 %, as before the column existed.
+ */
+const isOpen = (alias: SQL) => sql`${alias}.open and ${alias}.status in ('pending', 'processing')`;
+
 /** Whether the transactions a row (`alias`) waits for are over (or it waited long enough). */
 const clearOfWriters = (alias: SQL) => sql`(${alias}.waits_for is null or cardinality(${alias}.waits_for) = 0
   or ${alias}.created_at < now() - interval '30 seconds' or not (${alias}.waits_for && ${runningTransactions}))`;
@@ -132,7 +141,7 @@ const claimable = (alias: SQL) => sql`(${alias}.status = 'pending' or (${alias}.
  */
 const earlierAboutSameEntity = (entity: 'user_id' | 'organization_id') =>
   sql`e.subscription_id = r.subscription_id and e.${sql.raw(entity)} = r.${sql.raw(entity)} and e.change_id < r.change_id
-      and e.status in ('pending', 'processing')`;
+      and ${isOpen(sql`e`)}`;
 
 /**
  * Whether an earlier open row of the subscription about the same user or organization as `r` cannot be
@@ -158,7 +167,7 @@ const inTurn = sql`r.next_attempt_at <= now() and ${clearOfWriters(sql`r`)}
 export const outboxFrontierStart = async (db: Database): Promise<number> => {
   const [row] = await rows<{ start: string | number }>(
     db,
-    sql`select coalesce((select min(change_id) - 1 from event_outbox where status in ('pending', 'processing')),
+    sql`select coalesce((select min(change_id) - 1 from event_outbox o where ${isOpen(sql`o`)}),
                         (select max(id) from access_changes), 0) as start`,
   );
   return Number(row!.start);
@@ -187,10 +196,12 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
     // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
     // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
     // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
-    // transaction, whatever the statistics say. It also commits without waiting for the WAL flush, as the
-    // settlement does (see `asyncCommit`).
+    // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
+    // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
+    // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
+    // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
     await tx.execute(sql`select set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                                set_config('synchronous_commit', 'off', true)`);
+                                set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`);
     const candidates = await rows<{
       id: string | number;
       subscription_id: string;
@@ -204,7 +215,7 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
       sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
-            where r.status in ('pending', 'processing') and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
+            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
               and r.subscription_id in (select id from event_subscriptions where enabled)
               and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
             order by r.next_attempt_at, r.id
@@ -286,26 +297,37 @@ export type AttemptResult = {
  */
 export type Release = { release: OutboxClaim & { previousAttemptAt: Date | null } };
 
+/** A PostgreSQL array literal, bound as one parameter: elements quoted (null as NULL), so any text fits. */
+const arrayLiteral = (values: (string | number | boolean | null)[]) =>
+  `{${values.map((value) => (value === null ? 'NULL' : `"${String(value).replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
+
 /**
  * Records the outcome of sent attempts and the rows handed back, in one statement, only for claims still
  * held (a sender whose lease was taken over cannot settle), and keeps each subscription's failure streak:
- * a success ends it, a failure starts it if none is running.
+ * a success ends it, a failure starts it if none is running. It commits without waiting for the WAL
+ * flush (see `asyncCommit`). The results go as one array per column, not as a VALUES list: planning a
+ * list of ten typed columns per row cost PostgreSQL more than the update itself. Not a prepared statement:
+ * a plan cached while the outbox was small would keep scanning the whole table once it has grown.
  */
 export const settleAttempts = async (db: Database, results: (AttemptResult | Release)[]): Promise<void> => {
   if (results.length === 0) return;
-  const values = sql.join(
-    results.map((result) =>
-      'release' in result
-        ? sql`(${result.release.id}::bigint, ${result.release.attempts}::int, null::text, null::text, null::int, null::text,
-               false, null::double precision, true, ${result.release.previousAttemptAt?.toISOString() ?? null}::timestamptz)`
-        : sql`(${result.claim.id}::bigint, ${result.claim.attempts}::int, ${result.subscriptionId}::text, ${result.payload}::text,
-               ${result.status}::int, ${result.error}::text, ${result.ok}::boolean, ${result.retryInMs}::double precision,
-               false, null::timestamptz)`,
-    ),
-    sql`, `,
-  );
+  const column = <T extends string | number | boolean | null>(release: (entry: Release['release']) => T, attempt: (entry: AttemptResult) => T) =>
+    arrayLiteral(results.map((result) => ('release' in result ? release(result.release) : attempt(result))));
   await db.execute(sql`
-    with v(id, attempts, subscription_id, payload, status, error, ok, retry_ms, release, previous_attempt_at) as (values ${values}),
+    with v as (
+      select * from unnest(
+        ${column((release) => release.id, (result) => result.claim.id)}::bigint[],
+        ${column((release) => release.attempts, (result) => result.claim.attempts)}::int[],
+        ${column(() => null, (result) => result.subscriptionId)}::text[],
+        ${column(() => null, (result) => result.payload)}::text[],
+        ${column(() => null, (result) => result.status)}::int[],
+        ${column(() => null, (result) => result.error)}::text[],
+        ${column(() => false, (result) => result.ok)}::boolean[],
+        ${column(() => null, (result) => result.retryInMs)}::float8[],
+        ${column(() => true, () => false)}::boolean[],
+        ${column((release) => release.previousAttemptAt?.toISOString() ?? null, () => null)}::timestamptz[]
+      ) as v(id, attempts, subscription_id, payload, status, error, ok, retry_ms, release, previous_attempt_at)
+    ),
     settled as (
       update event_outbox o set
         status = case when v.release then 'pending' when v.ok then 'delivered' when v.retry_ms is null then 'failed' else 'pending' end,
@@ -357,7 +379,7 @@ export const outboxBacklog = async (db: Database): Promise<{ subscriptionId: str
                  count(o.id)::int as open,
                  count(o.id) filter (where o.next_attempt_at <= now())::int as due
           from event_subscriptions s
-          left join event_outbox o on o.subscription_id = s.id and o.status in ('pending', 'processing')
+          left join event_outbox o on o.subscription_id = s.id and ${isOpen(sql`o`)}
           group by s.id`,
     )
   ).map((row) => ({ subscriptionId: row.subscription_id, open: Number(row.open), due: Number(row.due) }));
@@ -390,8 +412,8 @@ export const openOutboxCount = async (db: Database, options: { claimableOnly: bo
     sql`select count(*)::int as count from event_outbox r join event_subscriptions s on s.id = r.subscription_id and s.enabled
         where ${
           options.claimableOnly
-            ? sql`${claimable(sql`r`)} and ${inTurn}`
-            : sql`r.status in ('pending', 'processing')`
+            ? sql`${isOpen(sql`r`)} and ${claimable(sql`r`)} and ${inTurn}`
+            : isOpen(sql`r`)
         }`,
   );
   return Number(row?.count ?? 0);

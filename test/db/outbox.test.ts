@@ -1,0 +1,101 @@
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventOutbox } from '../../db/schema.js';
+import { rows, type DatabaseHandle } from '../../src/db/client.js';
+import { claimOutbox, settleAttempts } from '../../src/db/outbox.js';
+import { recordChanges } from '../../src/sync/apply/changes.js';
+import { createEventSubscription } from '../../src/sync/event-subscriptions.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+
+/** The outbox's writes, as PostgreSQL counts them: updates, and those that wrote no index entry (HOT). */
+const outboxUpdates = async (session: DatabaseHandle) => {
+  // A backend reports its counts when it goes idle; forced, they are visible to its next statement.
+  await session.db.execute(sql`select pg_stat_force_next_flush()`);
+  await session.db.execute(sql`select pg_stat_clear_snapshot()`);
+  const [row] = await rows<{ updated: string; hot: string }>(
+    session.db,
+    sql`select n_tup_upd as updated, n_tup_hot_upd as hot from pg_stat_user_tables where relid = 'event_outbox'::regclass`,
+  );
+  return { updated: Number(row!.updated), hot: Number(row!.hot) };
+};
+
+describe('the event outbox', () => {
+  let database: TestDatabase;
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    await createEventSubscription(database.db, { url: 'http://127.0.0.1:9/events' }, { allowPrivateUrls: true });
+  });
+  afterAll(async () => {
+    await database.drop();
+  });
+
+  it('claims rows without writing index entries (HOT updates), and keeps them open until settled', async () => {
+    await recordChanges(
+      database.db,
+      Array.from({ length: 20 }, (_, index) => ({ kind: 'user.updated' as const, userId: `hot_user_${index}` })),
+      { source: 'webhook', observedAt: new Date() },
+    );
+    const session = database.separatePool(1);
+    try {
+      const before = await outboxUpdates(session);
+      const claimed = await claimOutbox(session.db, 100, 60_000, Number.MAX_SAFE_INTEGER);
+      expect(claimed).toHaveLength(20);
+      const after = await outboxUpdates(session);
+      expect(after.updated - before.updated).toBe(20);
+      expect(after.hot - before.hot).toBe(20);
+
+      const open = await database.db.$count(eventOutbox, sql`${eventOutbox.open}`);
+      expect(open).toBe(20);
+      await settleAttempts(
+        session.db,
+        claimed.map((row) => ({
+          claim: { id: row.id, attempts: row.attempts },
+          subscriptionId: row.subscriptionId,
+          payload: null,
+          status: 204,
+          error: null,
+          ok: true,
+          retryInMs: null,
+        })),
+      );
+      expect(await database.db.$count(eventOutbox, sql`${eventOutbox.open}`)).toBe(0);
+      expect(await database.db.$count(eventOutbox, sql`${eventOutbox.status} = 'delivered'`)).toBe(20);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('settles failures, retries and hand-backs with their text kept byte for byte', async () => {
+    await recordChanges(
+      database.db,
+      [
+        { kind: 'user.updated', userId: 'settle_user_a' },
+        { kind: 'user.updated', userId: 'settle_user_b' },
+        { kind: 'user.updated', userId: 'settle_user_c' },
+      ],
+      { source: 'webhook', observedAt: new Date() },
+    );
+    const [failed, retried, handedBack] = await claimOutbox(database.db, 10, 60_000, Number.MAX_SAFE_INTEGER);
+    const awkward = 'refused: "quoted", back\\slash, {braces}, NULL';
+    const payload = '{"type":"user.updated","data":{"name":"A \\"B\\" \\\\ C, {D}"}}';
+    const previousAttemptAt = new Date('2026-01-02T03:04:05.678Z');
+    await settleAttempts(database.db, [
+      { claim: { id: failed!.id, attempts: failed!.attempts }, subscriptionId: failed!.subscriptionId, payload, status: null, error: awkward, ok: false, retryInMs: null },
+      { claim: { id: retried!.id, attempts: retried!.attempts }, subscriptionId: retried!.subscriptionId, payload: 'NULL', status: 500, error: 'HTTP 500', ok: false, retryInMs: 300_000 },
+      { release: { id: handedBack!.id, attempts: handedBack!.attempts, previousAttemptAt } },
+    ]);
+    const byId = async (id: number) => (await database.db.select().from(eventOutbox).where(eq(eventOutbox.id, id)))[0]!;
+
+    const failedRow = await byId(failed!.id);
+    expect(failedRow).toMatchObject({ status: 'failed', open: false, lastError: awkward, payload, lastStatus: null, leaseUntil: null });
+
+    const retriedRow = await byId(retried!.id);
+    expect(retriedRow).toMatchObject({ status: 'pending', open: true, payload: 'NULL', lastStatus: 500, attempts: 1 });
+    const wait = retriedRow.nextAttemptAt.getTime() - retriedRow.lastAttemptAt!.getTime();
+    expect(wait).toBeGreaterThan(299_000);
+    expect(wait).toBeLessThan(301_000);
+
+    const handedBackRow = await byId(handedBack!.id);
+    expect(handedBackRow).toMatchObject({ status: 'pending', open: true, attempts: 0, lastAttemptAt: previousAttemptAt, leaseUntil: null });
+  });
+});
