@@ -2,6 +2,7 @@ import { and, gt, inArray, eq, sql, type SQL } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { insertChangesWithEvents } from '../../db/outbox.js';
+import { namedRows } from '../../db/prepared.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -76,7 +77,7 @@ const sharedContextRow = (change: ChangeRecord) => ({
  */
 const insertSharingContext = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
   const batch = changes.map(sharedContextRow);
-  const inserted = await rows<{ id: string | number }>(
+  const inserted = await namedRows<{ id: string | number }>(
     db,
     insertChangesWithEvents(
       sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
@@ -147,7 +148,8 @@ export const recordWrittenChanges = async (
   prior: ChangeRecord[],
   context: ChangeContext,
 ): Promise<ChangeRecord[]> => {
-  const inserted = await rows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
+  // Named: a page's text is the same every time, and planning it cost more than running a small page.
+  const inserted = await namedRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
     db,
     insertChangesWithEvents(
       sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)

@@ -1,6 +1,7 @@
 import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
-import { rows, type Database } from '../../db/client.js';
+import type { Database } from '../../db/client.js';
+import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
@@ -43,7 +44,7 @@ const readStoredMembership = async (
   roleIds: string[],
   withMembers: boolean,
 ): Promise<StoredMembership> => {
-  const [row] = await rows<{
+  const [row] = await namedRows<{
     organization_known: boolean;
     known_users: string[];
     known_roles: string[];
