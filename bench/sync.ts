@@ -12,6 +12,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import type { FullSyncResult } from '../src/sync/full-sync.js';
+import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 import { startSimulator, type Simulator } from './simulator.js';
 
 /**
@@ -30,6 +31,8 @@ const options = {
   concurrency: { type: 'string', default: '8' },
   'skip-throttled': { type: 'boolean', default: false },
   'skip-pglite': { type: 'boolean', default: false },
+  // Names the result files (sync-<label>-scale<scale>-<time>), so that the runs of an A/B stay apart.
+  label: { type: 'string' },
 } as const;
 
 type Shape = { users: number; organizations: number; roles: number; largestShare: number; memberRoleWeights: string };
@@ -153,13 +156,38 @@ const withPeakRss = async <T>(fn: () => Promise<T>): Promise<{ value: T; peakRss
   }
 };
 
-const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'baseline' | 'reconcile') => {
+/**
+ * CPU seconds each side used while `fn` ran: this process (the syncing client), the simulated tenant and
+ * PostgreSQL (every `postgres` process: a run on 2 cores is bound by their sum, so this says whose work to cut).
+ */
+const withCpu = async <T>(
+  sim: Simulator,
+  server: boolean,
+  fn: () => Promise<T>,
+): Promise<{ value: T; cpu: { sync: number; simulator: number; postgres: number | null } }> => {
+  // PGlite runs inside this process: its CPU is the sync process's, and the server's is someone else's.
+  const pids = server ? postgresPids() : [];
+  const before = { sync: process.cpuUsage(), simulator: sim.cpuSeconds(), postgres: cpuSeconds(pids) };
+  const value = await fn();
+  const sync = process.cpuUsage(before.sync);
+  return {
+    value,
+    cpu: {
+      sync: round((sync.user + sync.system) / 1e6, 1),
+      simulator: round(sim.cpuSeconds() - before.simulator, 1),
+      postgres: server ? round(cpuSpent(before.postgres, cpuSeconds(postgresPids())), 1) : null,
+    },
+  };
+};
+
+const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'baseline' | 'reconcile', sim: Simulator) => {
   const changesBefore = await database.db.$count(accessChanges);
   const started = performance.now();
-  const result: FullSyncResult = await (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench' })).done;
+  const { value: result, cpu } = await withCpu(sim, database.driver === 'postgres', async (): Promise<FullSyncResult> =>
+    (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench' })).done);
   const seconds = (performance.now() - started) / 1000;
   const changeRows = (await database.db.$count(accessChanges)) - changesBefore;
-  return { seconds, requests: result.counts.requests, rowsWritten: result.counts.rowsWritten, changeRows, counts: result.counts };
+  return { seconds, requests: result.counts.requests, rowsWritten: result.counts.rowsWritten, changeRows, cpu, counts: result.counts };
 };
 
 const round = (value: number, digits = 2) => Number(value.toFixed(digits));
@@ -171,8 +199,8 @@ const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: st
   const crawlBefore = await pureCrawl(createLogtoClient(config.logto));
   const simCpuCrawl = sim.cpuSeconds() - simCpuBefore;
   global.gc?.();
-  const baseline = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'baseline'));
-  const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile'));
+  const baseline = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'baseline', sim));
+  const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile', sim));
   const crawlAfter = await pureCrawl(createLogtoClient(config.logto));
   const crawlSeconds = (crawlBefore.seconds + crawlAfter.seconds) / 2;
   const minimum = await minimumRequests(database);
@@ -213,7 +241,7 @@ export const run = async (args: string[]): Promise<void> => {
       const database = await freshPostgres('las_bench_sync_throttled');
       try {
         const logto = createLogtoClient(configFor(sim, values.rate, values.concurrency).logto);
-        const throttled = await fullSync(database, logto, 'baseline');
+        const throttled = await fullSync(database, logto, 'baseline', sim);
         const [count, per] = values.rate.split('/');
         const perSecond = Number(count) / (loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: values.rate }).logto.rateLimit.intervalMs / 1000);
         results.throttled = {
@@ -247,7 +275,7 @@ export const run = async (args: string[]): Promise<void> => {
   const markdown = report(results);
   console.log(`\n${markdown}`);
   mkdirSync('bench/results', { recursive: true });
-  const stamp = `sync-scale${scale}-${String(results.at).replace(/[:.]/g, '-')}`;
+  const stamp = `sync-${values.label ? `${values.label}-` : ''}scale${scale}-${String(results.at).replace(/[:.]/g, '-')}`;
   writeFileSync(join('bench/results', `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join('bench/results', `${stamp}.md`), `${markdown}\n`);
   console.log(`written bench/results/${stamp}.json and .md`);
@@ -280,6 +308,9 @@ const report = (results: Record<string, unknown>): string => {
     lines.push(
       `| full sync into an empty database | ${measured.baseline.seconds} s, ${measured.baseline.requests} requests, ${measured.baseline.rowsWritten} rows, ${measured.baseline.changeRows} change rows | | |`,
     );
+    const cpu = (label: string, spent: Measured['baseline']['cpu']) =>
+      lines.push(`| CPU during the ${label}: sync process / simulator / PostgreSQL | ${spent.sync} s / ${spent.simulator} s / ${spent.postgres === null ? 'in the sync process' : `${spent.postgres} s`} | | |`);
+    cpu('full sync', measured.baseline.cpu);
     lines.push(
       `| ÷ pure crawl | ${measured.ratios.baselineOverCrawl} | ≤ 1.2 | ${targets ? verdict(measured.ratios.baselineOverCrawl <= 1.2) : '(no target)'} |`,
     );
@@ -289,6 +320,7 @@ const report = (results: Record<string, unknown>): string => {
     lines.push(
       `| requests ÷ minimum (${measured.minimumRequests}) | ${measured.ratios.requestsOverMinimum} | ≤ 1.01 | ${targets ? verdict(measured.ratios.requestsOverMinimum <= 1.01) : '(no target)'} |`,
     );
+    cpu('reconcile', measured.reconcile.cpu);
     const peak = Math.max(measured.baseline.peakRssMiB, measured.reconcile.peakRssMiB);
     lines.push(`| peak RSS of the syncing process | ${peak} MiB | ≤ 300 MB | ${targets ? verdict(peak * 1.048576 <= 300) : '(no target)'} |`, '');
   };

@@ -1,6 +1,7 @@
 import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations, syncRuns, syncSeen, syncState, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
+import { namedRows } from './prepared.js';
 
 export type SyncRunKind = 'baseline' | 'reconcile' | 'sweep';
 export type SyncRun = typeof syncRuns.$inferSelect;
@@ -157,7 +158,9 @@ export const recordCrawlProgress = async (
   if (ids.length === 0 && !position) return;
   // One statement (its own transaction): a round trip per page instead of five.
   const value = position === undefined ? null : JSON.stringify(position);
-  await db.execute(sql`
+  await namedRows(
+    db,
+    sql`
     with seen as (
       insert into ${syncSeen} (run_id, entity, id)
       select ${crawlId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)

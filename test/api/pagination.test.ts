@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { organizationMembers, users } from '../../db/schema.js';
+import { organizationMemberRoles, organizationMembers, users } from '../../db/schema.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { createTestApp, walk, type TestApp } from './harness.js';
 import { insertChanges, insertMemberships, insertOrganizations, insertRoles, insertUsers } from './seed.js';
@@ -58,6 +58,8 @@ describe('pagination under concurrent inserts and deletes', () => {
         inserted.ahead.push(ahead);
         // Delete one row already returned.
         const gone = page[0]!.id;
+        // Its memberships first, as the apply functions do (no foreign key cascades them).
+        await database.db.delete(organizationMembers).where(eq(organizationMembers.userId, gone));
         await database.db.delete(users).where(eq(users.id, gone));
         deleted.push(gone);
       });
@@ -101,8 +103,11 @@ describe('pagination under concurrent inserts and deletes', () => {
         { organizationId: last.organization.id, userId: ahead, since: new Date(), roles: [{ id: 'role2', since: new Date() }] },
         { organizationId: last.organization.id, userId: behind, since: new Date(), roles: [{ id: 'role2', since: new Date() }] },
       ]);
-      // Remove a membership already seen (its role goes with it).
+      // Remove a membership already seen, with its role (as every deletion of a membership does).
       const first = page[0]!;
+      await database.db
+        .delete(organizationMemberRoles)
+        .where(and(eq(organizationMemberRoles.organizationId, first.organization.id), eq(organizationMemberRoles.userId, first.id)));
       await database.db
         .delete(organizationMembers)
         .where(and(eq(organizationMembers.organizationId, first.organization.id), eq(organizationMembers.userId, first.id)));

@@ -1,4 +1,4 @@
-import { asc, eq } from 'drizzle-orm';
+import { asc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   accessChanges,
@@ -21,6 +21,7 @@ import {
   removeUsers,
   type ChangeContext,
 } from '../../src/sync/apply/index.js';
+import { rows } from '../../src/db/client.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { recorded } from '../helpers/recordings.js';
 
@@ -46,6 +47,9 @@ describe('apply functions', () => {
   });
   beforeEach(async () => {
     await db().delete(accessChanges);
+    // Grants first: no foreign key cascades them (the apply functions delete them themselves).
+    await db().delete(organizationMemberRoles);
+    await db().delete(organizationMembers);
     await db().delete(users);
     await db().delete(organizations);
     await db().delete(organizationRoles);
@@ -112,6 +116,52 @@ describe('apply functions', () => {
     expect(result.changes).toEqual([]);
     expect((await db().select().from(organizationMembers)).map((row) => row.userId)).toEqual([bob!.id]);
   });
+
+  it('writes no membership or grant whose user or membership a deletion removed while the page was written', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: bob!.id, organizationRoleIds: [viewer!.id] }], context('2026-11-23T11:00:00Z'));
+    await db().delete(accessChanges);
+    // Two connections: PGlite's one cannot hold a transaction open beside another.
+    if (!database.url) return;
+    // A deletion in flight (what removeUsers and removeMembers do), committed while the page waits on it:
+    // the page read alice and bob's membership as stored, and must not write rows referring to them.
+    const deleter = database.separatePool(1);
+    let page: Promise<unknown> = Promise.resolve();
+    try {
+      await deleter.db.transaction(async (tx) => {
+        await tx.execute(sql`select id from users where id = ${alice!.id} for update`);
+        await tx.execute(sql`select user_id from organization_members where organization_id = ${acme!.id} and user_id = ${bob!.id} for update`);
+        await tx.execute(sql`delete from organization_member_roles where organization_id = ${acme!.id} and user_id = ${bob!.id}`);
+        await tx.execute(sql`delete from organization_members where organization_id = ${acme!.id} and user_id = ${bob!.id}`);
+        await tx.execute(sql`delete from users where id = ${alice!.id}`);
+        page = applyMembers(
+          db(),
+          acme!.id,
+          [{ userId: alice!.id, organizationRoleIds: [admin!.id] }, { userId: bob!.id, organizationRoleIds: [admin!.id, viewer!.id] }],
+          context('2026-11-23T11:05:00Z', 'reconcile'),
+        );
+        page.catch(() => {});
+        await waitForLockWait();
+      });
+      const result = (await page) as Awaited<ReturnType<typeof applyMembers>>;
+      expect(result.changes).toEqual([]);
+    } finally {
+      await deleter.close();
+    }
+    expect(await db().select().from(organizationMembers)).toEqual([]);
+    expect(await db().select().from(organizationMemberRoles)).toEqual([]);
+    expect(await changes()).toEqual([]);
+  });
+
+  /** Until a statement of this database waits for a row lock (the page, on the deleter's). */
+  const waitForLockWait = async () => {
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      const [row] = await rows<{ waiting: number }>(db(), sql`select count(*)::int as waiting from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock'`);
+      if (row!.waiting > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error('the page never waited for the deletion');
+  };
 
   it('reports members and roles it cannot place instead of failing', async () => {
     const result = await applyMembers(

@@ -104,6 +104,10 @@ describe('reconciliation', () => {
 
   it('repairs rows deleted, added and altered directly in the database', async () => {
     const deletedMembership = member(2);
+    // With its roles, as every deletion of a membership does.
+    await database.db
+      .delete(organizationMemberRoles)
+      .where(and(eq(organizationMemberRoles.organizationId, deletedMembership.organizationId), eq(organizationMemberRoles.userId, deletedMembership.userId)));
     await database.db
       .delete(organizationMembers)
       .where(and(eq(organizationMembers.organizationId, deletedMembership.organizationId), eq(organizationMembers.userId, deletedMembership.userId)));

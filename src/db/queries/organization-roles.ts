@@ -59,7 +59,7 @@ const roleMembersSql = (after: boolean) => `
   select mr.organization_id as organization_key, mr.user_id as user_key, ${userPiecesSql([
     // Looked up per member, not joined: joined, the generic plan merge-joined organizations, reading them
     // from the first id to the cursor's on every page (7.5 ms instead of 1.4 ms a page at 2,000 organizations).
-    // Every member role has its organization (foreign keys through organization_members).
+    // Every member role has its organization (its writer checks and locks it; deleting one deletes its grants).
     '(select row_to_json(ref) from (select o.id, o.name from organizations o where o.id = mr.organization_id) ref) as organization',
     `${isoSql('mr.since')} as since`,
     `${isoSql('m.since')} as "memberSince"`,

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Database } from '../../db/client.js';
+import { namedRows } from '../../db/prepared.js';
 
 /**
  * Serialises writers of the same users, organizations or organization roles until the transaction ends
@@ -15,7 +16,8 @@ export const lockEntities = async (
 ): Promise<void> => {
   const sorted = [...new Set(ids)].sort();
   if (sorted.length === 0) return;
-  await tx.execute(
+  await namedRows(
+    tx,
     // unnest yields the ids in array order, so the locks are taken in that order.
     sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(sorted)}::text[]) as entity(id)`,
   );

@@ -2,7 +2,8 @@ import { inArray, sql } from 'drizzle-orm';
 import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import { lockEntities } from './entity-locks.js';
-import { rows, type Database } from '../../db/client.js';
+import type { Database } from '../../db/client.js';
+import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changesOfUser, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
@@ -217,7 +218,7 @@ export const writeUsers = async (
   // a row a concurrent writer has just inserted with the same content is left alone, so its creation
   // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
   // was observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
-  const written = await rows<{ id: string }>(
+  const written = await namedRows<{ id: string }>(
     tx,
     sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
       select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
