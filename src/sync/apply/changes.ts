@@ -277,15 +277,18 @@ const changedSinceForUsers = async (
  */
 export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (tx: Database) => Promise<T>): Promise<T> =>
   db.transaction(async (tx) => {
+    // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
+    // early in a baseline probed a page's removals through an index that reads a whole history per row
+    // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
+    // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
     if (context.source === 'baseline' || context.source === 'reconcile' || context.source === 'sweep') {
       // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
       // jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
-      // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
-      // early in a baseline probed a page's removals through an index that reads a whole history per row
-      // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
       await tx.execute(
         sql`select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`,
       );
+    } else {
+      await tx.execute(sql`select set_config('plan_cache_mode', 'force_custom_plan', true)`);
     }
     return fn(tx);
   });
