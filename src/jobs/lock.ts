@@ -22,6 +22,18 @@ const runKindsGuardedBy: Record<string, SyncRunKind[]> = {
 
 const heldInProcess = new Set<string>();
 
+/** Runs `fn` holding the advisory lock `name` on `session`; null, without running it, when another session holds it. */
+const holdingAdvisoryLock = async <T>(session: Database, name: string, fn: () => Promise<T>): Promise<{ value: T } | null> => {
+  const key = lockKey(name).toString();
+  const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key}::bigint) as locked`);
+  if (!row?.locked) return null;
+  try {
+    return { value: await fn() };
+  } finally {
+    await session.execute(sql`select pg_advisory_unlock(${key}::bigint)`);
+  }
+};
+
 /**
  * The other locks whose abandoned runs a taker also fails when nobody holds them, so a service start or a
  * CLI sync clears a role sweep a killed process left 'running'. One direction only: probing the sweep lock
@@ -40,14 +52,7 @@ const failRunsNobodyOwns = async (session: Database, taken: string): Promise<voi
     if (heldInProcess.has(name)) continue;
     heldInProcess.add(name);
     try {
-      const key = lockKey(name).toString();
-      const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key}::bigint) as locked`);
-      if (!row?.locked) continue;
-      try {
-        await failAbandonedRuns(session, runKindsGuardedBy[name] ?? [], abandonedRunReason);
-      } finally {
-        await session.execute(sql`select pg_advisory_unlock(${key}::bigint)`);
-      }
+      await holdingAdvisoryLock(session, name, () => failAbandonedRuns(session, runKindsGuardedBy[name] ?? [], abandonedRunReason));
     } finally {
       heldInProcess.delete(name);
     }
@@ -66,17 +71,12 @@ export const withJobLock = async <T>(
   if (heldInProcess.has(name)) return null;
   heldInProcess.add(name);
   try {
-    return await database.withSession(async (session) => {
-      const key = lockKey(name);
-      const [row] = await rows<{ locked: boolean }>(session, sql`select pg_try_advisory_lock(${key.toString()}::bigint) as locked`);
-      if (!row?.locked) return null;
-      try {
+    return await database.withSession((session) =>
+      holdingAdvisoryLock(session, name, async () => {
         if (runKindsGuardedBy[name]) await failRunsNobodyOwns(session, name);
-        return { value: await fn(session) };
-      } finally {
-        await session.execute(sql`select pg_advisory_unlock(${key.toString()}::bigint)`);
-      }
-    });
+        return fn(session);
+      }),
+    );
   } finally {
     heldInProcess.delete(name);
   }

@@ -61,7 +61,7 @@ export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyRes
 
 const insertBatchSize = 5000;
 
-/** A change row's own columns, for an insert that sends the call's context once. */
+/** A change row's own columns (kind, ids, details), as the change-log inserts read them from JSON. */
 const sharedContextRow = (change: ChangeRecord) => ({
   k: change.kind,
   u: change.userId ?? null,
@@ -69,6 +69,13 @@ const sharedContextRow = (change: ChangeRecord) => ({
   r: change.organizationRoleId ?? null,
   d: change.details ?? null,
 });
+
+const insertIntoChanges = sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)`;
+
+/** The select list of change rows whose own columns are `row`'s (`sharedContextRow`) and whose context is the call's, sent once. */
+const selectWithSharedContext = (row: SQL, context: ChangeContext) =>
+  sql`select ${context.observedAt.toISOString()}::timestamptz, ${row}.k, ${context.source}::text, ${context.actor ?? null}::text, ${row}.u, ${row}.o, ${row}.r, ${row}.d,
+          ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint`;
 
 /**
  * The insert of `recordChanges` for changes that all share the call's context (a page of a crawl): the
@@ -80,9 +87,8 @@ const insertSharingContext = async (db: Database, changes: ChangeRecord[], conte
   const inserted = await namedRows<{ id: string | number }>(
     db,
     insertChangesWithEvents(
-      sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
-        select ${context.observedAt.toISOString()}::timestamptz, t.k, ${context.source}::text, ${context.actor ?? null}::text, t.u, t.o, t.r, t.d,
-          ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint
+      sql`${insertIntoChanges}
+        ${selectWithSharedContext(sql.raw('t'), context)}
         from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb)`,
     ),
   );
@@ -107,11 +113,7 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
     const batch = slice.map((change) => {
       const own = change.context ?? context;
       return {
-        k: change.kind,
-        u: change.userId ?? null,
-        o: change.organizationId ?? null,
-        r: change.organizationRoleId ?? null,
-        d: change.details ?? null,
+        ...sharedContextRow(change),
         t: own.observedAt.toISOString(),
         s: own.source,
         a: own.actor ?? null,
@@ -122,7 +124,7 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
     const inserted = await rows<{ id: string | number }>(
       db,
       insertChangesWithEvents(
-        sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
+        sql`${insertIntoChanges}
           select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
           from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)`,
       ),
@@ -152,9 +154,8 @@ export const recordWrittenChanges = async (
   const inserted = await namedRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
     db,
     insertChangesWithEvents(
-      sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)
-        select ${context.observedAt.toISOString()}::timestamptz, c.k, ${context.source}::text, ${context.actor ?? null}::text, c.u, c.o, c.r, c.d,
-          ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint
+      sql`${insertIntoChanges}
+        ${selectWithSharedContext(sql.raw('c'), context)}
         from (
           select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, (p.e->'d')::jsonb as d
           from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
