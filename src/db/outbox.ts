@@ -1,5 +1,8 @@
 import { sql, type SQL } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
+import pg from 'pg';
 import { rows, type Database } from './client.js';
+import type { AccessChange } from './queries/changes.js';
 
 /**
  * The event outbox (`event_outbox`): a row per (subscription, change), written in the transaction that
@@ -115,8 +118,18 @@ export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL): SQL =
  */
 const asyncCommit = sql`(select set_config('synchronous_commit', 'off', true)) as async_commit`;
 
-/** A claimed row, with when it was attempted before this claim (restored if it is handed back unsent). */
-export type ClaimedOutboxRow = OutboxRow & { previousAttemptAt: Date | null };
+/** What sending a claimed row needs of its subscription (null when the subscription is gone). */
+export type ClaimedSubscription = { url: string; secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null };
+
+/**
+ * A claimed row, with when it was attempted before this claim (restored if it is handed back unsent),
+ * its subscription, and its change when the row has no body yet (null for a retry, which resends its body).
+ */
+export type ClaimedOutboxRow = OutboxRow & {
+  previousAttemptAt: Date | null;
+  subscription: ClaimedSubscription | null;
+  change: AccessChange | null;
+};
 
 /**
  * An open row (`alias`): pending or being sent. `open` is what the open-row indexes are partial on; the
@@ -191,35 +204,24 @@ const claimScanSlack = (limit: number) => Math.min(256, Math.ceil(limit / 4) + 1
  */
 export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> => {
   if (limit <= 0) return [];
-  return db.transaction(async (tx) => {
-    // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
-    // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
-    // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
-    // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
-    // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
-    // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
-    // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
-    // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
-    await tx.execute(sql`select set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                                set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`);
-    const candidates = await rows<{
-      id: string | number;
-      subscription_id: string;
-      user_id: string | null;
-      organization_id: string | null;
-      change_id: string | number;
-      users_before: string | number;
-      organizations_before: string | number;
-    }>(
-      tx,
-      sql`with candidates as materialized (
+  for (const value of [limit, leaseMs, upToChangeId]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
+  // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
+  // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
+  // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
+  // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
+  // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
+  // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
+  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
+  // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
+  const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
+  const candidatesQuery = sqlText(sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
-            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
+            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= ${sql.raw(String(upToChangeId))}
               and r.subscription_id in (select id from event_subscriptions where enabled)
               and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
             order by r.next_attempt_at, r.id
-            limit ${limit + claimScanSlack(limit)}
+            limit ${sql.raw(String(limit + claimScanSlack(limit)))}
             for update of r skip locked
           )
           -- Earlier open rows about the same user and organization, counted on the open-row indexes.
@@ -228,41 +230,181 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
                  case when r.organization_id is null then 0
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
-          from candidates r`,
-    );
-    // In change order, a row goes when every earlier open row about its user and its organization went
-    // before it in this claim; one that stays behind holds back every later row about either of its
-    // entities, transitively (a count can only fall short from then on).
-    const claimedBefore = new Map<string, number>();
-    const chosen: number[] = [];
-    const keysOf = (row: (typeof candidates)[number]): [string | null, string | null] => [
-      row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
-      row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
-    ];
-    for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
-      if (chosen.length >= limit) break;
-      const [userKey, organizationKey] = keysOf(row);
-      const followsItsChains =
-        (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
-        (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
-      if (!followsItsChains) continue;
-      chosen.push(Number(row.id));
-      for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
-    }
+          from candidates r`);
+  const claimQuery = (chosen: number[]) =>
+    sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any('${sql.raw(idArray(chosen))}'::bigint[])),
+          claimed as (
+            update event_outbox o
+            set status = 'processing', attempts = o.attempts + 1,
+                lease_until = now() + make_interval(secs => ${sql.raw(String(leaseMs / 1000))}), last_attempt_at = now()
+            from previous p
+            where o.id = p.id
+            returning o.*, p.last_attempt_at as previous_attempt_at
+          )
+          -- What sending needs, read in the same round trip: the subscription's address and secrets, and
+          -- the change of a row never sent (a retry resends the body it kept).
+          select k.*, s.url as subscription_url, s.secret as subscription_secret,
+                 s.previous_secret as subscription_previous_secret,
+                 s.previous_secret_expires_at as subscription_previous_secret_expires_at,
+                 c.id as change_row_id, c.at as change_at, c.observed_at as change_observed_at, c.kind as change_kind,
+                 c.source as change_source, c.actor as change_actor, c.user_id as change_user_id,
+                 c.organization_id as change_organization_id, c.organization_role_id as change_organization_role_id,
+                 c.details as change_details, c.sync_run_id as change_sync_run_id, c.delivery_id as change_delivery_id
+          from claimed k
+          left join event_subscriptions s on s.id = k.subscription_id
+          left join access_changes c on c.id = k.change_id and k.payload is null`);
+
+  const claimed = await inOneTransaction(db, settings, async (run) => {
+    const candidates = await run<CandidateRow>(candidatesQuery, true);
+    const chosen = chooseInChainOrder(candidates, limit);
     if (chosen.length === 0) return [];
-    const claimed = await rows<RawOutboxRow & { previous_attempt_at: string | Date | null }>(
-      tx,
-      sql`with previous as (select id, last_attempt_at from event_outbox where id = any(${idArray(chosen)}::bigint[]))
-          update event_outbox o
-          set status = 'processing', attempts = o.attempts + 1,
-              lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
-          from previous p
-          where o.id = p.id
-          returning o.*, p.last_attempt_at as previous_attempt_at`,
-    );
-    return claimed
-      .map((row) => ({ ...toOutboxRow(row), previousAttemptAt: date(row.previous_attempt_at) }))
-      .sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+    return run<RawClaimedRow>(claimQuery(chosen), false);
+  });
+  return claimed.map(toClaimedOutboxRow).sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+};
+
+type CandidateRow = {
+  id: string | number;
+  subscription_id: string;
+  user_id: string | null;
+  organization_id: string | null;
+  change_id: string | number;
+  users_before: string | number;
+  organizations_before: string | number;
+};
+
+/**
+ * In change order, a row goes when every earlier open row about its user and its organization went
+ * before it in this claim; one that stays behind holds back every later row about either of its
+ * entities, transitively (a count can only fall short from then on). Returns the ids chosen.
+ */
+const chooseInChainOrder = (candidates: CandidateRow[], limit: number): number[] => {
+  const claimedBefore = new Map<string, number>();
+  const chosen: number[] = [];
+  const keysOf = (row: CandidateRow): [string | null, string | null] => [
+    row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
+    row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
+  ];
+  for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
+    if (chosen.length >= limit) break;
+    const [userKey, organizationKey] = keysOf(row);
+    const followsItsChains =
+      (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
+      (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
+    if (!followsItsChains) continue;
+    chosen.push(Number(row.id));
+    for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
+  }
+  return chosen;
+};
+
+type RawClaimedRow = RawOutboxRow & {
+  previous_attempt_at: string | Date | null;
+  subscription_url: string | null;
+  subscription_secret: string | null;
+  subscription_previous_secret: string | null;
+  subscription_previous_secret_expires_at: string | Date | null;
+  change_row_id: string | number | null;
+  change_at: string | Date | null;
+  change_observed_at: string | Date | null;
+  change_kind: string | null;
+  change_source: string | null;
+  change_actor: string | null;
+  change_user_id: string | null;
+  change_organization_id: string | null;
+  change_organization_role_id: string | null;
+  change_details: string | Record<string, unknown> | null;
+  change_sync_run_id: string | number | null;
+  change_delivery_id: string | number | null;
+};
+
+const toClaimedOutboxRow = (row: RawClaimedRow): ClaimedOutboxRow => ({
+  ...toOutboxRow(row),
+  previousAttemptAt: date(row.previous_attempt_at),
+  subscription:
+    row.subscription_url === null
+      ? null
+      : {
+          url: row.subscription_url,
+          secret: row.subscription_secret!,
+          previousSecret: row.subscription_previous_secret,
+          previousSecretExpiresAt: date(row.subscription_previous_secret_expires_at),
+        },
+  change:
+    row.change_row_id === null
+      ? null
+      : {
+          id: Number(row.change_row_id),
+          at: new Date(row.change_at!),
+          observedAt: new Date(row.change_observed_at!),
+          kind: row.change_kind!,
+          source: row.change_source!,
+          actor: row.change_actor,
+          userId: row.change_user_id,
+          organizationId: row.change_organization_id,
+          organizationRoleId: row.change_organization_role_id,
+          details: typeof row.change_details === 'string' ? (JSON.parse(row.change_details) as Record<string, unknown>) : row.change_details,
+          syncRunId: row.change_sync_run_id === null ? null : Number(row.change_sync_run_id),
+          deliveryId: row.change_delivery_id === null ? null : Number(row.change_delivery_id),
+        },
+});
+
+const dialect = new PgDialect();
+
+/** A statement's text with nothing bound: the claim's values are integers it checked, written into the text. */
+const sqlText = (query: SQL): string => {
+  const built = dialect.sqlToQuery(query);
+  if (built.params.length > 0) throw new Error('a statement sent as text must not bind values');
+  return built.sql;
+};
+
+type Run = <T>(text: string, first: boolean) => Promise<T[]>;
+
+/**
+ * Runs `body` in a transaction with `settings` off for it, in as few round trips as the driver allows.
+ * On PostgreSQL each statement travels in the same message as the transaction's begin (`first`) or its
+ * commit (the last; `first` false), through the simple query protocol, which takes several statements
+ * without bound values: a claim is two round trips instead of five (begin, settings, scan, update,
+ * commit), each of which woke PostgreSQL and the sender on a busy machine. Elsewhere (PGlite), one
+ * statement at a time in a drizzle transaction.
+ */
+const inOneTransaction = async <T>(db: Database, settings: string[], body: (run: Run) => Promise<T[]>): Promise<T[]> => {
+  const pool = (db as { $client?: unknown }).$client;
+  const settingsText = settings.map((name) => `set local ${name} = off`).join(';\n');
+  if (pool instanceof pg.Pool) {
+    const client = await pool.connect();
+    let open = false;
+    let broken: Error | undefined;
+    try {
+      const lastRows = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result[result.length - 1]! : result).rows;
+      const firstRows = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result[0]! : result).rows;
+      let committed = false;
+      const run: Run = async <R>(text: string, first: boolean) => {
+        if (first) {
+          open = true;
+          return lastRows(await client.query(`begin;\n${settingsText};\n${text}`)) as R[];
+        }
+        const rowsOf = firstRows(await client.query(`${text};\ncommit`)) as R[];
+        open = false;
+        committed = true;
+        return rowsOf;
+      };
+      const result = await body(run);
+      if (open && !committed) {
+        await client.query('commit');
+        open = false;
+      }
+      return result;
+    } catch (error) {
+      if (open) await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error));
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+  return db.transaction(async (tx) => {
+    await tx.execute(sql.raw(`select ${settings.map((name) => `set_config('${name}', 'off', true)`).join(', ')}`));
+    return body(async <R>(text: string) => rows<R>(tx, sql.raw(text)));
   });
 };
 

@@ -1,11 +1,9 @@
 import { isIP } from 'node:net';
-import { inArray } from 'drizzle-orm';
 import { Webhook } from 'svix';
-import { accessChanges } from '../../db/schema.js';
 import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
 import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
-import { findEventSubscriptions, signingSecrets, type EventSubscription } from '../db/event-subscriptions.js';
+import { signingSecrets } from '../db/event-subscriptions.js';
 import {
   claimOutbox,
   outboxFrontierStart,
@@ -17,10 +15,11 @@ import {
   settleAttempts,
   type AttemptResult,
   type ClaimedOutboxRow,
+  type ClaimedSubscription,
   type OutboxRow,
   type Release,
 } from '../db/outbox.js';
-import { accessChangeColumns } from '../db/queries/changes.js';
+import type { AccessChange } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { isPrivateAddress } from '../sync/public-address.js';
@@ -128,7 +127,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       flushing ??= flush();
     });
 
-  const send = async (row: OutboxRow, subscription: EventSubscription | undefined, payload: string): Promise<AttemptResult> => {
+  const send = async (row: OutboxRow, subscription: ClaimedSubscription | null, payload: string): Promise<AttemptResult> => {
     const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload };
     const retry = (status: number | null, error: string | null): AttemptResult => {
       const retryInMs = row.attempts < schedule.length ? schedule[row.attempts]! : null;
@@ -161,13 +160,16 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
   };
 
-  /** The bodies of rows never sent yet are built now; retries reuse the body of their first attempt. */
-  const bodiesFor = async (rows: OutboxRow[]): Promise<Map<number, string>> => {
+  /**
+   * The bodies of rows never sent yet are built now, once per change (its subscriptions share it), from
+   * the change the claim read with them; retries reuse the body of their first attempt.
+   */
+  const bodiesFor = async (rows: ClaimedOutboxRow[]): Promise<Map<number, string>> => {
     const bodies = new Map<number, string>();
-    const missing = [...new Set(rows.filter((row) => !row.payload).map((row) => row.changeId))];
-    if (missing.length > 0) {
-      const changes = await db.select(accessChangeColumns).from(accessChanges).where(inArray(accessChanges.id, missing));
-      for (const event of await buildAccessEvents(db, changes)) bodies.set(event.data.changeId, JSON.stringify(event));
+    const changes = new Map<number, AccessChange>();
+    for (const row of rows) if (!row.payload && row.change) changes.set(row.change.id, row.change);
+    if (changes.size > 0) {
+      for (const event of await buildAccessEvents(db, [...changes.values()])) bodies.set(event.data.changeId, JSON.stringify(event));
     }
     return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
   };
@@ -178,7 +180,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
    * delivered, it is handed back unsent, to wait in the outbox behind the retry as before. Rows of
    * different chains go out at once.
    */
-  const dispatch = (rows: ClaimedOutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
+  const dispatch = (rows: ClaimedOutboxRow[], bodies: Map<number, string>) => {
     const chainEnds = new Map<string, Promise<boolean>>();
     for (const row of rows) {
       const keys = [
@@ -191,7 +193,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
           await record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
           return false;
         }
-        const result = await send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!);
+        const result = await send(row, row.subscription, bodies.get(row.id)!);
         metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
         if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
         await record(result);
@@ -238,9 +240,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
       if (rows.length === 0) return 0;
       try {
-        const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];
-        const [subscriptions, bodies] = await Promise.all([findEventSubscriptions(db, subscriptionIds), bodiesFor(rows)]);
-        dispatch(rows, new Map(subscriptions.map((subscription) => [subscription.id, subscription])), bodies);
+        dispatch(rows, await bodiesFor(rows));
       } catch (error) {
         // Claimed but not sent: their leases run out and they are claimed again.
         log.error({ err: error }, 'could not prepare claimed deliveries');
