@@ -441,11 +441,20 @@ export const run = async (args: string[]): Promise<void> => {
       writeFileSync(join(values.profile!, 'events-fanout.cpuprofile'), JSON.stringify(profile));
     }
     const backlogAtEnd = await totalBacklog();
+    // The drain sends what the load left, with nothing applied beside it: the sender's own cost per delivery.
+    const cpuBeforeDrain = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const drainStarted = performance.now();
     const drained = await drainWithin();
     const drainSeconds = (performance.now() - drainStarted) / 1000;
+    const drainBenchCpu = process.cpuUsage(cpuBeforeDrain.bench);
+    const cpuDrain = {
+      bench: (drainBenchCpu.user + drainBenchCpu.system) / 1e6,
+      receivers: cpuSpent(cpuBeforeDrain.receivers, cpuSeconds([receivers.pid])),
+      postgres: cpuSpent(cpuBeforeDrain.postgres, cpuSeconds(postgresPids())),
+    };
     const backlogLeft = drained ? 0 : await totalBacklog();
     const sent = (await delivered()) - sentBefore;
+    const sentDuringDrain = sent - sentDuringLoad;
     await sleep(1200);
     const writesAfter = await outboxWrites();
     const writes = {
@@ -495,6 +504,11 @@ export const run = async (args: string[]): Promise<void> => {
       [
         'CPU per delivery sent during the load, ms: bench process / receivers / PostgreSQL',
         [cpuLoad.bench, cpuLoad.receivers, cpuLoad.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringLoad)).toFixed(3)).join(' / '),
+      ],
+      [
+        'drain (sender alone): deliveries, rate, CPU per delivery ms: bench process / receivers / PostgreSQL',
+        `${sentDuringDrain}, ${(sentDuringDrain / Math.max(0.001, drainSeconds)).toFixed(0)}/s, ` +
+          [cpuDrain.bench, cpuDrain.receivers, cpuDrain.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringDrain)).toFixed(3)).join(' / '),
       ],
       [
         'outbox rows inserted / updated / HOT-updated (load + drain)',
