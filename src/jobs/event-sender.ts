@@ -92,6 +92,19 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     return signer;
   };
 
+  /** Whether a URL names a private address literally (names are checked as they resolve); once per URL. */
+  const literalChecks = new Map<string, boolean>();
+  const pointsToPrivateAddress = (url: string): boolean => {
+    let found = literalChecks.get(url);
+    if (found === undefined) {
+      const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+      found = isIP(host) !== 0 && isPrivateAddress(host);
+      if (literalChecks.size >= 1000) literalChecks.clear();
+      literalChecks.set(url, found);
+    }
+    return found;
+  };
+
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
   let lastAnalyzeAt = 0;
@@ -136,9 +149,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     if (!subscription) return { ...base, status: null, error: 'subscription deleted', ok: false, retryInMs: null };
     const started = process.hrtime.bigint();
     try {
-      const url = new URL(subscription.url);
-      const host = url.hostname.replace(/^\[|\]$/g, '');
-      if (!allowPrivate && isIP(host) && isPrivateAddress(host)) return retry(null, 'the URL points to a private, loopback or link-local address');
+      if (!allowPrivate && pointsToPrivateAddress(subscription.url)) return retry(null, 'the URL points to a private, loopback or link-local address');
       const now = new Date();
       const webhookId = webhookIdOf(row.changeId);
       const signature = signingSecrets(subscription, now)
