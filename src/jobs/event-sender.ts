@@ -199,19 +199,33 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
         row.organizationId === null ? null : `${row.subscriptionId}\u0000organization\u0000${row.organizationId}`,
       ].filter((key): key is string => key !== null);
       const before = keys.flatMap((key) => chainEnds.get(key) ?? []);
+      // The slot is given back once the attempt's result is queued for settlement, not once it is written:
+      // waiting for the group's statement kept every slot idle for a gather and a round trip after its
+      // answer came. The row stays `processing` under its lease until settled, so no claim takes it (or a
+      // later row of its chains) meanwhile; drain and stop still wait for the settlement (`pending`).
+      let freeSlot!: () => void;
+      const slotFree = new Promise<void>((resolve) => (freeSlot = resolve));
       const delivered = (async () => {
-        if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
-          await record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
-          return false;
+        try {
+          if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
+            const released = record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
+            freeSlot();
+            await released;
+            return false;
+          }
+          const result = await send(row, row.subscription, bodies.get(row.id)!);
+          metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
+          if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
+          const recorded = record(result);
+          freeSlot();
+          await recorded;
+          return result.ok;
+        } finally {
+          freeSlot();
         }
-        const result = await send(row, row.subscription, bodies.get(row.id)!);
-        metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
-        if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
-        await record(result);
-        return result.ok;
       })();
       for (const key of keys) chainEnds.set(key, delivered);
-      loop.track(row.id, row, delivered.then(() => undefined));
+      loop.track(row.id, row, slotFree);
     }
   };
 
