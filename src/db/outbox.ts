@@ -202,9 +202,45 @@ const claimScanSlack = (limit: number) => Math.min(256, Math.ceil(limit / 4) + 1
  * limit, or itself behind such a row about its other entity) are left alone. Each claim counts as an
  * attempt; a claim whose lease runs out (its sender died) is claimed again. Rows come back in change order.
  */
-export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> => {
-  if (limit <= 0) return [];
-  for (const value of [limit, leaseMs, upToChangeId]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
+export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> =>
+  (await claimOutboxRows(db, limit, leaseMs, { upTo: upToChangeId })).rows;
+
+/**
+ * `claimOutbox` for a sender that keeps a change frontier (see `createChangeFrontier`): only changes up to
+ * `frontier`, extended in the same round trip over the change ids that follow it without a gap (each of
+ * them is committed, so none before it can still appear). Returns how far the claim reached, and whether a
+ * change beyond a gap was seen: then the frontier's own gap watch decides when to step over the gap.
+ */
+export const claimOutboxFromFrontier = async (
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  frontier: number,
+): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => claimOutboxRows(db, limit, leaseMs, { extendFrom: frontier });
+
+/** The ids scanned past a frontier per claim at the most (the next claim goes on from there). */
+const frontierStep = 5000;
+
+const claimOutboxRows = async (
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  bound: { upTo: number } | { extendFrom: number },
+): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => {
+  const start = 'upTo' in bound ? bound.upTo : bound.extendFrom;
+  if (limit <= 0) return { rows: [], reached: start, gap: false };
+  for (const value of [limit, leaseMs, start]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
+  // The contiguous run of change ids after the frontier ends where an id is missing: the n-th id after it
+  // is frontier + n exactly while none is. The bound is kept in a setting of the transaction, which the
+  // scan reads.
+  const frontierQuery =
+    'upTo' in bound
+      ? `select set_config('las.claim_up_to', '${start}', true), ${start}::bigint as reached, false as gap`
+      : `select set_config('las.claim_up_to', f.reached::text, true), f.reached, f.gap from (
+           select coalesce(max(n.id) filter (where n.id = ${start} + n.rank), ${start}) as reached,
+                  coalesce(bool_or(n.id <> ${start} + n.rank), false) as gap
+           from (select ids.id, row_number() over (order by ids.id) as rank
+                 from (select id from access_changes where id > ${start} order by id limit ${frontierStep}) ids) n) f`;
   // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
   // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
   // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
@@ -217,7 +253,7 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
   const candidatesQuery = sqlText(sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
-            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= ${sql.raw(String(upToChangeId))}
+            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
               and r.subscription_id in (select id from event_subscriptions where enabled)
               and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
             order by r.next_attempt_at, r.id
@@ -254,13 +290,18 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
           left join event_subscriptions s on s.id = k.subscription_id
           left join access_changes c on c.id = k.change_id and k.payload is null`);
 
+  let reached = start;
+  let gap = false;
   const claimed = await inOneTransaction(db, settings, async (run) => {
-    const candidates = await run<CandidateRow>(candidatesQuery, true);
-    const chosen = chooseInChainOrder(candidates, limit);
+    const [frontierRows, candidates] = await run([frontierQuery, candidatesQuery], true);
+    const [frontierRow] = frontierRows as { reached: string | number; gap: boolean }[];
+    reached = Number(frontierRow!.reached);
+    gap = frontierRow!.gap;
+    const chosen = chooseInChainOrder(candidates as CandidateRow[], limit);
     if (chosen.length === 0) return [];
-    return run<RawClaimedRow>(claimQuery(chosen), false);
+    return (await run([claimQuery(chosen)], false))[0] as RawClaimedRow[];
   });
-  return claimed.map(toClaimedOutboxRow).sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+  return { rows: claimed.map(toClaimedOutboxRow).sort((a, b) => a.changeId - b.changeId || a.id - b.id), reached, gap };
 };
 
 type CandidateRow = {
@@ -358,39 +399,37 @@ const sqlText = (query: SQL): string => {
   return built.sql;
 };
 
-type Run = <T>(text: string, first: boolean) => Promise<T[]>;
+/** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
+type Run = (statements: string[], first: boolean) => Promise<unknown[][]>;
 
 /**
  * Runs `body` in a transaction with `settings` off for it, in as few round trips as the driver allows.
- * On PostgreSQL each statement travels in the same message as the transaction's begin (`first`) or its
- * commit (the last; `first` false), through the simple query protocol, which takes several statements
- * without bound values: a claim is two round trips instead of five (begin, settings, scan, update,
- * commit), each of which woke PostgreSQL and the sender on a busy machine. Elsewhere (PGlite), one
- * statement at a time in a drizzle transaction.
+ * On PostgreSQL the first statements travel in the same message as the transaction's begin and the last
+ * with its commit, through the simple query protocol, which takes several statements without bound
+ * values: a claim is two round trips instead of six (frontier, begin, settings, scan, update, commit),
+ * each of which woke PostgreSQL and the sender on a busy machine. Elsewhere (PGlite), one statement at a
+ * time in a drizzle transaction.
  */
 const inOneTransaction = async <T>(db: Database, settings: string[], body: (run: Run) => Promise<T[]>): Promise<T[]> => {
   const pool = (db as { $client?: unknown }).$client;
-  const settingsText = settings.map((name) => `set local ${name} = off`).join(';\n');
   if (pool instanceof pg.Pool) {
     const client = await pool.connect();
     let open = false;
     let broken: Error | undefined;
     try {
-      const lastRows = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result[result.length - 1]! : result).rows;
-      const firstRows = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result[0]! : result).rows;
-      let committed = false;
-      const run: Run = async <R>(text: string, first: boolean) => {
+      const results = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result : [result]).map((each) => each.rows);
+      const run: Run = async (statements, first) => {
         if (first) {
           open = true;
-          return lastRows(await client.query(`begin;\n${settingsText};\n${text}`)) as R[];
+          const texts = ['begin', ...settings.map((name) => `set local ${name} = off`), ...statements];
+          return results(await client.query(texts.join(';\n'))).slice(texts.length - statements.length);
         }
-        const rowsOf = firstRows(await client.query(`${text};\ncommit`)) as R[];
+        const all = results(await client.query([...statements, 'commit'].join(';\n')));
         open = false;
-        committed = true;
-        return rowsOf;
+        return all.slice(0, statements.length);
       };
       const result = await body(run);
-      if (open && !committed) {
+      if (open) {
         await client.query('commit');
         open = false;
       }
@@ -404,7 +443,11 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
   }
   return db.transaction(async (tx) => {
     await tx.execute(sql.raw(`select ${settings.map((name) => `set_config('${name}', 'off', true)`).join(', ')}`));
-    return body(async <R>(text: string) => rows<R>(tx, sql.raw(text)));
+    return body(async (statements) => {
+      const all: unknown[][] = [];
+      for (const text of statements) all.push(await rows<unknown>(tx, sql.raw(text)));
+      return all;
+    });
   });
 };
 

@@ -5,7 +5,7 @@ import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
 import { signingSecrets } from '../db/event-subscriptions.js';
 import {
-  claimOutbox,
+  claimOutboxFromFrontier,
   outboxFrontierStart,
   disableFailingSubscriptions,
   extendOutboxLeases,
@@ -249,6 +249,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   };
 
   const frontier = createChangeFrontier(db, () => outboxFrontierStart(db), { giveUpAfterMs: 30_000 });
+  /** Whether the last claim saw a change beyond a gap after the frontier. */
+  let frontierGap = false;
 
   const loop = createClaimLoop<OutboxRow>({
     log,
@@ -262,7 +264,13 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       if (free < claimThreshold) return 0;
       await updateBacklog(false);
       // Only changes up to the frontier: an earlier change about the same entity may still be committing.
-      const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
+      // The claim itself extends the frontier over the ids that follow it without a gap; only after it saw
+      // a gap (or before the first claim) does the frontier's own reading, with its gap watch, go first.
+      const from = frontierGap ? null : frontier.current();
+      const claimed = await claimOutboxFromFrontier(db, free, leaseMs, from ?? (await frontier.advance()));
+      frontier.reachedWithoutGap(claimed.reached);
+      frontierGap = claimed.gap;
+      const rows = claimed.rows;
       if (rows.length === 0) return 0;
       try {
         dispatch(rows, await bodiesFor(rows));
