@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http, { type Server } from 'node:http';
+import { Session } from 'node:inspector/promises';
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
@@ -34,6 +36,9 @@ import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
  * The receivers run in a child process (bench/events/receivers.ts), as subscribers do in life.
  *
  *   --samples 200 --rate 1000 --seconds 10 --subscriptions 5 --users 5000 --drain-timeout 60 --concurrency 256 --label run
+ * `--profile <dir>` writes a CPU profile of this process over the fan-out's load to `<dir>/events-fanout.cpuprofile`.
+ * `--statements` times every statement this process sends during the load (round trip, by its text) and
+ * lists the costliest: PostgreSQL here has no pg_stat_statements (it needs a server restart to load).
  * Results also go to `bench/results/events-<label>-<time>.{json,md}`.
  */
 const parse = (args: string[]) =>
@@ -49,6 +54,8 @@ const parse = (args: string[]) =>
       concurrency: { type: 'string', default: '256' },
       senders: { type: 'string', default: '1' },
       label: { type: 'string', default: 'run' },
+      profile: { type: 'string', default: '' },
+      statements: { type: 'boolean', default: false },
     },
   }).values;
 
@@ -147,6 +154,57 @@ const openDatabase = async (): Promise<{ database: DatabaseHandle; url: string; 
   };
 };
 
+/**
+ * Round-trip time and rows per statement text, for statements sent through node-postgres while `on`.
+ * Wraps `pg.Client.prototype.query` (this process only); values are never recorded.
+ */
+const statementTracker = () => {
+  const stats = new Map<string, { calls: number; ms: number; rows: number }>();
+  let on = false;
+  const original = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+  const textOf = (first: unknown): string => {
+    const text = typeof first === 'string' ? first : ((first as { text?: string } | null)?.text ?? '?');
+    return text.replace(/\s+/g, ' ').trim().slice(0, 110);
+  };
+  const note = (text: string, started: number, result: unknown) => {
+    const entry = stats.get(text) ?? { calls: 0, ms: 0, rows: 0 };
+    entry.calls += 1;
+    entry.ms += performance.now() - started;
+    const counted = result as { rowCount?: number | null; rows?: unknown[] } | undefined;
+    entry.rows += counted?.rowCount ?? counted?.rows?.length ?? 0;
+    stats.set(text, entry);
+  };
+  (pg.Client.prototype as { query: unknown }).query = function (this: unknown, ...args: unknown[]) {
+    if (!on) return original.apply(this, args);
+    const text = textOf(args[0]);
+    const started = performance.now();
+    const last = args.length - 1;
+    if (typeof args[last] === 'function') {
+      const callback = args[last] as (error: unknown, result: unknown) => void;
+      args[last] = (error: unknown, result: unknown) => {
+        note(text, started, result);
+        callback(error, result);
+      };
+      return original.apply(this, args);
+    }
+    const result = original.apply(this, args);
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
+      (result as Promise<unknown>).then((value) => note(text, started, value), () => note(text, started, undefined));
+    }
+    return result;
+  };
+  return {
+    start: () => {
+      stats.clear();
+      on = true;
+    },
+    stop: () => {
+      on = false;
+      return [...stats].map(([text, entry]) => ({ text, ...entry })).sort((a, b) => b.ms - a.ms);
+    },
+  };
+};
+
 export const run = async (args: string[]): Promise<void> => {
   const values = parse(args);
   const samples = Number(values.samples);
@@ -156,6 +214,9 @@ export const run = async (args: string[]): Promise<void> => {
   const userCount = Number(values.users);
   const drainTimeoutMs = Number(values['drain-timeout']) * 1000;
   const concurrency = Number(values.concurrency);
+  const tracker = values.statements ? statementTracker() : null;
+  const inspector = values.profile ? new Session() : null;
+  inspector?.connect();
   /** Drains the sender, but gives up after `drainTimeoutMs`: true when it finished. */
   const drainWithin = async (): Promise<boolean> => {
     let timer: NodeJS.Timeout | undefined;
@@ -343,6 +404,11 @@ export const run = async (args: string[]): Promise<void> => {
     const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
     await sleep(1200);
     const writesBefore = await outboxWrites();
+    if (inspector) {
+      await inspector.post('Profiler.enable');
+      await inspector.post('Profiler.start');
+    }
+    tracker?.start();
     const cpuBefore = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const started = performance.now();
     let lastSample = started;
@@ -368,12 +434,27 @@ export const run = async (args: string[]): Promise<void> => {
       receivers: cpuSpent(cpuBefore.receivers, cpuSeconds([receivers.pid])),
       postgres: cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())),
     };
+    const statementStats = tracker?.stop() ?? [];
+    if (inspector) {
+      const { profile } = await inspector.post('Profiler.stop');
+      mkdirSync(values.profile!, { recursive: true });
+      writeFileSync(join(values.profile!, 'events-fanout.cpuprofile'), JSON.stringify(profile));
+    }
     const backlogAtEnd = await totalBacklog();
+    // The drain sends what the load left, with nothing applied beside it: the sender's own cost per delivery.
+    const cpuBeforeDrain = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const drainStarted = performance.now();
     const drained = await drainWithin();
     const drainSeconds = (performance.now() - drainStarted) / 1000;
+    const drainBenchCpu = process.cpuUsage(cpuBeforeDrain.bench);
+    const cpuDrain = {
+      bench: (drainBenchCpu.user + drainBenchCpu.system) / 1e6,
+      receivers: cpuSpent(cpuBeforeDrain.receivers, cpuSeconds([receivers.pid])),
+      postgres: cpuSpent(cpuBeforeDrain.postgres, cpuSeconds(postgresPids())),
+    };
     const backlogLeft = drained ? 0 : await totalBacklog();
     const sent = (await delivered()) - sentBefore;
+    const sentDuringDrain = sent - sentDuringLoad;
     await sleep(1200);
     const writesAfter = await outboxWrites();
     const writes = {
@@ -425,6 +506,11 @@ export const run = async (args: string[]): Promise<void> => {
         [cpuLoad.bench, cpuLoad.receivers, cpuLoad.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringLoad)).toFixed(3)).join(' / '),
       ],
       [
+        'drain (sender alone): deliveries, rate, CPU per delivery ms: bench process / receivers / PostgreSQL',
+        `${sentDuringDrain}, ${(sentDuringDrain / Math.max(0.001, drainSeconds)).toFixed(0)}/s, ` +
+          [cpuDrain.bench, cpuDrain.receivers, cpuDrain.postgres].map((used) => ((used * 1000) / Math.max(1, sentDuringDrain)).toFixed(3)).join(' / '),
+      ],
+      [
         'outbox rows inserted / updated / HOT-updated (load + drain)',
         `${writes.inserted} / ${writes.updated} / ${writes.hot}`,
       ],
@@ -437,6 +523,15 @@ export const run = async (args: string[]): Promise<void> => {
       ['load average (1 min) during the run, min / max', `${Math.min(...loadAverages).toFixed(2)} / ${Math.max(...loadAverages).toFixed(2)}`],
       ['target: no backlog growth', !grew && drained && drainSeconds < 2 ? 'met' : 'not met'],
     ]);
+    if (tracker) {
+      print(
+        'Statements during the load (round trip in this process, by text; costliest 15)',
+        statementStats.slice(0, 15).map((entry) => [
+          entry.text,
+          `${entry.calls} calls, ${entry.ms.toFixed(0)} ms, ${(entry.ms / entry.calls).toFixed(2)} ms/call, ${entry.rows} rows`,
+        ]),
+      );
+    }
     console.log('\n(the machine is shared: compare each figure with its reference from the same run)');
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     mkdirSync('bench/results', { recursive: true });

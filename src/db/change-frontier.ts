@@ -53,6 +53,12 @@ export const createChangeFrontier = (db: Database, start: () => Promise<number>,
   const watch = createGapWatch(db, options);
   let frontier: number | null = null;
   return {
+    /** Where the frontier stands, null before the first `advance`. */
+    current: (): number | null => frontier,
+    /** Moves the frontier forward to `id`, which the caller found reached without a gap (never backward). */
+    reachedWithoutGap(id: number): void {
+      if (frontier !== null && id > frontier) frontier = id;
+    },
     async advance(): Promise<number> {
       let reached: number = frontier ?? (await start());
       try {

@@ -1,5 +1,8 @@
 import { sql, type SQL } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
+import pg from 'pg';
 import { rows, type Database } from './client.js';
+import type { AccessChange } from './queries/changes.js';
 
 /**
  * The event outbox (`event_outbox`): a row per (subscription, change), written in the transaction that
@@ -115,8 +118,18 @@ export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL): SQL =
  */
 const asyncCommit = sql`(select set_config('synchronous_commit', 'off', true)) as async_commit`;
 
-/** A claimed row, with when it was attempted before this claim (restored if it is handed back unsent). */
-export type ClaimedOutboxRow = OutboxRow & { previousAttemptAt: Date | null };
+/** What sending a claimed row needs of its subscription (null when the subscription is gone). */
+export type ClaimedSubscription = { url: string; secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null };
+
+/**
+ * A claimed row, with when it was attempted before this claim (restored if it is handed back unsent),
+ * its subscription, and its change when the row has no body yet (null for a retry, which resends its body).
+ */
+export type ClaimedOutboxRow = OutboxRow & {
+  previousAttemptAt: Date | null;
+  subscription: ClaimedSubscription | null;
+  change: AccessChange | null;
+};
 
 /**
  * An open row (`alias`): pending or being sent. `open` is what the open-row indexes are partial on; the
@@ -189,37 +202,62 @@ const claimScanSlack = (limit: number) => Math.min(256, Math.ceil(limit / 4) + 1
  * limit, or itself behind such a row about its other entity) are left alone. Each claim counts as an
  * attempt; a claim whose lease runs out (its sender died) is claimed again. Rows come back in change order.
  */
-export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> => {
-  if (limit <= 0) return [];
-  return db.transaction(async (tx) => {
-    // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
-    // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
-    // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
-    // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
-    // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
-    // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
-    // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
-    // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
-    await tx.execute(sql`select set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                                set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`);
-    const candidates = await rows<{
-      id: string | number;
-      subscription_id: string;
-      user_id: string | null;
-      organization_id: string | null;
-      change_id: string | number;
-      users_before: string | number;
-      organizations_before: string | number;
-    }>(
-      tx,
-      sql`with candidates as materialized (
+export const claimOutbox = async (db: Database, limit: number, leaseMs: number, upToChangeId: number): Promise<ClaimedOutboxRow[]> =>
+  (await claimOutboxRows(db, limit, leaseMs, { upTo: upToChangeId })).rows;
+
+/**
+ * `claimOutbox` for a sender that keeps a change frontier (see `createChangeFrontier`): only changes up to
+ * `frontier`, extended in the same round trip over the change ids that follow it without a gap (each of
+ * them is committed, so none before it can still appear). Returns how far the claim reached, and whether a
+ * change beyond a gap was seen: then the frontier's own gap watch decides when to step over the gap.
+ */
+export const claimOutboxFromFrontier = async (
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  frontier: number,
+): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => claimOutboxRows(db, limit, leaseMs, { extendFrom: frontier });
+
+/** The ids scanned past a frontier per claim at the most (the next claim goes on from there). */
+const frontierStep = 5000;
+
+const claimOutboxRows = async (
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  bound: { upTo: number } | { extendFrom: number },
+): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => {
+  const start = 'upTo' in bound ? bound.upTo : bound.extendFrom;
+  if (limit <= 0) return { rows: [], reached: start, gap: false };
+  for (const value of [limit, leaseMs, start]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
+  // The contiguous run of change ids after the frontier ends where an id is missing: the n-th id after it
+  // is frontier + n exactly while none is. The bound is kept in a setting of the transaction, which the
+  // scan reads.
+  const frontierQuery =
+    'upTo' in bound
+      ? `select set_config('las.claim_up_to', '${start}', true), ${start}::bigint as reached, false as gap`
+      : `select set_config('las.claim_up_to', f.reached::text, true), f.reached, f.gap from (
+           select coalesce(max(n.id) filter (where n.id = ${start} + n.rank), ${start}) as reached,
+                  coalesce(bool_or(n.id <> ${start} + n.rank), false) as gap
+           from (select ids.id, row_number() over (order by ids.id) as rank
+                 from (select id from access_changes where id > ${start} order by id limit ${frontierStep}) ids) n) f`;
+  // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
+  // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
+  // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
+  // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
+  // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
+  // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
+  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
+  // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
+  const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
+  const candidatesQuery = sqlText(sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
-            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= ${upToChangeId}
+            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
               and r.subscription_id in (select id from event_subscriptions where enabled)
               and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
             order by r.next_attempt_at, r.id
-            limit ${limit + claimScanSlack(limit)}
+            limit ${sql.raw(String(limit + claimScanSlack(limit)))}
             for update of r skip locked
           )
           -- Earlier open rows about the same user and organization, counted on the open-row indexes.
@@ -228,41 +266,188 @@ export const claimOutbox = async (db: Database, limit: number, leaseMs: number, 
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
                  case when r.organization_id is null then 0
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
-          from candidates r`,
-    );
-    // In change order, a row goes when every earlier open row about its user and its organization went
-    // before it in this claim; one that stays behind holds back every later row about either of its
-    // entities, transitively (a count can only fall short from then on).
-    const claimedBefore = new Map<string, number>();
-    const chosen: number[] = [];
-    const keysOf = (row: (typeof candidates)[number]): [string | null, string | null] => [
-      row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
-      row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
-    ];
-    for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
-      if (chosen.length >= limit) break;
-      const [userKey, organizationKey] = keysOf(row);
-      const followsItsChains =
-        (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
-        (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
-      if (!followsItsChains) continue;
-      chosen.push(Number(row.id));
-      for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
-    }
+          from candidates r`);
+  const claimQuery = (chosen: number[]) =>
+    sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any('${sql.raw(idArray(chosen))}'::bigint[])),
+          claimed as (
+            update event_outbox o
+            set status = 'processing', attempts = o.attempts + 1,
+                lease_until = now() + make_interval(secs => ${sql.raw(String(leaseMs / 1000))}), last_attempt_at = now()
+            from previous p
+            where o.id = p.id
+            returning o.*, p.last_attempt_at as previous_attempt_at
+          )
+          -- What sending needs, read in the same round trip: the subscription's address and secrets, and
+          -- the change of a row never sent (a retry resends the body it kept).
+          select k.*, s.url as subscription_url, s.secret as subscription_secret,
+                 s.previous_secret as subscription_previous_secret,
+                 s.previous_secret_expires_at as subscription_previous_secret_expires_at,
+                 c.id as change_row_id, c.at as change_at, c.observed_at as change_observed_at, c.kind as change_kind,
+                 c.source as change_source, c.actor as change_actor, c.user_id as change_user_id,
+                 c.organization_id as change_organization_id, c.organization_role_id as change_organization_role_id,
+                 c.details as change_details, c.sync_run_id as change_sync_run_id, c.delivery_id as change_delivery_id
+          from claimed k
+          left join event_subscriptions s on s.id = k.subscription_id
+          left join access_changes c on c.id = k.change_id and k.payload is null`);
+
+  let reached = start;
+  let gap = false;
+  const claimed = await inOneTransaction(db, settings, async (run) => {
+    const [frontierRows, candidates] = await run([frontierQuery, candidatesQuery], true);
+    const [frontierRow] = frontierRows as { reached: string | number; gap: boolean }[];
+    reached = Number(frontierRow!.reached);
+    gap = frontierRow!.gap;
+    const chosen = chooseInChainOrder(candidates as CandidateRow[], limit);
     if (chosen.length === 0) return [];
-    const claimed = await rows<RawOutboxRow & { previous_attempt_at: string | Date | null }>(
-      tx,
-      sql`with previous as (select id, last_attempt_at from event_outbox where id = any(${idArray(chosen)}::bigint[]))
-          update event_outbox o
-          set status = 'processing', attempts = o.attempts + 1,
-              lease_until = now() + make_interval(secs => ${leaseMs / 1000}), last_attempt_at = now()
-          from previous p
-          where o.id = p.id
-          returning o.*, p.last_attempt_at as previous_attempt_at`,
-    );
-    return claimed
-      .map((row) => ({ ...toOutboxRow(row), previousAttemptAt: date(row.previous_attempt_at) }))
-      .sort((a, b) => a.changeId - b.changeId || a.id - b.id);
+    return (await run([claimQuery(chosen)], false))[0] as RawClaimedRow[];
+  });
+  return { rows: claimed.map(toClaimedOutboxRow).sort((a, b) => a.changeId - b.changeId || a.id - b.id), reached, gap };
+};
+
+type CandidateRow = {
+  id: string | number;
+  subscription_id: string;
+  user_id: string | null;
+  organization_id: string | null;
+  change_id: string | number;
+  users_before: string | number;
+  organizations_before: string | number;
+};
+
+/**
+ * In change order, a row goes when every earlier open row about its user and its organization went
+ * before it in this claim; one that stays behind holds back every later row about either of its
+ * entities, transitively (a count can only fall short from then on). Returns the ids chosen.
+ */
+const chooseInChainOrder = (candidates: CandidateRow[], limit: number): number[] => {
+  const claimedBefore = new Map<string, number>();
+  const chosen: number[] = [];
+  const keysOf = (row: CandidateRow): [string | null, string | null] => [
+    row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
+    row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
+  ];
+  for (const row of [...candidates].sort((a, b) => Number(a.change_id) - Number(b.change_id) || Number(a.id) - Number(b.id))) {
+    if (chosen.length >= limit) break;
+    const [userKey, organizationKey] = keysOf(row);
+    const followsItsChains =
+      (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
+      (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
+    if (!followsItsChains) continue;
+    chosen.push(Number(row.id));
+    for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
+  }
+  return chosen;
+};
+
+type RawClaimedRow = RawOutboxRow & {
+  previous_attempt_at: string | Date | null;
+  subscription_url: string | null;
+  subscription_secret: string | null;
+  subscription_previous_secret: string | null;
+  subscription_previous_secret_expires_at: string | Date | null;
+  change_row_id: string | number | null;
+  change_at: string | Date | null;
+  change_observed_at: string | Date | null;
+  change_kind: string | null;
+  change_source: string | null;
+  change_actor: string | null;
+  change_user_id: string | null;
+  change_organization_id: string | null;
+  change_organization_role_id: string | null;
+  change_details: string | Record<string, unknown> | null;
+  change_sync_run_id: string | number | null;
+  change_delivery_id: string | number | null;
+};
+
+const toClaimedOutboxRow = (row: RawClaimedRow): ClaimedOutboxRow => ({
+  ...toOutboxRow(row),
+  previousAttemptAt: date(row.previous_attempt_at),
+  subscription:
+    row.subscription_url === null
+      ? null
+      : {
+          url: row.subscription_url,
+          secret: row.subscription_secret!,
+          previousSecret: row.subscription_previous_secret,
+          previousSecretExpiresAt: date(row.subscription_previous_secret_expires_at),
+        },
+  change:
+    row.change_row_id === null
+      ? null
+      : {
+          id: Number(row.change_row_id),
+          at: new Date(row.change_at!),
+          observedAt: new Date(row.change_observed_at!),
+          kind: row.change_kind!,
+          source: row.change_source!,
+          actor: row.change_actor,
+          userId: row.change_user_id,
+          organizationId: row.change_organization_id,
+          organizationRoleId: row.change_organization_role_id,
+          details: typeof row.change_details === 'string' ? (JSON.parse(row.change_details) as Record<string, unknown>) : row.change_details,
+          syncRunId: row.change_sync_run_id === null ? null : Number(row.change_sync_run_id),
+          deliveryId: row.change_delivery_id === null ? null : Number(row.change_delivery_id),
+        },
+});
+
+const dialect = new PgDialect();
+
+/** A statement's text with nothing bound: the claim's values are integers it checked, written into the text. */
+const sqlText = (query: SQL): string => {
+  const built = dialect.sqlToQuery(query);
+  if (built.params.length > 0) throw new Error('a statement sent as text must not bind values');
+  return built.sql;
+};
+
+/** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
+type Run = (statements: string[], first: boolean) => Promise<unknown[][]>;
+
+/**
+ * Runs `body` in a transaction with `settings` off for it, in as few round trips as the driver allows.
+ * On PostgreSQL the first statements travel in the same message as the transaction's begin and the last
+ * with its commit, through the simple query protocol, which takes several statements without bound
+ * values: a claim is two round trips instead of six (frontier, begin, settings, scan, update, commit),
+ * each of which woke PostgreSQL and the sender on a busy machine. Elsewhere (PGlite), one statement at a
+ * time in a drizzle transaction.
+ */
+const inOneTransaction = async <T>(db: Database, settings: string[], body: (run: Run) => Promise<T[]>): Promise<T[]> => {
+  const pool = (db as { $client?: unknown }).$client;
+  if (pool instanceof pg.Pool) {
+    const client = await pool.connect();
+    let open = false;
+    let broken: Error | undefined;
+    try {
+      const results = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result : [result]).map((each) => each.rows);
+      const run: Run = async (statements, first) => {
+        if (first) {
+          open = true;
+          const texts = ['begin', ...settings.map((name) => `set local ${name} = off`), ...statements];
+          return results(await client.query(texts.join(';\n'))).slice(texts.length - statements.length);
+        }
+        const all = results(await client.query([...statements, 'commit'].join(';\n')));
+        open = false;
+        return all.slice(0, statements.length);
+      };
+      const result = await body(run);
+      if (open) {
+        await client.query('commit');
+        open = false;
+      }
+      return result;
+    } catch (error) {
+      if (open) await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error));
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+  return db.transaction(async (tx) => {
+    await tx.execute(sql.raw(`select ${settings.map((name) => `set_config('${name}', 'off', true)`).join(', ')}`));
+    return body(async (statements) => {
+      const all: unknown[][] = [];
+      for (const text of statements) all.push(await rows<unknown>(tx, sql.raw(text)));
+      return all;
+    });
   });
 };
 

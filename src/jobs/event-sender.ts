@@ -1,13 +1,11 @@
 import { isIP } from 'node:net';
-import { inArray } from 'drizzle-orm';
 import { Webhook } from 'svix';
-import { accessChanges } from '../../db/schema.js';
 import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
 import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
-import { findEventSubscriptions, signingSecrets, type EventSubscription } from '../db/event-subscriptions.js';
+import { signingSecrets } from '../db/event-subscriptions.js';
 import {
-  claimOutbox,
+  claimOutboxFromFrontier,
   outboxFrontierStart,
   disableFailingSubscriptions,
   extendOutboxLeases,
@@ -17,10 +15,11 @@ import {
   settleAttempts,
   type AttemptResult,
   type ClaimedOutboxRow,
+  type ClaimedSubscription,
   type OutboxRow,
   type Release,
 } from '../db/outbox.js';
-import { accessChangeColumns } from '../db/queries/changes.js';
+import type { AccessChange } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { isPrivateAddress } from '../sync/public-address.js';
@@ -93,6 +92,19 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     return signer;
   };
 
+  /** Whether a URL names a private address literally (names are checked as they resolve); once per URL. */
+  const literalChecks = new Map<string, boolean>();
+  const pointsToPrivateAddress = (url: string): boolean => {
+    let found = literalChecks.get(url);
+    if (found === undefined) {
+      const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+      found = isIP(host) !== 0 && isPrivateAddress(host);
+      if (literalChecks.size >= 1000) literalChecks.clear();
+      literalChecks.set(url, found);
+    }
+    return found;
+  };
+
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
   let lastAnalyzeAt = 0;
@@ -128,7 +140,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       flushing ??= flush();
     });
 
-  const send = async (row: OutboxRow, subscription: EventSubscription | undefined, payload: string): Promise<AttemptResult> => {
+  const send = async (row: OutboxRow, subscription: ClaimedSubscription | null, payload: string): Promise<AttemptResult> => {
     const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload };
     const retry = (status: number | null, error: string | null): AttemptResult => {
       const retryInMs = row.attempts < schedule.length ? schedule[row.attempts]! : null;
@@ -137,9 +149,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     if (!subscription) return { ...base, status: null, error: 'subscription deleted', ok: false, retryInMs: null };
     const started = process.hrtime.bigint();
     try {
-      const url = new URL(subscription.url);
-      const host = url.hostname.replace(/^\[|\]$/g, '');
-      if (!allowPrivate && isIP(host) && isPrivateAddress(host)) return retry(null, 'the URL points to a private, loopback or link-local address');
+      if (!allowPrivate && pointsToPrivateAddress(subscription.url)) return retry(null, 'the URL points to a private, loopback or link-local address');
       const now = new Date();
       const webhookId = webhookIdOf(row.changeId);
       const signature = signingSecrets(subscription, now)
@@ -161,13 +171,16 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     }
   };
 
-  /** The bodies of rows never sent yet are built now; retries reuse the body of their first attempt. */
-  const bodiesFor = async (rows: OutboxRow[]): Promise<Map<number, string>> => {
+  /**
+   * The bodies of rows never sent yet are built now, once per change (its subscriptions share it), from
+   * the change the claim read with them; retries reuse the body of their first attempt.
+   */
+  const bodiesFor = async (rows: ClaimedOutboxRow[]): Promise<Map<number, string>> => {
     const bodies = new Map<number, string>();
-    const missing = [...new Set(rows.filter((row) => !row.payload).map((row) => row.changeId))];
-    if (missing.length > 0) {
-      const changes = await db.select(accessChangeColumns).from(accessChanges).where(inArray(accessChanges.id, missing));
-      for (const event of await buildAccessEvents(db, changes)) bodies.set(event.data.changeId, JSON.stringify(event));
+    const changes = new Map<number, AccessChange>();
+    for (const row of rows) if (!row.payload && row.change) changes.set(row.change.id, row.change);
+    if (changes.size > 0) {
+      for (const event of await buildAccessEvents(db, [...changes.values()])) bodies.set(event.data.changeId, JSON.stringify(event));
     }
     return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
   };
@@ -178,7 +191,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
    * delivered, it is handed back unsent, to wait in the outbox behind the retry as before. Rows of
    * different chains go out at once.
    */
-  const dispatch = (rows: ClaimedOutboxRow[], subscriptions: Map<string, EventSubscription>, bodies: Map<number, string>) => {
+  const dispatch = (rows: ClaimedOutboxRow[], bodies: Map<number, string>) => {
     const chainEnds = new Map<string, Promise<boolean>>();
     for (const row of rows) {
       const keys = [
@@ -186,19 +199,33 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
         row.organizationId === null ? null : `${row.subscriptionId}\u0000organization\u0000${row.organizationId}`,
       ].filter((key): key is string => key !== null);
       const before = keys.flatMap((key) => chainEnds.get(key) ?? []);
+      // The slot is given back once the attempt's result is queued for settlement, not once it is written:
+      // waiting for the group's statement kept every slot idle for a gather and a round trip after its
+      // answer came. The row stays `processing` under its lease until settled, so no claim takes it (or a
+      // later row of its chains) meanwhile; drain and stop still wait for the settlement (`pending`).
+      let freeSlot!: () => void;
+      const slotFree = new Promise<void>((resolve) => (freeSlot = resolve));
       const delivered = (async () => {
-        if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
-          await record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
-          return false;
+        try {
+          if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
+            const released = record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
+            freeSlot();
+            await released;
+            return false;
+          }
+          const result = await send(row, row.subscription, bodies.get(row.id)!);
+          metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
+          if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
+          const recorded = record(result);
+          freeSlot();
+          await recorded;
+          return result.ok;
+        } finally {
+          freeSlot();
         }
-        const result = await send(row, subscriptions.get(row.subscriptionId), bodies.get(row.id)!);
-        metrics.eventDeliveries.inc({ outcome: result.ok ? 'delivered' : result.retryInMs === null ? 'failed' : 'retry' });
-        if (!result.ok) log.debug({ deliveryId: row.id, attempt: row.attempts, error: result.error }, 'event delivery failed');
-        await record(result);
-        return result.ok;
       })();
       for (const key of keys) chainEnds.set(key, delivered);
-      loop.track(row.id, row, delivered.then(() => undefined));
+      loop.track(row.id, row, slotFree);
     }
   };
 
@@ -222,6 +249,8 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   };
 
   const frontier = createChangeFrontier(db, () => outboxFrontierStart(db), { giveUpAfterMs: 30_000 });
+  /** Whether the last claim saw a change beyond a gap after the frontier. */
+  let frontierGap = false;
 
   const loop = createClaimLoop<OutboxRow>({
     log,
@@ -235,12 +264,16 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       if (free < claimThreshold) return 0;
       await updateBacklog(false);
       // Only changes up to the frontier: an earlier change about the same entity may still be committing.
-      const rows = await claimOutbox(db, free, leaseMs, await frontier.advance());
+      // The claim itself extends the frontier over the ids that follow it without a gap; only after it saw
+      // a gap (or before the first claim) does the frontier's own reading, with its gap watch, go first.
+      const from = frontierGap ? null : frontier.current();
+      const claimed = await claimOutboxFromFrontier(db, free, leaseMs, from ?? (await frontier.advance()));
+      frontier.reachedWithoutGap(claimed.reached);
+      frontierGap = claimed.gap;
+      const rows = claimed.rows;
       if (rows.length === 0) return 0;
       try {
-        const subscriptionIds = [...new Set(rows.map((row) => row.subscriptionId))];
-        const [subscriptions, bodies] = await Promise.all([findEventSubscriptions(db, subscriptionIds), bodiesFor(rows)]);
-        dispatch(rows, new Map(subscriptions.map((subscription) => [subscription.id, subscription])), bodies);
+        dispatch(rows, await bodiesFor(rows));
       } catch (error) {
         // Claimed but not sent: their leases run out and they are claimed again.
         log.error({ err: error }, 'could not prepare claimed deliveries');

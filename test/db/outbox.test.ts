@@ -2,7 +2,7 @@ import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventOutbox } from '../../db/schema.js';
 import { rows, type DatabaseHandle } from '../../src/db/client.js';
-import { claimOutbox, settleAttempts } from '../../src/db/outbox.js';
+import { claimOutbox, claimOutboxFromFrontier, settleAttempts } from '../../src/db/outbox.js';
 import { recordChanges } from '../../src/sync/apply/changes.js';
 import { createEventSubscription } from '../../src/sync/event-subscriptions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -97,5 +97,40 @@ describe('the event outbox', () => {
 
     const handedBackRow = await byId(handedBack!.id);
     expect(handedBackRow).toMatchObject({ status: 'pending', open: true, attempts: 0, lastAttemptAt: previousAttemptAt, leaseUntil: null });
+  });
+
+  it('claims from a frontier up to the first missing change id only, with the subscription and change that sending needs', async () => {
+    const context = { source: 'webhook' as const, observedAt: new Date() };
+    const [last] = await rows<{ id: string }>(database.db, sql`select coalesce(max(id), 0)::text as id from access_changes`);
+    const frontier = Number(last!.id);
+    const [first] = await recordChanges(database.db, [{ kind: 'user.updated', userId: 'frontier_user_a' }], context);
+    // A change whose transaction rolled back leaves its id missing for good; until the frontier's gap
+    // watch steps over it, nothing after it may be claimed (an earlier change could still be committing).
+    await database.db
+      .transaction(async (tx) => {
+        await recordChanges(tx, [{ kind: 'user.updated', userId: 'frontier_user_b' }], context);
+        tx.rollback();
+      })
+      .catch(() => {});
+    const [third] = await recordChanges(database.db, [{ kind: 'user.updated', userId: 'frontier_user_c' }], context);
+    expect(third).toBeGreaterThan(first! + 1);
+    const mine = (claimed: { rows: { userId: string | null }[] }) => claimed.rows.filter((row) => row.userId?.startsWith('frontier_user_'));
+
+    const held = await claimOutboxFromFrontier(database.db, 100, 60_000, frontier);
+    expect(held).toMatchObject({ reached: first, gap: true });
+    expect(mine(held)).toHaveLength(1);
+    const [claimed] = mine(held) as Awaited<ReturnType<typeof claimOutboxFromFrontier>>['rows'];
+    expect(claimed).toMatchObject({
+      changeId: first,
+      subscription: { url: 'http://127.0.0.1:9/events', previousSecret: null, previousSecretExpiresAt: null },
+      change: { id: first, kind: 'user.updated', userId: 'frontier_user_a', source: 'webhook', organizationId: null },
+    });
+    expect(claimed!.subscription!.secret).toMatch(/^whsec_/);
+    expect(claimed!.change!.at).toBeInstanceOf(Date);
+
+    // Past the gap (the watch stepped over it), the next change is claimed and the frontier reaches it.
+    const next = await claimOutboxFromFrontier(database.db, 100, 60_000, third! - 1);
+    expect(next).toMatchObject({ reached: third, gap: false });
+    expect(mine(next).map((row) => row.userId)).toEqual(['frontier_user_c']);
   });
 });
