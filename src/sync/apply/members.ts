@@ -204,15 +204,15 @@ const writeMemberships = async (
   // a row refers to exist, and stay until this transaction ends (FOR KEY SHARE, what the foreign key
   // checks took, so a deletion that removes grants waits for this page and then removes its rows too).
   // A row whose referent a concurrent deletion removed first is not written (the foreign key failed the page).
-  // A part with nothing to write is left out of the text (an empty relation of the same columns in its
-  // place): each page's statement is planned for its values, and a baseline's pages, which never revoke,
-  // then plan no revoke with its probe, nor a reconcile's pages that only add (issue 11: planning was a
-  // tenth of PostgreSQL's CPU in a baseline). Each shape is its own named statement.
-  const nothing = (columns: string) => sql.raw(`select ${columns} where false`);
   const writes = sql`live_organization as (
       select id from ${organizations} where id = ${organizationId} for key share
-    ), ${adding.length === 0 ? sql`added as (${nothing('null::text as user_id')})` : sql`live_users as (
+    ), live_users as (
       select id from ${users} where id = any(${sql.param(adding)}::text[]) order by id for key share
+    ), live_roles as (
+      select id from ${organizationRoles} where id = any(${sql.param(grantedRoles)}::text[]) order by id for key share
+    ), live_members as (
+      select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(grantedUsers)}::text[])
+      order by user_id for key share
     ), added as (
       insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
       select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
@@ -221,11 +221,6 @@ const writeMemberships = async (
         and ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
       on conflict do nothing
       returning user_id
-    )`}, ${granting.length === 0 ? sql`granted as (${nothing('null::text as user_id, null::text as organization_role_id')})` : sql`live_roles as (
-      select id from ${organizationRoles} where id = any(${sql.param(grantedRoles)}::text[]) order by id for key share
-    ), live_members as (
-      select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(grantedUsers)}::text[])
-      order by user_id for key share
     ), granted as (
       insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
       select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
@@ -234,14 +229,14 @@ const writeMemberships = async (
         and ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
       on conflict do nothing
       returning user_id, organization_role_id
-    )`}, ${revoking.length === 0 ? sql`revoked as (${nothing('null::text as user_id, null::text as organization_role_id')})` : sql`revoked as (
+    ), revoked as (
       delete from ${organizationMemberRoles} m
       using json_to_recordset(${JSON.stringify(revoking)}::json) as t(u text, r text)
       where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
         and m.observed_at <= ${observedAt}::timestamptz
         and ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
       returning m.user_id, m.organization_role_id
-    )`}`;
+    )`;
   const selected = sql`select 1, row_number() over (order by user_id), 'member.added', user_id, ${organizationId}::text, null::text, null::jsonb from added
     union all select 2, row_number() over (order by user_id, organization_role_id), 'member_role.granted', user_id, ${organizationId}::text, organization_role_id, null::jsonb from granted
     union all select 3, row_number() over (order by user_id, organization_role_id), 'member_role.revoked', user_id, ${organizationId}::text, organization_role_id, null::jsonb from revoked`;
