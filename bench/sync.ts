@@ -11,7 +11,7 @@ import { openDatabase, rows, runMigrations, type DatabaseHandle } from '../src/d
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
-import type { FullSyncResult } from '../src/sync/full-sync.js';
+import { defaultOrganizationConcurrency, defaultPagesAhead, type FullSyncResult } from '../src/sync/full-sync.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 import { startSimulator, type Simulator } from './simulator.js';
 
@@ -29,6 +29,8 @@ const options = {
   rate: { type: 'string', default: '200/10s' },
   latency: { type: 'string', default: '20' },
   concurrency: { type: 'string', default: '8' },
+  // Organizations whose members are crawled at once, by the pure crawl and the full sync alike.
+  'organizations-at-once': { type: 'string', default: String(defaultOrganizationConcurrency) },
   'skip-throttled': { type: 'boolean', default: false },
   'skip-pglite': { type: 'boolean', default: false },
   // Names the result files (sync-<label>-scale<scale>-<time>), so that the runs of an A/B stay apart.
@@ -93,7 +95,7 @@ const configFor = (sim: Simulator, rate: string, concurrency: string): Config =>
  * What a full sync cannot beat: the same requests through the same client, with the same pages ahead
  * and the same organization concurrency as `runFullSync`, each body parsed (and validated) and dropped.
  */
-const pureCrawl = async (logto: LogtoClient, organizationConcurrency = 8, pagesAhead = 16) => {
+const pureCrawl = async (logto: LogtoClient, organizationConcurrency = defaultOrganizationConcurrency, pagesAhead = defaultPagesAhead) => {
   const started = performance.now();
   const before = logto.stats().requests;
   const drain = async (pages: AsyncIterable<unknown>) => {
@@ -180,11 +182,11 @@ const withCpu = async <T>(
   };
 };
 
-const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'baseline' | 'reconcile', sim: Simulator) => {
+const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'baseline' | 'reconcile', sim: Simulator, organizationConcurrency: number) => {
   const changesBefore = await database.db.$count(accessChanges);
   const started = performance.now();
   const { value: result, cpu } = await withCpu(sim, database.driver === 'postgres', async (): Promise<FullSyncResult> =>
-    (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench' })).done);
+    (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench', organizationConcurrency })).done);
   const seconds = (performance.now() - started) / 1000;
   const changeRows = (await database.db.$count(accessChanges)) - changesBefore;
   return { seconds, requests: result.counts.requests, rowsWritten: result.counts.rowsWritten, changeRows, cpu, counts: result.counts };
@@ -193,15 +195,15 @@ const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'bas
 const round = (value: number, digits = 2) => Number(value.toFixed(digits));
 
 /** Crawl, baseline and unchanged reconcile against one tenant and one database; crawl measured before and after. */
-const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: string) => {
+const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: string, organizationConcurrency: number) => {
   const config = configFor(sim, '100000/10s', concurrency);
   const simCpuBefore = sim.cpuSeconds();
-  const crawlBefore = await pureCrawl(createLogtoClient(config.logto));
+  const crawlBefore = await pureCrawl(createLogtoClient(config.logto), organizationConcurrency);
   const simCpuCrawl = sim.cpuSeconds() - simCpuBefore;
   global.gc?.();
-  const baseline = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'baseline', sim));
-  const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile', sim));
-  const crawlAfter = await pureCrawl(createLogtoClient(config.logto));
+  const baseline = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'baseline', sim, organizationConcurrency));
+  const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile', sim, organizationConcurrency));
+  const crawlAfter = await pureCrawl(createLogtoClient(config.logto), organizationConcurrency);
   const crawlSeconds = (crawlBefore.seconds + crawlAfter.seconds) / 2;
   const minimum = await minimumRequests(database);
   return {
@@ -224,16 +226,17 @@ export const run = async (args: string[]): Promise<void> => {
   const scale = Number(values.scale);
   const latencyMs = Number(values.latency);
   const shape = shapeFor(scale);
+  const organizationConcurrency = Number(values['organizations-at-once']);
   const machine = { nproc: cpus().length, memoryGiB: round(totalmem() / 1024 ** 3, 1), loadAverage: loadavg().map((load) => round(load, 1)) };
   console.log(`# sync bench: scale ${scale} (${shape.users} users, ${shape.organizations} organizations), latency ${latencyMs} ms, concurrency ${values.concurrency}`);
   console.log(`machine: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(' ')}`);
 
-  const results: Record<string, unknown> = { at: new Date().toISOString(), scale, latencyMs, concurrency: Number(values.concurrency), machine };
+  const results: Record<string, unknown> = { at: new Date().toISOString(), scale, latencyMs, concurrency: Number(values.concurrency), organizationConcurrency, machine };
   const sim = await startTenant(shape, latencyMs);
   try {
     const database = await freshPostgres('las_bench_sync');
     try {
-      results.postgres = await measure(sim, database, values.concurrency);
+      results.postgres = await measure(sim, database, values.concurrency, organizationConcurrency);
     } finally {
       await database.drop();
     }
@@ -241,7 +244,7 @@ export const run = async (args: string[]): Promise<void> => {
       const database = await freshPostgres('las_bench_sync_throttled');
       try {
         const logto = createLogtoClient(configFor(sim, values.rate, values.concurrency).logto);
-        const throttled = await fullSync(database, logto, 'baseline', sim);
+        const throttled = await fullSync(database, logto, 'baseline', sim, organizationConcurrency);
         const [count, per] = values.rate.split('/');
         const perSecond = Number(count) / (loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: values.rate }).logto.rateLimit.intervalMs / 1000);
         results.throttled = {
@@ -265,7 +268,7 @@ export const run = async (args: string[]): Promise<void> => {
     const small = await startTenant(shapeFor(0.1), latencyMs);
     const database = await freshPglite();
     try {
-      results.pglite = await measure(small, database, values.concurrency);
+      results.pglite = await measure(small, database, values.concurrency, organizationConcurrency);
     } finally {
       small.close();
       await database.drop();
@@ -291,7 +294,8 @@ const report = (results: Record<string, unknown>): string => {
   lines.push(`# Sync bench, scale ${String(results.scale)} (${String(results.at)})`, '');
   lines.push(
     `Machine: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, load average at start ${machine.loadAverage.join(' ')} (shared). ` +
-      `Simulated tenant in a child process answering every request after ${String(results.latencyMs)} ms; LOGTO_CONCURRENCY ${String(results.concurrency)}.`,
+      `Simulated tenant in a child process answering every request after ${String(results.latencyMs)} ms; LOGTO_CONCURRENCY ${String(results.concurrency)}; ` +
+      `organizations crawled at once ${String(results.organizationConcurrency)} (crawl and sync alike).`,
     '',
   );
   const section = (title: string, measured: Measured, targets: boolean) => {

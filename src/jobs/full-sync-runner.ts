@@ -2,7 +2,7 @@ import { analyzeLoadedTables } from '../db/statistics.js';
 import { lastSyncRun } from '../db/sync-runs.js';
 import { AppError } from '../errors.js';
 import type { SyncDeps } from '../sync/context.js';
-import { runFullSync, type FullSyncKind, type FullSyncResult, type SyncProgress } from '../sync/full-sync.js';
+import { runFullSync, type FullSyncKind, type FullSyncOptions, type FullSyncResult } from '../sync/full-sync.js';
 import { withJobLock } from './lock.js';
 
 export type StartedRun = { runId: number; done: Promise<FullSyncResult> };
@@ -18,7 +18,7 @@ const bulkRowsWritten = 5000;
  */
 export const startFullSync = async (
   deps: SyncDeps,
-  options: { kind: FullSyncKind; trigger: string; onProgress?: (progress: SyncProgress) => void },
+  options: Pick<FullSyncOptions, 'kind' | 'trigger' | 'onProgress' | 'organizationConcurrency'>,
 ): Promise<StartedRun> => {
   let started!: (runId: number) => void;
   const runId = new Promise<number>((resolve) => (started = resolve));
