@@ -10,8 +10,6 @@ import { TokenProvider } from './token.js';
 import { createTransport } from './transport.js';
 import {
   hookLogSchema,
-  isLogtoOrganizationMember,
-  isLogtoUser,
   logtoOrganizationMemberSchema,
   logtoOrganizationRoleSchema,
   logtoOrganizationSchema,
@@ -168,7 +166,7 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
   };
 
   return {
-    listUsers: (options) => paginate(context, { segments: ['users'], item: logtoUserSchema, check: isLogtoUser }, options),
+    listUsers: (options) => paginate(context, { segments: ['users'], item: logtoUserSchema }, options),
     listOrganizations: (options) => paginate(context, { segments: ['organizations'], item: logtoOrganizationSchema }, options),
     async *listOrganizationsWithMemberCounts(options) {
       const pages = paginate(
@@ -190,7 +188,7 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
     listOrganizationRoles: (options) =>
       paginate(context, { segments: ['organization-roles'], item: logtoOrganizationRoleSchema }, options),
     listOrganizationMembers: (organizationId, options) =>
-      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema, check: isLogtoOrganizationMember }, options),
+      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema }, options),
 
     getUser: (id) => getOne(logtoUserSchema, { method: 'GET', path: apiPath(['users', id]), notFound: 'null' }),
 

@@ -21,8 +21,6 @@ export { backoffDelay, defaultBackoff, defaultRetryWindowMs, parseRetryAfter, re
 export { maxPageSize, type AheadOptions } from './paginate.js';
 export {
   hookLogSchema,
-  isLogtoOrganizationMember,
-  isLogtoUser,
   logtoOrganizationMemberSchema,
   logtoOrganizationRoleSchema,
   logtoOrganizationSchema,

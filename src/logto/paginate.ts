@@ -3,7 +3,7 @@ import { parseTotalNumber } from './backoff.js';
 import { LogtoError } from './errors.js';
 import { apiPath, apiRequest, type HttpContext } from './http.js';
 import { header } from './transport.js';
-import type { ItemCheck, Page } from './types.js';
+import type { Page } from './types.js';
 
 /** Logto's maximum `page_size`; 101 gives 400 `guard.invalid_pagination`. */
 export const maxPageSize = 100;
@@ -14,8 +14,6 @@ export type CrawlOptions<T> = {
   /** Extra query parameters (page and page_size are added here). */
   query?: ReadonlyArray<readonly [string, string | number | boolean]>;
   item: z.ZodType<T>;
-  /** The same as `item`, as a check that fills defaults in place instead of copying (see `ItemCheck`). */
-  check?: ItemCheck<T>;
   /** Keeps only matching items in the yielded pages (deduplication and stopping still see every item). */
   filter?: (item: T) => boolean;
   pageSize?: number;
@@ -105,7 +103,7 @@ export async function* paginate<T extends { id: string }>(
     const fresh: T[] = [];
     let added = 0;
     for (const [index, value] of raw.entries()) {
-      const item = options.check?.(value) ? value : validateItem(options.item, value, { method: 'GET', path: fetched.path }, index);
+      const item = validateItem(options.item, value, { method: 'GET', path: fetched.path }, index);
       if (seen.has(item.id)) continue;
       seen.add(item.id);
       added += 1;

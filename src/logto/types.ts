@@ -59,62 +59,6 @@ export const logtoUserOrganizationSchema = logtoOrganizationSchema.extend({
   organizationRoles: z.array(organizationRoleRefSchema),
 });
 
-/**
- * The schemas above as plain checks, for the items of a crawl's pages (every user of a baseline, most
- * of them twice, as a user and as a member): zod builds a copy of each object, which with its garbage
- * cost more of the sync process's CPU than the parse of the body (see issue 11). A check accepts only
- * what the schema accepts and, like it, fills the absent fields with their defaults, but in place;
- * anything it does not accept goes to the schema, whose answer (data or the error) is then used, so a
- * bad item fails exactly as before.
- */
-export type ItemCheck<T> = (value: unknown) => value is T;
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value) && Object.getPrototypeOf(value) === Object.prototype;
-
-/** A field zod defaults to `fallback` when absent; otherwise `valid` decides. */
-const defaulted = (item: Record<string, unknown>, key: string, valid: (value: unknown) => boolean, fallback: () => unknown): boolean => {
-  const value = item[key];
-  if (value === undefined) {
-    item[key] = fallback();
-    return true;
-  }
-  return valid(value);
-};
-
-const isText = (value: unknown) => typeof value === 'string';
-const isNullableText = (value: unknown) => value === null || typeof value === 'string';
-const isNullableNumber = (value: unknown) => value === null || (typeof value === 'number' && Number.isFinite(value));
-const isNumber = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
-const isId = (value: unknown) => typeof value === 'string' && value.length > 0;
-
-const checkUserFields = (item: Record<string, unknown>): boolean =>
-  isId(item.id) &&
-  isNumber(item.createdAt) &&
-  isNumber(item.updatedAt) &&
-  typeof item.isSuspended === 'boolean' &&
-  (item.hasPassword === undefined || typeof item.hasPassword === 'boolean') &&
-  defaulted(item, 'username', isNullableText, () => null) &&
-  defaulted(item, 'primaryEmail', isNullableText, () => null) &&
-  defaulted(item, 'primaryPhone', isNullableText, () => null) &&
-  defaulted(item, 'name', isNullableText, () => null) &&
-  defaulted(item, 'avatar', isNullableText, () => null) &&
-  defaulted(item, 'applicationId', isNullableText, () => null) &&
-  defaulted(item, 'lastSignInAt', isNullableNumber, () => null) &&
-  defaulted(item, 'customData', isRecord, () => ({})) &&
-  defaulted(item, 'identities', isRecord, () => ({})) &&
-  defaulted(item, 'profile', isRecord, () => ({}));
-
-/** `logtoUserSchema` as a check (see `ItemCheck`). */
-export const isLogtoUser: ItemCheck<LogtoUser> = (value): value is LogtoUser => isRecord(value) && checkUserFields(value);
-
-/** `logtoOrganizationMemberSchema` as a check (see `ItemCheck`). */
-export const isLogtoOrganizationMember: ItemCheck<LogtoOrganizationMember> = (value): value is LogtoOrganizationMember =>
-  isRecord(value) &&
-  Array.isArray(value.organizationRoles) &&
-  value.organizationRoles.every((role: unknown) => isRecord(role) && isId(role.id) && isText(role.name)) &&
-  checkUserFields(value);
-
 export const hookLogSchema = z.looseObject({
   id: z.string().min(1),
   key: z.string(),
