@@ -109,7 +109,7 @@ export const run = async (argv: string[]): Promise<void> => {
 
   const sim = await startSimulator([
     '--port', String(port + 1), '--users', String(tenantUsers), '--organizations', values.organizations!, '--roles', '6',
-    '--seed', '2027', '--resource', 'self', '--webhook-url', `http://127.0.0.1:${port}/webhooks/logto`, '--signing-key', signingKey,
+    '--seed', '2027', '--resource', 'self', '--webhook-url', `http://127.0.0.1:${port}/webhooks/logto`, `--signing-key=${signingKey}`,
   ]);
   children.push(sim.child);
   const simEnv = sim.env;

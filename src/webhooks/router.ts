@@ -2,12 +2,13 @@ import { createHash } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
-import { eventName, insertClaimedDelivery, insertDelivery, type Delivery, type DeliveryChannel } from '../db/inbox.js';
+import { eventName, type DeliveryChannel } from '../db/inbox.js';
 import type { InboxIntake } from '../jobs/inbox-worker.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { sendProblem } from '../problem.js';
 import { coalescedWake } from './coalesced-wake.js';
+import { createDeliveryStore, type DeliveryStoreOptions, type StoredDelivery } from './delivery-store.js';
 import { logtoSignatureHeader, verifyLogtoSignature } from './signature.js';
 import { createStandardWebhookVerifier, standardWebhookId } from './standard-webhooks.js';
 import { maxPayloadDepth, mayNeedStorableCheck, toStorableJson } from './storable-json.js';
@@ -29,6 +30,8 @@ export type WebhookRouterDeps = {
    * claim, transaction and settle costing the cores the receiver needs more than the delivery itself.
    */
   wakeIntervalMs?: number;
+  /** How deliveries arriving together share an insert (see `createDeliveryStore`). */
+  store?: DeliveryStoreOptions;
 };
 
 export const maxWebhookBodyBytes = 1024 * 1024;
@@ -50,6 +53,7 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
   const { signingKeys, svixSecret } = deps.config.webhooks;
   const verifyRelayed = svixSecret ? createStandardWebhookVerifier(svixSecret) : null;
   const count = (outcome: Outcome) => metrics.webhookDeliveries.inc({ outcome });
+  const deliveries = createDeliveryStore(deps.db, deps.store);
   const wake = deps.onDelivery
     ? coalescedWake(deps.onDelivery, deps.wakeIntervalMs ?? 10, (error) =>
         log.warn({ err: error }, 'onDelivery failed; the worker finds the delivery on its next poll'),
@@ -122,9 +126,9 @@ export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => 
     const dedupKey = relayedId ? `svix:${relayedId}` : `sha256:${createHash('sha256').update(raw).digest('hex')}`;
     const input = { dedupKey, channel, payload: payload as Record<string, unknown>, payloadText: storedText };
     const ticket = deps.intake?.begin({ event: eventName(input.payload), payload: input.payload });
-    let stored: { id: number; duplicate: boolean; delivery?: Delivery };
+    let stored: StoredDelivery;
     try {
-      stored = ticket?.claim ? await insertClaimedDelivery(deps.db, input, ticket.leaseMs) : await insertDelivery(deps.db, input);
+      stored = await deliveries.store(input, ticket?.claim ? ticket.leaseMs : null);
     } catch (error) {
       ticket?.finish(null);
       count('unavailable');

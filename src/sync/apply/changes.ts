@@ -121,7 +121,8 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
         dl: own.deliveryId ?? null,
       };
     });
-    const inserted = await rows<{ id: string | number }>(
+    // Named (one text whatever the batch): a batch of webhook deliveries records its changes this way.
+    const inserted = await namedRows<{ id: string | number }>(
       db,
       insertChangesWithEvents(
         sql`${insertIntoChanges}

@@ -1,11 +1,10 @@
-import { and, eq, inArray, max, sql } from 'drizzle-orm';
-import { accessChanges, users } from '../../../db/schema.js';
+import { and, eq, inArray, max } from 'drizzle-orm';
+import { accessChanges } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { lockEntities } from './entity-locks.js';
 import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
-import { fromExcluded } from './upsert.js';
-import { readCompared, toUserRow, userChanges, writtenUserFields, type ComparedRow } from './users.js';
+import { readCompared, toUserRow, upsertUserRows, userChanges, type ComparedRow } from './users.js';
 
 /** One user snapshot with the context it came with (its delivery, actor and observation time). */
 export type UserSnapshot = {
@@ -113,16 +112,11 @@ const applyRound = async (
     });
     if (writing.length === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
     // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
-    const written = await tx
-      .insert(users)
-      .values(writing.map((index) => rowsByIndex.get(index)!))
-      .onConflictDoUpdate({
-        target: users.id,
-        set: fromExcluded(users, [...writtenUserFields]),
-        setWhere: sql`${users.updatedAt} <= excluded.updated_at`,
-      })
-      .returning({ id: users.id });
-    const writtenIds = new Set(written.map((row) => row.id));
+    const written = await upsertUserRows(
+      tx,
+      writing.map((index) => rowsByIndex.get(index)!),
+    );
+    const writtenIds = new Set(written);
     const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
     const logged = (await recordChanges(tx, changes, first)).length;
     return { written: writtenIds, changes, rowsWritten: written.length + logged, writes, storedById };

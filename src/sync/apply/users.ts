@@ -235,6 +235,26 @@ export const writeUsers = async (
 };
 
 /**
+ * Writes `rows` over the stored copies where the stored copy is not newer (`updated_at`), inserting those
+ * not stored; returns the ids written. The rows go as one JSON parameter of a named statement: a batch of
+ * webhook snapshots otherwise cost fifteen parameters a row for drizzle to build and bind, and a statement
+ * text of its own for PostgreSQL to parse, per batch size.
+ */
+export const upsertUserRows = async (tx: Database, rows: UserRow[]): Promise<string[]> => {
+  if (rows.length === 0) return [];
+  const written = await namedRows<{ id: string }>(
+    tx,
+    sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
+      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
+      on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
+      where ${users.updatedAt} <= excluded.updated_at
+      returning id`,
+  );
+  return written.map((row) => row.id);
+};
+
+/**
  * Removes users with their memberships and member roles, recording each grant that ends with them
  * (Logto sends no membership event for these cascades).
  */
