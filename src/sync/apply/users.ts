@@ -97,6 +97,16 @@ const toJsonRow = (row: UserRow) => ({
   observed_at: row.observedAt?.toISOString(),
 });
 
+/** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
+const insertUsersFromJson = (rows: UserRow[]) =>
+  sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
+      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})`;
+
+/** A stored user overwritten by the row given unless the stored copy is newer (`updated_at`). */
+const overwriteUnlessStoredNewer = sql`on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
+      where ${users.updatedAt} <= excluded.updated_at`;
+
 const comparable = (value: unknown): string =>
   value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null, (_key, inner) => sortKeys(inner));
 
@@ -220,13 +230,10 @@ export const writeUsers = async (
   // was observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
   const written = await namedRows<{ id: string }>(
     tx,
-    sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-      from json_to_recordset(${JSON.stringify(rowsToWrite.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
+    sql`${insertUsersFromJson(rowsToWrite)}
       where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
         where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
-      on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
-      where ${users.updatedAt} <= excluded.updated_at
+      ${overwriteUnlessStoredNewer}
         and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
       returning id`,
   );
@@ -244,11 +251,8 @@ export const upsertUserRows = async (tx: Database, rows: UserRow[]): Promise<str
   if (rows.length === 0) return [];
   const written = await namedRows<{ id: string }>(
     tx,
-    sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})
-      on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
-      where ${users.updatedAt} <= excluded.updated_at
+    sql`${insertUsersFromJson(rows)}
+      ${overwriteUnlessStoredNewer}
       returning id`,
   );
   return written.map((row) => row.id);
