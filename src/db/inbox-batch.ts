@@ -1,6 +1,6 @@
 import type { Database } from './client.js';
-import { contentHash, eventName, type Delivery, type DeliveryInput } from './inbox.js';
-import { prepared, preparedRows } from './prepared.js';
+import { claimedAtIntake, contentHash, eventName, type Delivery, type DeliveryInput, type StoredAtIntake } from './inbox.js';
+import { arrayLiteral, prepared, preparedRows } from './prepared.js';
 import { isoSql } from './queries/json-text.js';
 
 /**
@@ -11,10 +11,6 @@ import { isoSql } from './queries/json-text.js';
  */
 export type BatchItem = { input: DeliveryInput; leaseMs: number | null };
 export type BatchResult = { id: number; duplicate: false; delivery?: Delivery } | { id: number; duplicate: true; delivery?: undefined };
-
-/** A PostgreSQL array literal of text (NULL for null), bound as one parameter: the same on both drivers. */
-const textArray = (values: (string | null)[]): string =>
-  `{${values.map((value) => (value === null ? 'NULL' : `"${value.replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
 
 // Rows in array order (`ordinality`), so ids follow the order the deliveries were received in; a row
 // with a lease is stored as a claim would leave it (processing, attempt 1), the others as the defaults do.
@@ -45,17 +41,17 @@ const deliveriesByDedupKeyStatement = prepared(
 export const insertDeliveries = async (db: Database, items: BatchItem[]): Promise<BatchResult[]> => {
   const hashes = items.map(({ input }) => contentHash(input.payload));
   const events = items.map(({ input }) => eventName(input.payload));
-  const inserted = await preparedRows<{ id: string; dedup_key: string; received_at: string; next_attempt_at: string; lease_until: string | null }>(
+  const inserted = await preparedRows<StoredAtIntake & { dedup_key: string }>(
     db,
     insertBatchStatement,
     [
-      textArray(items.map(({ input }) => input.dedupKey)),
-      textArray(hashes),
-      textArray(events),
-      textArray(items.map(({ input }) => input.channel)),
+      arrayLiteral(items.map(({ input }) => input.dedupKey)),
+      arrayLiteral(hashes),
+      arrayLiteral(events),
+      arrayLiteral(items.map(({ input }) => input.channel)),
       // The payloads as one JSON array of their texts as received: nothing to escape, and one parse.
       `[${items.map(({ input }) => input.payloadText ?? JSON.stringify(input.payload)).join(',')}]`,
-      `{${items.map(({ leaseMs }) => (leaseMs === null ? 'NULL' : String(leaseMs / 1000))).join(',')}}`,
+      arrayLiteral(items.map(({ leaseMs }) => (leaseMs === null ? null : leaseMs / 1000))),
     ],
   );
   const byKey = new Map(inserted.map((row) => [row.dedup_key, row]));
@@ -64,7 +60,7 @@ export const insertDeliveries = async (db: Database, items: BatchItem[]): Promis
     missing.length === 0
       ? new Map<string, number>()
       : new Map(
-          (await preparedRows<{ id: string; dedup_key: string }>(db, deliveriesByDedupKeyStatement, [textArray(missing)])).map((row) => [
+          (await preparedRows<{ id: string; dedup_key: string }>(db, deliveriesByDedupKeyStatement, [arrayLiteral(missing)])).map((row) => [
             row.dedup_key,
             Number(row.id),
           ]),
@@ -78,22 +74,6 @@ export const insertDeliveries = async (db: Database, items: BatchItem[]): Promis
     }
     const id = Number(row.id);
     if (leaseMs === null) return { id, duplicate: false };
-    const delivery: Delivery = {
-      id,
-      dedupKey: input.dedupKey,
-      contentHash: hashes[index]!,
-      event: events[index]!,
-      channel: input.channel,
-      payload: input.payload,
-      receivedAt: new Date(row.received_at),
-      status: 'processing',
-      outcome: null,
-      attempts: 1,
-      nextAttemptAt: new Date(row.next_attempt_at),
-      leaseUntil: row.lease_until === null ? null : new Date(row.lease_until),
-      lastError: null,
-      processedAt: null,
-    };
-    return { id, duplicate: false, delivery };
+    return { id, duplicate: false, delivery: claimedAtIntake(input, hashes[index]!, events[index]!, row) };
   });
 };

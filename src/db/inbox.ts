@@ -84,31 +84,38 @@ export const insertClaimedDelivery = async (
   leaseMs: number,
 ): Promise<{ id: number; duplicate: false; delivery: Delivery } | { id: number; duplicate: true; delivery?: undefined }> => {
   const values = insertValues(input);
-  const [inserted] = await preparedRows<{ id: string; received_at: string; next_attempt_at: string; lease_until: string }>(
+  const [inserted] = await preparedRows<StoredAtIntake>(
     db,
     insertClaimedDeliveryStatement,
     [...values, leaseMs / 1000],
   );
   if (!inserted) return existingDelivery(db, input.dedupKey);
-  const id = Number(inserted.id);
-  const delivery: Delivery = {
-    id,
-    dedupKey: input.dedupKey,
-    contentHash: values[1]!,
-    event: values[2]!,
-    channel: input.channel,
-    payload: input.payload,
-    receivedAt: new Date(inserted.received_at),
-    status: 'processing',
-    outcome: null,
-    attempts: 1,
-    nextAttemptAt: new Date(inserted.next_attempt_at),
-    leaseUntil: new Date(inserted.lease_until),
-    lastError: null,
-    processedAt: null,
-  };
-  return { id, duplicate: false, delivery };
+  return { id: Number(inserted.id), duplicate: false, delivery: claimedAtIntake(input, values[1]!, values[2]!, inserted) };
 };
+
+/** A stored row's columns that a delivery claimed at intake takes from the insert. */
+export type StoredAtIntake = { id: string; received_at: string; next_attempt_at: string; lease_until: string | null };
+
+/**
+ * A delivery stored already claimed, as a claim would have returned it (processing, attempt 1), its
+ * payload the object given (not parsed again).
+ */
+export const claimedAtIntake = (input: DeliveryInput, contentHash: string, event: string, stored: StoredAtIntake): Delivery => ({
+  id: Number(stored.id),
+  dedupKey: input.dedupKey,
+  contentHash,
+  event,
+  channel: input.channel,
+  payload: input.payload,
+  receivedAt: new Date(stored.received_at),
+  status: 'processing',
+  outcome: null,
+  attempts: 1,
+  nextAttemptAt: new Date(stored.next_attempt_at),
+  leaseUntil: dateOrNull(stored.lease_until),
+  lastError: null,
+  processedAt: null,
+});
 
 /** The first stored delivery with this content hash, if any. */
 export const findByContentHash = async (db: Database, hash: string): Promise<Delivery | null> =>

@@ -2,6 +2,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { rows, type Database } from './client.js';
+import { arrayLiteral } from './prepared.js';
 import type { AccessChange } from './queries/changes.js';
 
 /**
@@ -481,10 +482,6 @@ export type AttemptResult = {
  * it was before the claim, which did not count as an attempt.
  */
 export type Release = { release: OutboxClaim & { previousAttemptAt: Date | null } };
-
-/** A PostgreSQL array literal, bound as one parameter: elements quoted (null as NULL), so any text fits. */
-const arrayLiteral = (values: (string | number | boolean | null)[]) =>
-  `{${values.map((value) => (value === null ? 'NULL' : `"${String(value).replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
 
 /**
  * Records the outcome of sent attempts and the rows handed back, in one statement, only for claims still

@@ -12,6 +12,10 @@ export type PreparedStatement = { name: string; text: string };
 
 export const prepared = (name: string, text: string): PreparedStatement => ({ name, text });
 
+/** A PostgreSQL array literal, bound as one parameter: elements quoted (null as NULL), so any text fits; the same on both drivers. */
+export const arrayLiteral = (values: (string | number | boolean | null)[]): string =>
+  `{${values.map((value) => (value === null ? 'NULL' : `"${String(value).replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
+
 type QueryClient = { query(text: string, values: unknown[]): Promise<{ rows: unknown[] }> };
 
 /** `$n` placeholders as drizzle parameters, for a transaction (which has no client of its own to prepare on). */
