@@ -283,7 +283,9 @@ const claimOutboxRows = async (
             returning o.*, p.last_attempt_at as previous_attempt_at
           )
           -- What sending needs, read in the same round trip: the subscription's address and secrets, and
-          -- the change of a row never sent (a retry resends the body it kept).
+          -- the change of a row never sent (a retry resends the body it kept). The change is looked up per
+          -- row (lateral, kept from being flattened by offset 0): as a join, a change log of some ten
+          -- thousand rows was read whole into a hash per claim.
           select k.*, s.url as subscription_url, s.secret as subscription_secret,
                  s.previous_secret as subscription_previous_secret,
                  s.previous_secret_expires_at as subscription_previous_secret_expires_at,
@@ -293,7 +295,7 @@ const claimOutboxRows = async (
                  c.details as change_details, c.sync_run_id as change_sync_run_id, c.delivery_id as change_delivery_id
           from claimed k
           left join event_subscriptions s on s.id = k.subscription_id
-          left join access_changes c on c.id = k.change_id and k.payload is null`);
+          left join lateral (select * from access_changes c where c.id = k.change_id and k.payload is null offset 0) c on true`);
 
   let reached = start;
   let gap = false;
