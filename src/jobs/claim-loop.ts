@@ -35,14 +35,6 @@ export type ClaimLoopOptions<Claim> = {
    * under a stream of arrivals, a wake per finished claim made about one claim in four come back empty.
    */
   finishingMakesClaimable?: boolean;
-  /**
-   * Claims running at once at the most (default 1). With more, a wake while a claim is in flight starts
-   * another one for the slots freed meanwhile, instead of leaving them idle until the first returns: where
-   * a claim's round trips take longer than the work it hands out (the event sender on a busy database),
-   * slots otherwise spend as long waiting for the next claim as being used. `claim` must then be safe to
-   * run concurrently with itself (rows claimed with SKIP LOCKED are, as with several replicas).
-   */
-  claimsAtOnce?: number;
 };
 
 export type ClaimLoop<Claim> = {
@@ -88,7 +80,6 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   const claimBatchSize = options.claimBatchSize ?? Number.POSITIVE_INFINITY;
   const claimSpacingMs = Math.max(0, options.claimSpacingMs ?? 0);
   const finishingMakesClaimable = options.finishingMakesClaimable ?? true;
-  const claimsAtOnce = Math.max(1, options.claimsAtOnce ?? 1);
   let lastClaimAt = Number.NEGATIVE_INFINITY;
   let endSpacing: (() => void) | null = null;
   let running = false;
@@ -97,42 +88,20 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   let interruptSleep: (() => void) | null = null;
   let claiming = 0;
   let reserved = 0;
-  /** Slots promised to the claims in flight (each may fill up to its `free`). */
-  let promised = 0;
-  /** Claims started by a wake beside the loop's own (`claimsAtOnce` > 1). */
-  const sideClaims = new Set<Promise<void>>();
   let heartbeat: NodeJS.Timeout | null = null;
   const inHand = new Map<number, { claim: Claim; done: Promise<void> }>();
   /** Callers waiting for a pass of the loop that found nothing to do (`drain`). */
   const idleWaiters: (() => void)[] = [];
 
   const claimOnce = async (): Promise<{ claimed: number; free: number }> => {
-    const free = Math.min(claimBatchSize, concurrency - inHand.size - reserved - promised);
+    const free = Math.min(claimBatchSize, concurrency - inHand.size - reserved);
     if (free <= 0) return { claimed: 0, free };
     claiming += 1;
-    promised += free;
     try {
       return { claimed: await options.claim(free), free };
     } finally {
       claiming -= 1;
-      promised -= free;
     }
-  };
-
-  /** Another claim beside the one in flight, when there is room for one (see `claimsAtOnce`). */
-  const claimBeside = () => {
-    if (!running || claiming === 0 || claiming >= claimsAtOnce) return;
-    if (concurrency - inHand.size - reserved - promised <= 0) return;
-    const side: Promise<void> = claimOnce()
-      .then(
-        ({ claimed, free }) => {
-          // A full claim may have left more behind: the loop claims again (a wake, as a finished claim gives).
-          if (claimed > 0 && claimed === free) wake();
-        },
-        (error: unknown) => log.error({ err: error }, `could not claim ${options.what}; trying again`),
-      )
-      .finally(() => sideClaims.delete(side));
-    sideClaims.add(side);
   };
 
   /** Wakes end a pause; only stop ends the spacing between claims (gathering wakes is its point). */
@@ -168,7 +137,6 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
   function wake() {
     wakeRequested = true;
     interruptSleep?.();
-    if (claimsAtOnce > 1) claimBeside();
   }
 
   const renewLeases = () => {
@@ -196,7 +164,6 @@ export const createClaimLoop = <Claim>(options: ClaimLoopOptions<Claim>): ClaimL
       wake();
       await loop;
       loop = null;
-      await Promise.all([...sideClaims]);
       for (const resolve of idleWaiters.splice(0)) resolve();
       await settleInHand();
       if (heartbeat) clearInterval(heartbeat);

@@ -258,10 +258,6 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     pollIntervalMs,
     concurrency,
     leaseMs,
-    // A claim is two round trips and a body read; under load they took longer than sending what it
-    // claimed, and the slots freed meanwhile waited idle for the next claim. Two at once, as two
-    // replicas would (the frontier only moves forward, whichever claim reports first).
-    claimsAtOnce: 2,
     claim: async (free) => {
       // Every settled delivery frees a slot and wakes the loop; claiming for each one alone would pay a
       // claim, a body build and their round trips per row. While most slots are busy, wait for more to free.
