@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { rows, type Database } from './client.js';
 import { arrayLiteral } from './prepared.js';
@@ -81,9 +82,13 @@ const idArray = (ids: number[]) => `{${ids.join(',')}}`;
  * as it was written (usually none; read once per statement, and only when a row is written); it is sent only once they are over, so an earlier change about the
  * same entity is visible by then (and goes first) or was rolled back. A transaction left open forever
  * must not hold events back forever: after 30 s a row goes out regardless.
+ * Read from `pg_stat_get_activity` itself, not through the `pg_stat_activity` view: rewriting the view
+ * (its joins over a function of some thirty columns) cost PostgreSQL milliseconds per reference, and a
+ * claim refers to it three times (pgbench on a 50,000-row backlog: a claim's scan 18-32 ms with the
+ * view, 8-15 ms without).
  */
-const runningTransactions = sql`(select coalesce(array_agg(backend_xid::text::bigint), '{}') from pg_stat_activity
-  where datname = current_database() and backend_xid is not null and pid <> pg_backend_pid())`;
+const runningTransactions = sql`(select coalesce(array_agg(a.backend_xid::text::bigint), '{}') from pg_stat_get_activity(null) a
+  where a.datid = (select oid from pg_database where datname = current_database()) and a.backend_xid is not null and a.pid <> pg_backend_pid())`;
 
 /**
  * Wraps the insert of change rows (`insertChanges`, an `insert … into access_changes` without its
@@ -222,6 +227,35 @@ export const claimOutboxFromFrontier = async (
 /** The ids scanned past a frontier per claim at the most (the next claim goes on from there). */
 const frontierStep = 5000;
 
+/**
+ * The claim's scan of candidate rows (`$1`: how many at the most). Its text is the same for every claim,
+ * so it is prepared once per connection: parsing and planning it (a dozen subqueries) cost PostgreSQL a few
+ * milliseconds per claim, more than running it. Its plan cannot drift to a sort of the backlog: the claim's
+ * transaction rules sorts and bitmap scans out before the first execution plans it, as for every later
+ * one, and an ANALYZE of the outbox (see `refreshOutboxStatistics`) makes PostgreSQL plan it again.
+ */
+let claimCandidatesText: string | undefined;
+const claimCandidates = (): PreparedText => {
+  claimCandidatesText ??= sqlText(sql`with candidates as materialized (
+            select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
+            from event_outbox r
+            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
+              and r.subscription_id in (select id from event_subscriptions where enabled)
+              and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
+            order by r.next_attempt_at, r.id
+            limit $1
+            for update of r skip locked
+          )
+          -- Earlier open rows about the same user and organization, counted on the open-row indexes.
+          select r.*,
+                 case when r.user_id is null then 0
+                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
+                 case when r.organization_id is null then 0
+                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
+          from candidates r`);
+  return { name: `las_claim_${createHash('sha1').update(claimCandidatesText).digest('hex').slice(0, 16)}`, types: 'int', text: claimCandidatesText };
+};
+
 const claimOutboxRows = async (
   db: Database,
   limit: number,
@@ -251,23 +285,6 @@ const claimOutboxRows = async (
   // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
   // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
   const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
-  const candidatesQuery = sqlText(sql`with candidates as materialized (
-            select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
-            from event_outbox r
-            where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
-              and r.subscription_id in (select id from event_subscriptions where enabled)
-              and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
-            order by r.next_attempt_at, r.id
-            limit ${sql.raw(String(limit + claimScanSlack(limit)))}
-            for update of r skip locked
-          )
-          -- Earlier open rows about the same user and organization, counted on the open-row indexes.
-          select r.*,
-                 case when r.user_id is null then 0
-                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
-                 case when r.organization_id is null then 0
-                      else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
-          from candidates r`);
   const claimQuery = (chosen: number[]) =>
     sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any('${sql.raw(idArray(chosen))}'::bigint[])),
           claimed as (
@@ -279,7 +296,9 @@ const claimOutboxRows = async (
             returning o.*, p.last_attempt_at as previous_attempt_at
           )
           -- What sending needs, read in the same round trip: the subscription's address and secrets, and
-          -- the change of a row never sent (a retry resends the body it kept).
+          -- the change of a row never sent (a retry resends the body it kept). The change is looked up per
+          -- row (lateral, kept from being flattened by offset 0): as a join, a change log of some ten
+          -- thousand rows was read whole into a hash per claim.
           select k.*, s.url as subscription_url, s.secret as subscription_secret,
                  s.previous_secret as subscription_previous_secret,
                  s.previous_secret_expires_at as subscription_previous_secret_expires_at,
@@ -289,12 +308,12 @@ const claimOutboxRows = async (
                  c.details as change_details, c.sync_run_id as change_sync_run_id, c.delivery_id as change_delivery_id
           from claimed k
           left join event_subscriptions s on s.id = k.subscription_id
-          left join access_changes c on c.id = k.change_id and k.payload is null`);
+          left join lateral (select * from access_changes c where c.id = k.change_id and k.payload is null offset 0) c on true`);
 
   let reached = start;
   let gap = false;
   const claimed = await inOneTransaction(db, settings, async (run) => {
-    const [frontierRows, candidates] = await run([frontierQuery, candidatesQuery], true);
+    const [frontierRows, candidates] = await run([frontierQuery, { prepared: claimCandidates(), args: [limit + claimScanSlack(limit)] }], true);
     const [frontierRow] = frontierRows as { reached: string | number; gap: boolean }[];
     reached = Number(frontierRow!.reached);
     gap = frontierRow!.gap;
@@ -400,8 +419,21 @@ const sqlText = (query: SQL): string => {
   return built.sql;
 };
 
+/** A statement prepared once per connection by name (`types`: its parameters' types, as PREPARE lists them). */
+type PreparedText = { name: string; types: string; text: string };
+
+/** A statement's text, or the execution of a prepared one with integer arguments. */
+type Statement = string | { prepared: PreparedText; args: number[] };
+
 /** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
-type Run = (statements: string[], first: boolean) => Promise<unknown[][]>;
+type Run = (statements: Statement[], first: boolean) => Promise<unknown[][]>;
+
+/** The prepared statements of each pooled connection, by name. */
+const preparedOn = new WeakMap<pg.PoolClient, Set<string>>();
+
+/** The text of a statement with its arguments written in (integers only), where nothing is prepared. */
+const inlined = (statement: Statement): string =>
+  typeof statement === 'string' ? statement : statement.prepared.text.replace(/\$(\d+)/g, (_, index: string) => String(statement.args[Number(index) - 1]));
 
 /**
  * Runs `body` in a transaction with `settings` off for it, in as few round trips as the driver allows.
@@ -419,13 +451,37 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
     let broken: Error | undefined;
     try {
       const results = (result: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(result) ? result : [result]).map((each) => each.rows);
+      const known = preparedOn.get(client) ?? new Set<string>();
+      // Statements prepared in this message (before the begin: a PREPARE outlives a rollback, and the name
+      // is known to this connection only once the message went through).
+      const preparing: PreparedText[] = [];
+      const textOf = (statement: Statement): string => {
+        if (typeof statement === 'string') return statement;
+        const { prepared, args } = statement;
+        if (!known.has(prepared.name) && !preparing.includes(prepared)) preparing.push(prepared);
+        return `execute ${prepared.name}(${args.map((arg) => String(Math.trunc(arg))).join(', ')})`;
+      };
+      const send = async (texts: string[]) => {
+        const preparations = preparing.map(({ name, types, text }) => `prepare ${name}(${types}) as ${text}`);
+        try {
+          return results(await client.query([...preparations, ...texts].join(';\n'))).slice(preparations.length);
+        } catch (error) {
+          // Whether the PREPARE ran before the failure is unknown: the connection is not used again.
+          if (preparations.length > 0) broken = error as Error;
+          throw error;
+        } finally {
+          if (!broken) for (const { name } of preparing.splice(0)) known.add(name);
+          preparedOn.set(client, known);
+        }
+      };
       const run: Run = async (statements, first) => {
+        const texts = statements.map(textOf);
         if (first) {
           open = true;
-          const texts = ['begin', ...settings.map((name) => `set local ${name} = off`), ...statements];
-          return results(await client.query(texts.join(';\n'))).slice(texts.length - statements.length);
+          const all = await send(['begin', ...settings.map((name) => `set local ${name} = off`), ...texts]);
+          return all.slice(all.length - statements.length);
         }
-        const all = results(await client.query([...statements, 'commit'].join(';\n')));
+        const all = await send([...texts, 'commit']);
         open = false;
         return all.slice(0, statements.length);
       };
@@ -446,7 +502,7 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
     await tx.execute(sql.raw(`select ${settings.map((name) => `set_config('${name}', 'off', true)`).join(', ')}`));
     return body(async (statements) => {
       const all: unknown[][] = [];
-      for (const text of statements) all.push(await rows<unknown>(tx, sql.raw(text)));
+      for (const statement of statements) all.push(await rows<unknown>(tx, sql.raw(inlined(statement))));
       return all;
     });
   });

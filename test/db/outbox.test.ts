@@ -99,6 +99,28 @@ describe('the event outbox', () => {
     expect(handedBackRow).toMatchObject({ status: 'pending', open: true, attempts: 0, lastAttemptAt: previousAttemptAt, leaseUntil: null });
   });
 
+  it('prepares the scan of a claim once per connection, and claims with it again', async () => {
+    await recordChanges(
+      database.db,
+      Array.from({ length: 3 }, (_, index) => ({ kind: 'user.updated' as const, userId: `prepared_user_${index}` })),
+      { source: 'webhook', observedAt: new Date() },
+    );
+    const session = database.separatePool(1);
+    const preparedClaims = async () =>
+      (await rows<{ name: string }>(session.db, sql`select name from pg_prepared_statements where name like 'las_claim_%'`)).length;
+    try {
+      const first = await claimOutbox(session.db, 1, 60_000, Number.MAX_SAFE_INTEGER);
+      expect(await preparedClaims()).toBe(1);
+      // Rows left open by the tests before may come first: the second claim takes what is left.
+      const second = await claimOutbox(session.db, 100, 60_000, Number.MAX_SAFE_INTEGER);
+      expect(await preparedClaims()).toBe(1);
+      const claimed = [...first, ...second].filter((row) => row.userId?.startsWith('prepared_user_'));
+      expect(claimed.map((row) => row.userId).sort()).toEqual(['prepared_user_0', 'prepared_user_1', 'prepared_user_2']);
+    } finally {
+      await session.close();
+    }
+  });
+
   it('claims from a frontier up to the first missing change id only, with the subscription and change that sending needs', async () => {
     const context = { source: 'webhook' as const, observedAt: new Date() };
     const [last] = await rows<{ id: string }>(database.db, sql`select coalesce(max(id), 0)::text as id from access_changes`);
