@@ -31,6 +31,8 @@ type StoredMembership = {
   members: Set<string>;
   roles: { userId: string; organizationRoleId: string; observedAt: Date }[];
   allMembers: string[] | null;
+  /** When set, the only members that may differ from the stored state: the rest were compared already. */
+  differing?: Set<string>;
 };
 
 /** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
@@ -73,6 +75,76 @@ const readStoredMembership = async (
   };
 };
 
+/**
+ * What a page of member snapshots is compared with, as `readStoredMembership` returns it, but judged in
+ * PostgreSQL: only the members that differ (not stored as members, or holding other roles than the page
+ * says) come back with their stored rows; every other member of the page is a stored member, whose user
+ * is therefore stored too, holding exactly its listed roles. The stored side is read by id range (a
+ * page is a range of Logto's id order), one index range scan per table instead of a descent per member,
+ * and an unchanged page, most of a reconcile, ships nothing back to be parsed and compared.
+ */
+const readDifferingMembership = async (
+  db: Database,
+  organizationId: string,
+  members: MemberSnapshot[],
+  userIds: string[],
+  roleIds: string[],
+  withMembers: boolean,
+): Promise<StoredMembership> => {
+  const pairs = members.flatMap((member) => [...new Set(member.organizationRoleIds)].map((roleId) => [member.userId, roleId] as const));
+  const [row] = await namedRows<{
+    organization_known: boolean;
+    known_roles: string[];
+    differing: string[];
+    known_users: string[];
+    members: string[];
+    roles: { u: string; r: string; o: string }[];
+    all_members: string[] | null;
+  }>(
+    db,
+    sql`with page as (
+        select u from unnest(${sql.param(userIds)}::text[]) as t(u)
+      ), wanted as (
+        select u, r from unnest(${sql.param(pairs.map(([userId]) => userId))}::text[], ${sql.param(pairs.map(([, roleId]) => roleId))}::text[]) as t(u, r)
+      ), span as (
+        select min(u) as lo, max(u) as hi from page
+      ), stored_members as (
+        select m.user_id as u from ${organizationMembers} m, span where m.organization_id = ${organizationId} and m.user_id between span.lo and span.hi
+      ), stored_roles as (
+        select m.user_id as u, m.organization_role_id as r from ${organizationMemberRoles} m, span
+        where m.organization_id = ${organizationId} and m.user_id between span.lo and span.hi
+      ), differing as (
+        select u from page except select u from stored_members
+        union select u from (select u, r from wanted except select u, r from stored_roles) as granted
+        union select u from (select u, r from stored_roles where u in (select u from page) except select u, r from wanted) as revoked
+      ), differing_ids as (
+        select array(select u from differing order by u) as ids
+      )
+      select
+        exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
+        coalesce((select json_agg(id) from ${organizationRoles} where id = ${idArray(roleIds)}), '[]'::json) as known_roles,
+        to_json((select ids from differing_ids)) as differing,
+        coalesce((select json_agg(id) from ${users} where id = any((select ids from differing_ids)::text[])), '[]'::json) as known_users,
+        coalesce((select json_agg(user_id) from ${organizationMembers}
+          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) as members,
+        coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
+          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) as roles,
+        ${withMembers ? sql`coalesce((select json_agg(user_id) from ${organizationMembers} where organization_id = ${organizationId}), '[]'::json)` : sql`null::json`} as all_members`,
+  );
+  const differing = new Set(row!.differing);
+  const same = userIds.filter((id) => !differing.has(id));
+  return {
+    organizationKnown: row!.organization_known,
+    // A stored membership holds its user (the apply functions remove a user's memberships with it).
+    knownUsers: new Set([...same, ...row!.known_users]),
+    knownRoles: new Set(row!.known_roles),
+    members: new Set([...same, ...row!.members]),
+    roles: row!.roles.map((role) => ({ userId: role.u, organizationRoleId: role.r, observedAt: new Date(role.o) })),
+    allMembers: row!.all_members,
+    differing,
+  };
+};
+
 type MembershipDiff = {
   toAdd: string[];
   grants: { userId: string; organizationRoleId: string }[];
@@ -87,7 +159,7 @@ const membershipDiff = (
   withRoles: boolean,
   context: ChangeContext,
 ): MembershipDiff | null => {
-  const known = members.filter((member) => knownUsers.has(member.userId));
+  const known = members.filter((member) => knownUsers.has(member.userId) && (!stored.differing || stored.differing.has(member.userId)));
   const toAdd = known.filter((member) => !stored.members.has(member.userId)).map((member) => member.userId);
   const grants: MembershipDiff['grants'] = [];
   const revokes: MembershipDiff['revokes'] = [];
@@ -122,7 +194,9 @@ const applyMemberships = async (
   if (members.length === 0) return result;
   const userIds = [...new Set(members.map((member) => member.userId))].sort();
   const roleIds = withRoles ? [...new Set(members.flatMap((member) => member.organizationRoleIds))].sort() : [];
-  const stored = await readStoredMembership(db, organizationId, userIds, roleIds, options.readStoredMembers ?? false);
+  const stored = withRoles
+    ? await readDifferingMembership(db, organizationId, members, userIds, roleIds, options.readStoredMembers ?? false)
+    : await readStoredMembership(db, organizationId, userIds, roleIds, options.readStoredMembers ?? false);
   if (stored.allMembers !== null) result.storedMemberIds = stored.allMembers;
   if (!stored.organizationKnown) return { ...result, organizationKnown: false };
   const bringing = (options.users ?? []).filter((user) => !stored.knownUsers.has(user.id));

@@ -175,6 +175,33 @@ export const readCompared = async (db: Database, ids: string[]): Promise<Map<str
   return new Map(found.map((row) => [row.id, row]));
 };
 
+/** The compared columns and their types, for the JSON a page is compared with in PostgreSQL. */
+const comparedRecordType = userColumnTypes
+  .filter(([column]) => column === 'id' || comparedColumns.includes(column))
+  .map(([column, type]) => `"${column}" ${type}`)
+  .join(', ');
+
+/**
+ * The ids among `rows` that are not stored, or stored older or as new and different in a compared column:
+ * the test the write itself applies (`overwriteUnlessStoredNewer` and the distinct guard of `writeUsers`),
+ * run on the page as one JSON parameter. Only these are read back and compared field by field, so a page
+ * of unchanged users, most of a reconcile, costs one statement that returns nothing.
+ */
+const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
+  const page = rows.map((row) => {
+    const { raw: _raw, observed_at: _observedAt, ...compared } = toJsonRow(row);
+    return compared;
+  });
+  const found = await namedRows<{ id: string }>(
+    db,
+    sql`select t.id from json_to_recordset(${JSON.stringify(page)}::json) as t(${sql.raw(comparedRecordType)})
+      left join ${users} u on u.id = t.id
+      where u.id is null or (u.updated_at <= t.updated_at
+        and (${sql.raw(comparedColumns.map((column) => `u."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `t."${column}"`).join(', '))}))`,
+  );
+  return found.map((row) => row.id);
+};
+
 const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, ComparedRow>) => {
   const writes = new Map<string, ChangeRecord[]>();
   for (const id of ids) {
@@ -192,8 +219,11 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
   const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
   const ids = [...byId.keys()].sort();
-  // Compared outside a transaction: an unchanged page costs one read and writes nothing.
-  const candidates = userWrites(ids, byId, await readCompared(db, ids));
+  // Compared outside a transaction: an unchanged page costs one read, answered with no row, and writes nothing.
+  const differingIds = new Set(await differingUserIds(db, ids.map((id) => byId.get(id)!)));
+  const differing = ids.filter((id) => differingIds.has(id));
+  if (differing.length === 0) return { changes: [], rowsWritten: 0 };
+  const candidates = userWrites(differing, byId, await readCompared(db, differing));
   if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
   return applyTransaction(db, context, async (tx) => {
