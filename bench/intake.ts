@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -33,13 +33,6 @@ import { startSimulator } from './simulator.js';
  * history, the budget's window); `--order` runs them in another (e.g. `--order signin,partial`: the
  * partial drain after a burst of sign-ins) and `--skip` leaves some out.
  *
- * The visibility scenario measures the service as operators run it (README): built (`npm run build`, unless
- * `--skip-build`), `node dist/src/server.js` with NODE_ENV=production, in processes of its own, here
- * `SERVICE_PROCESSES=--service-processes` (default 2; 0: the service in this process, as the other
- * scenarios run it). In this process, the probes' own HTTP client (the tenant's API call, a poll every
- * 5 ms) waited in the event loop of the service it was timing: under 1,000 arrivals/s the tenant's answer
- * was seen 14 ms (median) after the tenant had sent its webhook.
- *
  * Arrivals come from `--sender-processes` processes (default 2) with bodies signed in advance, so that the
  * offered rate is the one asked for. `--profile <dir>` writes a CPU profile of each scenario there.
  * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
@@ -67,8 +60,6 @@ export const run = async (argv: string[]): Promise<void> => {
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
       'poll-ms': { type: 'string', default: '5' },
-      'service-processes': { type: 'string', default: '2' },
-      'skip-build': { type: 'boolean', default: false },
     },
   });
   const scale = Number(values.scale);
@@ -286,46 +277,7 @@ export const run = async (argv: string[]): Promise<void> => {
       });
     };
 
-    /**
-     * The built service in a process (or `processes` of them) of its own, on the bench's port and database,
-     * configured as the in-process one; resolves once it is ready, with the function that stops it.
-     */
-    const startBuiltService = async (processes: number): Promise<() => Promise<void>> => {
-      if (!values['skip-build']) {
-        const build = spawnSync('npm', ['run', 'build'], { stdio: ['ignore', 'ignore', 'inherit'] });
-        if (build.status !== 0) throw new Error('npm run build failed');
-      }
-      const profile = values.profile ? [`--cpu-prof`, `--cpu-prof-dir=${values.profile}`] : [];
-      const child = spawn(process.execPath, [...profile, 'dist/src/server.js'], {
-        stdio: ['ignore', 'ignore', 'inherit'],
-        env: {
-          ...process.env, ...simEnv, LOGTO_RATE_LIMIT: values.rate!, PORT: String(port), HOST: '127.0.0.1', API_KEYS: `bench:write:${apiKey}`,
-          ROLE_SWEEP_INTERVAL: '24h', LOG_LEVEL: 'warn', NODE_ENV: 'production', DATABASE_URL: url.toString(), SERVICE_PROCESSES: String(processes),
-        },
-      });
-      children.push(child);
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      for (let attempt = 0; ; attempt += 1) {
-        if (child.exitCode !== null) throw new Error(`the built service exited with ${child.exitCode}`);
-        const ready = await get('/readyz').catch(() => null);
-        if (ready?.status === 200 && (JSON.parse(ready.body) as { synced?: boolean }).synced !== false) break;
-        if (attempt > 600) throw new Error('the built service never became ready');
-        await sleep(100);
-      }
-      return async () => {
-        child.kill('SIGTERM');
-        await exited;
-      };
-    };
-
     scenarios.visibility = async () => {
-      const processes = Number(values['service-processes']);
-      let stopBuilt: (() => Promise<void>) | null = null;
-      if (processes > 0) {
-        await service!.close();
-        service = null;
-        stopBuilt = await startBuiltService(processes);
-      }
       const logto = createLogtoClient(config.logto);
       const probes = [...probeUsers.entries()];
       /** Time spent in the tenant's own API call of each probe (before its webhook can even be sent). */
@@ -362,10 +314,6 @@ export const run = async (argv: string[]): Promise<void> => {
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
-      if (stopBuilt) {
-        await stopBuilt();
-        service = await startService(config, { logger: silentLogger, initialSync: false, jobs: false, database });
-      }
       const updatesAfter = await inboxUpdates();
       // Receipt to settlement of the probes' own deliveries, from the inbox's clock.
       const inbox = (
@@ -387,7 +335,6 @@ export const run = async (argv: string[]): Promise<void> => {
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
         'GET /v1/access polled every (ms)': Number(values['poll-ms']),
-        'service': processes > 0 ? `built, SERVICE_PROCESSES=${processes}` : 'in the bench process',
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });

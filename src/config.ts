@@ -153,7 +153,6 @@ const environmentSchema = z.object({
       return /^\d+$/.test(value) ? Number(value) : value;
     }),
   SHUTDOWN_TIMEOUT_MS: positiveInt(10_000),
-  SERVICE_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
   EVENT_SUBSCRIPTIONS_ALLOW_PRIVATE_URLS: z
     .enum(['true', 'false'], { error: 'must be true or false' })
     .default('false')
@@ -203,8 +202,6 @@ export type Config = {
   jobs: { reconcileCron: string; reconcileTimezone: string; roleSweepIntervalMs: number; missedDeliveriesIntervalMs: number };
   logLevel: z.infer<typeof environmentSchema>['LOG_LEVEL'];
   shutdownTimeoutMs: number;
-  /** Service processes `npm start` runs on this host (node:cluster), each a full replica on the one port. */
-  processes: number;
   events: { allowPrivateUrls: boolean; senderConcurrency: number };
 };
 
@@ -230,9 +227,6 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
     throw new ConfigError([...new Set(problems)]);
   }
   const env = parsed.data;
-  if (env.SERVICE_PROCESSES > 1 && !env.DATABASE_URL) {
-    throw new ConfigError(['SERVICE_PROCESSES above 1 needs DATABASE_URL (the embedded PGlite database serves one process)']);
-  }
   return {
     logto: {
       baseUrl: env.LOGTO_BASE_URL,
@@ -270,7 +264,6 @@ export const loadConfig = (environment: NodeJS.ProcessEnv = process.env): Config
     },
     logLevel: env.LOG_LEVEL,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
-    processes: env.SERVICE_PROCESSES,
     events: {
       allowPrivateUrls: env.EVENT_SUBSCRIPTIONS_ALLOW_PRIVATE_URLS,
       senderConcurrency: env.EVENT_SENDER_CONCURRENCY,
