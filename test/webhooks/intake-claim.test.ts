@@ -125,6 +125,42 @@ describe('the inbox worker claiming at intake', () => {
     await running.stop();
   });
 
+  it('hands a delivery over at once while nothing handed over before is being applied, and those arriving meanwhile in a later turn', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const userOf = (delivery: EventDelivery) => (delivery.payload.params as { userId: string }).userId;
+    const started: string[] = [];
+    const { handled, handlers } = recordingHandlers(async (delivery) => {
+      started.push(userOf(delivery));
+      if (userOf(delivery) === 'held') await gate;
+    });
+    // Turns ten minutes apart: within this test a delivery is handled only if it is handed over at once.
+    const running = testWorker(database, createLogtoClient(config.logto), config, { handlers, concurrency: 10, pollIntervalMs: 600_000, handOverSpacingMs: 600_000 });
+    running.start();
+    await running.drain();
+    const handOver = async (n: number, userId: string) => {
+      const ticket = running.intake.begin({ event: 'User.Data.Updated', payload: payloadAbout(n, userId) });
+      expect(ticket.claim).toBe(true);
+      const stored = await insertClaimedDelivery(database.db, { dedupKey: `k${n}`, channel: 'logto', payload: payloadAbout(n, userId) }, ticket.leaseMs);
+      ticket.finish(stored.delivery ?? null);
+    };
+    await handOver(1, 'a');
+    await until(() => handled.length === 1);
+    // Right after the first one was applied, within the spacing: still at once (turns by the clock held it back).
+    await handOver(2, 'held');
+    await until(() => started.includes('held'));
+    // While 'held' is being applied, the next ones wait for a turn.
+    await handOver(3, 'b');
+    await handOver(4, 'c');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(started).toEqual(['a', 'held']);
+    open();
+    // Stopping hands over what waits for a turn, and finishes it.
+    await running.stop();
+    expect(handled.map(userOf)).toEqual(['a', 'held', 'b', 'c']);
+    expect((await deliveries(database.db)).map((row) => row.status)).toEqual(['applied', 'applied', 'applied', 'applied']);
+  });
+
   it('leaves a delivery stored claimed by a process that died to any worker once its lease ran out', async () => {
     const stored = await insertClaimedDelivery(database.db, { dedupKey: 'k1', channel: 'logto', payload: payloadAbout(1, 'u1') }, 50);
     expect(stored.delivery).toMatchObject({ status: 'processing', attempts: 1 } satisfies Partial<Delivery>);

@@ -3,6 +3,7 @@ import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { insertChangesWithEvents } from '../../db/outbox.js';
 import { namedRows } from '../../db/prepared.js';
+import { lockEntities } from './entity-locks.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -272,26 +273,36 @@ const changedSinceForUsers = async (
 };
 
 /**
- * The transaction every apply function writes in. Crawls (baseline, reconcile, sweep) commit without
- * waiting for the WAL flush: a crash can lose only the last moments of a run that is then marked failed
- * and repaired by the next one, and any later synchronous commit (a webhook's) flushes them anyway.
- * That removes one disk flush per page, which dominates a baseline on small machines.
+ * The settings of the transaction every apply function writes in. Crawls (baseline, reconcile, sweep)
+ * commit without waiting for the WAL flush: a crash can lose only the last moments of a run that is then
+ * marked failed and repaired by the next one, and any later synchronous commit (a webhook's) flushes them
+ * anyway. That removes one disk flush per page, which dominates a baseline on small machines.
  */
-export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (tx: Database) => Promise<T>): Promise<T> =>
-  db.transaction(async (tx) => {
-    // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
-    // early in a baseline probed a page's removals through an index that reads a whole history per row
-    // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
-    // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
-    if (context.source === 'baseline' || context.source === 'reconcile' || context.source === 'sweep') {
-      // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
+const transactionSettings = (context: ChangeContext): SQL =>
+  // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
+  // early in a baseline probed a page's removals through an index that reads a whole history per row
+  // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
+  // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
+  context.source === 'baseline' || context.source === 'reconcile' || context.source === 'sweep'
+    ? // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
       // jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
-      await tx.execute(
-        sql`select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`,
-      );
-    } else {
-      await tx.execute(sql`select set_config('plan_cache_mode', 'force_custom_plan', true)`);
-    }
+      sql`set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`
+    : sql`set_config('plan_cache_mode', 'force_custom_plan', true)`;
+
+/**
+ * The transaction every apply function writes in (see `transactionSettings`). With `lock`, the entity
+ * locks its writes begin with are taken by the statement that makes the settings: a webhook's apply is a
+ * handful of round trips, each one a wait in a busy event loop, and this was one of them.
+ */
+export const applyTransaction = <T>(
+  db: Database,
+  context: ChangeContext,
+  fn: (tx: Database) => Promise<T>,
+  lock?: { entity: 'user' | 'organization' | 'organization_role'; ids: readonly string[] },
+): Promise<T> =>
+  db.transaction(async (tx) => {
+    if (lock) await lockEntities(tx, lock.entity, lock.ids, transactionSettings(context));
+    else await tx.execute(sql`select ${transactionSettings(context)}`);
     return fn(tx);
   });
 

@@ -135,7 +135,6 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
   if (organizationIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(organizationIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    await lockEntities(tx, 'organization', ids);
     const held = await grantsHeldBy(tx, 'organization', ids);
     const deleted = await tx.delete(organizations).where(inArray(organizations.id, ids)).returning({ id: organizations.id });
     const gone = new Set(deleted.map((row) => row.id));
@@ -148,7 +147,7 @@ export const removeOrganizations = async (db: Database, organizationIds: string[
     ];
     const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
-  });
+  }, { entity: 'organization', ids });
 };
 
 /** Deletes organization roles; Logto strips a deleted role from every member silently, so each loss is recorded here. */
@@ -156,7 +155,6 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
   if (roleIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(roleIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    await lockEntities(tx, 'organization_role', ids);
     const held = await grantsHeldBy(tx, 'organization_role', ids);
     const deleted = await tx.delete(organizationRoles).where(inArray(organizationRoles.id, ids)).returning({ id: organizationRoles.id });
     const gone = new Set(deleted.map((row) => row.id));
@@ -169,5 +167,5 @@ export const removeOrganizationRoles = async (db: Database, roleIds: string[], c
     ];
     const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: changes.filter((change) => change.details?.stored !== false).length + logged };
-  });
+  }, { entity: 'organization_role', ids });
 };

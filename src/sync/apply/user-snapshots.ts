@@ -2,7 +2,6 @@ import { and, eq, inArray, max } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { lockEntities } from './entity-locks.js';
 import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { readCompared, toUserRow, upsertUserRows, userChanges, type ComparedRow } from './users.js';
 
@@ -81,9 +80,8 @@ const applyRound = async (
   // No comparison outside the transaction first: deliveries and reads announce changes, so nearly every
   // round writes, and a read before the transaction would cost each one a round trip more.
   const first = snapshots[round[0]!]!.context;
+  // Compared under the entity locks (taken as the transaction begins): another writer of these users may have committed since.
   const applied = await applyTransaction(db, first, async (tx) => {
-    // Compared again under the entity locks: another writer of these users may have committed since.
-    await lockEntities(tx, 'user', ids);
     const storedById = await readCompared(tx, ids);
     const writes = compare(storedById, round);
     if (writes.size === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
@@ -120,7 +118,7 @@ const applyRound = async (
     const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
     const logged = (await recordChanges(tx, changes, first)).length;
     return { written: writtenIds, changes, rowsWritten: written.length + logged, writes, storedById };
-  });
+  }, { entity: 'user', ids });
   for (const index of applied.writes.keys()) {
     const id = snapshots[index]!.user.id;
     if (applied.written.has(id)) outcomes[index] = applied.storedById.has(id) ? 'written' : 'created';

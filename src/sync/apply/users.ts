@@ -296,7 +296,6 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
   if (userIds.length === 0) return { changes: [], rowsWritten: 0 };
   const ids = [...new Set(userIds)].sort();
   return applyTransaction(db, context, async (tx) => {
-    await lockEntities(tx, 'user', ids);
     const held = await grantsHeldBy(tx, 'user', ids);
     const deleted = await tx.delete(users).where(inArray(users.id, ids)).returning({ id: users.id });
     const deletedIds = new Set(deleted.map((row) => row.id));
@@ -311,6 +310,6 @@ export const removeUsers = async (db: Database, userIds: string[], context: Chan
     const logged = (await recordChanges(tx, changes, context)).length;
     const cascaded = changes.length - deleted.length - tombstones.length;
     return { changes, rowsWritten: deleted.length + cascaded + logged };
-  });
+  }, { entity: 'user', ids });
 };
 
