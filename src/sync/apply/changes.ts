@@ -3,6 +3,7 @@ import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { insertChangesWithEvents } from '../../db/outbox.js';
 import { namedRows } from '../../db/prepared.js';
+import { transactionWithSettings } from '../../db/transaction.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -278,22 +279,17 @@ const changedSinceForUsers = async (
  * That removes one disk flush per page, which dominates a baseline on small machines.
  */
 export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (tx: Database) => Promise<T>): Promise<T> =>
-  db.transaction(async (tx) => {
-    // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
-    // early in a baseline probed a page's removals through an index that reads a whole history per row
-    // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
-    // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
-    if (context.source === 'baseline' || context.source === 'reconcile' || context.source === 'sweep') {
-      // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
-      // jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
-      await tx.execute(
-        sql`select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`,
-      );
-    } else {
-      await tx.execute(sql`select set_config('plan_cache_mode', 'force_custom_plan', true)`);
-    }
-    return fn(tx);
-  });
+  // Planned for their values each time although named (`namedRows` saves the parse): a generic plan made
+  // early in a baseline probed a page's removals through an index that reads a whole history per row
+  // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
+  // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
+  // Crawls are not JIT-compiled either: a page's statements run once each, and their estimates (a probe
+  // per row) pass jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
+  transactionWithSettings(db, crawlSources.has(context.source) ? crawlSettings : applySettings, fn);
+
+const crawlSources = new Set<ChangeSource>(['baseline', 'reconcile', 'sweep']);
+const crawlSettings = `select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`;
+const applySettings = `select set_config('plan_cache_mode', 'force_custom_plan', true)`;
 
 /**
  * Of `ids` that a deletion found nothing stored for, those without a deletion on record yet. Recording one
