@@ -285,9 +285,7 @@ export const applyTransaction = <T>(db: Database, context: ChangeContext, fn: (t
   // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
   // Crawls are not JIT-compiled either: a page's statements run once each, and their estimates (a probe
   // per row) pass jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
-  transactionWithSettings(db, context.source === 'baseline' ? baselineSettings : crawlSources.has(context.source) ? crawlSettings : applySettings, fn);
-
-const baselineSettings = `select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)`;
+  transactionWithSettings(db, crawlSources.has(context.source) ? crawlSettings : applySettings, fn);
 
 const crawlSources = new Set<ChangeSource>(['baseline', 'reconcile', 'sweep']);
 const crawlSettings = `select set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`;
