@@ -1,4 +1,4 @@
-import { inArray } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
 import { organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { ChangeKind, ChangeRecord } from './changes.js';
@@ -26,14 +26,11 @@ export const grantsHeldBy = async (
   const roles = await tx
     .delete(organizationMemberRoles)
     .where(
-      inArray(
-        by === 'user'
-          ? organizationMemberRoles.userId
-          : by === 'organization'
-            ? organizationMemberRoles.organizationId
-            : organizationMemberRoles.organizationRoleId,
-        ids,
-      ),
+      by === 'user'
+        ? // Through the memberships just locked (every member role has one): member roles have no index by user.
+          sql`(${organizationMemberRoles.organizationId}, ${organizationMemberRoles.userId}) in (
+            select ${organizationMembers.organizationId}, ${organizationMembers.userId} from ${organizationMembers} where ${inArray(organizationMembers.userId, ids)})`
+        : inArray(by === 'organization' ? organizationMemberRoles.organizationId : organizationMemberRoles.organizationRoleId, ids),
     )
     .returning({
       organizationId: organizationMemberRoles.organizationId,

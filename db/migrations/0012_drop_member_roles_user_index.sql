@@ -1,0 +1,1 @@
+DROP INDEX "organization_member_roles_user_idx";
