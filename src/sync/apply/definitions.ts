@@ -1,7 +1,6 @@
 import { inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
-import { lockEntities } from './entity-locks.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoOrganization, LogtoOrganizationRole } from '../../logto/index.js';
 import { applyTransaction, changedSince, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeKind, type ChangeRecord } from './changes.js';
@@ -91,10 +90,9 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
   const candidates = definitionWrites(definition, ids, byId, new Map(stored.map((row) => [row.id, row])), context);
   if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
 
+  const lockedIds = [...candidates.keys()].sort();
+  // Compared again under the locks (taken as the transaction begins): another writer of these rows may have committed since the read above.
   return applyTransaction(db, context, async (tx) => {
-    // Compared again under the lock: another writer of these rows may have committed since the read above.
-    const lockedIds = [...candidates.keys()].sort();
-    await lockEntities(tx, entity, lockedIds);
     const fresh = (await tx.select().from(table).where(inArray(table.id, lockedIds))) as unknown as Row[];
     const storedById = new Map(fresh.map((row) => [row.id, row]));
     const writes = definitionWrites(definition, lockedIds, byId, storedById, context);
@@ -121,7 +119,7 @@ const applyDefinitions = async <Row extends { id: string; observedAt: Date }>(
     const changes = written.map(({ id }) => writes.get(id)!);
     const logged = (await recordChanges(tx, changes, context)).length;
     return { changes, rowsWritten: written.length + logged };
-  });
+  }, { entity, ids: lockedIds });
 };
 
 export const applyOrganizations = (db: Database, incoming: LogtoOrganization[], context: ChangeContext) =>
