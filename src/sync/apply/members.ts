@@ -38,6 +38,16 @@ type StoredMembership = {
 /** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
 const idArray = (ids: string[]) => sql`any(${sql.param(ids)}::text[])`;
 
+/** The row both reads of a page's stored membership return (roles as user, role, observed at). */
+type StoredMembershipRow = {
+  organization_known: boolean;
+  known_users: string[];
+  known_roles: string[];
+  members: string[];
+  roles: { u: string; r: string; o: string }[];
+  all_members: string[] | null;
+};
+
 /** Everything a page of members is compared with, in one round trip: most pages then need nothing else. */
 const readStoredMembership = async (
   db: Database,
@@ -46,14 +56,7 @@ const readStoredMembership = async (
   roleIds: string[],
   withMembers: boolean,
 ): Promise<StoredMembership> => {
-  const [row] = await namedRows<{
-    organization_known: boolean;
-    known_users: string[];
-    known_roles: string[];
-    members: string[];
-    roles: { u: string; r: string; o: string }[];
-    all_members: string[] | null;
-  }>(
+  const [row] = await namedRows<StoredMembershipRow>(
     db,
     sql`select
       exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
@@ -92,15 +95,7 @@ const readDifferingMembership = async (
   withMembers: boolean,
 ): Promise<StoredMembership> => {
   const pairs = members.flatMap((member) => [...new Set(member.organizationRoleIds)].map((roleId) => [member.userId, roleId] as const));
-  const [row] = await namedRows<{
-    organization_known: boolean;
-    known_roles: string[];
-    differing: string[];
-    known_users: string[];
-    members: string[];
-    roles: { u: string; r: string; o: string }[];
-    all_members: string[] | null;
-  }>(
+  const [row] = await namedRows<StoredMembershipRow & { differing: string[] }>(
     db,
     sql`with page as (
         select u from unnest(${sql.param(userIds)}::text[]) as t(u)
