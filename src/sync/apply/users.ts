@@ -107,6 +107,14 @@ const insertUsersFromJson = (rows: UserRow[]) =>
 const overwriteUnlessStoredNewer = sql`on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
       where ${users.updatedAt} <= excluded.updated_at`;
 
+/**
+ * Whether a user row (`incoming`, an alias) differs from the stored one (`stored`) in a compared column:
+ * the test that the write guards itself with and that a page is first compared with, written once so
+ * that both stay the same test.
+ */
+const differsInComparedColumns = (stored: string, incoming: string) =>
+  sql.raw(`(${comparedColumns.map((column) => `${stored}."${column}"`).join(', ')}) is distinct from (${comparedColumns.map((column) => `${incoming}."${column}"`).join(', ')})`);
+
 const comparable = (value: unknown): string =>
   value instanceof Date ? value.toISOString() : JSON.stringify(value ?? null, (_key, inner) => sortKeys(inner));
 
@@ -197,7 +205,7 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
     sql`select t.id from json_to_recordset(${JSON.stringify(page)}::json) as t(${sql.raw(comparedRecordType)})
       left join ${users} u on u.id = t.id
       where u.id is null or (u.updated_at <= t.updated_at
-        and (${sql.raw(comparedColumns.map((column) => `u."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `t."${column}"`).join(', '))}))`,
+        and ${differsInComparedColumns('u', 't')})`,
   );
   return found.map((row) => row.id);
 };
@@ -264,7 +272,7 @@ export const writeUsers = async (
       where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
         where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
       ${overwriteUnlessStoredNewer}
-        and (${sql.raw(comparedColumns.map((column) => `users."${column}"`).join(', '))}) is distinct from (${sql.raw(comparedColumns.map((column) => `excluded."${column}"`).join(', '))})
+        and ${differsInComparedColumns('users', 'excluded')}
       returning id`,
   );
   for (const { id } of written) held.add(id);
