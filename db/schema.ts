@@ -138,7 +138,11 @@ export const accessChanges = pgTable(
   (table) => [
     index('access_changes_user_idx').on(table.userId, table.id),
     index('access_changes_organization_idx').on(table.organizationId, table.id),
-    index('access_changes_at_idx').on(table.at),
+    // BRIN, not btree: `at` is the writing transaction's start, so rows arrive nearly in its order and
+    // every reader asks for a range (since / until, the role sweep's recent window). A btree took an
+    // entry per change row, a quarter of the change log's index entries in a baseline; this keeps a
+    // summary per range of pages. New ranges are summarized as they fill (`autosummarize`).
+    index('access_changes_at_idx').using('brin', table.at).with({ autosummarize: true }),
     // What a membership or grant snapshot must not undo (a later removal or revoke), probed per written
     // row: only these kinds, so a user in hundreds of organizations costs one lookup, not a scan of its
     // history, and a baseline (grants only) adds nothing to this index.

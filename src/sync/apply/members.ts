@@ -203,6 +203,8 @@ const applyMemberships = async (
   const diff = membershipDiff(members, stored, stored.knownUsers, withRoles, context);
   if (!diff && bringing.length === 0) return result;
 
+  // The users it brings are locked (for `writeUsers`) by the statement that makes the transaction's settings.
+  const lock = bringing.length > 0 ? { entity: 'user' as const, ids: [...offered] } : undefined;
   return applyTransaction(db, context, async (tx) => {
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
@@ -223,7 +225,7 @@ const applyMemberships = async (
     }
     const memberships = await writeMemberships(tx, organizationId, written, changes, context);
     return { ...result, changes: memberships.changes, rowsWritten: rowsWritten + memberships.rowsWritten };
-  });
+  }, lock);
 };
 
 /**
