@@ -98,8 +98,10 @@ const runningTransactions = sql`(select coalesce(array_agg(a.backend_xid::text::
  * outbox insert joins an empty table, and the running transactions are never read. Yields the new change
  * ids in insertion order, with each row's kind, user and role. `writes` are data-modifying CTEs that go first
  * in the same statement (a page's memberships): the change rows can then select from what they returned.
+ * `alongside` selects rows of the same columns, id null, that come after the change rows (what the writes
+ * returned, when the caller needs it whether or not any change was recorded).
  */
-export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL): SQL => sql`
+export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL, alongside?: SQL): SQL => sql`
   with ${writes === undefined ? sql`` : sql`${writes},`}
   inserted as (${insertChanges} returning id, kind, user_id, organization_id, organization_role_id),
   queued as (
@@ -113,7 +115,7 @@ export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL): SQL =
   )
   select i.id, i.kind, i.user_id, i.organization_id, i.organization_role_id from inserted i
   cross join (select pg_notify(${changesChannel}, (select max(id) from inserted)::text)) as notified
-  order by i.id`;
+  ${alongside === undefined ? sql`order by i.id` : sql`union all ${alongside} order by id nulls last`}`;
 
 /**
  * Joined into the settlement so that its transaction commits without waiting for the WAL flush

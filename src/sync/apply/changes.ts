@@ -110,32 +110,65 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
       ids.push(...(await insertSharingContext(db, slice, context)));
       continue;
     }
-    // Each change may carry its own context (a batch of deliveries applied together); otherwise the call's.
-    const batch = slice.map((change) => {
-      const own = change.context ?? context;
-      return {
-        ...sharedContextRow(change),
-        t: own.observedAt.toISOString(),
-        s: own.source,
-        a: own.actor ?? null,
-        sr: own.syncRunId ?? null,
-        dl: own.deliveryId ?? null,
-      };
-    });
     // Named (one text whatever the batch): a batch of webhook deliveries records its changes this way.
-    const inserted = await namedRows<{ id: string | number }>(
-      db,
-      insertChangesWithEvents(
-        sql`${insertIntoChanges}
-          select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
-          from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)`,
-      ),
-    );
+    const inserted = await namedRows<{ id: string | number }>(db, insertChangesWithEvents(insertWithOwnContexts(slice, context)));
     const batchIds = inserted.map((row) => Number(row.id));
     ids.push(...batchIds);
   }
   countRecorded(changes, context);
   return ids;
+};
+
+/**
+ * The insert of change rows that may each carry their own context (a batch of deliveries applied
+ * together), else the call's; with `where`, a condition on each row (`t`: `t.u` its user) that it must meet.
+ */
+const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, where?: SQL): SQL => {
+  const batch = changes.map((change) => {
+    const own = change.context ?? context;
+    return {
+      ...sharedContextRow(change),
+      t: own.observedAt.toISOString(),
+      s: own.source,
+      a: own.actor ?? null,
+      sr: own.syncRunId ?? null,
+      dl: own.deliveryId ?? null,
+    };
+  });
+  return sql`${insertIntoChanges}
+    select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
+    from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
+    ${where === undefined ? sql`` : sql`where ${where}`}`;
+};
+
+/**
+ * Writes users by `upsert` (a statement returning the ids it wrote) and records, in the same statement,
+ * those of `changes` whose user it wrote, in their order, with their events: one round trip where the
+ * write and its change log took one each. Returns the ids written and the changes recorded.
+ */
+export const writeUsersRecordingChanges = async (
+  db: Database,
+  upsert: SQL,
+  changes: ChangeRecord[],
+  context: ChangeContext,
+): Promise<{ written: Set<string>; recorded: ChangeRecord[] }> => {
+  if (changes.length === 0) {
+    // Nothing to record (only `updatedAt` differed): no change rows, and no wake-up of the live streams.
+    return { written: new Set((await namedRows<{ id: string }>(db, upsert)).map((row) => row.id)), recorded: [] };
+  }
+  const rows = await namedRows<{ id: string | number | null; user_id: string | null }>(
+    db,
+    insertChangesWithEvents(
+      insertWithOwnContexts(changes, context, sql`t.u in (select id from written)`),
+      sql`written as (${upsert})`,
+      sql`select null::bigint, null::text, w.id, null::text, null::text from written w`,
+    ),
+  );
+  const written = new Set<string>();
+  for (const row of rows) if (row.id === null && row.user_id !== null) written.add(row.user_id);
+  const recorded = changes.filter((change) => change.userId != null && written.has(change.userId));
+  countRecorded(recorded, context);
+  return { written, recorded };
 };
 
 /**

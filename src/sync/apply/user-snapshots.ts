@@ -2,8 +2,8 @@ import { and, eq, inArray, max } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
-import { readCompared, toUserRow, upsertUserRows, userChanges, type ComparedRow } from './users.js';
+import { applyTransaction, writeUsersRecordingChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { readCompared, toUserRow, userChanges, userRowsUpsert, type ComparedRow } from './users.js';
 
 /** One user snapshot with the context it came with (its delivery, actor and observation time). */
 export type UserSnapshot = {
@@ -109,15 +109,15 @@ const applyRound = async (
       return deleted === undefined || deleted <= context.observedAt.getTime();
     });
     if (writing.length === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
-    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits.
-    const written = await upsertUserRows(
+    // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; the
+    // changes of the users it wrote are recorded by the same statement.
+    const { written, recorded } = await writeUsersRecordingChanges(
       tx,
-      writing.map((index) => rowsByIndex.get(index)!),
+      userRowsUpsert(writing.map((index) => rowsByIndex.get(index)!)),
+      writing.flatMap((index) => writes.get(index) ?? []),
+      first,
     );
-    const writtenIds = new Set(written);
-    const changes = writing.filter((index) => writtenIds.has(snapshots[index]!.user.id)).flatMap((index) => writes.get(index) ?? []);
-    const logged = (await recordChanges(tx, changes, first)).length;
-    return { written: writtenIds, changes, rowsWritten: written.length + logged, writes, storedById };
+    return { written, changes: recorded, rowsWritten: written.size + recorded.length, writes, storedById };
   }, { entity: 'user', ids });
   for (const index of applied.writes.keys()) {
     const id = snapshots[index]!.user.id;

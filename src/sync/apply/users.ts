@@ -1,4 +1,4 @@
-import { inArray, sql } from 'drizzle-orm';
+import { inArray, sql, type SQL } from 'drizzle-orm';
 import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
@@ -293,14 +293,15 @@ export const writeUsers = async (
  */
 export const upsertUserRows = async (tx: Database, rows: UserRow[]): Promise<string[]> => {
   if (rows.length === 0) return [];
-  const written = await namedRows<{ id: string }>(
-    tx,
-    sql`${insertUsersFromJson(rows)}
-      ${overwriteUnlessStoredNewer}
-      returning id`,
-  );
+  const written = await namedRows<{ id: string }>(tx, userRowsUpsert(rows));
   return written.map((row) => row.id);
 };
+
+/** The statement of `upsertUserRows`, returning the ids written: a data-modifying CTE for a caller that records its changes in the same statement. */
+export const userRowsUpsert = (rows: UserRow[]): SQL =>
+  sql`${insertUsersFromJson(rows)}
+      ${overwriteUnlessStoredNewer}
+      returning id`;
 
 /**
  * Removes users with their memberships and member roles, recording each grant that ends with them
