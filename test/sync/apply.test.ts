@@ -15,6 +15,7 @@ import {
   applyOrganizationRoles,
   applyOrganizations,
   applyUsers,
+  applyUserSnapshots,
   removeMembers,
   removeOrganizationRoles,
   removeOrganizations,
@@ -91,6 +92,33 @@ describe('apply functions', () => {
     const suspended = { ...bob!, isSuspended: true, updatedAt: bob!.updatedAt + 1 };
     const result = await applyUsers(db(), [suspended], context('2026-11-23T11:00:00Z'));
     expect(result.changes.map((change) => change.kind)).toEqual(['user.suspended']);
+  });
+
+  it('writes a batch of user snapshots and records the changes of each with its own delivery, none for a user whose write only moved updatedAt', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com', isSuspended: true };
+    const snapshot = (user: LogtoUser, deliveryId: number, observedAt: string) => ({
+      user,
+      context: { source: 'webhook' as const, observedAt: at(observedAt), deliveryId },
+    });
+    const { outcomes, result } = await applyUserSnapshots(db(), [
+      snapshot({ ...bob!, isSuspended: true, updatedAt: bob!.updatedAt + 1 }, 11, '2026-11-23T11:00:00Z'),
+      snapshot({ ...alice!, updatedAt: alice!.updatedAt + 1 }, 12, '2026-11-23T11:00:01Z'),
+      snapshot(carol, 13, '2026-11-23T11:00:02Z'),
+      // Older than what the database holds for Bob once the first is written: nothing to write.
+      snapshot({ ...bob!, name: 'Bob Older' }, 14, '2026-11-23T11:00:03Z'),
+    ]);
+    expect(outcomes).toEqual(['written', 'written', 'created', 'unchanged']);
+    expect(result.rowsWritten).toBe(3 + 3);
+    const recorded = await db().select().from(accessChanges).orderBy(asc(accessChanges.id));
+    expect(recorded.map((row) => [row.kind, row.userId, row.deliveryId, row.observedAt.toISOString()])).toEqual([
+      ['user.suspended', bob!.id, 11, '2026-11-23T11:00:00.000Z'],
+      ['user.created', 'user-carol', 13, '2026-11-23T11:00:02.000Z'],
+      ['user.suspended', 'user-carol', 13, '2026-11-23T11:00:02.000Z'],
+    ]);
+    const stored = new Map((await db().select().from(users)).map((row) => [row.id, row]));
+    expect(stored.get(bob!.id)).toMatchObject({ isSuspended: true, name: bob!.name ?? null });
+    expect(stored.get(alice!.id)?.updatedAt.getTime()).toBe(alice!.updatedAt + 1);
+    expect(stored.get('user-carol')).toMatchObject({ username: 'carol', isSuspended: true });
   });
 
   it('adds members with their roles, then converges a later snapshot to exactly its roles', async () => {
