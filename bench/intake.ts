@@ -310,7 +310,12 @@ export const run = async (argv: string[]): Promise<void> => {
       // Probes begin a second into the arrivals and are spread over the rest of their window.
       await sleep(arrivals.startAt - Date.now() + 1000);
       const until = performance.now() + (seconds - 1.5) * 1000;
+      // This process's CPU (the service, its worker and the probes) while the arrivals come.
+      const cpuBefore = process.cpuUsage();
+      const cpuFrom = performance.now();
       await profiled('visibility', () => probe(loaded, 1, Math.max(5, ((seconds - 2) * 1000) / probes.length - 20), until));
+      const cpu = process.cpuUsage(cpuBefore);
+      const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
@@ -327,6 +332,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
         'backlog when arrivals stop': backlogAtStop,
+        'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
         'tenant API call p50 (ms, part of each sample)': percentile(callMs, 50).toFixed(1),
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
