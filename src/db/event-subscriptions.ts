@@ -1,5 +1,5 @@
 import { desc, eq, sql } from 'drizzle-orm';
-import { accessChanges, eventSubscriptions } from '../../db/schema.js';
+import { accessChanges, eventOutbox, eventSubscriptions } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 
 export type EventSubscription = typeof eventSubscriptions.$inferSelect;
@@ -69,8 +69,19 @@ export const updateEventSubscription = async (
   return updated ?? null;
 };
 
+/**
+ * Deletes a subscription and its deliveries in one transaction (no foreign key cascades them: see
+ * `insertChangesWithEvents`). The subscription goes first: its delete waits for every transaction that
+ * locked it to queue rows, and the rows those committed are then seen by the second statement; a writer
+ * that comes after finds the subscription gone and queues nothing for it.
+ */
 export const deleteEventSubscription = async (db: Database, id: string): Promise<boolean> =>
-  (await db.delete(eventSubscriptions).where(eq(eventSubscriptions.id, id)).returning({ id: eventSubscriptions.id })).length > 0;
+  db.transaction(async (tx) => {
+    const deleted = await tx.delete(eventSubscriptions).where(eq(eventSubscriptions.id, id)).returning({ id: eventSubscriptions.id });
+    if (deleted.length === 0) return false;
+    await tx.delete(eventOutbox).where(eq(eventOutbox.subscriptionId, id));
+    return true;
+  });
 
 /** The new secret signs from now on; the current one keeps signing beside it until `previousUntil`. */
 export const rotateEventSubscriptionSecret = async (

@@ -91,6 +91,15 @@ const runningTransactions = sql`(select coalesce(array_agg(a.backend_xid::text::
   where a.datid = (select oid from pg_database where datname = current_database()) and a.backend_xid is not null and a.pid <> pg_backend_pid())`;
 
 /**
+ * The enabled subscriptions, each locked FOR KEY SHARE until the transaction ends: what a foreign key
+ * would take per inserted row, taken once per subscription per statement instead. A subscription being
+ * deleted is waited for and then left out; its delete, in turn, waits for this transaction and then
+ * removes the rows it queued (see `deleteEventSubscription`). Updates of a subscription (its URL, its
+ * secret, disabling it) do not conflict with the lock.
+ */
+const subscriptionsKeptUntilCommit = sql`(select id, start_change_id, kinds from event_subscriptions where enabled for key share)`;
+
+/**
  * Wraps the insert of change rows (`insertChanges`, an `insert … into access_changes` without its
  * `returning`) so that the same statement writes the outbox rows of the enabled subscriptions whose types
  * match and notifies the live streams: one round trip per batch of changes, in the applying transaction.
@@ -107,9 +116,9 @@ export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL, alongs
   queued as (
     insert into event_outbox (subscription_id, change_id, waits_for, user_id, organization_id)
     select s.id, c.id, ${runningTransactions}, c.user_id, c.organization_id
-    from event_subscriptions s
+    from ${subscriptionsKeptUntilCommit} s
     join inserted c on c.id > s.start_change_id
-    where s.enabled and (s.kinds is null or c.kind = any(s.kinds))
+    where s.kinds is null or c.kind = any(s.kinds)
     order by c.id, s.id
     returning 1
   )
@@ -716,9 +725,9 @@ export const replayChanges = async (db: Database, subscriptionId: string, since:
     sql`with queued as (
           insert into event_outbox (subscription_id, change_id, user_id, organization_id, replay)
           select s.id, c.id, c.user_id, c.organization_id, true
-          from event_subscriptions s
+          from (select id, kinds from event_subscriptions where id = ${subscriptionId} for key share) s
           join access_changes c on c.at >= ${since.toISOString()}::timestamptz
-          where s.id = ${subscriptionId} and (s.kinds is null or c.kind = any(s.kinds))
+          where s.kinds is null or c.kind = any(s.kinds)
           order by c.id
           returning 1)
         select count(*)::int as count from queued`,
