@@ -139,10 +139,14 @@ const asyncCommit = sql`(select set_config('synchronous_commit', 'off', true)) a
 export type ClaimedSubscription = { url: string; secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null };
 
 /**
- * A claimed row, with when it was attempted before this claim (restored if it is handed back unsent),
- * its subscription, and its change when the row has no body yet (null for a retry, which resends its body).
+ * A claimed row: what sending it needs (not the row's bookkeeping, which the sender never reads: its
+ * dates and the transactions it waited for, parsed for every claimed row, were a good part of a claim's
+ * cost in the sender), when it was attempted before this claim (restored if it is handed back unsent),
+ * its subscription, and its change. The change comes with one row of the claim per change among those
+ * without a body yet (the other subscriptions' rows of that change share the body built from it), and
+ * never with a retry, which resends its body.
  */
-export type ClaimedOutboxRow = OutboxRow & {
+export type ClaimedOutboxRow = Pick<OutboxRow, 'id' | 'subscriptionId' | 'changeId' | 'userId' | 'organizationId' | 'attempts' | 'payload'> & {
   previousAttemptAt: Date | null;
   subscription: ClaimedSubscription | null;
   change: AccessChange | null;
@@ -304,7 +308,8 @@ const claimOutboxRows = async (
                 lease_until = now() + make_interval(secs => ${sql.raw(String(leaseMs / 1000))}), last_attempt_at = now()
             from previous p
             where o.id = p.id
-            returning o.*, p.last_attempt_at as previous_attempt_at
+            returning o.id, o.subscription_id, o.change_id, o.user_id, o.organization_id, o.attempts, o.payload,
+                      p.last_attempt_at as previous_attempt_at
           )
           -- What sending needs, read in the same round trip: the subscription's address and secrets, and
           -- the change of a row never sent (a retry resends the body it kept). The change is looked up per
@@ -317,9 +322,12 @@ const claimOutboxRows = async (
                  c.source as change_source, c.actor as change_actor, c.user_id as change_user_id,
                  c.organization_id as change_organization_id, c.organization_role_id as change_organization_role_id,
                  c.details as change_details, c.sync_run_id as change_sync_run_id, c.delivery_id as change_delivery_id
-          from claimed k
+          from (
+            -- The first row of each change without a body carries the change (see ClaimedOutboxRow).
+            select *, payload is null and id = min(id) over (partition by change_id, payload is null) as carries_change from claimed
+          ) k
           left join event_subscriptions s on s.id = k.subscription_id
-          left join lateral (select * from access_changes c where c.id = k.change_id and k.payload is null offset 0) c on true`);
+          left join lateral (select * from access_changes c where c.id = k.change_id and k.carries_change offset 0) c on true`);
 
   let reached = start;
   let gap = false;
@@ -370,7 +378,7 @@ const chooseInChainOrder = (candidates: CandidateRow[], limit: number): number[]
   return chosen;
 };
 
-type RawClaimedRow = RawOutboxRow & {
+type RawClaimedRow = Pick<RawOutboxRow, 'id' | 'subscription_id' | 'change_id' | 'user_id' | 'organization_id' | 'attempts' | 'payload'> & {
   previous_attempt_at: string | Date | null;
   subscription_url: string | null;
   subscription_secret: string | null;
@@ -391,7 +399,13 @@ type RawClaimedRow = RawOutboxRow & {
 };
 
 const toClaimedOutboxRow = (row: RawClaimedRow): ClaimedOutboxRow => ({
-  ...toOutboxRow(row),
+  id: Number(row.id),
+  subscriptionId: row.subscription_id,
+  changeId: Number(row.change_id),
+  userId: row.user_id,
+  organizationId: row.organization_id,
+  attempts: row.attempts,
+  payload: row.payload,
   previousAttemptAt: date(row.previous_attempt_at),
   subscription:
     row.subscription_url === null

@@ -16,7 +16,6 @@ import {
   type AttemptResult,
   type ClaimedOutboxRow,
   type ClaimedSubscription,
-  type OutboxRow,
   type Release,
 } from '../db/outbox.js';
 import type { AccessChange } from '../db/queries/changes.js';
@@ -140,7 +139,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       flushing ??= flush();
     });
 
-  const send = async (row: OutboxRow, subscription: ClaimedSubscription | null, payload: string): Promise<AttemptResult> => {
+  const send = async (row: ClaimedOutboxRow, subscription: ClaimedSubscription | null, payload: string): Promise<AttemptResult> => {
     const base = { claim: { id: row.id, attempts: row.attempts }, subscriptionId: row.subscriptionId, payload };
     const retry = (status: number | null, error: string | null): AttemptResult => {
       const retryInMs = row.attempts < schedule.length ? schedule[row.attempts]! : null;
@@ -252,7 +251,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
   /** Whether the last claim saw a change beyond a gap after the frontier. */
   let frontierGap = false;
 
-  const loop = createClaimLoop<OutboxRow>({
+  const loop = createClaimLoop<ClaimedOutboxRow>({
     log,
     what: 'outbox rows',
     pollIntervalMs,

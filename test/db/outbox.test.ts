@@ -2,6 +2,7 @@ import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventOutbox } from '../../db/schema.js';
 import { rows, type DatabaseHandle } from '../../src/db/client.js';
+import { deleteEventSubscription } from '../../src/db/event-subscriptions.js';
 import { claimOutbox, claimOutboxFromFrontier, settleAttempts } from '../../src/db/outbox.js';
 import { recordChanges } from '../../src/sync/apply/changes.js';
 import { createEventSubscription } from '../../src/sync/event-subscriptions.js';
@@ -154,5 +155,59 @@ describe('the event outbox', () => {
     const next = await claimOutboxFromFrontier(database.db, 100, 60_000, third! - 1);
     expect(next).toMatchObject({ reached: third, gap: false });
     expect(mine(next).map((row) => row.userId)).toEqual(['frontier_user_c']);
+  });
+  it('leaves no row of a deleted subscription, even one queued by a transaction still open when the delete began', async () => {
+    const doomed = await createEventSubscription(database.db, { url: 'http://127.0.0.1:9/doomed' }, { allowPrivateUrls: true });
+    const rowsOf = (id: string) => database.db.$count(eventOutbox, eq(eventOutbox.subscriptionId, id));
+    const context = { source: 'webhook' as const, observedAt: new Date() };
+    const writer = database.separatePool(1);
+    let commit!: () => void;
+    let queued!: () => void;
+    const committing = new Promise<void>((resolve) => (commit = resolve));
+    const written = new Promise<void>((resolve) => (queued = resolve));
+    try {
+      const open = writer.db.transaction(async (tx) => {
+        await recordChanges(tx, [{ kind: 'user.updated', userId: 'doomed_user_a' }], context);
+        queued();
+        await committing;
+      });
+      await written;
+      let deleted: boolean | undefined;
+      const deleting = deleteEventSubscription(database.db, doomed.id).then((result) => (deleted = result));
+      // The delete waits for the writer, which holds the subscription until it commits.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(deleted).toBeUndefined();
+      commit();
+      await open;
+      await deleting;
+      expect(deleted).toBe(true);
+      expect(await rowsOf(doomed.id)).toBe(0);
+
+      // Changes after the delete queue nothing for it; the other subscription still gets its row.
+      const [later] = await recordChanges(database.db, [{ kind: 'user.updated', userId: 'doomed_user_b' }], context);
+      expect(await rowsOf(doomed.id)).toBe(0);
+      expect(await database.db.$count(eventOutbox, eq(eventOutbox.changeId, later!))).toBe(1);
+      expect(await deleteEventSubscription(database.db, doomed.id)).toBe(false);
+    } finally {
+      commit();
+      await writer.close();
+    }
+  });
+  it('reads a change once per claim, with one of its rows, however many subscriptions share it', async () => {
+    const second = await createEventSubscription(database.db, { url: 'http://127.0.0.1:9/second' }, { allowPrivateUrls: true });
+    try {
+      const [changeId] = await recordChanges(database.db, [{ kind: 'user.updated', userId: 'shared_user' }], {
+        source: 'webhook',
+        observedAt: new Date(),
+      });
+      const claimed = (await claimOutbox(database.db, 100, 60_000, Number.MAX_SAFE_INTEGER)).filter((row) => row.changeId === changeId);
+      expect(claimed.map((row) => row.subscriptionId).sort()).toHaveLength(2);
+      const carriers = claimed.filter((row) => row.change !== null);
+      expect(carriers).toHaveLength(1);
+      expect(carriers[0]!.change).toMatchObject({ id: changeId, kind: 'user.updated', userId: 'shared_user' });
+      expect(claimed.every((row) => row.subscription !== null && row.payload === null)).toBe(true);
+    } finally {
+      await deleteEventSubscription(database.db, second.id);
+    }
   });
 });
