@@ -187,6 +187,13 @@ const heldBack = (entity: 'user_id' | 'organization_id') =>
   sql`coalesce((select true from event_outbox e where ${earlierAboutSameEntity(entity)} and not (${claimable(sql`e`)}) limit 1), false)`;
 
 /**
+ * `heldBack` negated, probed only for a row about such an entity: most events are about a user or an
+ * organization, not both, and a probe by a null id, which finds nothing, still cost a subplan run per
+ * candidate row.
+ */
+const notHeldBack = (entity: 'user_id' | 'organization_id') => sql`(r.${sql.raw(entity)} is null or not ${heldBack(entity)})`;
+
+/**
  * Due, clear of the transactions it waits for, and no open row of the subscription about the same user or
  * organization comes from an earlier change (`r` is the row): sendable on its own.
  */
@@ -256,7 +263,7 @@ const claimCandidates = (): PreparedText => {
             from event_outbox r
             where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
               and r.subscription_id in (select id from event_subscriptions where enabled)
-              and not ${heldBack('user_id')} and not ${heldBack('organization_id')}
+              and ${notHeldBack('user_id')} and ${notHeldBack('organization_id')}
             order by r.next_attempt_at, r.id
             limit $1
             for update of r skip locked
@@ -271,37 +278,35 @@ const claimCandidates = (): PreparedText => {
   return { name: `las_claim_${createHash('sha1').update(claimCandidatesText).digest('hex').slice(0, 16)}`, types: 'int', text: claimCandidatesText };
 };
 
-const claimOutboxRows = async (
-  db: Database,
-  limit: number,
-  leaseMs: number,
-  bound: { upTo: number } | { extendFrom: number },
-): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => {
-  const start = 'upTo' in bound ? bound.upTo : bound.extendFrom;
-  if (limit <= 0) return { rows: [], reached: start, gap: false };
-  for (const value of [limit, leaseMs, start]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
-  // The contiguous run of change ids after the frontier ends where an id is missing: the n-th id after it
-  // is frontier + n exactly while none is. The bound is kept in a setting of the transaction, which the
-  // scan reads.
-  const frontierQuery =
-    'upTo' in bound
-      ? `select set_config('las.claim_up_to', '${start}', true), ${start}::bigint as reached, false as gap`
-      : `select set_config('las.claim_up_to', f.reached::text, true), f.reached, f.gap from (
-           select coalesce(max(n.id) filter (where n.id = ${start} + n.rank), ${start}) as reached,
-                  coalesce(bool_or(n.id <> ${start} + n.rank), false) as gap
+/**
+ * How far the change ids run on without a gap after a frontier (`$1`), kept in a setting of the claim's
+ * transaction for its scan: the n-th id after the frontier is frontier + n exactly while none is missing.
+ * Prepared once per connection, like the scan: as text with the frontier written in, it was parsed and
+ * planned for every claim.
+ */
+let frontierExtensionText: PreparedText | undefined;
+const frontierExtension = (): PreparedText => {
+  if (!frontierExtensionText) {
+    const text = `select set_config('las.claim_up_to', f.reached::text, true), f.reached, f.gap from (
+           select coalesce(max(n.id) filter (where n.id = $1 + n.rank), $1) as reached,
+                  coalesce(bool_or(n.id <> $1 + n.rank), false) as gap
            from (select ids.id, row_number() over (order by ids.id) as rank
-                 from (select id from access_changes where id > ${start} order by id limit ${frontierStep}) ids) n) f`;
-  // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
-  // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
-  // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
-  // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
-  // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
-  // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
-  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
-  // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
-  const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
-  const claimQuery = (chosen: number[]) =>
-    sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any('${sql.raw(idArray(chosen))}'::bigint[])),
+                 from (select id from access_changes where id > $1 order by id limit ${frontierStep}) ids) n) f`;
+    frontierExtensionText = { name: `las_frontier_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'bigint', text };
+  }
+  return frontierExtensionText;
+};
+
+/**
+ * The claim's update of the rows chosen (`$1`: their ids) and its read of what sending them needs. Its text
+ * is the same for every claim with the same lease, so it is prepared once per connection like the scan:
+ * sent as text with the ids written in, it was parsed and planned anew for every claim.
+ */
+const claimChosenTexts = new Map<number, PreparedText>();
+const claimChosen = (leaseMs: number): PreparedText => {
+  let prepared = claimChosenTexts.get(leaseMs);
+  if (!prepared) {
+    const text = sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any($1)),
           claimed as (
             update event_outbox o
             set status = 'processing', attempts = o.attempts + 1,
@@ -328,6 +333,36 @@ const claimOutboxRows = async (
           ) k
           left join event_subscriptions s on s.id = k.subscription_id
           left join lateral (select * from access_changes c where c.id = k.change_id and k.carries_change offset 0) c on true`);
+    prepared = { name: `las_claimed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'bigint[]', text };
+    claimChosenTexts.set(leaseMs, prepared);
+  }
+  return prepared;
+};
+
+const claimOutboxRows = async (
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  bound: { upTo: number } | { extendFrom: number },
+): Promise<{ rows: ClaimedOutboxRow[]; reached: number; gap: boolean }> => {
+  const start = 'upTo' in bound ? bound.upTo : bound.extendFrom;
+  if (limit <= 0) return { rows: [], reached: start, gap: false };
+  for (const value of [limit, leaseMs, start]) if (!Number.isSafeInteger(value)) throw new Error('claimOutbox: integer arguments expected');
+  // The bound is kept in a setting of the transaction, which the scan reads (see `frontierExtension`).
+  const frontierQuery: Statement =
+    'upTo' in bound
+      ? `select set_config('las.claim_up_to', '${start}', true), ${start}::bigint as reached, false as gap`
+      : { prepared: frontierExtension(), args: [start] };
+  // The scan must walk the ready index in due order and stop at the limit, probing only the rows it
+  // keeps. Planned on statistics from before a burst (or none yet), PostgreSQL may instead sort the
+  // whole backlog, probing every open row first: hundreds of milliseconds per claim at 50,000 open rows,
+  // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
+  // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
+  // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
+  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
+  // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
+  const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
+  const claimQuery = (chosen: number[]): Statement => ({ prepared: claimChosen(leaseMs), args: [chosen] });
 
   let reached = start;
   let gap = false;
@@ -448,7 +483,10 @@ const sqlText = (query: SQL): string => {
 type PreparedText = { name: string; types: string; text: string };
 
 /** A statement's text, or the execution of a prepared one with integer arguments. */
-type Statement = string | { prepared: PreparedText; args: number[] };
+type Statement = string | { prepared: PreparedText; args: (number | number[])[] };
+
+/** An argument of a prepared statement as written into its EXECUTE (or its text): integers and arrays of integers only. */
+const argumentText = (arg: number | number[]): string => (Array.isArray(arg) ? `'${idArray(arg.map(Math.trunc))}'` : String(Math.trunc(arg)));
 
 /** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
 type Run = (statements: Statement[], first: boolean) => Promise<unknown[][]>;
@@ -458,7 +496,7 @@ const preparedOn = new WeakMap<pg.PoolClient, Set<string>>();
 
 /** The text of a statement with its arguments written in (integers only), where nothing is prepared. */
 const inlined = (statement: Statement): string =>
-  typeof statement === 'string' ? statement : statement.prepared.text.replace(/\$(\d+)/g, (_, index: string) => String(statement.args[Number(index) - 1]));
+  typeof statement === 'string' ? statement : statement.prepared.text.replace(/\$(\d+)/g, (_, index: string) => argumentText(statement.args[Number(index) - 1]!));
 
 /**
  * Runs `body` in a transaction with `settings` off for it, in as few round trips as the driver allows.
@@ -484,7 +522,7 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
         if (typeof statement === 'string') return statement;
         const { prepared, args } = statement;
         if (!known.has(prepared.name) && !preparing.includes(prepared)) preparing.push(prepared);
-        return `execute ${prepared.name}(${args.map((arg) => String(Math.trunc(arg))).join(', ')})`;
+        return `execute ${prepared.name}(${args.map(argumentText).join(', ')})`;
       };
       const send = async (texts: string[]) => {
         const preparations = preparing.map(({ name, types, text }) => `prepare ${name}(${types}) as ${text}`);

@@ -100,7 +100,7 @@ describe('the event outbox', () => {
     expect(handedBackRow).toMatchObject({ status: 'pending', open: true, attempts: 0, lastAttemptAt: previousAttemptAt, leaseUntil: null });
   });
 
-  it('prepares the scan of a claim once per connection, and claims with it again', async () => {
+  it('prepares the scan and the update of a claim once per connection, and claims with them again', async () => {
     await recordChanges(
       database.db,
       Array.from({ length: 3 }, (_, index) => ({ kind: 'user.updated' as const, userId: `prepared_user_${index}` })),
@@ -108,13 +108,24 @@ describe('the event outbox', () => {
     );
     const session = database.separatePool(1);
     const preparedClaims = async () =>
-      (await rows<{ name: string }>(session.db, sql`select name from pg_prepared_statements where name like 'las_claim_%'`)).length;
+      (
+        await rows<{ name: string; generic_plans: string | number; custom_plans: string | number }>(
+          session.db,
+          sql`select name, generic_plans, custom_plans from pg_prepared_statements where name like 'las_claim%' order by name`,
+        )
+      ).map((row) => ({ statement: row.name.replace(/_[0-9a-f]{16}$/, ''), executions: Number(row.generic_plans) + Number(row.custom_plans) }));
     try {
       const first = await claimOutbox(session.db, 1, 60_000, Number.MAX_SAFE_INTEGER);
-      expect(await preparedClaims()).toBe(1);
+      expect(await preparedClaims()).toEqual([
+        { statement: 'las_claim', executions: 1 },
+        { statement: 'las_claimed', executions: 1 },
+      ]);
       // Rows left open by the tests before may come first: the second claim takes what is left.
       const second = await claimOutbox(session.db, 100, 60_000, Number.MAX_SAFE_INTEGER);
-      expect(await preparedClaims()).toBe(1);
+      expect(await preparedClaims()).toEqual([
+        { statement: 'las_claim', executions: 2 },
+        { statement: 'las_claimed', executions: 2 },
+      ]);
       const claimed = [...first, ...second].filter((row) => row.userId?.startsWith('prepared_user_'));
       expect(claimed.map((row) => row.userId).sort()).toEqual(['prepared_user_0', 'prepared_user_1', 'prepared_user_2']);
     } finally {
