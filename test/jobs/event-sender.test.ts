@@ -2,6 +2,7 @@ import { and, eq } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, eventOutbox, eventSubscriptions } from '../../db/schema.js';
 import { accessEventTypes, webhookIdOf } from '../../src/db/access-events.js';
+import { deleteEventSubscription } from '../../src/db/event-subscriptions.js';
 import { createEventSender, type EventSender, type EventSenderOptions } from '../../src/jobs/event-sender.js';
 import { silentLogger } from '../../src/logger.js';
 import { recordChanges } from '../../src/sync/apply/changes.js';
@@ -245,7 +246,8 @@ describe('the event sender', () => {
     expect(strict.received[0]!.signature.split(' ')).toHaveLength(2);
     expect(receiver.received.length).toBe(before + 1);
     expect(strict.rejected).toBe(0);
-    await pipeline.database.db.delete(eventSubscriptions).where(eq(eventSubscriptions.id, second.id));
+    // With its deliveries: nothing cascades them (see deleteEventSubscription).
+    await deleteEventSubscription(pipeline.database.db, second.id);
     await strict.close();
   });
 
