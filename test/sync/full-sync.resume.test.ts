@@ -138,6 +138,13 @@ describe('a full sync that fails part-way', () => {
     expect(after.memberships[organizationId]?.[doomed]).toEqual(before.memberships[organizationId]?.[doomed]);
     const [position] = await database.db.select().from(syncState).where(eq(syncState.key, 'full-sync:crawl'));
     expect((position?.value as { lists: { user: { pages: number } } }).lists.user.pages).toBe(3);
+    // The seen set holds the ids of the 3 pages applied, and only theirs: a lost seen id would pass every
+    // other check here (it costs only a confirming request), so it is counted.
+    const crawlId = (position?.value as { crawlId: number }).crawlId;
+    const seenUsers = await database.db.select({ id: syncSeen.id }).from(syncSeen).where(and(eq(syncSeen.runId, crawlId), eq(syncSeen.entity, 'user')));
+    const tenantUsers = new Set(sim.state.listUsers().map((user) => user.id));
+    expect(seenUsers).toHaveLength(300);
+    expect(seenUsers.every(({ id }) => tenantUsers.has(id))).toBe(true);
 
     sim.faults.resetStats();
     const resumed = await runFullSync(syncDepsFor(database, clientFor(sim)), options);
