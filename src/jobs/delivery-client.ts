@@ -1,5 +1,6 @@
+import { isIP } from 'node:net';
 import { Agent, errors, type Dispatcher } from 'undici';
-import { publicOnlyLookup } from '../sync/public-address.js';
+import { BlockedAddressError, isPrivateAddress, publicOnlyLookup } from '../sync/public-address.js';
 
 export type DeliveryClientOptions = {
   /** For connecting, and for the answer's headers once the request is written. */
@@ -32,12 +33,16 @@ export const createDeliveryClient = (options: DeliveryClientOptions): DeliveryCl
     connect: { timeout: options.timeoutMs, ...(options.allowPrivateUrls ? {} : { lookup: publicOnlyLookup }) },
   });
   // Origin and path per subscriber URL, parsed once: the same few URLs are posted to thousands of times.
-  const targets = new Map<string, { origin: string; path: string }>();
+  // A host written as a private address literal is refused here: no lookup runs for it, so the guarded
+  // lookup never sees it.
+  const targets = new Map<string, { origin: string; path: string; blockedHost: string | null }>();
   const targetOf = (url: string) => {
     let target = targets.get(url);
     if (!target) {
       const parsed = new URL(url);
-      target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      const host = parsed.hostname.replace(/^\[|\]$/g, '');
+      const blocked = !options.allowPrivateUrls && isIP(host) !== 0 && isPrivateAddress(host);
+      target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}`, blockedHost: blocked ? host : null };
       if (targets.size >= 1000) targets.clear();
       targets.set(url, target);
     }
@@ -45,7 +50,8 @@ export const createDeliveryClient = (options: DeliveryClientOptions): DeliveryCl
   };
   return {
     post(url, body, headers) {
-      const { origin, path } = targetOf(url);
+      const { origin, path, blockedHost } = targetOf(url);
+      if (blockedHost !== null) return Promise.reject(new BlockedAddressError(blockedHost, true));
       // A bare handler instead of undici's `request`: only the status counts, so no response object and
       // no body stream are built for each delivery (at thousands a second, `request`'s stream, its
       // handler and the body's dump were most of the client's CPU). The body is read and dropped as it

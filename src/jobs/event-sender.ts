@@ -1,4 +1,3 @@
-import { isIP } from 'node:net';
 import { Webhook } from 'svix';
 import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
 import { createChangeFrontier } from '../db/change-frontier.js';
@@ -21,7 +20,6 @@ import {
 import type { AccessChange } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
-import { isPrivateAddress } from '../sync/public-address.js';
 import { createClaimLoop } from './claim-loop.js';
 import { createDeliveryClient, describeDeliveryError } from './delivery-client.js';
 
@@ -91,19 +89,6 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     return signer;
   };
 
-  /** Whether a URL names a private address literally (names are checked as they resolve); once per URL. */
-  const literalChecks = new Map<string, boolean>();
-  const pointsToPrivateAddress = (url: string): boolean => {
-    let found = literalChecks.get(url);
-    if (found === undefined) {
-      const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
-      found = isIP(host) !== 0 && isPrivateAddress(host);
-      if (literalChecks.size >= 1000) literalChecks.clear();
-      literalChecks.set(url, found);
-    }
-    return found;
-  };
-
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
   let lastAnalyzeAt = 0;
@@ -148,7 +133,6 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     if (!subscription) return { ...base, status: null, error: 'subscription deleted', ok: false, retryInMs: null };
     const started = process.hrtime.bigint();
     try {
-      if (!allowPrivate && pointsToPrivateAddress(subscription.url)) return retry(null, 'the URL points to a private, loopback or link-local address');
       const now = new Date();
       const webhookId = webhookIdOf(row.changeId);
       const signature = signingSecrets(subscription, now)

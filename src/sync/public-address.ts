@@ -82,8 +82,9 @@ export const isPrivateAddress = (address: string): boolean => {
 
 export class BlockedAddressError extends Error {
   readonly code = 'EBLOCKEDADDRESS';
-  constructor(readonly host: string) {
-    super(`${host} resolves to a private, loopback or link-local address`);
+  /** `literal`: the host is an address written in the URL, not a name that resolved to one. */
+  constructor(readonly host: string, literal = false) {
+    super(`${host} ${literal ? 'is' : 'resolves to'} a private, loopback or link-local address`);
     this.name = 'BlockedAddressError';
   }
 }

@@ -57,4 +57,27 @@ describe('the delivery client', () => {
       await guarded.close();
     }
   });
+
+  it('refuses a URL whose host is a private address literal, IPv4 or IPv6, without connecting, unless private addresses are allowed', async () => {
+    const guarded = createDeliveryClient({ timeoutMs: 5_000, connectionsPerOrigin: 2, allowPrivateUrls: false });
+    const before = received.length;
+    try {
+      for (const url of [`http://127.0.0.1:${port}/hook`, `http://[::1]:${port}/hook`, 'http://10.1.2.3/hook', 'http://[::ffff:192.168.0.1]/hook']) {
+        const error = await guarded.post(url, '{}', {}).then(
+          () => null,
+          (caught: unknown) => caught,
+        );
+        expect(describeDeliveryError(error)).toMatch(/ is a private, loopback or link-local address$/);
+      }
+      expect(received).toHaveLength(before);
+    } finally {
+      await guarded.close();
+    }
+    const open = createDeliveryClient({ timeoutMs: 5_000, connectionsPerOrigin: 2, allowPrivateUrls: true });
+    try {
+      expect(await open.post(`http://127.0.0.1:${port}/hook`, '{}', {})).toBe(204);
+    } finally {
+      await open.close();
+    }
+  });
 });
