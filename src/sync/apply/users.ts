@@ -286,18 +286,12 @@ export const writeUsers = async (
 };
 
 /**
- * Writes `rows` over the stored copies where the stored copy is not newer (`updated_at`), inserting those
- * not stored; returns the ids written. The rows go as one JSON parameter of a named statement: a batch of
- * webhook snapshots otherwise cost fifteen parameters a row for drizzle to build and bind, and a statement
- * text of its own for PostgreSQL to parse, per batch size.
+ * The statement that writes `rows` over the stored copies where the stored copy is not newer
+ * (`updated_at`), inserting those not stored, and returns the ids written: a data-modifying CTE for a
+ * caller that records its changes in the same statement. The rows go as one JSON parameter of a named
+ * statement: a batch of webhook snapshots otherwise cost fifteen parameters a row for drizzle to build
+ * and bind, and a statement text of its own for PostgreSQL to parse, per batch size.
  */
-export const upsertUserRows = async (tx: Database, rows: UserRow[]): Promise<string[]> => {
-  if (rows.length === 0) return [];
-  const written = await namedRows<{ id: string }>(tx, userRowsUpsert(rows));
-  return written.map((row) => row.id);
-};
-
-/** The statement of `upsertUserRows`, returning the ids written: a data-modifying CTE for a caller that records its changes in the same statement. */
 export const userRowsUpsert = (rows: UserRow[]): SQL =>
   sql`${insertUsersFromJson(rows)}
       ${overwriteUnlessStoredNewer}
