@@ -5,6 +5,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { inArray } from 'drizzle-orm';
 import pg from 'pg';
@@ -22,9 +23,10 @@ import { startSimulator } from './simulator.js';
  * process, on PostgreSQL (database `las_bench_intake`), with arrivals sent by another child process:
  *
  * 1. drain: `--deliveries` queued `User.Data.Updated` carrying full user data, released at once;
- * 2. visibility: while `--arrival-rate`/s such deliveries arrive for `--arrival-seconds`, users are
- *    suspended in the tenant (its webhook goes to the service) and `GET /v1/access` is polled until it
- *    says so; the same measured with no arrivals is the reference;
+ * 2. visibility: while `--arrival-rate`/s such deliveries arrive for `--arrival-seconds`, users'
+ *    suspension is flipped in the tenant (its webhook goes to the service), `--probe-rate` changes a second
+ *    on distinct users of `--changes`, several in flight, and `GET /v1/access` is polled until it says so;
+ *    the same measured with no arrivals is the reference;
  * 3. partial: `--partial` queued custom-data style deliveries for distinct users under
  *    `--rate` (default 200/10s), against the ideal ⌈n/100⌉ requests at the budget's pace;
  * 4. sign-ins: `--signin-rate`/s `PostSignIn` for `--signin-seconds`, backlog `--after-seconds` later.
@@ -47,7 +49,8 @@ export const run = async (argv: string[]): Promise<void> => {
       deliveries: { type: 'string', default: '20000' },
       'arrival-rate': { type: 'string', default: '1000' },
       'arrival-seconds': { type: 'string', default: '10' },
-      changes: { type: 'string', default: '100' },
+      changes: { type: 'string', default: '200' },
+      'probe-rate': { type: 'string', default: '16' },
       partial: { type: 'string', default: '20000' },
       rate: { type: 'string', default: '200/10s' },
       'signin-rate': { type: 'string', default: '100' },
@@ -60,6 +63,7 @@ export const run = async (argv: string[]): Promise<void> => {
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
       'poll-ms': { type: 'string', default: '5' },
+      'poll-rate': { type: 'string', default: '200' },
     },
   });
   const scale = Number(values.scale);
@@ -120,7 +124,7 @@ export const run = async (argv: string[]): Promise<void> => {
       ROLE_SWEEP_INTERVAL: '24h', LOG_LEVEL: 'warn',
     });
 
-  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const get = (path: string) =>
     new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = request(`http://127.0.0.1:${port}${path}`, { agent, headers: { authorization: `Bearer ${apiKey}` } }, (res) => {
@@ -278,42 +282,95 @@ export const run = async (argv: string[]): Promise<void> => {
     };
 
     scenarios.visibility = async () => {
-      const logto = createLogtoClient(config.logto);
+      // The probes' own calls to the tenant are not the service's: outside the budget being measured.
+      const logto = createLogtoClient({ ...configFor('100000/10s').logto, concurrency: 64 });
       const probes = [...probeUsers.entries()];
+      /** Each probe user's suspension as the tenant has it now: every probe changes it (a no-op shows at once). */
+      const suspended = new Map(
+        (await db.select({ id: users.id, isSuspended: users.isSuspended }).from(users).where(inArray(users.id, [...probeUsers.keys()])))
+          .map((row) => [row.id, row.isSuspended]),
+      );
+      const inFlight = new Set<string>();
+      let nextProbe = 0;
       /** Time spent in the tenant's own API call of each probe (before its webhook can even be sent). */
       const callMs: number[] = [];
-      const probe = async (samples: number[], round: number, spacingMs: number, until: number) => {
-        for (const [index, [userId, organizationId]] of probes.entries()) {
-          if (performance.now() > until) break;
-          const suspend = (index + round) % 2 === 0;
-          const begun = performance.now();
-          await logto.setUserSuspended(userId, suspend);
-          callMs.push(performance.now() - begun);
-          for (;;) {
-            const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
-            if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
-            if (performance.now() - begun > 10_000) break;
-            // A poll every few ms: a tighter loop would itself be a good part of the load on the service.
-            await sleep(Number(values['poll-ms']));
-          }
-          samples.push(performance.now() - begun);
-          await sleep(spacingMs);
+      /** One change: a user's suspension flipped in the tenant, timed until `GET /v1/access` shows it. */
+      const probeOne = async (userId: string, organizationId: string): Promise<number> => {
+        const suspend = !suspended.get(userId);
+        const begun = performance.now();
+        await logto.setUserSuspended(userId, suspend);
+        suspended.set(userId, suspend);
+        callMs.push(performance.now() - begun);
+        for (;;) {
+          const polled = performance.now();
+          const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
+          if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
+          if (performance.now() - begun > 10_000) break;
+          // A poll every few ms: a tighter loop would itself be a good part of the load on the service.
+          await pollSlot(polled + Number(values['poll-ms']));
         }
+        return performance.now() - begun;
+      };
+      /**
+       * Polls of all the probes in flight share `--poll-rate` per second, in turn: each probe polling every
+       * few ms on its own made slow moments slower (16 probes in flight polled 3,200 times a second, and the
+       * service they measured fell behind its arrivals).
+       */
+      let nextPollAt = 0;
+      const pollSlot = async (earliest: number) => {
+        const at = Math.max(earliest, nextPollAt);
+        nextPollAt = at + 1000 / Number(values['poll-rate']);
+        await sleep(Math.max(0, at - performance.now()));
+      };
+      /**
+       * Changes started on a clock, `--probe-rate` per second for `windowMs`, each on a user with no change
+       * in flight, without waiting for the previous one to show: one probe at a time took 6-38 samples in
+       * a loaded window (each slow one held up the rest), too few for a p95, and sampled the slow moments
+       * least. The quiet reference is taken the same way.
+       */
+      const probe = async (samples: number[], windowMs: number) => {
+        const spacingMs = 1000 / Number(values['probe-rate']);
+        const started = performance.now();
+        const running: Promise<void>[] = [];
+        for (let index = 0; ; index += 1) {
+          const due = started + index * spacingMs;
+          if (due - started >= windowMs) break;
+          await sleep(Math.max(0, due - performance.now()));
+          let pick: [string, string] | undefined;
+          for (let tries = 0; tries < probes.length && !pick; tries += 1) {
+            const candidate = probes[nextProbe++ % probes.length]!;
+            if (!inFlight.has(candidate[0])) pick = candidate;
+          }
+          if (!pick) continue;
+          const [userId, organizationId] = pick;
+          inFlight.add(userId);
+          running.push(
+            probeOne(userId, organizationId).then((ms) => {
+              samples.push(ms);
+              inFlight.delete(userId);
+            }),
+          );
+        }
+        await Promise.all(running);
       };
       const quiet: number[] = [];
+      const seconds = Number(values['arrival-seconds']) * scale;
+      // Probes begin a second into the arrivals and stop half a second before their end.
+      const windowMs = (seconds - 1.5) * 1000;
       // Before the quiet probes: waiting for the statistics between them and the arrivals idles the keep-alive sockets.
       const updatesBefore = updatesSoFar ?? (await inboxUpdates());
-      await probe(quiet, 0, 10, Number.POSITIVE_INFINITY);
-      const seconds = Number(values['arrival-seconds']) * scale;
+      await probe(quiet, windowMs);
       const loaded: number[] = [];
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
-      // Probes begin a second into the arrivals and are spread over the rest of their window.
       await sleep(arrivals.startAt - Date.now() + 1000);
-      const until = performance.now() + (seconds - 1.5) * 1000;
       // This process's CPU (the service, its worker and the probes) while the arrivals come.
       const cpuBefore = process.cpuUsage();
       const cpuFrom = performance.now();
-      await profiled('visibility', () => probe(loaded, 1, Math.max(5, ((seconds - 2) * 1000) / probes.length - 20), until));
+      // How late this process's timers run while loaded: every request and turn waits at least that long.
+      const lag = monitorEventLoopDelay({ resolution: 5 });
+      lag.enable();
+      await profiled('visibility', () => probe(loaded, windowMs));
+      lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
       const sent = await arrivals.done;
@@ -333,14 +390,16 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
         'backlog when arrivals stop': backlogAtStop,
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
+        'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
         'tenant API call p50 (ms, part of each sample)': percentile(callMs, 50).toFixed(1),
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
+        'changes started per second (both)': Number(values['probe-rate']),
         'quiet p50 / p95 (ms)': `${percentile(quiet, 50).toFixed(1)} / ${percentile(quiet, 95).toFixed(1)}`,
         'loaded p50 / p95 (ms)': `${percentile(loaded, 50).toFixed(1)} / ${percentile(loaded, 95).toFixed(1)}`,
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
-        'GET /v1/access polled every (ms)': Number(values['poll-ms']),
+        'GET /v1/access polled every (ms; all probes together at most per second)': `${values['poll-ms']} (${values['poll-rate']})`,
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
