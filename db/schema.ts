@@ -315,8 +315,7 @@ export const eventSubscriptions = pgTable('event_subscriptions', {
 export const eventOutbox = pgTable(
   'event_outbox',
   {
-    // Unique by its sequence; the primary key is (subscription_id, id), below.
-    id: bigserial('id', { mode: 'number' }).notNull(),
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
     // No foreign key: checking one per inserted row cost PostgreSQL more than the rest of the insert. The
     // statement that queues rows locks the subscriptions it reads (FOR KEY SHARE), and a subscription's
     // delete removes its rows in the same transaction (see `deleteEventSubscription`).
@@ -350,12 +349,8 @@ export const eventOutbox = pgTable(
     createdAt: tz('created_at').notNull().defaultNow(),
   },
   (table) => [
-    // The key leads with the subscription: one btree serves the lookups by row (the sender always knows a
-    // row's subscription) and a subscription's deliveries, newest first, and its delete. A key on the id
-    // beside an index on (subscription, id) wrote two entries per row inserted and two more per row
-    // settled (the settlement closes the row, so it cannot be a HOT update); this writes one of each.
-    primaryKey({ name: 'event_outbox_pkey', columns: [table.subscriptionId, table.id] }),
     index('event_outbox_ready_idx').on(table.nextAttemptAt, table.id).where(sql`${table.open}`),
+    index('event_outbox_subscription_idx').on(table.subscriptionId, table.id),
     // Only the rows about a user (or an organization) are probed by user (or organization): the others,
     // most of the events of either kind, get no entry to write.
     index('event_outbox_open_user_idx')

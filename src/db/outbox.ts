@@ -298,7 +298,7 @@ const frontierExtension = (): PreparedText => {
 };
 
 /**
- * The claim's update of the rows chosen (`$1`, `$2`: their subscriptions and ids, the outbox's key) and its read of what sending them needs. Its text
+ * The claim's update of the rows chosen (`$1`: their ids) and its read of what sending them needs. Its text
  * is the same for every claim with the same lease, so it is prepared once per connection like the scan:
  * sent as text with the ids written in, it was parsed and planned anew for every claim.
  */
@@ -306,17 +306,13 @@ const claimChosenTexts = new Map<number, PreparedText>();
 const claimChosen = (leaseMs: number): PreparedText => {
   let prepared = claimChosenTexts.get(leaseMs);
   if (!prepared) {
-    const text = sqlText(sql`with previous as (
-            select o.subscription_id, o.id, o.last_attempt_at
-            from unnest($1::text[], $2::bigint[]) as k(subscription_id, id)
-            join event_outbox o on o.subscription_id = k.subscription_id and o.id = k.id
-          ),
+    const text = sqlText(sql`with previous as (select id, last_attempt_at from event_outbox where id = any($1)),
           claimed as (
             update event_outbox o
             set status = 'processing', attempts = o.attempts + 1,
                 lease_until = now() + make_interval(secs => ${sql.raw(String(leaseMs / 1000))}), last_attempt_at = now()
             from previous p
-            where o.subscription_id = p.subscription_id and o.id = p.id
+            where o.id = p.id
             returning o.id, o.subscription_id, o.change_id, o.user_id, o.organization_id, o.attempts, o.payload,
                       p.last_attempt_at as previous_attempt_at
           )
@@ -337,7 +333,7 @@ const claimChosen = (leaseMs: number): PreparedText => {
           ) k
           left join event_subscriptions s on s.id = k.subscription_id
           left join lateral (select * from access_changes c where c.id = k.change_id and k.carries_change offset 0) c on true`);
-    prepared = { name: `las_claimed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'text[], bigint[]', text };
+    prepared = { name: `las_claimed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'bigint[]', text };
     claimChosenTexts.set(leaseMs, prepared);
   }
   return prepared;
@@ -366,10 +362,7 @@ const claimOutboxRows = async (
   // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
   // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
   const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
-  const claimQuery = (chosen: ChosenRow[]): Statement => ({
-    prepared: claimChosen(leaseMs),
-    args: [chosen.map((row) => row.subscriptionId), chosen.map((row) => row.id)],
-  });
+  const claimQuery = (chosen: number[]): Statement => ({ prepared: claimChosen(leaseMs), args: [chosen] });
 
   let reached = start;
   let gap = false;
@@ -398,12 +391,11 @@ type CandidateRow = {
 /**
  * In change order, a row goes when every earlier open row about its user and its organization went
  * before it in this claim; one that stays behind holds back every later row about either of its
- * entities, transitively (a count can only fall short from then on). Returns the keys of the rows chosen.
+ * entities, transitively (a count can only fall short from then on). Returns the ids chosen.
  */
-type ChosenRow = { subscriptionId: string; id: number };
-const chooseInChainOrder = (candidates: CandidateRow[], limit: number): ChosenRow[] => {
+const chooseInChainOrder = (candidates: CandidateRow[], limit: number): number[] => {
   const claimedBefore = new Map<string, number>();
-  const chosen: ChosenRow[] = [];
+  const chosen: number[] = [];
   const keysOf = (row: CandidateRow): [string | null, string | null] => [
     row.user_id === null ? null : `${row.subscription_id}\u0000user\u0000${row.user_id}`,
     row.organization_id === null ? null : `${row.subscription_id}\u0000organization\u0000${row.organization_id}`,
@@ -415,7 +407,7 @@ const chooseInChainOrder = (candidates: CandidateRow[], limit: number): ChosenRo
       (userKey === null || (claimedBefore.get(userKey) ?? 0) === Number(row.users_before)) &&
       (organizationKey === null || (claimedBefore.get(organizationKey) ?? 0) === Number(row.organizations_before));
     if (!followsItsChains) continue;
-    chosen.push({ subscriptionId: row.subscription_id, id: Number(row.id) });
+    chosen.push(Number(row.id));
     for (const key of [userKey, organizationKey]) if (key !== null) claimedBefore.set(key, (claimedBefore.get(key) ?? 0) + 1);
   }
   return chosen;
@@ -491,18 +483,10 @@ const sqlText = (query: SQL): string => {
 type PreparedText = { name: string; types: string; text: string };
 
 /** A statement's text, or the execution of a prepared one with integer arguments. */
-type Statement = string | { prepared: PreparedText; args: (number | number[] | string[])[] };
+type Statement = string | { prepared: PreparedText; args: (number | number[])[] };
 
-/**
- * An argument of a prepared statement as written into its EXECUTE (or its text): integers, arrays of
- * integers, and arrays of text (subscription ids), each element quoted in the array literal and the
- * literal itself escaped as a string constant.
- */
-const argumentText = (arg: number | number[] | string[]): string => {
-  if (!Array.isArray(arg)) return String(Math.trunc(arg));
-  if (arg.every((value): value is number => typeof value === 'number')) return `'${idArray(arg.map(Math.trunc))}'`;
-  return pg.escapeLiteral(arrayLiteral(arg));
-};
+/** An argument of a prepared statement as written into its EXECUTE (or its text): integers and arrays of integers only. */
+const argumentText = (arg: number | number[]): string => (Array.isArray(arg) ? `'${idArray(arg.map(Math.trunc))}'` : String(Math.trunc(arg)));
 
 /** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
 type Run = (statements: Statement[], first: boolean) => Promise<unknown[][]>;
@@ -589,13 +573,11 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
 
 export type OutboxClaim = Pick<OutboxRow, 'id' | 'attempts'>;
 
-export const extendOutboxLeases = async (db: Database, claims: Pick<OutboxRow, 'subscriptionId' | 'id'>[], leaseMs: number): Promise<void> => {
+export const extendOutboxLeases = async (db: Database, claims: OutboxClaim[], leaseMs: number): Promise<void> => {
   if (claims.length === 0) return;
   await db.execute(sql`
-    update event_outbox o set lease_until = now() + make_interval(secs => ${leaseMs / 1000})
-    from unnest(${arrayLiteral(claims.map((claim) => claim.subscriptionId))}::text[], ${idArray(claims.map((claim) => claim.id))}::bigint[])
-      as k(subscription_id, id)
-    where o.subscription_id = k.subscription_id and o.id = k.id and o.status = 'processing'`);
+    update event_outbox set lease_until = now() + make_interval(secs => ${leaseMs / 1000})
+    where status = 'processing' and id = any(${idArray(claims.map((claim) => claim.id))}::bigint[])`);
 };
 
 export type AttemptResult = {
@@ -618,7 +600,7 @@ export type AttemptResult = {
  * A claimed row handed back unsent (an earlier event of its chain was not delivered): pending again as
  * it was before the claim, which did not count as an attempt.
  */
-export type Release = { release: OutboxClaim & { subscriptionId: string; previousAttemptAt: Date | null } };
+export type Release = { release: OutboxClaim & { previousAttemptAt: Date | null } };
 
 /**
  * Records the outcome of sent attempts and the rows handed back, in one statement, only for claims still
@@ -637,7 +619,7 @@ export const settleAttempts = async (db: Database, results: (AttemptResult | Rel
       select * from unnest(
         ${column((release) => release.id, (result) => result.claim.id)}::bigint[],
         ${column((release) => release.attempts, (result) => result.claim.attempts)}::int[],
-        ${column((release) => release.subscriptionId, (result) => result.subscriptionId)}::text[],
+        ${column(() => null, (result) => result.subscriptionId)}::text[],
         ${column(() => null, (result) => result.payload)}::text[],
         ${column(() => null, (result) => result.status)}::int[],
         ${column(() => null, (result) => result.error)}::text[],
@@ -659,7 +641,7 @@ export const settleAttempts = async (db: Database, results: (AttemptResult | Rel
         delivered_at = case when v.ok then now() else null end,
         next_attempt_at = case when v.retry_ms is null then o.next_attempt_at else now() + make_interval(secs => v.retry_ms / 1000) end
       from v cross join ${asyncCommit}
-      where o.subscription_id = v.subscription_id and o.id = v.id and o.attempts = v.attempts and o.status = 'processing'
+      where o.id = v.id and o.attempts = v.attempts and o.status = 'processing'
       returning 1
     ),
     streaks as (

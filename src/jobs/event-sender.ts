@@ -191,7 +191,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const delivered = (async () => {
         try {
           if (before.length > 0 && !(await Promise.all(before)).every(Boolean)) {
-            const released = record({ release: { subscriptionId: row.subscriptionId, id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
+            const released = record({ release: { id: row.id, attempts: row.attempts, previousAttemptAt: row.previousAttemptAt } });
             freeSlot();
             await released;
             return false;

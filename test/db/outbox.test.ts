@@ -83,7 +83,7 @@ describe('the event outbox', () => {
     await settleAttempts(database.db, [
       { claim: { id: failed!.id, attempts: failed!.attempts }, subscriptionId: failed!.subscriptionId, payload, status: null, error: awkward, ok: false, retryInMs: null },
       { claim: { id: retried!.id, attempts: retried!.attempts }, subscriptionId: retried!.subscriptionId, payload: 'NULL', status: 500, error: 'HTTP 500', ok: false, retryInMs: 300_000 },
-      { release: { subscriptionId: handedBack!.subscriptionId, id: handedBack!.id, attempts: handedBack!.attempts, previousAttemptAt } },
+      { release: { id: handedBack!.id, attempts: handedBack!.attempts, previousAttemptAt } },
     ]);
     const byId = async (id: number) => (await database.db.select().from(eventOutbox).where(eq(eventOutbox.id, id)))[0]!;
 
