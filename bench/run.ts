@@ -6,6 +6,7 @@
  *   npm run bench -- hot-paths --scale 0.1     reads and webhook intake against bare references (bench/hot-paths.ts)
  *   npm run bench -- intake --scale 0.1        the inbox worker's drain and reads under the budget (bench/intake.ts)
  *   npm run bench -- events                    change → subscriber and SSE latency, fan-out (bench/events.ts)
+ *   npm run bench -- outbox-writes             WAL and PostgreSQL CPU per delivery, no HTTP (bench/outbox-writes.ts)
  */
 type Scenario = { run(args: string[]): Promise<void> };
 
@@ -15,6 +16,7 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   'hot-paths': async () => ({ run: (await import('./hot-paths.js')).runHotPaths }),
   intake: () => import('./intake.js'),
   events: () => import('./events.js'),
+  'outbox-writes': () => import('./outbox-writes.js'),
 };
 
 const [first, ...rest] = process.argv.slice(2);
