@@ -246,39 +246,6 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   );
 };
 
-/** A stored user's compared columns as `to_json` gives them (snake_case, instants as ISO text). */
-type ComparedJson = {
-  id: string;
-  username: string | null;
-  primary_email: string | null;
-  primary_phone: string | null;
-  name: string | null;
-  avatar: string | null;
-  is_suspended: boolean;
-  custom_data: Record<string, unknown>;
-  profile: Record<string, unknown>;
-  application_id: string | null;
-  last_sign_in_at: string | null;
-  created_at: string;
-  updated_at: string;
-};
-
-const fromComparedJson = (row: ComparedJson): ComparedRow => ({
-  id: row.id,
-  username: row.username,
-  primaryEmail: row.primary_email,
-  primaryPhone: row.primary_phone,
-  name: row.name,
-  avatar: row.avatar,
-  isSuspended: row.is_suspended,
-  customData: row.custom_data,
-  profile: row.profile,
-  applicationId: row.application_id,
-  lastSignInAt: row.last_sign_in_at === null ? null : new Date(row.last_sign_in_at),
-  createdAt: new Date(row.created_at),
-  updatedAt: new Date(row.updated_at),
-});
-
 /**
  * The write half of `applyUsers`, inside the caller's transaction, so that a page of members can bring
  * in its users and its memberships in one: writes those of `ids` (rows from `byId`) that are new or
@@ -293,52 +260,29 @@ export const writeUsers = async (
   ids: string[],
   context: ChangeContext,
 ): Promise<{ changes: ChangeRecord[]; rowsWritten: number; held: Set<string> }> => {
+  // Compared again under the lock: another writer of these users may have committed since the caller's read.
   const lockedIds = [...new Set(ids)].sort();
-  if (lockedIds.length === 0) return { changes: [], rowsWritten: 0, held: new Set() };
-  // Compared again under the lock (another writer of these users may have committed since the caller's
-  // read), by the statement that writes them: its snapshot is taken after the locks, and a
-  // data-modifying CTE leaves the stored copies it reads (`stored`) as they were before the write. One
-  // round trip where reading the stored copies and writing took one each; a page of members that brings
-  // its users sends it once per page.
-  // The guards make the write the comparison's: a stored copy updated later in Logto (`updated_at`) or
-  // equal in every compared column is left alone, and a concurrent writer holding a newer copy wins
-  // whatever the order of commits. A user not stored whose deletion was recorded after the snapshot was
-  // observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
-  const found = await namedRows<{ stored: ComparedJson | null; written: string | null }>(
-    tx,
-    sql`with stored as (
-        select ${sql.raw(['id', ...comparedColumns].map((column) => `"${column}"`).join(', '))} from ${users} where id = any(${sql.param(lockedIds)}::text[])
-      ), written as (
-        ${insertUsersFromJson(lockedIds.map((id) => byId.get(id)!))}
-        where (t.id in (select id from stored) or coalesce((select true from ${changesOfUser(sql`t.id`)}
-          where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false) is false)
-        ${overwriteUnlessStoredNewer}
-          and ${differsInComparedColumns('users', 'excluded')}
-        returning id
-      )
-      select to_json(s) as stored, null::text as written from stored s
-      union all select null::json, w.id from written w`,
-  );
-  const storedById = new Map<string, ComparedRow>();
-  const held = new Set<string>();
-  for (const row of found) {
-    if (row.stored) {
-      storedById.set(row.stored.id, fromComparedJson(row.stored));
-      held.add(row.stored.id);
-    }
-  }
-  // What writing each row records, judged against the stored copy read in the same statement; only rows
-  // the statement wrote record anything (a row its guard left alone records nothing, as before).
+  const storedById = await readCompared(tx, lockedIds);
+  const held = new Set(storedById.keys());
   const writes = userWrites(lockedIds, byId, storedById);
-  const changes: ChangeRecord[] = [];
-  let rowsWritten = 0;
-  for (const row of found) {
-    if (row.written === null) continue;
-    held.add(row.written);
-    rowsWritten += 1;
-    changes.push(...(writes.get(row.written) ?? []));
-  }
-  return { changes, rowsWritten, held };
+  if (writes.size === 0) return { changes: [], rowsWritten: 0, held };
+  const created = [...writes.keys()].filter((id) => !storedById.has(id));
+  const rowsToWrite = [...writes.keys()].map((id) => byId.get(id)!);
+  // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
+  // a row a concurrent writer has just inserted with the same content is left alone, so its creation
+  // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
+  // was observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
+  const written = await namedRows<{ id: string }>(
+    tx,
+    sql`${insertUsersFromJson(rowsToWrite)}
+      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
+        where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
+      ${overwriteUnlessStoredNewer}
+        and ${differsInComparedColumns('users', 'excluded')}
+      returning id`,
+  );
+  for (const { id } of written) held.add(id);
+  return { changes: written.flatMap(({ id }) => writes.get(id) ?? []), rowsWritten: written.length, held };
 };
 
 /**
