@@ -15,11 +15,14 @@ import {
   applyOrganizationRoles,
   applyOrganizations,
   applyUsers,
+  applyTransaction,
   applyUserSnapshots,
   removeMembers,
   removeOrganizationRoles,
   removeOrganizations,
   removeUsers,
+  toUserRow,
+  writeUsers,
   type ChangeContext,
 } from '../../src/sync/apply/index.js';
 import { rows } from '../../src/db/client.js';
@@ -218,6 +221,40 @@ describe('apply functions', () => {
     const resurrect = await applyUsers(db(), [alice!], context('2026-11-23T11:20:00Z', 'reconcile'));
     expect(resurrect.changes).toEqual([]);
     expect(await db().select().from(users).where(eq(users.id, alice!.id))).toEqual([]);
+  });
+
+  it('writes the users a page brings in one statement that compares them with the stored copies under the lock', async () => {
+    // Stored before the write (as by a concurrent writer since the page was compared): an older copy of
+    // alice, an equal copy of bob; carol is new; dave's deletion was recorded after the snapshot.
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com', isSuspended: true };
+    const dave = { ...alice!, id: 'user-dave', username: 'dave', primaryEmail: 'dave@example.com' };
+    await removeUsers(db(), [dave.id], context('2026-11-23T12:00:00Z'));
+    await db().delete(accessChanges).where(sql`${accessChanges.kind} <> 'user.deleted'`);
+    const renamed = { ...alice!, name: 'Alice Renamed', isSuspended: true, updatedAt: alice!.updatedAt + 1000 };
+    const observed = context('2026-11-23T11:00:00Z', 'baseline');
+    const byId = new Map([renamed, bob!, carol, dave].map((user) => [user.id, toUserRow(user, observed.observedAt)]));
+    const ids = [...byId.keys()];
+    const result = await applyTransaction(db(), observed, (tx) => writeUsers(tx, byId, ids, observed), { entity: 'user', ids });
+    expect(result.changes).toEqual([
+      { kind: 'user.updated', userId: alice!.id, details: { fields: ['name'] } },
+      { kind: 'user.suspended', userId: alice!.id },
+      { kind: 'user.created', userId: carol.id, details: { username: 'carol', primaryEmail: 'carol@example.com' } },
+      { kind: 'user.suspended', userId: carol.id },
+    ].sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0)));
+    expect(result.rowsWritten).toBe(2);
+    expect([...result.held].sort()).toEqual([alice!.id, bob!.id, carol.id].sort());
+    const stored = await db().select({ id: users.id, name: users.name, isSuspended: users.isSuspended }).from(users).orderBy(asc(users.id));
+    expect(stored).toEqual(
+      [
+        { id: alice!.id, name: 'Alice Renamed', isSuspended: true },
+        { id: bob!.id, name: bob!.name, isSuspended: bob!.isSuspended },
+        { id: carol.id, name: carol.name, isSuspended: true },
+      ].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    );
+    // The older copy written again changes nothing and records nothing.
+    const older = new Map([[alice!.id, toUserRow(alice!, observed.observedAt)]]);
+    const again = await applyTransaction(db(), observed, (tx) => writeUsers(tx, older, [alice!.id], observed), { entity: 'user', ids: [alice!.id] });
+    expect(again).toEqual({ changes: [], rowsWritten: 0, held: new Set([alice!.id]) });
   });
 
   it('leaves a tombstone for a deletion that arrives before the creation', async () => {
