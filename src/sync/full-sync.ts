@@ -32,7 +32,6 @@ import {
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { syncOrganizationMembers } from './organization-members.js';
-import { WholeMemberListComparer } from './whole-member-lists.js';
 import { DriftReporter } from './report.js';
 
 export type FullSyncKind = 'baseline' | 'reconcile';
@@ -355,12 +354,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   const ahead = Math.max(1, Math.floor((options.pagesAhead ?? defaultPagesAhead) / 2));
   let finished = done.size;
   let failure: unknown = null;
-  // An unchanged tenant's organizations mostly compare the same: their whole lists are compared together.
-  // A baseline's all differ, so it compares each as it applies it.
-  const comparer = options.kind === 'reconcile' ? new WholeMemberListComparer(db) : null;
-  // Organizations whose pages are all fetched but not yet compared or applied; bounded, like the queue.
-  const released = new Set<Promise<void>>();
-  const maxReleased = 4 * queue.concurrency;
   // Organizations finished but not yet in the seen set, recorded a few at a time: most take one page,
   // and a statement each would cost as much as their page. A crash forgets at most these, which the
   // next run crawls again (writing nothing).
@@ -389,7 +382,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
         finished += 1;
         continue;
       }
-      const crawlOrganization = async (fetched: () => void) => {
+      void queue.add(async () => {
         if (failure || context.stopped.error) return;
         try {
           const result = await syncOrganizationMembers(deps, id, base, {
@@ -401,7 +394,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
             // One page at a time each while the queue is full, as many as four for the last large ones:
             // as many transactions as organizations crawled at once, and pages held in memory no more.
             applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
-            ...(comparer ? { sameAsStored: (organizationId, members) => comparer.sameAsStored(organizationId, members), onFetched: fetched } : {}),
           });
           account(result);
           counts.memberships += result.membersChecked;
@@ -414,25 +406,12 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
         } catch (error) {
           failure ??= error;
         }
-      };
-      // The queue's slot is held until the organization's pages are fetched, not until they are compared:
-      // a list compared with others (the comparer) lets the next organization's request go meanwhile.
-      void queue.add(async () => {
-        if (released.size >= maxReleased) await Promise.race(released);
-        await new Promise<void>((fetched) => {
-          const crawling = crawlOrganization(fetched).finally(() => {
-            released.delete(crawling);
-            fetched();
-          });
-          released.add(crawling);
-        });
       });
     }
     await queue.onSizeLessThan(queue.concurrency);
     if (failure || context.stopped.error) break;
   }
   await queue.onIdle();
-  await Promise.all(released);
   // Also after a failure: the next run then skips the organizations this one finished.
   await recordOrganizationsDone();
   if (failure) throw failure;

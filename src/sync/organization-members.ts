@@ -42,14 +42,6 @@ export type OrganizationMembersOptions = {
    * several organizations lets the last large ones go wider than when all share the database.
    */
   applyDepth?: () => number;
-  /**
-   * Compares a list that came whole in its first page with the stored state (see
-   * `WholeMemberListComparer`): when it is the same, nothing is applied and nothing is a candidate for
-   * removal. `onFetched` is called before, as nothing more is requested for this organization (unless a
-   * candidate must be confirmed): a caller can give its request slot to the next one meanwhile.
-   */
-  sameAsStored?: (organizationId: string, members: LogtoOrganizationMember[]) => Promise<boolean>;
-  onFetched?: () => void;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -134,16 +126,6 @@ export const syncOrganizationMembers = async (
       const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
       const last = sorted[sorted.length - 1]!.id;
       const first = stored === null;
-      if (first && options.sameAsStored && next.value.page === 1 && total !== null && items.length >= total) {
-        // The whole list in one page: nothing more to fetch.
-        options.onFetched?.();
-        if (await options.sameAsStored(organizationId, sorted)) {
-          await pages.return?.();
-          result.membersChecked = items.length;
-          result.memberRolesChecked = items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
-          return result;
-        }
-      }
       const applying = applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, first);
       const before = previous;
       previous = (async () => {
