@@ -17,7 +17,8 @@ import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 import { startSimulator, type Simulator } from './simulator.js';
 
 /**
- * `npm run bench -- sync [--scale 0.1] [--rate 200/10s]`: issue 11's figures. A simulated tenant (a
+ * `npm run bench -- sync [--scale 0.1] [--rate 200/10s]`: issue 11's figures. `--reconciles 3` repeats the unchanged
+ * reconcile (each followed by a crawl) for more samples of its ratio from one baseline. A simulated tenant (a
  * child process answering every request after `--latency` ms) of 100,000 users, 2,000 organizations
  * of uneven sizes, ~300,000 memberships, ~400,000 member roles and 20 organization roles at scale 1.
  * In one run: the pure crawl (same client, same pages, same concurrency; bodies parsed and dropped),
@@ -37,6 +38,9 @@ const options = {
   'skip-pglite': { type: 'boolean', default: false },
   // The operator's command (`node dist/src/cli.js sync`, built) in a process of its own, for its peak RSS.
   'skip-cli': { type: 'boolean', default: false },
+  // Unchanged reconciles on PostgreSQL, each followed by a pure crawl and judged against the crawls either
+  // side of it: more samples of the reconcile ratio from one baseline (the host's speed moves between runs).
+  reconciles: { type: 'string', default: '1' },
   // Names the result files (sync-<label>-scale<scale>-<time>), so that the runs of an A/B stay apart.
   label: { type: 'string' },
 } as const;
@@ -232,7 +236,7 @@ const cliBaseline = async (sim: Simulator, concurrency: string) => {
 };
 
 /** Crawl, baseline and unchanged reconcile against one tenant and one database; crawl measured before and after. */
-const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: string, organizationConcurrency: number) => {
+const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: string, organizationConcurrency: number, reconciles = 1) => {
   const config = configFor(sim, '100000/10s', concurrency);
   const simCpuBefore = sim.cpuSeconds();
   const crawlBefore = await pureCrawl(createLogtoClient(config.logto), organizationConcurrency);
@@ -242,6 +246,19 @@ const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: st
   const reconcile = await withPeakRss(() => fullSync(database, createLogtoClient(config.logto), 'reconcile', sim, organizationConcurrency));
   const crawlAfter = await pureCrawl(createLogtoClient(config.logto), organizationConcurrency);
   const crawlSeconds = (crawlBefore.seconds + crawlAfter.seconds) / 2;
+  const moreReconciles: { seconds: number; rowsWritten: number; crawlAfter: number; overCrawl: number; cpu: Awaited<ReturnType<typeof fullSync>>['cpu'] }[] = [];
+  for (let previousCrawl = crawlAfter.seconds; moreReconciles.length + 1 < reconciles; ) {
+    const again = await fullSync(database, createLogtoClient(config.logto), 'reconcile', sim, organizationConcurrency);
+    const crawl = await pureCrawl(createLogtoClient(config.logto), organizationConcurrency);
+    moreReconciles.push({
+      seconds: round(again.seconds),
+      rowsWritten: again.rowsWritten,
+      crawlAfter: round(crawl.seconds),
+      overCrawl: round(again.seconds / ((previousCrawl + crawl.seconds) / 2)),
+      cpu: again.cpu,
+    });
+    previousCrawl = crawl.seconds;
+  }
   const minimum = await minimumRequests(database);
   return {
     tenant: await tenantSize(database),
@@ -250,6 +267,7 @@ const measure = async (sim: Simulator, database: DatabaseHandle, concurrency: st
     baseline: { ...baseline.value, seconds: round(baseline.value.seconds), peakRssMiB: baseline.peakRssMiB },
     reconcile: { ...reconcile.value, seconds: round(reconcile.value.seconds), peakRssMiB: reconcile.peakRssMiB },
     minimumRequests: minimum,
+    ...(moreReconciles.length > 0 ? { moreReconciles } : {}),
     ratios: {
       baselineOverCrawl: round(baseline.value.seconds / crawlSeconds),
       reconcileOverCrawl: round(reconcile.value.seconds / crawlSeconds),
@@ -273,7 +291,7 @@ export const run = async (args: string[]): Promise<void> => {
   try {
     const database = await freshPostgres('las_bench_sync');
     try {
-      results.postgres = await measure(sim, database, values.concurrency, organizationConcurrency);
+      results.postgres = await measure(sim, database, values.concurrency, organizationConcurrency, Math.max(1, Number(values.reconciles)));
     } finally {
       await database.drop();
     }
@@ -363,6 +381,11 @@ const report = (results: Record<string, unknown>): string => {
       `| requests ÷ minimum (${measured.minimumRequests}) | ${measured.ratios.requestsOverMinimum} | ≤ 1.01 | ${targets ? verdict(measured.ratios.requestsOverMinimum <= 1.01) : '(no target)'} |`,
     );
     cpu('reconcile', measured.reconcile.cpu);
+    for (const [index, again] of (measured.moreReconciles ?? []).entries()) {
+      lines.push(
+        `| reconcile ${index + 2} ÷ the crawls either side (${again.crawlAfter} s after it); CPU sync / simulator / PostgreSQL | ${again.overCrawl} (${again.seconds} s), ${again.rowsWritten} rows written; ${again.cpu.sync} s / ${again.cpu.simulator} s / ${again.cpu.postgres === null ? 'in the sync process' : `${again.cpu.postgres} s`} | ≤ 1.1 and 0 rows | ${targets ? verdict(again.overCrawl <= 1.1 && again.rowsWritten === 0) : '(no target)'} |`,
+      );
+    }
     const peak = Math.max(measured.baseline.peakRssMiB, measured.reconcile.peakRssMiB);
     lines.push(`| peak RSS of this process during the full sync and reconcile (tsx loaded, the crawl before) | ${peak} MiB | | |`);
     const cli = results.cli as { seconds: number; peakRssMiB: number } | undefined;
