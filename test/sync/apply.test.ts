@@ -223,7 +223,7 @@ describe('apply functions', () => {
     expect(await db().select().from(users).where(eq(users.id, alice!.id))).toEqual([]);
   });
 
-  it('writes the users a page brings in one statement that compares them with the stored copies under the lock', async () => {
+  it('writes the users a page brings, compared with the stored copies under the lock', async () => {
     // Stored before the write (as by a concurrent writer since the page was compared): an older copy of
     // alice, an equal copy of bob; carol is new; dave's deletion was recorded after the snapshot.
     const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com', isSuspended: true };
