@@ -1,11 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
-import pg from 'pg';
-import { openPostgres, rows, runMigrations } from '../src/db/client.js';
+import { rows } from '../src/db/client.js';
 import { claimOutbox, settleAttempts } from '../src/db/outbox.js';
 import { recordChanges } from '../src/sync/apply/changes.js';
 import { createEventSubscription } from '../src/sync/event-subscriptions.js';
+import { freshPostgres } from './fresh-database.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 
 /**
@@ -20,7 +20,7 @@ import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
  */
 export const run = async (args: string[]) => {
   const values = parseArgs({
-    args: args.filter((arg) => arg !== 'outbox-writes'),
+    args,
     options: {
       changes: { type: 'string', default: '4000' },
       subscriptions: { type: 'string', default: '5' },
@@ -29,16 +29,8 @@ export const run = async (args: string[]) => {
   }).values;
   const changes = Number(values.changes);
   const subscriptions = Number(values.subscriptions);
-  const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query('drop database if exists las_bench_outbox_writes with (force)');
-  await admin.query('create database las_bench_outbox_writes');
-  const url = new URL(adminUrl);
-  url.pathname = '/las_bench_outbox_writes';
-  const handle = openPostgres(url.toString());
+  const handle = await freshPostgres('las_bench_outbox_writes');
   try {
-    await runMigrations(handle);
     const { db } = handle;
     for (let index = 0; index < subscriptions; index += 1) {
       await createEventSubscription(db, { url: `http://127.0.0.1:9/hook${index}` }, { allowPrivateUrls: true });
@@ -115,8 +107,6 @@ export const run = async (args: string[]) => {
     writeFileSync(`${base}.md`, `${markdown.join('\n')}\n`);
     console.log(`\nresults: ${base}.json, ${base}.md`);
   } finally {
-    await handle.close();
-    await admin.query('drop database if exists las_bench_outbox_writes with (force)');
-    await admin.end();
+    await handle.drop();
   }
 };

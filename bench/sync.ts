@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import PQueue from 'p-queue';
-import pg from 'pg';
 import { accessChanges } from '../db/schema.js';
-import { loadConfig, loadDatabaseConfig, type Config } from '../src/config.js';
+import { loadConfig, type Config } from '../src/config.js';
 import { openDatabase, rows, runMigrations, type DatabaseHandle } from '../src/db/client.js';
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import { defaultOrganizationConcurrency, defaultPagesAhead, type FullSyncResult } from '../src/sync/full-sync.js';
+import { adminUrl, freshPostgres } from './fresh-database.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 import { startSimulator, type Simulator } from './simulator.js';
 
@@ -62,32 +62,6 @@ const startTenant = (shape: Shape, latencyMs: number) =>
   startSimulator(['--port', '0', '--users', String(shape.users), '--organizations', String(shape.organizations),
     '--roles', String(shape.roles), '--seed', '2026', '--resource', 'self', '--latency-ms', String(latencyMs),
     '--largest-share', shape.largestShare.toFixed(4), '--member-role-weights', shape.memberRoleWeights]);
-
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-
-const freshPostgres = async (name: string): Promise<DatabaseHandle & { drop(): Promise<void> }> => {
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
-  await admin.connect();
-  await admin.query(`drop database if exists ${name} with (force)`);
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  // The service's query timeout (DATABASE_QUERY_TIMEOUT_MS, its default unless set), so that a statement a
-  // large tenant makes too slow for production fails here too.
-  const database = await openDatabase({ url: url.toString(), dataDir: '', queryTimeoutMs: loadDatabaseConfig().queryTimeoutMs });
-  await runMigrations(database);
-  return {
-    ...database,
-    async drop() {
-      await database.close();
-      const again = new pg.Client({ connectionString: adminUrl });
-      await again.connect();
-      await again.query(`drop database if exists ${name} with (force)`);
-      await again.end();
-    },
-  };
-};
 
 const freshPglite = async (): Promise<DatabaseHandle & { drop(): Promise<void> }> => {
   const dataDir = mkdtempSync(join(tmpdir(), 'las-bench-pglite-'));
