@@ -249,6 +249,16 @@ export const claimOutboxFromFrontier = async (
 /** The ids scanned past a frontier per claim at the most (the next claim goes on from there). */
 const frontierStep = 5000;
 
+/** A statement prepared once per connection by name (`types`: its parameters' types, as PREPARE lists them). */
+type PreparedText = { name: string; types: string; text: string };
+
+/** Named after its text, so that a changed text is prepared afresh on connections that hold the old one. */
+const preparedText = (prefix: string, types: string, text: string): PreparedText => ({
+  name: `las_${prefix}_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`,
+  types,
+  text,
+});
+
 /**
  * The claim's scan of candidate rows (`$1`: how many at the most). Its text is the same for every claim,
  * so it is prepared once per connection: parsing and planning it (a dozen subqueries) cost PostgreSQL a few
@@ -256,9 +266,9 @@ const frontierStep = 5000;
  * transaction rules sorts and bitmap scans out before the first execution plans it, as for every later
  * one, and an ANALYZE of the outbox (see `refreshOutboxStatistics`) makes PostgreSQL plan it again.
  */
-let claimCandidatesText: string | undefined;
+let claimCandidatesText: PreparedText | undefined;
 const claimCandidates = (): PreparedText => {
-  claimCandidatesText ??= sqlText(sql`with candidates as materialized (
+  claimCandidatesText ??= preparedText('claim', 'int', sqlText(sql`with candidates as materialized (
             select r.id, r.subscription_id, r.user_id, r.organization_id, r.change_id
             from event_outbox r
             where ${isOpen(sql`r`)} and ${claimable(sql`r`)} and r.change_id <= current_setting('las.claim_up_to')::bigint
@@ -274,8 +284,8 @@ const claimCandidates = (): PreparedText => {
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('user_id')}) end as users_before,
                  case when r.organization_id is null then 0
                       else (select count(*) from event_outbox e where ${earlierAboutSameEntity('organization_id')}) end as organizations_before
-          from candidates r`);
-  return { name: `las_claim_${createHash('sha1').update(claimCandidatesText).digest('hex').slice(0, 16)}`, types: 'int', text: claimCandidatesText };
+          from candidates r`));
+  return claimCandidatesText;
 };
 
 /**
@@ -292,7 +302,7 @@ const frontierExtension = (): PreparedText => {
                   coalesce(bool_or(n.id <> $1 + n.rank), false) as gap
            from (select ids.id, row_number() over (order by ids.id) as rank
                  from (select id from access_changes where id > $1 order by id limit ${frontierStep}) ids) n) f`;
-    frontierExtensionText = { name: `las_frontier_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'bigint', text };
+    frontierExtensionText = preparedText('frontier', 'bigint', text);
   }
   return frontierExtensionText;
 };
@@ -333,7 +343,7 @@ const claimChosen = (leaseMs: number): PreparedText => {
           ) k
           left join event_subscriptions s on s.id = k.subscription_id
           left join lateral (select * from access_changes c where c.id = k.change_id and k.carries_change offset 0) c on true`);
-    prepared = { name: `las_claimed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, types: 'bigint[]', text };
+    prepared = preparedText('claimed', 'bigint[]', text);
     claimChosenTexts.set(leaseMs, prepared);
   }
   return prepared;
@@ -479,8 +489,6 @@ const sqlText = (query: SQL): string => {
   return built.sql;
 };
 
-/** A statement prepared once per connection by name (`types`: its parameters' types, as PREPARE lists them). */
-type PreparedText = { name: string; types: string; text: string };
 
 /** A statement's text, or the execution of a prepared one with integer arguments. */
 type Statement = string | { prepared: PreparedText; args: (number | number[])[] };
