@@ -90,6 +90,8 @@ export const countSeen = async (db: Database, runId: number, entity: SeenEntity)
   db.$count(syncSeen, and(eq(syncSeen.runId, runId), eq(syncSeen.entity, entity)));
 
 const tables = { user: users, organization: organizations, organization_role: organizationRoles } as const;
+/** The entities whose stored rows a run removes when its crawl did not see them. */
+type StoredEntity = keyof typeof tables;
 
 /**
  * Stored ids of `entity` that the run's crawl never saw, in batches: the candidates for removal. The seen
@@ -100,7 +102,7 @@ const tables = { user: users, organization: organizations, organization_role: or
 export const unseenIds = async (
   db: Database,
   runId: number,
-  entity: 'user' | 'organization' | 'organization_role',
+  entity: StoredEntity,
   after: string | null,
   limit: number,
 ) => {
@@ -122,7 +124,7 @@ export const unseenIds = async (
  * stored id when nothing is unseen (an unchanged reconcile: 0.57 s of serial time at 100,000 users,
  * against ~0.2 s for this).
  */
-export const anyUnseen = async (db: Database, runId: number, entity: 'user' | 'organization' | 'organization_role'): Promise<boolean> => {
+export const anyUnseen = async (db: Database, runId: number, entity: StoredEntity): Promise<boolean> => {
   const table = tables[entity];
   const [row] = await rows<{ unseen: boolean }>(
     db,
