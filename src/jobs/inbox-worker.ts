@@ -39,15 +39,11 @@ export type InboxWorkerOptions = {
   claimSpacingMs?: number;
   /**
    * While deliveries handed to their handlers are still being applied, those claimed at intake meanwhile
-   * wait for the next turn (see `handOver`): no sooner than this after the previous turn (ms). Default 40.
-   * When nothing is being applied, a delivery is handed over at once.
+   * wait for them (see `handOver`), but no longer than this since the previous turn (ms). Default 40: a
+   * handler waiting on Logto's request budget must not hold up every other delivery. When nothing is
+   * being applied, a delivery is handed over at once.
    */
   handOverSpacingMs?: number;
-  /**
-   * The next turn also waits for the previous turn's handlers to return, but no longer than this after
-   * it (ms). Default 200: a handler waiting on Logto's request budget must not hold up every other delivery.
-   */
-  handOverWaitCapMs?: number;
   /** A claimed delivery whose worker stops renewing its lease for this long is claimed again. Default 60 s. */
   leaseMs?: number;
   /** Backoff of failed attempts: base·2^(attempt−1), capped, with jitter. Defaults 1 s and 5 min. */
@@ -128,12 +124,10 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   let stopping = false;
   const claimSpacingMs = options.claimSpacingMs ?? 10;
   const handOverSpacingMs = options.handOverSpacingMs ?? 40;
-  const handOverWaitCapMs = Math.max(handOverSpacingMs, options.handOverWaitCapMs ?? 200);
   /**
    * Deliveries handed over at intake go in turns: while nothing handed to the handlers is still being
    * applied, at once (with the others stored by the same insert); otherwise in the next turn, at most
-   * every `handOverSpacingMs` and once the previous turn is applied (see `scheduleHandOver`), as claims
-   * wait for the next claim. A lone delivery waits for nothing (turns
+   * every `handOverSpacingMs`, as claims wait for the next claim. A lone delivery waits for nothing (turns
    * spaced by the clock alone held each one up to 40 ms, 14 ms at the median), and under 1,000 arrivals/s
    * a turn's snapshots share a transaction and their outcomes a statement, where one turn per delivery
    * left the worker behind (so did a turn as soon as the previous one was applied: 783 arrivals/s taken
@@ -145,8 +139,6 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
   let lastHandOverAt = Number.NEGATIVE_INFINITY;
   /** Deliveries dispatched (handed over or claimed) whose handlers have not returned yet. */
   let applying = 0;
-  /** Handlers of the last hand-over turn that have not returned yet. */
-  let lastTurn = { left: 0 };
   const handOverNow = () => {
     if (handOverTimer) clearTimeout(handOverTimer);
     if (handOverSoon) clearImmediate(handOverSoon);
@@ -155,33 +147,19 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     lastHandOverAt = performance.now();
     const turn = handedOver;
     handedOver = [];
-    lastTurn = { left: turn.length };
     // A claim's clock: every delivery of the turn was received (its row committed) before this moment.
     const claimedAt = Date.now();
-    for (const delivery of turn) dispatch(delivery, claimedAt, true, lastTurn);
-  };
-  /**
-   * The next turn once the last one's handlers have returned (its snapshots applied), and no sooner than
-   * `handOverSpacingMs` after it; or `handOverWaitCapMs` after it when some of them still wait (on Logto's
-   * budget). Turns on the clock alone overlapped under 1,000 arrivals/s: several turns' transactions at once
-   * on the worker's connections, each slower for the others.
-   */
-  const scheduleHandOver = () => {
-    if (handOverSoon || handedOver.length === 0) return;
-    if (handOverTimer) clearTimeout(handOverTimer);
-    const wait = lastTurn.left === 0 ? handOverSpacingMs : handOverWaitCapMs;
-    handOverTimer = setTimeout(handOverNow, Math.max(0, lastHandOverAt + wait - performance.now()));
+    for (const delivery of turn) dispatch(delivery, claimedAt, true);
   };
   const handOver = (delivery: Delivery) => {
     handedOver.push(delivery);
     if (handOverTimer || handOverSoon) return;
     // After the deliveries of the same insert have been handed over too (they finish in one turn of the event loop).
     if (applying === 0) handOverSoon = setImmediate(handOverNow);
-    else scheduleHandOver();
+    else handOverTimer = setTimeout(handOverNow, Math.max(0, lastHandOverAt + handOverSpacingMs - performance.now()));
   };
-  const handlerReturned = (turn: { left: number } | undefined) => {
+  const handlerReturned = () => {
     applying -= 1;
-    if (turn && (turn.left -= 1) === 0 && turn === lastTurn) scheduleHandOver();
   };
   /** The last delivery queued per entity key: the next one about that entity waits for it. */
   const chains = new Map<string, Promise<void>>();
@@ -194,7 +172,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     },
   });
 
-  const settle = async (delivery: Delivery, claimedAt: number, turn: { left: number } | undefined) => {
+  const settle = async (delivery: Delivery, claimedAt: number) => {
     const context = { deliveryId: delivery.id, event: delivery.event, attempt: delivery.attempts };
     const label = eventLabel(delivery.event);
     try {
@@ -207,7 +185,7 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
           receivedAt: delivery.receivedAt,
           claimedAt,
         })
-        .finally(() => handlerReturned(turn));
+        .finally(handlerReturned);
       const held = await statuses.add({ claim: delivery, status: outcome });
       metrics.webhookProcessed.inc({ event: label, outcome });
       if (!held) log.warn(context, 'delivery processed after its lease was taken over; the other claim settles it');
@@ -227,12 +205,12 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
     }
   };
 
-  const dispatch = (delivery: Delivery, claimedAt: number, reserved = false, turn?: { left: number }) => {
+  const dispatch = (delivery: Delivery, claimedAt: number, reserved = false) => {
     applying += 1;
     const key = deliveryEntityKey(delivery);
     const before = key ? chains.get(key) : undefined;
     const done: Promise<void> = (before ?? Promise.resolve())
-      .then(() => settle(delivery, claimedAt, turn))
+      .then(() => settle(delivery, claimedAt))
       .finally(() => {
         if (key && chains.get(key) === done) chains.delete(key);
       });
