@@ -55,14 +55,9 @@ export const migrationsFolder = (): string => {
  * an error the HTTP edge answers with 503 instead of a hang.
  */
 export const openPostgres = (url: string, options: { max?: number; queryTimeoutMs?: number } = {}): DatabaseHandle => {
-  const max = options.max ?? 10;
   const pool = new pg.Pool({
     connectionString: url,
-    max,
-    // Connections stay open once opened. Closed after 10 s idle (the default), a burst after a quiet spell
-    // opened them again under load: a backend started, its catalog caches cold, every named statement
-    // prepared again, while the requests that needed them waited.
-    min: max,
+    max: options.max ?? 10,
     connectionTimeoutMillis: 5000,
     ...(options.queryTimeoutMs === undefined ? {} : { query_timeout: options.queryTimeoutMs }),
   });
