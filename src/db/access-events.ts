@@ -91,6 +91,82 @@ const involves = (kind: string) => ({
   organizationRole: kind.startsWith('organization_role.') || kind.startsWith('member_role.'),
 });
 
+/** The current fields of the entities an event describes (absent: it no longer exists, or was not read). */
+export type EventEntities = {
+  user?: Record<string, unknown> | undefined;
+  organization?: Record<string, unknown> | undefined;
+  organizationRole?: Record<string, unknown> | undefined;
+};
+
+/** The stored columns an event body shows of a user, an organization and an organization role. */
+export type EventUserFields = {
+  id: string;
+  username: string | null;
+  primaryEmail: string | null;
+  primaryPhone: string | null;
+  name: string | null;
+  avatar: string | null;
+  isSuspended: boolean;
+  customData: Record<string, unknown>;
+  profile: Record<string, unknown>;
+  applicationId: string | null;
+  lastSignInAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+};
+export type EventOrganizationFields = {
+  id: string;
+  name: string;
+  description: string | null;
+  customData: Record<string, unknown>;
+  isMfaRequired: boolean;
+  createdAt: Date;
+};
+export type EventOrganizationRoleFields = { id: string; name: string; description: string | null; type: string | null };
+
+/** A user as an event body shows it: its dates as ISO strings. */
+export const userOfEvent = (user: EventUserFields): Record<string, unknown> => ({
+  ...user,
+  lastSignInAt: iso(user.lastSignInAt),
+  createdAt: iso(user.createdAt),
+  updatedAt: iso(user.updatedAt),
+});
+
+export const organizationOfEvent = (organization: EventOrganizationFields): Record<string, unknown> => ({
+  ...organization,
+  createdAt: iso(organization.createdAt),
+});
+
+/**
+ * The event of one change, from the current fields of the entities it involves (those the change does not
+ * involve are left out whatever `entities` holds); null for a kind that has no event type.
+ */
+export const accessEventOf = (change: AccessChange, entities: EventEntities): AccessEvent | null => {
+  const type = eventTypeOfKind(change.kind);
+  if (!type) return null;
+  const scope = involves(change.kind);
+  const user = scope.user && change.userId ? entities.user : undefined;
+  const organization = scope.organization && change.organizationId ? entities.organization : undefined;
+  const organizationRole = scope.organizationRole && change.organizationRoleId ? entities.organizationRole : undefined;
+  return {
+    type,
+    timestamp: change.at.toISOString(),
+    data: {
+      changeId: change.id,
+      ...(change.userId ? { userId: change.userId } : {}),
+      ...(change.organizationId ? { organizationId: change.organizationId } : {}),
+      ...(change.organizationRoleId ? { organizationRoleId: change.organizationRoleId } : {}),
+      ...(user ? { user } : {}),
+      ...(organization ? { organization } : {}),
+      ...(organizationRole ? { organizationRole } : {}),
+      ...(change.details ? { details: change.details } : {}),
+      source: change.source,
+      actor: change.actor,
+      observedAt: change.observedAt.toISOString(),
+    },
+  };
+};
+
 /**
  * The events of `changes`, in their order. The entities' fields are read now (three queries for the whole
  * batch), so an event describes the entity as it is when the event is built, and carries none for an
@@ -112,40 +188,18 @@ export const buildAccessEvents = async (db: Database, changes: AccessChange[]): 
     organizationIds.length ? db.select(organizationColumns).from(organizations).where(inArray(organizations.id, organizationIds)) : [],
     roleIds.length ? db.select(organizationRoleColumns).from(organizationRoles).where(inArray(organizationRoles.id, roleIds)) : [],
   ]);
-  const userById = new Map(
-    userRows.map((user) => [
-      user.id,
-      { ...user, lastSignInAt: iso(user.lastSignInAt), createdAt: iso(user.createdAt), updatedAt: iso(user.updatedAt) },
-    ]),
-  );
-  const organizationById = new Map(organizationRows.map((organization) => [organization.id, { ...organization, createdAt: iso(organization.createdAt) }]));
-  const roleById = new Map(roleRows.map((role) => [role.id, role]));
+  const userById = new Map(userRows.map((user) => [user.id, userOfEvent(user)]));
+  const organizationById = new Map(organizationRows.map((organization) => [organization.id, organizationOfEvent(organization)]));
+  const roleById = new Map<string, Record<string, unknown>>(roleRows.map((role) => [role.id, role]));
 
   const events: AccessEvent[] = [];
   for (const change of changes) {
-    const type = eventTypeOfKind(change.kind);
-    if (!type) continue;
-    const scope = involves(change.kind);
-    const user = scope.user && change.userId ? userById.get(change.userId) : undefined;
-    const organization = scope.organization && change.organizationId ? organizationById.get(change.organizationId) : undefined;
-    const organizationRole = scope.organizationRole && change.organizationRoleId ? roleById.get(change.organizationRoleId) : undefined;
-    events.push({
-      type,
-      timestamp: change.at.toISOString(),
-      data: {
-        changeId: change.id,
-        ...(change.userId ? { userId: change.userId } : {}),
-        ...(change.organizationId ? { organizationId: change.organizationId } : {}),
-        ...(change.organizationRoleId ? { organizationRoleId: change.organizationRoleId } : {}),
-        ...(user ? { user } : {}),
-        ...(organization ? { organization } : {}),
-        ...(organizationRole ? { organizationRole } : {}),
-        ...(change.details ? { details: change.details } : {}),
-        source: change.source,
-        actor: change.actor,
-        observedAt: change.observedAt.toISOString(),
-      },
+    const event = accessEventOf(change, {
+      user: change.userId ? userById.get(change.userId) : undefined,
+      organization: change.organizationId ? organizationById.get(change.organizationId) : undefined,
+      organizationRole: change.organizationRoleId ? roleById.get(change.organizationRoleId) : undefined,
     });
+    if (event) events.push(event);
   }
   return events;
 };

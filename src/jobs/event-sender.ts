@@ -1,5 +1,5 @@
 import { Webhook } from 'svix';
-import { buildAccessEvents, webhookIdOf } from '../db/access-events.js';
+import { accessEventOf, webhookIdOf } from '../db/access-events.js';
 import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
 import { signingSecrets } from '../db/event-subscriptions.js';
@@ -17,7 +17,6 @@ import {
   type ClaimedSubscription,
   type Release,
 } from '../db/outbox.js';
-import type { AccessChange } from '../db/queries/changes.js';
 import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { createClaimLoop } from './claim-loop.js';
@@ -156,14 +155,14 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
 
   /**
    * The bodies of rows never sent yet are built now, once per change (its subscriptions share it), from
-   * the change the claim read with them; retries reuse the body of their first attempt.
+   * the change and the entities' fields the claim read with them; retries reuse the body of their first attempt.
    */
-  const bodiesFor = async (rows: ClaimedOutboxRow[]): Promise<Map<number, string>> => {
+  const bodiesFor = (rows: ClaimedOutboxRow[]): Map<number, string> => {
     const bodies = new Map<number, string>();
-    const changes = new Map<number, AccessChange>();
-    for (const row of rows) if (!row.payload && row.change) changes.set(row.change.id, row.change);
-    if (changes.size > 0) {
-      for (const event of await buildAccessEvents(db, [...changes.values()])) bodies.set(event.data.changeId, JSON.stringify(event));
+    for (const row of rows) {
+      if (row.payload || !row.change || bodies.has(row.change.id)) continue;
+      const event = accessEventOf(row.change, row.entities);
+      if (event) bodies.set(row.change.id, JSON.stringify(event));
     }
     return new Map(rows.map((row) => [row.id, row.payload ?? bodies.get(row.changeId) ?? '{}']));
   };
@@ -256,7 +255,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
       const rows = claimed.rows;
       if (rows.length === 0) return 0;
       try {
-        dispatch(rows, await bodiesFor(rows));
+        dispatch(rows, bodiesFor(rows));
       } catch (error) {
         // Claimed but not sent: their leases run out and they are claimed again.
         log.error({ err: error }, 'could not prepare claimed deliveries');

@@ -1,6 +1,7 @@
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventOutbox } from '../../db/schema.js';
+import { eventOutbox, organizationRoles, organizations, users } from '../../db/schema.js';
+import { accessEventOf, buildAccessEvents } from '../../src/db/access-events.js';
 import { rows, type DatabaseHandle } from '../../src/db/client.js';
 import { deleteEventSubscription } from '../../src/db/event-subscriptions.js';
 import { claimOutbox, claimOutboxFromFrontier, settleAttempts } from '../../src/db/outbox.js';
@@ -220,5 +221,62 @@ describe('the event outbox', () => {
     } finally {
       await deleteEventSubscription(database.db, second.id);
     }
+  });
+  it('reads with each change the fields of its user, organization and role, giving the body the change log gives', async () => {
+    const observedAt = new Date('2026-11-30T10:00:00.000Z');
+    await database.db.insert(users).values({
+      id: 'body_user',
+      username: 'body',
+      primaryEmail: 'body@example.com',
+      name: 'Body "quoted"',
+      isSuspended: true,
+      customData: { plan: 'pro', seats: 3, nested: { on: true } },
+      profile: { givenName: 'B' },
+      applicationId: 'app_1',
+      lastSignInAt: new Date('2026-11-29T08:07:06.543Z'),
+      createdAt: new Date('2026-01-02T03:04:05.678Z'),
+      updatedAt: new Date('2026-11-28T00:00:00.001Z'),
+      raw: {},
+      observedAt,
+    });
+    await database.db.insert(organizations).values({
+      id: 'body_org',
+      name: 'Body org',
+      description: null,
+      customData: { tier: 'gold' },
+      isMfaRequired: true,
+      createdAt: new Date('2025-05-06T07:08:09.010Z'),
+      raw: {},
+      observedAt,
+    });
+    await database.db.insert(organizationRoles).values({ id: 'body_role', name: 'admin', description: 'Admins', type: 'User', raw: {}, observedAt });
+    const changeIds = await recordChanges(
+      database.db,
+      [
+        { kind: 'member_role.granted', userId: 'body_user', organizationId: 'body_org', organizationRoleId: 'body_role' },
+        { kind: 'user.updated', userId: 'body_user', details: { fields: ['name'] } },
+        { kind: 'organization.updated', organizationId: 'body_org' },
+        { kind: 'organization_role.updated', organizationRoleId: 'body_role' },
+        { kind: 'user.deleted', userId: 'body_user_gone' },
+      ],
+      { source: 'webhook', observedAt },
+    );
+    const carriers = (await claimOutbox(database.db, 100, 60_000, Number.MAX_SAFE_INTEGER)).filter(
+      (row) => changeIds.includes(row.changeId) && row.change !== null,
+    );
+    expect(carriers.map((row) => row.changeId)).toEqual(changeIds);
+    const expected = await buildAccessEvents(
+      database.db,
+      carriers.map((row) => row.change!),
+    );
+    expect(carriers.map((row) => accessEventOf(row.change!, row.entities))).toEqual(expected);
+    expect(expected[0]!.data).toMatchObject({
+      user: { id: 'body_user', isSuspended: true, customData: { plan: 'pro', seats: 3, nested: { on: true } }, lastSignInAt: '2026-11-29T08:07:06.543Z' },
+      organization: { id: 'body_org', isMfaRequired: true, createdAt: '2025-05-06T07:08:09.010Z' },
+      organizationRole: { id: 'body_role', name: 'admin', type: 'User' },
+    });
+    expect(expected[4]!.data.user).toBeUndefined();
+    // Byte for byte, as receivers see it.
+    expect(carriers.map((row) => JSON.stringify(accessEventOf(row.change!, row.entities)))).toEqual(expected.map((event) => JSON.stringify(event)));
   });
 });
