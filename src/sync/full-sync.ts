@@ -33,6 +33,7 @@ import {
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { syncOrganizationMembers } from './organization-members.js';
+import { batchObservedAt, pageBatches } from './page-batches.js';
 import { DriftReporter } from './report.js';
 
 export type FullSyncKind = 'baseline' | 'reconcile';
@@ -89,6 +90,11 @@ export const defaultOrganizationConcurrency = 8;
 export const defaultPagesAhead = 16;
 /** Pages of one list applied at once: a page's round trips to the database overlap the next one's. */
 const applyDepth = 2;
+/**
+ * Items of consecutive pages of one list applied as one (see `pageBatches`): four pages of a hundred. At
+ * scale 0.3 a baseline's PostgreSQL CPU was ~22 s for ~500,000 rows whose inserts alone, set-based, cost ~5 s.
+ */
+const batchItems = 400;
 /** Finished organizations recorded in the crawl's seen set together. */
 const progressBatch = 20;
 
@@ -295,22 +301,25 @@ const crawlList = async <T extends { id: string }>(
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
     try {
-      for await (const page of list({ ahead, startPage: progress.pages + 1 })) {
+      for await (const batch of pageBatches(list({ ahead, startPage: progress.pages + 1 }), batchItems)) {
         if (context.stopped.error) throw context.stopped.error;
-        yielded += 1;
-        if (page.total !== null) {
+        yielded += batch.length;
+        for (const page of batch) {
+          if (page.total === null) continue;
           if (progress.total !== null && progress.total !== page.total) progress.moved = true;
           progress.total = page.total;
         }
-        const applied = page.items.length > 0 ? apply(page.items, page.requestedAt ?? new Date()) : Promise.resolve();
+        const items = batch.flatMap((page) => page.items);
+        const last = batch[batch.length - 1]!;
+        const applied = items.length > 0 ? apply(items, batchObservedAt(batch, new Date())) : Promise.resolve();
         const before = previous;
         previous = (async () => {
           await applied;
           await before;
-          seen += page.items.length;
-          progress.pages = page.page;
-          await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id), position);
-          options.onProgress?.({ phase, done: seen, total: page.total });
+          seen += items.length;
+          progress.pages = last.page;
+          await recordCrawlProgress(db, position.crawlId, entity, items.map((item) => item.id), position);
+          options.onProgress?.({ phase, done: seen, total: last.total });
         })();
         // Awaited below or by the next page; a rejection must not count as unhandled in between.
         applied.catch(() => {});
@@ -390,6 +399,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
             ahead,
             expectedTotal,
             deferGoneUsers: true,
+            batchItems,
             shouldStop: () => context.stopped.error !== null,
             onApplied: account,
             // One page at a time each while the queue is full, as many as four for the last large ones:

@@ -10,6 +10,7 @@ import {
   type ChangeContext,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
+import { batchObservedAt, pageBatches } from './page-batches.js';
 
 export type OrganizationMembersResult = ApplyResult & {
   membersChecked: number;
@@ -42,6 +43,8 @@ export type OrganizationMembersOptions = {
    * several organizations lets the last large ones go wider than when all share the database.
    */
   applyDepth?: () => number;
+  /** Consecutive pages applied as one once they hold this many members (default: each page alone). */
+  batchItems?: number;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -105,9 +108,10 @@ export const syncOrganizationMembers = async (
   let stored: string[] | null = null;
   let cursor = 0;
   const crawlStartedAt = new Date();
-  const pages = deps.logto
-    .listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null })
-    [Symbol.asyncIterator]();
+  const pages = pageBatches(
+    deps.logto.listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null }),
+    options.batchItems ?? 1,
+  )[Symbol.asyncIterator]();
   // Pages are applied `applyDepth` at a time; what follows an application (accounting, removal
   // candidates) runs in page order. The first page is applied alone: it reads the stored members
   // before any page of this crawl writes.
@@ -119,9 +123,9 @@ export const syncOrganizationMembers = async (
       const next = await pages.next();
       if (next.done) break;
       if (options.shouldStop?.()) throw new Error('the crawl stopped');
-      const { items, total } = next.value;
-      const observedAt = next.value.requestedAt ?? fallbackObservedAt;
-      totals.add(total);
+      const items = next.value.flatMap((page) => page.items);
+      const observedAt = batchObservedAt(next.value, fallbackObservedAt);
+      for (const page of next.value) totals.add(page.total);
       if (items.length === 0) continue;
       const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
       const last = sorted[sorted.length - 1]!.id;

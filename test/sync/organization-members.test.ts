@@ -1,6 +1,7 @@
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMembers } from '../../db/schema.js';
+import { rows } from '../../src/db/client.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import { syncOrganizationMembers } from '../../src/sync/organization-members.js';
@@ -47,6 +48,14 @@ describe('the members of a large organization', () => {
     expect(added.map((change) => change.userId).sort()).toEqual([...memberIds].sort());
     const roles = memberIds.reduce((sum, userId) => sum + sim.state.getMemberRoleIds(organizationId, userId).length, 0);
     expect(await changesOf('member_role.granted')).toHaveLength(roles);
+    // Its pages were written a few at a time: each transaction's change rows share one time (`at`).
+    const pages = Math.ceil(memberIds.length / 100);
+    const [written] = await rows<{ transactions: number }>(
+      database.db,
+      sql`select count(distinct at)::int as transactions from access_changes where organization_id = ${organizationId} and kind = 'member.added'`,
+    );
+    expect(pages).toBeGreaterThan(4);
+    expect(written!.transactions).toBeLessThanOrEqual(Math.ceil(pages / 4));
   });
 
   it('stopped after a few pages, keeps what those pages applied and removes nothing', async () => {
