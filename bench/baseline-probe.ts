@@ -1,13 +1,13 @@
 /**
- * Dev probe (not a scenario): one baseline into an empty PostgreSQL database against the simulated tenant,
- * with what it cost PostgreSQL: CPU per process kind, WAL records/bytes/full-page images (pg_stat_wal,
- * cluster-wide: run under the exclusive lock), and each relation's size afterwards. ~30 s at scale 0.3, where
+ * `npm run bench -- baseline-probe [--scale 0.3]`: one baseline into an empty PostgreSQL database against the
+ * simulated tenant, with what it cost PostgreSQL: CPU per process kind, WAL records/bytes/full-page images
+ * (pg_stat_wal, cluster-wide: nothing else may run on the server meanwhile), and each relation's size afterwards. ~30 s at scale 0.3, where
  * the sync bench's crawls and reconcile take minutes: for a first look at a change to the write path
  * (judge it with the sync bench's A/B pairs). `PROBE_EXPLAIN=1` logs every statement's plan with its
  * timings, buffers and WAL (auto_explain, for the probe's database only) to PostgreSQL's log.
- *   flock -x /work/wt/cpu.lock npx tsx bench/baseline-probe.ts [scale]
  */
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
 import { rows } from '../src/db/client.js';
@@ -19,63 +19,64 @@ import { adminUrl, freshPostgres } from './fresh-database.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
 
-const scale = Number(process.argv[2] ?? '0.3');
-const users = Math.round(100_000 * scale);
-const organizations = Math.max(1, Math.round(2_000 * scale));
-let harmonic = 0;
-for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
-const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
-const sim = await startSimulator(['--port', '0', '--users', String(users), '--organizations', String(organizations), '--roles', '20', '--seed', '2026',
-  '--resource', 'self', '--latency-ms', '20', '--largest-share', largestShare.toFixed(4), '--member-role-weights', '0.17,0.45,0.26,0.12']);
-if (process.env.PROBE_EXPLAIN) {
-  // auto_explain for this database only, set before the pool's first connection.
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query('drop database if exists las_bench_probe with (force)');
-  await admin.query('create database las_bench_probe');
-  for (const setting of ["session_preload_libraries = 'auto_explain'", 'auto_explain.log_min_duration = 0', 'auto_explain.log_analyze = on',
-    'auto_explain.log_buffers = on', 'auto_explain.log_wal = on', 'auto_explain.log_nested_statements = on', 'auto_explain.log_timing = on'])
-    await admin.query(`alter database las_bench_probe set ${setting}`);
-  await admin.end();
-}
-const database = await freshPostgres('las_bench_probe', { keep: Boolean(process.env.PROBE_EXPLAIN) });
-try {
-  const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
-  const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,
-    sql`select pg_current_wal_insert_lsn()::text as lsn, wal_records::text as records, wal_fpi::text as fpi, wal_bytes::text as bytes from pg_stat_wal`))[0]!;
-  const comm = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return '?'; } };
-  const pids = postgresPids();
-  const cpuBefore = cpuSeconds(pids);
-  const walBefore = await wal();
-  const syncBefore = process.cpuUsage();
-  const simBefore = sim.cpuSeconds();
-  const started = performance.now();
-  const result = await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
-  const seconds = (performance.now() - started) / 1000;
-  const syncCpu = process.cpuUsage(syncBefore);
-  const walAfter = await wal();
-  const cpuAfter = cpuSeconds(postgresPids());
-  const byKind = new Map<string, number>();
-  for (const [pid, after] of cpuAfter) {
-    const command = comm(pid);
-    const kind = /postgres: \S+ (\S+)/.exec(command)?.[1] === 'postgres' ? 'backend ' + (/postgres: postgres (\S+)/.exec(command)?.[1] ?? '') : command.replace(/^postgres: (15\/main: )?/, '').split(' ').slice(0, 2).join(' ');
-    byKind.set(kind, (byKind.get(kind) ?? 0) + after - (cpuBefore.get(pid) ?? 0));
+export const run = async (args: string[]): Promise<void> => {
+  const scale = Number(parseArgs({ args, options: { scale: { type: 'string', default: '0.3' } } }).values.scale);
+  const users = Math.round(100_000 * scale);
+  const organizations = Math.max(1, Math.round(2_000 * scale));
+  let harmonic = 0;
+  for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
+  const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
+  const sim = await startSimulator(['--port', '0', '--users', String(users), '--organizations', String(organizations), '--roles', '20', '--seed', '2026',
+    '--resource', 'self', '--latency-ms', '20', '--largest-share', largestShare.toFixed(4), '--member-role-weights', '0.17,0.45,0.26,0.12']);
+  if (process.env.PROBE_EXPLAIN) {
+    // auto_explain for this database only, set before the pool's first connection.
+    const admin = new pg.Client({ connectionString: adminUrl });
+    await admin.connect();
+    await admin.query('drop database if exists las_bench_probe with (force)');
+    await admin.query('create database las_bench_probe');
+    for (const setting of ["session_preload_libraries = 'auto_explain'", 'auto_explain.log_min_duration = 0', 'auto_explain.log_analyze = on',
+      'auto_explain.log_buffers = on', 'auto_explain.log_wal = on', 'auto_explain.log_nested_statements = on', 'auto_explain.log_timing = on'])
+      await admin.query(`alter database las_bench_probe set ${setting}`);
+    await admin.end();
   }
-  const sizes = await rows<{ name: string; kind: string; mb: string }>(database.db,
-    sql`select c.relname as name, c.relkind::text as kind, round(pg_relation_size(c.oid) / 1048576.0, 1)::text as mb
-      from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and pg_relation_size(c.oid) > 1048576 order by pg_relation_size(c.oid) desc`);
-  const walBytes = Number(walAfter.bytes) - Number(walBefore.bytes);
-  const out = {
-    scale, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
-    cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(cpuSpent(cpuBefore, cpuAfter).toFixed(1)) },
-    postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
-    wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
-      bytesPerRow: Math.round(walBytes / result.counts.rowsWritten) },
-    sizes: sizes.map((s) => `${s.name}:${s.mb}`).join(' '),
-  };
-  console.log(JSON.stringify(out, null, 1));
-} finally {
-  sim.close();
-  await database.drop();
-}
-process.exit(0);
+  const database = await freshPostgres('las_bench_probe', { keep: Boolean(process.env.PROBE_EXPLAIN) });
+  try {
+    const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
+    const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,
+      sql`select pg_current_wal_insert_lsn()::text as lsn, wal_records::text as records, wal_fpi::text as fpi, wal_bytes::text as bytes from pg_stat_wal`))[0]!;
+    const comm = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return '?'; } };
+    const pids = postgresPids();
+    const cpuBefore = cpuSeconds(pids);
+    const walBefore = await wal();
+    const syncBefore = process.cpuUsage();
+    const simBefore = sim.cpuSeconds();
+    const started = performance.now();
+    const result = await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
+    const seconds = (performance.now() - started) / 1000;
+    const syncCpu = process.cpuUsage(syncBefore);
+    const walAfter = await wal();
+    const cpuAfter = cpuSeconds(postgresPids());
+    const byKind = new Map<string, number>();
+    for (const [pid, after] of cpuAfter) {
+      const command = comm(pid);
+      const kind = /postgres: \S+ (\S+)/.exec(command)?.[1] === 'postgres' ? 'backends' : command.replace(/^postgres: (\d+\/\S+: )?/, '').split(' ').slice(0, 2).join(' ');
+      byKind.set(kind, (byKind.get(kind) ?? 0) + after - (cpuBefore.get(pid) ?? 0));
+    }
+    const sizes = await rows<{ name: string; kind: string; mb: string }>(database.db,
+      sql`select c.relname as name, c.relkind::text as kind, round(pg_relation_size(c.oid) / 1048576.0, 1)::text as mb
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and pg_relation_size(c.oid) > 1048576 order by pg_relation_size(c.oid) desc`);
+    const walBytes = Number(walAfter.bytes) - Number(walBefore.bytes);
+    const out = {
+      scale, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
+      cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(cpuSpent(cpuBefore, cpuAfter).toFixed(1)) },
+      postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
+      wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
+        bytesPerRow: Math.round(walBytes / result.counts.rowsWritten) },
+      sizes: sizes.map((s) => `${s.name}:${s.mb}`).join(' '),
+    };
+    console.log(JSON.stringify(out, null, 1));
+  } finally {
+    sim.close();
+    await database.drop();
+  }
+};

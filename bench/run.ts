@@ -7,6 +7,7 @@
  *   npm run bench -- intake --scale 0.1        the inbox worker's drain and reads under the budget (bench/intake.ts)
  *   npm run bench -- events                    change → subscriber and SSE latency, fan-out (bench/events.ts)
  *   npm run bench -- outbox-writes             WAL and PostgreSQL CPU per delivery, no HTTP (bench/outbox-writes.ts)
+ *   npm run bench -- baseline-probe            one baseline's PostgreSQL CPU, WAL and table sizes (bench/baseline-probe.ts)
  */
 type Scenario = { run(args: string[]): Promise<void> };
 
@@ -17,6 +18,7 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   intake: () => import('./intake.js'),
   events: () => import('./events.js'),
   'outbox-writes': () => import('./outbox-writes.js'),
+  'baseline-probe': () => import('./baseline-probe.js'),
 };
 
 const [first, ...rest] = process.argv.slice(2);
