@@ -124,10 +124,11 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
  * together), else the call's; with `where`, a condition on each row (`t`: `t.u` its user) that it must meet.
  */
 const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, where?: SQL): SQL => {
-  const batch = changes.map((change) => {
+  const batch = changes.map((change, index) => {
     const own = change.context ?? context;
     return {
       ...sharedContextRow(change),
+      n: index,
       t: own.observedAt.toISOString(),
       s: own.source,
       a: own.actor ?? null,
@@ -135,10 +136,13 @@ const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, 
       dl: own.deliveryId ?? null,
     };
   });
+  // Ids in the order given, whatever the plan: with a condition the rows can come out of a semi-join in
+  // another order (on PGlite a user's suspension was recorded before its creation).
   return sql`${insertIntoChanges}
     select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
-    from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
-    ${where === undefined ? sql`` : sql`where ${where}`}`;
+    from json_to_recordset(${JSON.stringify(batch)}::json) as t(n int, k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
+    ${where === undefined ? sql`` : sql`where ${where}`}
+    order by t.n`;
 };
 
 /**
