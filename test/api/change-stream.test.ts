@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startChangeFeed, type ChangeFeed } from '../../src/db/change-feed.js';
 import { recordChanges, type ChangeRecord } from '../../src/sync/apply/changes.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { createTestApp, expectProblem, type TestApp } from './harness.js';
 
 type StreamEvent = { id: string; event: string; data: { type: string; data: { changeId: number; userId?: string; organizationId?: string } } };
@@ -145,7 +145,8 @@ describe('GET /v1/changes/stream', () => {
     expectProblem(bad, 400, 'invalid_params');
   });
 
-  it('does not step over a change still being committed when a later one is already visible', async () => {
+  // Two transactions at once: PGlite has one connection, where the later change would wait for the earlier.
+  it.skipIf(!hasPostgresServer())('does not step over a change still being committed when a later one is already visible', async () => {
     const start = await lastId();
     const stream = openStream(`${base}/v1/changes/stream?after=${start}`, api.keys.read.secret);
     await stream.opened;

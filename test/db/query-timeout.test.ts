@@ -2,7 +2,7 @@ import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncState } from '../../db/schema.js';
 import { isDatabaseUnavailable, openPostgres, type DatabaseHandle } from '../../src/db/client.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
@@ -10,7 +10,7 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
  * on a connection whose transaction never got its ROLLBACK. That connection must not serve anyone again,
  * or the next statement would run inside the dead transaction and vanish with it.
  */
-describe('a query timeout inside a transaction, then the partition heals', () => {
+describe.skipIf(!hasPostgresServer())('a query timeout inside a transaction, then the partition heals', () => {
   let database: TestDatabase;
   let proxy: TcpProxy;
   let handle: DatabaseHandle;

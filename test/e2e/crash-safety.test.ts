@@ -4,7 +4,7 @@ import { accessChanges, syncRuns, syncState, webhookDeliveries } from '../../db/
 import { abandonedRunReason } from '../../src/jobs/lock.js';
 import { mulberry32, type SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { changeLogProblems, eventually, leftovers, unappliedAcknowledged } from '../helpers/invariants.js';
 import { serviceEnvironment, spawnService, type ServiceProcess } from '../helpers/service-process.js';
 import { startTenant } from '../helpers/tenant.js';
@@ -24,7 +24,7 @@ const between = (min: number, max: number) => Math.floor(min + random() * (max -
  * the next process must finish the work: the database equals the tenant, every delivery answered 2xx
  * is applied exactly once, no change is recorded twice, no run stays running and no claim or lock is left.
  */
-describe('crash safety: SIGKILL at random points', () => {
+describe.skipIf(!hasPostgresServer())('crash safety: SIGKILL at random points', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
   let relay: WebhookRelay;
@@ -217,7 +217,7 @@ describe('crash safety: SIGKILL at random points', () => {
  * The crawl position of a full sync is kept in the database, so a baseline whose process is SIGKILLed
  * part-way is continued by the next one from the last page it applied, not started over.
  */
-describe('crash safety: a killed baseline is continued from its last applied page', () => {
+describe.skipIf(!hasPostgresServer())('crash safety: a killed baseline is continued from its last applied page', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
   let service: ServiceProcess | null = null;

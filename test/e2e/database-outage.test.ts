@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncRuns, webhookDeliveries } from '../../db/schema.js';
 import type { SentWebhook, SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { changeLogProblems, eventually, leftovers } from '../helpers/invariants.js';
 import { serviceEnvironment, spawnService, type ServiceProcess } from '../helpers/service-process.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -18,7 +18,7 @@ const auth = { authorization: `Bearer ${apiKey}` };
  * running, refuse what it cannot store (503 with Retry-After, never 2xx), answer reads with a 503
  * problem instead of hanging, and come back by itself once the database does, having lost nothing.
  */
-describe('database outage', () => {
+describe.skipIf(!hasPostgresServer())('database outage', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
   let proxy: TcpProxy;

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncRuns, webhookDeliveries } from '../../db/schema.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { changeLogProblems, eventually, leftovers } from '../helpers/invariants.js';
 import { serviceEnvironment, spawnService, type ServiceProcess } from '../helpers/service-process.js';
 import { startTenant } from '../helpers/tenant.js';
@@ -17,7 +17,7 @@ const auth = { authorization: `Bearer ${apiKey}` };
  * the process exits 0 without waiting past its grace period, and nothing is left half-applied, whether it
  * stopped cleanly, ran out of grace, or was told twice.
  */
-describe('graceful shutdown', () => {
+describe.skipIf(!hasPostgresServer())('graceful shutdown', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
   let service: ServiceProcess;

@@ -5,7 +5,7 @@ import { rows } from '../../src/db/client.js';
 import { abandonedRunReason } from '../../src/jobs/lock.js';
 import { mulberry32, type SimulatedTenant } from '../../src/simulator/index.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { changeLogProblems, eventually, leftovers, unappliedAcknowledged } from '../helpers/invariants.js';
 import { serviceEnvironment, spawnService, type ServiceProcess } from '../helpers/service-process.js';
 import { startTenant } from '../helpers/tenant.js';
@@ -25,7 +25,7 @@ const sweepEveryMs = 2000;
  * once, each scheduled reconcile and sweep runs once per schedule across the three, and PostgreSQL
  * reports no deadlock.
  */
-describe('three replicas on one database', () => {
+describe.skipIf(!hasPostgresServer())('three replicas on one database', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
   let relay: WebhookRelay;

@@ -16,6 +16,13 @@ const withAdmin = async <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> =
 };
 
 /**
+ * False on the PGlite fallback (no PostgreSQL server reachable). Suites that need a server (several
+ * processes on one database, several connections with transactions open at once, a network between the
+ * service and its database to cut) run only against one; CI always has one (TEST_REQUIRE_POSTGRES).
+ */
+export const hasPostgresServer = (): boolean => inject('databaseMode') === 'postgres';
+
+/**
  * A fresh, migrated database of its own for a test file: a copy of the migrated template on
  * PostgreSQL, or an in-memory PGlite when the run fell back to it.
  */

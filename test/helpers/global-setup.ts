@@ -37,7 +37,9 @@ export default async function setup(project: TestProject) {
     if (process.env.TEST_REQUIRE_POSTGRES === '1') {
       throw new Error(`PostgreSQL at ${redacted} is not reachable and TEST_REQUIRE_POSTGRES=1 forbids the PGlite fallback`);
     }
-    console.log(`[tests] PostgreSQL at ${redacted} is not reachable: falling back to embedded PGlite`);
+    console.log(
+      `[tests] PostgreSQL at ${redacted} is not reachable: falling back to embedded PGlite; the suites that need a server (several processes or connections at once, a network to cut) are skipped`,
+    );
     project.provide('databaseMode', 'pglite');
     project.provide('databaseAdminUrl', '');
     project.provide('databaseTemplate', '');

@@ -5,7 +5,7 @@ import { eventOutbox } from '../../db/schema.js';
 import { webhookIdOf } from '../../src/db/access-events.js';
 import { recordChanges } from '../../src/sync/apply/changes.js';
 import { createEventSubscription } from '../../src/sync/event-subscriptions.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { startEventReceiver, type EventReceiver } from '../helpers/event-receiver.js';
 import { inArray, sql } from 'drizzle-orm';
 
@@ -26,7 +26,7 @@ const startSenderProcess = (url: string) =>
 const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
 /** A sender killed mid-delivery loses nothing: its claims expire and the next sender sends them. */
-describe('a killed event sender process', () => {
+describe.skipIf(!hasPostgresServer())('a killed event sender process', () => {
   let database: TestDatabase;
   let receiver: EventReceiver;
   let secret = '';
