@@ -1,10 +1,11 @@
 /**
  * `npm run bench -- baseline-probe [--scale 0.3]`: one baseline into an empty PostgreSQL database against the
- * simulated tenant, with what it cost PostgreSQL: CPU per process kind, WAL records/bytes/full-page images
- * (pg_stat_wal, cluster-wide: nothing else may run on the server meanwhile), and each relation's size afterwards. ~30 s at scale 0.3, where
- * the sync bench's crawls and reconcile take minutes: for a first look at a change to the write path
- * (judge it with the sync bench's A/B pairs). `PROBE_EXPLAIN=1` logs every statement's plan with its
- * timings, buffers and WAL (auto_explain, for the probe's database only) to PostgreSQL's log.
+ * simulated tenant, with what it cost PostgreSQL: CPU per process kind, WAL records, bytes and full-page
+ * images (pg_stat_wal is cluster-wide: nothing else may run on the server meanwhile), and each relation's
+ * size afterwards. ~30 s at scale 0.3, where the sync bench's crawls and reconcile take minutes: a first look
+ * at a change to the write path (judge it with the sync bench's A/B pairs). `PROBE_EXPLAIN=1` logs every
+ * statement's plan with its timings, buffers and WAL (auto_explain, for the probe's database only) to
+ * PostgreSQL's log.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
