@@ -3,8 +3,8 @@ import { accessChanges, organizationRoles, organizations, users } from '../../db
 import { rows, type Database } from './client.js';
 import { accessChangeColumns, accessChangeKinds, type AccessChange, type AccessChangeKind } from './queries/changes.js';
 import { organizationRoleColumns } from './queries/organization-roles.js';
-import { organizationColumns } from './queries/organizations.js';
-import { userColumns } from './queries/users.js';
+import { organizationColumns, type OrganizationDto } from './queries/organizations.js';
+import { userColumns, type UserDto } from './queries/users.js';
 
 /**
  * Access events: what this service tells others about each change-log row. One mapping and one body
@@ -98,41 +98,15 @@ export type EventEntities = {
   organizationRole?: Record<string, unknown> | undefined;
 };
 
-/** The stored columns an event body shows of a user, an organization and an organization role. */
-export type EventUserFields = {
-  id: string;
-  username: string | null;
-  primaryEmail: string | null;
-  primaryPhone: string | null;
-  name: string | null;
-  avatar: string | null;
-  isSuspended: boolean;
-  customData: Record<string, unknown>;
-  profile: Record<string, unknown>;
-  applicationId: string | null;
-  lastSignInAt: Date | null;
-  createdAt: Date;
-  updatedAt: Date;
-};
-export type EventOrganizationFields = {
-  id: string;
-  name: string;
-  description: string | null;
-  customData: Record<string, unknown>;
-  isMfaRequired: boolean;
-  createdAt: Date;
-};
-export type EventOrganizationRoleFields = { id: string; name: string; description: string | null; type: string | null };
-
 /** A user as an event body shows it: its dates as ISO strings. */
-export const userOfEvent = (user: EventUserFields): Record<string, unknown> => ({
+export const userOfEvent = (user: UserDto): Record<string, unknown> => ({
   ...user,
   lastSignInAt: iso(user.lastSignInAt),
   createdAt: iso(user.createdAt),
   updatedAt: iso(user.updatedAt),
 });
 
-export const organizationOfEvent = (organization: EventOrganizationFields): Record<string, unknown> => ({
+export const organizationOfEvent = (organization: OrganizationDto): Record<string, unknown> => ({
   ...organization,
   createdAt: iso(organization.createdAt),
 });
