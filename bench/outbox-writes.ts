@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { rows } from '../src/db/client.js';
-import { claimOutbox, settleAttempts } from '../src/db/outbox.js';
+import { claimOutbox, deliveredAttempt, settleAttempts } from '../src/db/outbox.js';
 import { recordChanges } from '../src/sync/apply/changes.js';
 import { createEventSubscription } from '../src/sync/event-subscriptions.js';
 import { freshPostgres } from './fresh-database.js';
@@ -64,18 +64,7 @@ export const run = async (args: string[]) => {
       for (;;) {
         const claimed = await claimOutbox(db, 256, 60_000, Number.MAX_SAFE_INTEGER);
         if (claimed.length === 0) return;
-        await settleAttempts(
-          db,
-          claimed.map((row) => ({
-            claim: { id: row.id, attempts: row.attempts },
-            subscriptionId: row.subscriptionId,
-            payload: null,
-            status: 204,
-            error: null,
-            ok: true,
-            retryInMs: null,
-          })),
-        );
+        await settleAttempts(db, claimed.map((row) => deliveredAttempt(row, 204)));
         delivered += claimed.length;
       }
     });

@@ -687,6 +687,17 @@ export type AttemptResult = {
   ok: boolean;
 };
 
+/** The result of an attempt its subscriber answered with a 2xx `status`: delivered, its body not kept. */
+export const deliveredAttempt = (row: Pick<ClaimedOutboxRow, 'id' | 'attempts' | 'subscriptionId'>, status: number): AttemptResult => ({
+  claim: { id: row.id, attempts: row.attempts },
+  subscriptionId: row.subscriptionId,
+  payload: null,
+  status,
+  error: null,
+  ok: true,
+  retryInMs: null,
+});
+
 /**
  * A claimed row handed back unsent (an earlier event of its chain was not delivered): pending again as
  * it was before the claim, which did not count as an attempt.

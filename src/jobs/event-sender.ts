@@ -11,6 +11,7 @@ import {
   openOutboxCount,
   outboxBacklog,
   refreshOutboxStatistics,
+  deliveredAttempt,
   settleAttempts,
   type AttemptResult,
   type ClaimedOutboxRow,
@@ -144,7 +145,7 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
         'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
         'webhook-signature': signature,
       });
-      if (status >= 200 && status < 300) return { ...base, payload: null, status, error: null, ok: true, retryInMs: null };
+      if (status >= 200 && status < 300) return deliveredAttempt(row, status);
       return retry(status, `HTTP ${status}`);
     } catch (error) {
       return retry(null, describeDeliveryError(error).slice(0, 500));

@@ -4,7 +4,7 @@ import { eventOutbox, organizationRoles, organizations, users } from '../../db/s
 import { accessEventOf, buildAccessEvents } from '../../src/db/access-events.js';
 import { rows, type DatabaseHandle } from '../../src/db/client.js';
 import { deleteEventSubscription } from '../../src/db/event-subscriptions.js';
-import { claimOutbox, claimOutboxFromFrontier, settleAttempts } from '../../src/db/outbox.js';
+import { claimOutbox, claimOutboxFromFrontier, deliveredAttempt, settleAttempts } from '../../src/db/outbox.js';
 import { recordChanges } from '../../src/sync/apply/changes.js';
 import { createEventSubscription } from '../../src/sync/event-subscriptions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -48,18 +48,7 @@ describe('the event outbox', () => {
 
       const open = await database.db.$count(eventOutbox, sql`${eventOutbox.open}`);
       expect(open).toBe(20);
-      await settleAttempts(
-        session.db,
-        claimed.map((row) => ({
-          claim: { id: row.id, attempts: row.attempts },
-          subscriptionId: row.subscriptionId,
-          payload: null,
-          status: 204,
-          error: null,
-          ok: true,
-          retryInMs: null,
-        })),
-      );
+      await settleAttempts(session.db, claimed.map((row) => deliveredAttempt(row, 204)));
       expect(await database.db.$count(eventOutbox, sql`${eventOutbox.open}`)).toBe(0);
       expect(await database.db.$count(eventOutbox, sql`${eventOutbox.status} = 'delivered'`)).toBe(20);
     } finally {
