@@ -88,7 +88,7 @@ const removalBatch = 100;
 export const defaultOrganizationConcurrency = 8;
 /** Pages of one list requested ahead of the page being written (half that per organization's members). */
 export const defaultPagesAhead = 16;
-/** Pages of one list applied at once: a page's round trips to the database overlap the next one's. */
+/** Batches of one list applied at once: a batch's round trips to the database overlap the next one's. */
 const applyDepth = 2;
 /**
  * Items of consecutive pages of one list applied as one (see `pageBatches`): four pages of a hundred. At
@@ -296,8 +296,8 @@ const crawlList = async <T extends { id: string }>(
     const continuing = progress.pages > 0;
     let yielded = 0;
     let seen = await countSeen(db, position.crawlId, entity);
-    // Pages are applied `applyDepth` at a time (their items are distinct: the crawl deduplicates), each
-    // page's progress recorded only once it and every page before it are applied.
+    // Batches of pages are applied `applyDepth` at a time (their items are distinct: the crawl deduplicates),
+    // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
     try {

@@ -39,7 +39,7 @@ export type OrganizationMembersOptions = {
    */
   onApplied?: (applied: ApplyResult) => void;
   /**
-   * How many pages may be applied at once, asked before each page (default 4): a caller crawling
+   * How many batches of pages may be applied at once, asked before each (default 4): a caller crawling
    * several organizations lets the last large ones go wider than when all share the database.
    */
   applyDepth?: () => number;
@@ -112,9 +112,9 @@ export const syncOrganizationMembers = async (
     deps.logto.listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null }),
     options.batchItems ?? 1,
   )[Symbol.asyncIterator]();
-  // Pages are applied `applyDepth` at a time; what follows an application (accounting, removal
-  // candidates) runs in page order. The first page is applied alone: it reads the stored members
-  // before any page of this crawl writes.
+  // Batches of pages (one page each unless `batchItems` says otherwise) are applied `applyDepth` at a
+  // time; what follows an application (accounting, removal candidates) runs in page order. The first
+  // batch is applied alone: it reads the stored members before any page of this crawl writes.
   const inFlight: Promise<void>[] = [];
   let previous: Promise<void> = Promise.resolve();
   try {
