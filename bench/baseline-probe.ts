@@ -17,7 +17,7 @@ import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import pg from 'pg';
 import { adminUrl, freshPostgres } from './fresh-database.js';
-import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
+import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
 
 export const run = async (args: string[]): Promise<void> => {
@@ -46,8 +46,7 @@ export const run = async (args: string[]): Promise<void> => {
     const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,
       sql`select pg_current_wal_insert_lsn()::text as lsn, wal_records::text as records, wal_fpi::text as fpi, wal_bytes::text as bytes from pg_stat_wal`))[0]!;
     const comm = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return '?'; } };
-    const pids = postgresPids();
-    const cpuBefore = cpuSeconds(pids);
+    const postgresCpu = trackPostgresCpu();
     const walBefore = await wal();
     const syncBefore = process.cpuUsage();
     const simBefore = sim.cpuSeconds();
@@ -56,12 +55,13 @@ export const run = async (args: string[]): Promise<void> => {
     const seconds = (performance.now() - started) / 1000;
     const syncCpu = process.cpuUsage(syncBefore);
     const walAfter = await wal();
-    const cpuAfter = cpuSeconds(postgresPids());
+    const postgresByPid = postgresCpu.stop();
     const byKind = new Map<string, number>();
-    for (const [pid, after] of cpuAfter) {
+    for (const [pid, spent] of postgresByPid) {
       const command = comm(pid);
-      const kind = /postgres: \S+ (\S+)/.exec(command)?.[1] === 'postgres' ? 'backends' : command.replace(/^postgres: (\d+\/\S+: )?/, '').split(' ').slice(0, 2).join(' ');
-      byKind.set(kind, (byKind.get(kind) ?? 0) + after - (cpuBefore.get(pid) ?? 0));
+      // A backend gone by now is one the pool closed while idle: the probe's own.
+      const kind = command === '?' || /postgres: \S+ (\S+)/.exec(command)?.[1] === 'postgres' ? 'backends' : command.replace(/^postgres: (\d+\/\S+: )?/, '').split(' ').slice(0, 2).join(' ');
+      byKind.set(kind, (byKind.get(kind) ?? 0) + spent);
     }
     const sizes = await rows<{ name: string; kind: string; mb: string }>(database.db,
       sql`select c.relname as name, c.relkind::text as kind, round(pg_relation_size(c.oid) / 1048576.0, 1)::text as mb
@@ -69,7 +69,7 @@ export const run = async (args: string[]): Promise<void> => {
     const walBytes = Number(walAfter.bytes) - Number(walBefore.bytes);
     const out = {
       scale, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
-      cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(cpuSpent(cpuBefore, cpuAfter).toFixed(1)) },
+      cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(totalSeconds(postgresByPid).toFixed(1)) },
       postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
       wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
         bytesPerRow: Math.round(walBytes / result.counts.rowsWritten) },

@@ -13,7 +13,7 @@ import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import { defaultOrganizationConcurrency, defaultPagesAhead, type FullSyncResult } from '../src/sync/full-sync.js';
 import { adminUrl, freshPostgres } from './fresh-database.js';
-import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
+import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { startSimulator, type Simulator } from './simulator.js';
 
 /**
@@ -150,16 +150,19 @@ const withCpu = async <T>(
   fn: () => Promise<T>,
 ): Promise<{ value: T; cpu: { sync: number; simulator: number; postgres: number | null } }> => {
   // PGlite runs inside this process: its CPU is the sync process's, and the server's is someone else's.
-  const pids = server ? postgresPids() : [];
-  const before = { sync: process.cpuUsage(), simulator: sim.cpuSeconds(), postgres: cpuSeconds(pids) };
-  const value = await fn();
+  const postgres = server ? trackPostgresCpu() : null;
+  const before = { sync: process.cpuUsage(), simulator: sim.cpuSeconds() };
+  let postgresSeconds: number | null = null;
+  const value = await fn().finally(() => {
+    if (postgres) postgresSeconds = totalSeconds(postgres.stop());
+  });
   const sync = process.cpuUsage(before.sync);
   return {
     value,
     cpu: {
       sync: round((sync.user + sync.system) / 1e6, 1),
       simulator: round(sim.cpuSeconds() - before.simulator, 1),
-      postgres: server ? round(cpuSpent(before.postgres, cpuSeconds(postgresPids())), 1) : null,
+      postgres: postgresSeconds === null ? null : round(postgresSeconds, 1),
     },
   };
 };

@@ -38,5 +38,11 @@ describe('the full sync runner', () => {
       sql`select reltuples::int as reltuples from pg_class where relname = 'organization_members'`,
     );
     expect(members?.reltuples).toBe(sim.state.counts().memberships);
+    const [stored] = await rows<{ reltuples: number }>(database.db, sql`select reltuples::int as reltuples from pg_class where relname = 'users'`);
+    expect(stored?.reltuples).toBe(sim.state.counts().users);
+    // Statistics for the columns statements filter on; none for the JSON that is only read back.
+    const analyzedColumns = await rows<{ attname: string }>(database.db, sql`select attname from pg_stats where tablename = 'users' order by attname`);
+    expect(analyzedColumns.map((column) => column.attname)).toEqual(expect.arrayContaining(['id', 'is_suspended', 'primary_email', 'updated_at', 'username']));
+    expect(analyzedColumns.map((column) => column.attname).filter((name) => ['raw', 'custom_data', 'profile', 'avatar'].includes(name))).toEqual([]);
   });
 });
