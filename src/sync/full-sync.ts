@@ -1,8 +1,6 @@
 import PQueue from 'p-queue';
 import { asc, gt } from 'drizzle-orm';
 import { organizations } from '../../db/schema.js';
-import { sql } from 'drizzle-orm';
-import { rows } from '../db/client.js';
 import {
   anyUnseen,
   clearCrawl,
@@ -25,6 +23,7 @@ import {
   applyOrganizationRoles,
   applyOrganizations,
   applyUsers,
+  readStoredMembers,
   removeOrganizationRoles,
   removeOrganizations,
   removeUsers,
@@ -95,6 +94,12 @@ const applyDepth = 2;
  * scale 0.3 a baseline's PostgreSQL CPU was ~22 s for ~500,000 rows whose inserts alone, set-based, cost ~5 s.
  */
 const batchItems = 400;
+/**
+ * Organizations listed with at most this many members have their stored members read together, one
+ * statement per keyset batch of organizations; a larger one's are read when its own crawl starts, so
+ * what is held at once stays bounded by the largest organizations being crawled.
+ */
+const storedMembersReadTogether = 1_000;
 /** Finished organizations recorded in the crawl's seen set together. */
 const progressBatch = 20;
 
@@ -385,17 +390,22 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     if (batch.length === 0) break;
     after = batch[batch.length - 1]!.id;
     const ids = batch.map(({ id }) => id).filter((id) => !done.has(id));
-    const withMembers = await organizationsWithStoredMembers(context, ids.filter((id) => memberCounts.get(id) === 0));
+    const small = (id: string) => (memberCounts.get(id) ?? Infinity) <= storedMembersReadTogether;
+    // Pages are compared with what is stored in this process: an unchanged page then costs no statement.
+    const storedTogether = await readStoredMembers(db, ids.filter(small));
     for (const id of ids) {
       const expectedTotal = memberCounts.get(id) ?? null;
-      if (expectedTotal === 0 && !withMembers.has(id)) {
+      if (expectedTotal === 0 && !storedTogether.has(id)) {
         finished += 1;
         continue;
       }
       void queue.add(async () => {
         if (failure || context.stopped.error) return;
         try {
+          const stored = small(id) ? storedTogether.get(id) : (await readStoredMembers(db, [id])).get(id);
           const result = await syncOrganizationMembers(deps, id, base, {
+            // None stored (a baseline): every page differs, and the apply statements compare as they write.
+            ...(stored ? { storedMembers: stored } : {}),
             ahead,
             expectedTotal,
             deferGoneUsers: true,
@@ -427,16 +437,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   await recordOrganizationsDone();
   if (failure) throw failure;
   if (context.stopped.error) throw context.stopped.error;
-};
-
-const organizationsWithStoredMembers = async (context: RunContext, ids: string[]): Promise<Set<string>> => {
-  if (ids.length === 0) return new Set();
-  const found = await rows<{ organization_id: string }>(
-    context.deps.database.db,
-    sql`select distinct organization_id from organization_members
-      where organization_id in (select json_array_elements_text(${JSON.stringify(ids)}::json))`,
-  );
-  return new Set(found.map((row) => row.organization_id));
 };
 
 const removers = { user: removeUsers, organization: removeOrganizations, organization_role: removeOrganizationRoles };
