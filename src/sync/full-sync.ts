@@ -100,6 +100,12 @@ const batchItems = 400;
  * what is held at once stays bounded by the largest organizations being crawled.
  */
 const storedMembersReadTogether = 1_000;
+/**
+ * Pages of a list whose seen ids and position are recorded together (and at a failure): a statement per
+ * batch of pages cost as much as an unchanged batch's compare. A crash forgets at most these pages, which
+ * the next run crawls again (writing nothing).
+ */
+const progressEveryPages = 20;
 /** Finished organizations recorded in the crawl's seen set together. */
 const progressBatch = 20;
 
@@ -305,6 +311,16 @@ const crawlList = async <T extends { id: string }>(
     // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
+    // Ids of the pages applied since the position was last recorded.
+    let unrecorded: string[] = [];
+    let unrecordedPages = 0;
+    const recordProgress = async () => {
+      if (unrecordedPages === 0) return;
+      const ids = unrecorded;
+      unrecorded = [];
+      unrecordedPages = 0;
+      await recordCrawlProgress(db, position.crawlId, entity, ids, position);
+    };
     try {
       for await (const batch of pageBatches(list({ ahead, startPage: progress.pages + 1 }), batchItems)) {
         if (context.stopped.error) throw context.stopped.error;
@@ -323,7 +339,9 @@ const crawlList = async <T extends { id: string }>(
           await before;
           seen += items.length;
           progress.pages = last.page;
-          await recordCrawlProgress(db, position.crawlId, entity, items.map((item) => item.id), position);
+          for (const item of items) unrecorded.push(item.id);
+          unrecordedPages += batch.length;
+          if (unrecordedPages >= progressEveryPages) await recordProgress();
           options.onProgress?.({ phase, done: seen, total: last.total });
         })();
         // Awaited below or by the next page; a rejection must not count as unhandled in between.
@@ -333,9 +351,11 @@ const crawlList = async <T extends { id: string }>(
         if (recorded.length >= applyDepth) await recorded.shift();
       }
       await previous;
+      await recordProgress();
     } catch (error) {
-      // The pages already being applied finish, so the next run continues after them.
+      // The pages already being applied finish, and those applied are recorded, so the next run continues after them.
       await Promise.allSettled(recorded);
+      await recordProgress().catch(() => {});
       throw error;
     }
     // Continued past the end without a page to compare totals with: the list may have shrunk since.
