@@ -158,6 +158,8 @@ export const readStoredMembers = async (db: Database, organizationIds: string[])
           coalesce(json_agg(r.organization_role_id) filter (where r.organization_role_id is not null), '[]'::json) as r
         from ${organizationMembers} m
         left join ${organizationMemberRoles} r on r.organization_id = m.organization_id and r.user_id = m.user_id
+          -- Repeated for the roles' side: without it the generic plan read every member role (a sequential scan per call).
+          and r.organization_id = ${idArray(organizationIds)}
         where m.organization_id = ${idArray(organizationIds)}
         group by m.organization_id, m.user_id
       ) s group by o`,
