@@ -112,7 +112,7 @@ export const syncOrganizationMembers = async (
   const result: OrganizationMembersResult = { ...emptyResult(), membersChecked: 0, memberRolesChecked: 0 };
   const candidates: string[] = [];
   const totals = new Set<number | null>();
-  // Every stored member, as the first page found them, in Logto's order; `cursor` is where the pages got to.
+  // Every stored member, as read before the crawl or by the first page, in Logto's order; `cursor` is where the pages got to.
   let stored: string[] | null = options.storedMembers ? [...options.storedMembers.keys()].sort(compareIds) : null;
   let cursor = 0;
   const crawlStartedAt = new Date();
