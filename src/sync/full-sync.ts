@@ -1,8 +1,6 @@
 import PQueue from 'p-queue';
 import { asc, gt } from 'drizzle-orm';
 import { organizations } from '../../db/schema.js';
-import { sql } from 'drizzle-orm';
-import { rows } from '../db/client.js';
 import {
   anyUnseen,
   clearCrawl,
@@ -25,6 +23,7 @@ import {
   applyOrganizationRoles,
   applyOrganizations,
   applyUsers,
+  readStoredMembers,
   removeOrganizationRoles,
   removeOrganizations,
   removeUsers,
@@ -95,6 +94,18 @@ const applyDepth = 2;
  * scale 0.3 a baseline's PostgreSQL CPU was ~22 s for ~500,000 rows whose inserts alone, set-based, cost ~5 s.
  */
 const batchItems = 400;
+/**
+ * Organizations listed with at most this many members have their stored members read together, one
+ * statement per keyset batch of organizations; a larger one's are read when its own crawl starts, so
+ * what is held at once stays bounded by the largest organizations being crawled.
+ */
+const storedMembersReadTogether = 1_000;
+/**
+ * Pages of a list whose seen ids and position are recorded together (and at a failure): a statement per
+ * batch of pages cost as much as an unchanged batch's compare. A crash forgets at most these pages, which
+ * the next run crawls again (writing nothing).
+ */
+const progressEveryPages = 20;
 /** Finished organizations recorded in the crawl's seen set together. */
 const progressBatch = 20;
 
@@ -300,6 +311,16 @@ const crawlList = async <T extends { id: string }>(
     // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
+    // Ids of the pages applied since the position was last recorded.
+    let unrecorded: string[] = [];
+    let unrecordedPages = 0;
+    const recordProgress = async () => {
+      if (unrecordedPages === 0) return;
+      const ids = unrecorded;
+      unrecorded = [];
+      unrecordedPages = 0;
+      await recordCrawlProgress(db, position.crawlId, entity, ids, position);
+    };
     try {
       for await (const batch of pageBatches(list({ ahead, startPage: progress.pages + 1 }), batchItems)) {
         if (context.stopped.error) throw context.stopped.error;
@@ -318,7 +339,9 @@ const crawlList = async <T extends { id: string }>(
           await before;
           seen += items.length;
           progress.pages = last.page;
-          await recordCrawlProgress(db, position.crawlId, entity, items.map((item) => item.id), position);
+          for (const item of items) unrecorded.push(item.id);
+          unrecordedPages += batch.length;
+          if (unrecordedPages >= progressEveryPages) await recordProgress();
           options.onProgress?.({ phase, done: seen, total: last.total });
         })();
         // Awaited below or by the next page; a rejection must not count as unhandled in between.
@@ -328,9 +351,11 @@ const crawlList = async <T extends { id: string }>(
         if (recorded.length >= applyDepth) await recorded.shift();
       }
       await previous;
+      await recordProgress();
     } catch (error) {
-      // The pages already being applied finish, so the next run continues after them.
+      // The pages already being applied finish, and those applied are recorded, so the next run continues after them.
       await Promise.allSettled(recorded);
+      await recordProgress().catch(() => {});
       throw error;
     }
     // Continued past the end without a page to compare totals with: the list may have shrunk since.
@@ -385,17 +410,22 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     if (batch.length === 0) break;
     after = batch[batch.length - 1]!.id;
     const ids = batch.map(({ id }) => id).filter((id) => !done.has(id));
-    const withMembers = await organizationsWithStoredMembers(context, ids.filter((id) => memberCounts.get(id) === 0));
+    const small = (id: string) => (memberCounts.get(id) ?? Infinity) <= storedMembersReadTogether;
+    // Pages are compared with what is stored in this process: an unchanged page then costs no statement.
+    const storedTogether = await readStoredMembers(db, ids.filter(small));
     for (const id of ids) {
       const expectedTotal = memberCounts.get(id) ?? null;
-      if (expectedTotal === 0 && !withMembers.has(id)) {
+      if (expectedTotal === 0 && !storedTogether.has(id)) {
         finished += 1;
         continue;
       }
       void queue.add(async () => {
         if (failure || context.stopped.error) return;
         try {
+          const stored = small(id) ? storedTogether.get(id) : (await readStoredMembers(db, [id])).get(id);
           const result = await syncOrganizationMembers(deps, id, base, {
+            // None stored (a baseline): every page differs, and the apply statements compare as they write.
+            ...(stored ? { storedMembers: stored } : {}),
             ahead,
             expectedTotal,
             deferGoneUsers: true,
@@ -427,16 +457,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   await recordOrganizationsDone();
   if (failure) throw failure;
   if (context.stopped.error) throw context.stopped.error;
-};
-
-const organizationsWithStoredMembers = async (context: RunContext, ids: string[]): Promise<Set<string>> => {
-  if (ids.length === 0) return new Set();
-  const found = await rows<{ organization_id: string }>(
-    context.deps.database.db,
-    sql`select distinct organization_id from organization_members
-      where organization_id in (select json_array_elements_text(${JSON.stringify(ids)}::json))`,
-  );
-  return new Set(found.map((row) => row.organization_id));
 };
 
 const removers = { user: removeUsers, organization: removeOrganizations, organization_role: removeOrganizationRoles };

@@ -3,11 +3,13 @@ import {
   applyMembers,
   applyOrganizationRoles,
   emptyResult,
+  memberDiffers,
   mergeResults,
   removeMembers,
   storedMemberIds,
   type ApplyResult,
   type ChangeContext,
+  type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { batchObservedAt, pageBatches } from './page-batches.js';
@@ -45,6 +47,12 @@ export type OrganizationMembersOptions = {
   applyDepth?: () => number;
   /** Consecutive pages applied as one once they hold this many members (default: each page alone). */
   batchItems?: number;
+  /**
+   * The organization's stored members and roles, read before its crawl (`readStoredMembers`): each page
+   * is compared with them here and only the members that differ are applied, so an unchanged page
+   * costs no statement. Without it each page is compared by the apply statement.
+   */
+  storedMembers?: StoredMembers;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -104,8 +112,8 @@ export const syncOrganizationMembers = async (
   const result: OrganizationMembersResult = { ...emptyResult(), membersChecked: 0, memberRolesChecked: 0 };
   const candidates: string[] = [];
   const totals = new Set<number | null>();
-  // Every stored member, as the first page found them, in Logto's order; `cursor` is where the pages got to.
-  let stored: string[] | null = null;
+  // Every stored member, as read before the crawl or by the first page, in Logto's order; `cursor` is where the pages got to.
+  let stored: string[] | null = options.storedMembers ? [...options.storedMembers.keys()].sort(compareIds) : null;
   let cursor = 0;
   const crawlStartedAt = new Date();
   const pages = pageBatches(
@@ -130,7 +138,12 @@ export const syncOrganizationMembers = async (
       const sorted = [...items].sort((a, b) => compareIds(a.id, b.id));
       const last = sorted[sorted.length - 1]!.id;
       const first = stored === null;
-      const applying = applyMemberPage(deps, organizationId, sorted, { ...base, observedAt }, first);
+      const { storedMembers } = options;
+      const differing = storedMembers
+        ? sorted.filter((item) => memberDiffers(storedMembers, { userId: item.id, organizationRoleIds: item.organizationRoles.map((role) => role.id) }))
+        : sorted;
+      const applying =
+        differing.length > 0 ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first) : Promise.resolve<ApplyResult & { storedMemberIds?: string[] }>(emptyResult());
       const before = previous;
       previous = (async () => {
         const applied = await applying;
@@ -165,7 +178,8 @@ export const syncOrganizationMembers = async (
   // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.
   if (new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling) {
-    const again = await syncOrganizationMembers(deps, organizationId, base, { ...options, expectedTotal: null, settling: true });
+    // Compared by the apply statements: the first pass may have written since the stored members were read.
+    const again = await syncOrganizationMembers(deps, organizationId, base, { ...options, expectedTotal: null, settling: true, storedMembers: undefined });
     mergeResults(result, again);
     result.membersChecked = again.membersChecked;
     result.memberRolesChecked = again.memberRolesChecked;

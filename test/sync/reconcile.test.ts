@@ -3,12 +3,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizations, users } from '../../db/schema.js';
 import { openDatabase } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
-import type { LogtoClient, LogtoUser, Page } from '../../src/logto/index.js';
+import type { LogtoClient, LogtoUser } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { applyUsers, removeMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
-import type { DriftItem, DriftReport } from '../../src/sync/report.js';
+import type { DriftItem } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
+import { interceptFirstPage, reconcileThrough, sortItems } from '../helpers/reconcile.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 
@@ -16,10 +17,7 @@ describe('reconciliation', () => {
   let database: TestDatabase;
   let sim: SimulatedTenant;
 
-  const reconcile = async (logto: LogtoClient = clientFor(sim)) => {
-    const result = await runFullSync(syncDepsFor(database, logto), { kind: 'reconcile', trigger: 'test' });
-    return { ...result, drift: (result.run.report as { drift: DriftReport }).drift };
-  };
+  const reconcile = (logto: LogtoClient = clientFor(sim)) => reconcileThrough(database, logto);
 
   beforeAll(async () => {
     database = await createTestDatabase();
@@ -178,20 +176,3 @@ describe('reconciliation', () => {
     }
   });
 });
-
-const itemKey = (item: DriftItem) =>
-  [item.kind, item.entity, item.userId, item.organizationId, item.organizationRoleId].map((part) => part ?? '').join('|');
-const sortItems = (items: DriftItem[]) => [...items].sort((a, b) => itemKey(a).localeCompare(itemKey(b)));
-
-/** Yields the first page, then runs `between` before the caller applies it. */
-async function* interceptFirstPage<T>(pages: AsyncIterable<Page<T>>, between: () => Promise<void>): AsyncIterable<Page<T>> {
-  let first = true;
-  for await (const page of pages) {
-    if (first) {
-      first = false;
-      await between();
-    }
-    yield page;
-  }
-}
-

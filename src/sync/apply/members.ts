@@ -140,6 +140,46 @@ const readDifferingMembership = async (
   };
 };
 
+/** One organization's stored members, each with its stored role ids: what a crawl compares its pages with in this process. */
+export type StoredMembers = Map<string, string[]>;
+
+/**
+ * The stored members and member roles of `organizationIds`, one JSON object per organization that has
+ * any: read once when their crawl starts, so that a reconcile compares each page in this process
+ * (`memberDiffers`) and sends PostgreSQL only the members that differ. An organization without a stored
+ * member is absent from the map.
+ */
+export const readStoredMembers = async (db: Database, organizationIds: string[]): Promise<Map<string, StoredMembers>> => {
+  if (organizationIds.length === 0) return new Map();
+  const found = await namedRows<{ o: string; m: Record<string, string[]> }>(
+    db,
+    sql`select o, json_object_agg(u, r) as m from (
+        select m.organization_id as o, m.user_id as u,
+          coalesce(json_agg(r.organization_role_id) filter (where r.organization_role_id is not null), '[]'::json) as r
+        from ${organizationMembers} m
+        left join ${organizationMemberRoles} r on r.organization_id = m.organization_id and r.user_id = m.user_id
+          -- Repeated for the roles' side: without it the generic plan read every member role (a sequential scan per call).
+          and r.organization_id = ${idArray(organizationIds)}
+        where m.organization_id = ${idArray(organizationIds)}
+        group by m.organization_id, m.user_id
+      ) s group by o`,
+  );
+  return new Map(found.map((row) => [row.o, new Map(Object.entries(row.m))]));
+};
+
+/**
+ * Whether a member as Logto lists it differs from the stored state: not a stored member, or holding
+ * other roles than stored. The same test as `readDifferingMembership`'s `differing` (a page member not
+ * stored, a listed role not stored, a stored role not listed), so a page compared here writes what the
+ * compare statement would have had written: the members found differing go through `applyMembers`.
+ */
+export const memberDiffers = (stored: StoredMembers, member: MemberSnapshot): boolean => {
+  const storedRoles = stored.get(member.userId);
+  if (!storedRoles) return true;
+  const wanted = new Set(member.organizationRoleIds);
+  return wanted.size !== storedRoles.length || storedRoles.some((roleId) => !wanted.has(roleId));
+};
+
 type MembershipDiff = {
   toAdd: string[];
   grants: { userId: string; organizationRoleId: string }[];
