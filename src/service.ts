@@ -107,7 +107,8 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
 
   // The worker's statements on connections of their own: in the shared pool each of them queued behind the
   // receiver's inserts, and under 1,000 deliveries/s a delivery took 0.4 s from receipt to settlement.
-  const workerDatabase = database.separatePool(inboxWorkerConnections);
+  // Pipelining: an apply's opening statements go out together, and its COMMIT with its last write.
+  const workerDatabase = database.separatePool(inboxWorkerConnections, { pipeline: true });
   const worker = createInboxWorker({ ...deps, database: workerDatabase, config }, { leaseMs: config.webhooks.leaseMs });
   const provisioning = createProvisioning(deps);
   // Access events out: the sender drains the outbox; the feed (one LISTEN per process) wakes it and the live streams.

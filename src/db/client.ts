@@ -33,8 +33,10 @@ export type DatabaseHandle = {
   /**
    * The same database through `max` connections of its own (closed by the returned handle's `close`), for
    * work that must not wait in this pool's queue behind other work. PGlite, one connection, shares itself.
+   * `pipeline`: its connections send a statement without waiting for the answers to earlier ones, which
+   * `transaction` (src/db/transaction.ts) uses to send several at once.
    */
-  separatePool(max: number): DatabaseHandle;
+  separatePool(max: number, options?: { pipeline?: boolean }): DatabaseHandle;
   close(): Promise<void>;
 };
 
@@ -54,11 +56,12 @@ export const migrationsFolder = (): string => {
  * partition (connections open, nothing answering, until TCP gives up a quarter of an hour later) into
  * an error the HTTP edge answers with 503 instead of a hang.
  */
-export const openPostgres = (url: string, options: { max?: number; queryTimeoutMs?: number } = {}): DatabaseHandle => {
+export const openPostgres = (url: string, options: { max?: number; queryTimeoutMs?: number; pipeline?: boolean } = {}): DatabaseHandle => {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
     connectionTimeoutMillis: 5000,
+    ...(options.pipeline ? { pipeline: true } : {}),
     ...(options.queryTimeoutMs === undefined ? {} : { query_timeout: options.queryTimeoutMs }),
   });
   // A client losing its server must not crash the process, whether it sits idle in the pool ('error' on
@@ -86,7 +89,7 @@ export const openPostgres = (url: string, options: { max?: number; queryTimeoutM
       }
     },
     listen: (channel, onNotify, onReconnect) => listenPostgres(url, channel, onNotify, onReconnect),
-    separatePool: (max) => openPostgres(url, { ...options, max }),
+    separatePool: (max, poolOptions) => openPostgres(url, { ...options, max, pipeline: poolOptions?.pipeline ?? false }),
     close: () => pool.end(),
   };
 };

@@ -3,7 +3,8 @@ import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { insertChangesWithEvents } from '../../db/outbox.js';
 import { namedRows } from '../../db/prepared.js';
-import { lockEntities } from './entity-locks.js';
+import { transaction, type LastStatement } from '../../db/transaction.js';
+import { entityLocks } from './entity-locks.js';
 import { metrics } from '../../metrics.js';
 
 export type ChangeSource = 'baseline' | 'webhook' | 'reconcile' | 'sweep' | 'provision';
@@ -148,20 +149,21 @@ const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, 
 /**
  * Writes users by `upsert` (a statement returning the ids it wrote) and records, in the same statement,
  * those of `changes` whose user it wrote, in their order, with their events: one round trip where the
- * write and its change log took one each. Returns the ids written and the changes recorded.
+ * write and its change log took one each. Returns the ids written and the changes recorded. `run` sends
+ * the statement (a transaction's `last`, when it is the final one).
  */
 export const writeUsersRecordingChanges = async (
   db: Database,
   upsert: SQL,
   changes: ChangeRecord[],
   context: ChangeContext,
+  run: <R>(query: SQL) => Promise<R[]> = (query) => namedRows(db, query),
 ): Promise<{ written: Set<string>; recorded: ChangeRecord[] }> => {
   if (changes.length === 0) {
     // Nothing to record (only `updatedAt` differed): no change rows, and no wake-up of the live streams.
-    return { written: new Set((await namedRows<{ id: string }>(db, upsert)).map((row) => row.id)), recorded: [] };
+    return { written: new Set((await run<{ id: string }>(upsert)).map((row) => row.id)), recorded: [] };
   }
-  const rows = await namedRows<{ id: string | number | null; user_id: string | null }>(
-    db,
+  const rows = await run<{ id: string | number | null; user_id: string | null }>(
     insertChangesWithEvents(
       insertWithOwnContexts(changes, context, sql`t.u in (select id from written)`),
       sql`written as (${upsert})`,
@@ -329,19 +331,21 @@ const transactionSettings = (context: ChangeContext): SQL =>
 /**
  * The transaction every apply function writes in (see `transactionSettings`). With `lock`, the entity
  * locks its writes begin with are taken by the statement that makes the settings: a webhook's apply is a
- * handful of round trips, each one a wait in a busy event loop, and this was one of them.
+ * handful of round trips, each one a wait in a busy event loop, and this was one of them. On the inbox
+ * worker's pipelining connections that statement goes out with BEGIN and `fn`'s first statement, and
+ * `last` sends COMMIT behind `fn`'s final write (see `transaction`).
  */
 export const applyTransaction = <T>(
   db: Database,
   context: ChangeContext,
-  fn: (tx: Database) => Promise<T>,
+  fn: (tx: Database, last: LastStatement) => Promise<T>,
   lock?: { entity: 'user' | 'organization' | 'organization_role'; ids: readonly string[] },
 ): Promise<T> =>
-  db.transaction(async (tx) => {
-    if (lock) await lockEntities(tx, lock.entity, lock.ids, transactionSettings(context));
-    else await tx.execute(sql`select ${transactionSettings(context)}`);
-    return fn(tx);
-  });
+  transaction(
+    db,
+    lock ? entityLocks(lock.entity, lock.ids, transactionSettings(context)) : sql`select ${transactionSettings(context)}`,
+    fn,
+  );
 
 /**
  * Of `ids` that a deletion found nothing stored for, those without a deletion on record yet. Recording one

@@ -16,13 +16,20 @@ export const lockEntities = async (
   ids: readonly string[],
   settings?: SQL,
 ): Promise<void> => {
+  const statement = entityLocks(entity, ids, settings);
+  if (statement) await namedRows(tx, statement);
+};
+
+/** The statement of `lockEntities` (null when there is nothing to lock or set), for a transaction that sends it with others. */
+export const entityLocks = (
+  entity: 'user' | 'organization' | 'organization_role',
+  ids: readonly string[],
+  settings?: SQL,
+): SQL | null => {
   const sorted = [...new Set(ids)].sort();
-  if (sorted.length === 0) {
-    if (settings) await tx.execute(sql`select ${settings}`);
-    return;
-  }
+  if (sorted.length === 0) return settings ? sql`select ${settings}` : null;
   // unnest yields the ids in array order, so the locks are taken in that order.
   const locks = sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(sorted)}::text[]) as entity(id)`;
   // The transaction's settings ride with the locks: one round trip fewer for every apply that starts with them.
-  await namedRows(tx, settings ? sql`select ${settings}, (select count(*) from (${locks}) as taken) as locked` : locks);
+  return settings ? sql`select ${settings}, (select count(*) from (${locks}) as taken) as locked` : locks;
 };

@@ -81,7 +81,7 @@ const applyRound = async (
   // round writes, and a read before the transaction would cost each one a round trip more.
   const first = snapshots[round[0]!]!.context;
   // Compared under the entity locks (taken as the transaction begins): another writer of these users may have committed since.
-  const applied = await applyTransaction(db, first, async (tx) => {
+  const applied = await applyTransaction(db, first, async (tx, last) => {
     const storedById = await readCompared(tx, ids);
     const writes = compare(storedById, round);
     if (writes.size === 0) return { written: new Set<string>(), changes: [] as ChangeRecord[], rowsWritten: 0, writes, storedById };
@@ -116,6 +116,7 @@ const applyRound = async (
       userRowsUpsert(writing.map((index) => rowsByIndex.get(index)!)),
       writing.flatMap((index) => writes.get(index) ?? []),
       first,
+      last,
     );
     return { written, changes: recorded, rowsWritten: written.size + recorded.length, writes, storedById };
   }, { entity: 'user', ids });

@@ -148,6 +148,8 @@ export const createEventHandlers = (
   const userReads = options.userReads ?? createUserReads(deps);
   const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
     maxSize: userSnapshotBatchSize,
+    // The handlers of one hand-over or claim add their snapshots in one dispatch.
+    gather: 'microtasks',
     run: async (snapshots) => (await applyUserSnapshots(deps.database.db, snapshots)).outcomes,
   });
   const handlerDeps: EventHandlerDeps = { ...deps, resync, userReads, userSnapshots, membershipDeltas };
