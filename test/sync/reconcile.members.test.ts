@@ -1,5 +1,5 @@
 import { and, eq } from 'drizzle-orm';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMemberRoles } from '../../db/schema.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
@@ -7,7 +7,7 @@ import { applyMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import type { DriftItem } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { interceptFirstPage, reconcileThrough, sortItems } from '../helpers/reconcile.js';
+import { interceptFirstPage, reconcileSuiteHooks, reconcileThrough, sortItems } from '../helpers/reconcile.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 
@@ -33,14 +33,7 @@ describe('reconciling members compared with the stored state', () => {
     small = bySize.find((organization) => sim.state.memberCount(organization.id) >= 6 && sim.state.memberCount(organization.id) <= 1_000)!.id;
     await runFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'baseline', trigger: 'test' });
   });
-  afterAll(async () => {
-    await sim.close();
-    await database.drop();
-  });
-  beforeEach(async () => {
-    await reconcile();
-    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
-  });
+  reconcileSuiteHooks(() => ({ database, sim }));
 
   it('writes nothing on an unchanged tenant', async () => {
     expect(sim.state.memberCount(large)).toBeGreaterThan(1_000);

@@ -1,5 +1,5 @@
 import { and, eq } from 'drizzle-orm';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizations, users } from '../../db/schema.js';
 import { openDatabase } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
@@ -9,7 +9,7 @@ import { applyUsers, removeMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import type { DriftItem } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
-import { interceptFirstPage, reconcileThrough, sortItems } from '../helpers/reconcile.js';
+import { interceptFirstPage, reconcileSuiteHooks, reconcileThrough, sortItems } from '../helpers/reconcile.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 
@@ -24,15 +24,7 @@ describe('reconciliation', () => {
     sim = await startTenant({ seed: 21, generate: { users: 150, organizations: 12, organizationRoles: 4 } });
     await runFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'baseline', trigger: 'test' });
   });
-  afterAll(async () => {
-    await sim.close();
-    await database.drop();
-  });
-  beforeEach(async () => {
-    // Each test starts from a database equal to the tenant.
-    await reconcile();
-    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
-  });
+  reconcileSuiteHooks(() => ({ database, sim }));
 
   const member = (index = 0) => {
     const entries = Object.entries(sim.state.snapshot().memberships).flatMap(([organizationId, members]) =>
