@@ -9,6 +9,7 @@ import {
   storedMemberIds,
   type ApplyResult,
   type ChangeContext,
+  type MemberSnapshot,
   type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
@@ -73,6 +74,12 @@ const confirmOneByOneLimit = 20;
  * the member items are themselves full user snapshots, so they are written with the page, in its
  * transaction. A role created after the roles crawl is fetched first, then the page is applied again.
  */
+/** A member as Logto lists it, as the apply functions and the in-process compare take it. */
+const memberSnapshot = (member: LogtoOrganizationMember): MemberSnapshot => ({
+  userId: member.id,
+  organizationRoleIds: member.organizationRoles.map((role) => role.id),
+});
+
 const applyMemberPage = async (
   deps: SyncDeps,
   organizationId: string,
@@ -81,10 +88,7 @@ const applyMemberPage = async (
   readStoredMembers: boolean,
 ): Promise<ApplyResult & { storedMemberIds?: string[] }> => {
   const db = deps.database.db;
-  const snapshots = members.map((member) => ({
-    userId: member.id,
-    organizationRoleIds: member.organizationRoles.map((role) => role.id),
-  }));
+  const snapshots = members.map(memberSnapshot);
   const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members });
   if (first.unknownRoleIds.length === 0) return first;
   const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
@@ -140,7 +144,7 @@ export const syncOrganizationMembers = async (
       const first = stored === null;
       const { storedMembers } = options;
       const differing = storedMembers
-        ? sorted.filter((item) => memberDiffers(storedMembers, { userId: item.id, organizationRoleIds: item.organizationRoles.map((role) => role.id) }))
+        ? sorted.filter((item) => memberDiffers(storedMembers, memberSnapshot(item)))
         : sorted;
       const applying =
         differing.length > 0 ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first) : Promise.resolve<ApplyResult & { storedMemberIds?: string[] }>(emptyResult());
