@@ -67,10 +67,11 @@ export const failAbandonedRuns = async (db: Database, kinds: SyncRunKind[], reas
 };
 
 /**
- * What a crawl's seen set holds: ids of the lists it crawled, `organization_members` for organizations
- * whose member crawl is complete, `gone_user` for users a member crawl found deleted in Logto.
+ * What a crawl's seen set (`sync_seen`) holds: `organization_members` for organizations whose member
+ * crawl is complete, `gone_user` for users a member crawl found deleted in Logto. The ids of the lists
+ * it crawled are kept apart, in chunks (`recordListProgress`).
  */
-export type SeenEntity = 'user' | 'organization' | 'organization_role' | 'organization_members' | 'gone_user';
+export type SeenEntity = 'organization_members' | 'gone_user';
 
 export const markSeen = async (db: Database, runId: number, entity: SeenEntity, ids: string[]): Promise<void> => {
   if (ids.length === 0) return;
@@ -86,51 +87,21 @@ export const listSeen = async (db: Database, runId: number, entity: SeenEntity):
     (row) => row.id,
   );
 
-export const countSeen = async (db: Database, runId: number, entity: SeenEntity): Promise<number> =>
-  db.$count(syncSeen, and(eq(syncSeen.runId, runId), eq(syncSeen.entity, entity)));
-
 const tables = { user: users, organization: organizations, organization_role: organizationRoles } as const;
-/** The entities whose stored rows a run removes when its crawl did not see them. */
-type StoredEntity = keyof typeof tables;
+/** The lists a crawl reads whole, whose stored rows it removes when Logto no longer has them. */
+export type ListEntity = keyof typeof tables;
 
 /**
- * Stored ids of `entity` that the run's crawl never saw, in batches: the candidates for removal. The seen
- * set is probed once per stored id (a scalar subquery is never turned into a join): the set is written
- * during the run and has no statistics yet, and the anti-join the planner then picked compared every
- * stored id with every seen one (5 s at 10,000 users, hours at 100,000).
+ * Stored ids of `entity` after `after`, in id order: the removal phase compares them with the crawl's
+ * seen ids in its own process. One index range a batch, whatever the seen set's size.
  */
-export const unseenIds = async (
-  db: Database,
-  runId: number,
-  entity: StoredEntity,
-  after: string | null,
-  limit: number,
-) => {
+export const storedIdsAfter = async (db: Database, entity: ListEntity, after: string | null, limit: number): Promise<string[]> => {
   const table = tables[entity];
   const found = await rows<{ id: string }>(
     db,
-    sql`select t.id from ${table} t
-        where ${after === null ? sql`true` : sql`t.id > ${after}`}
-          and (select true from ${syncSeen} s where s.run_id = ${runId} and s.entity = ${entity} and s.id = t.id) is null
-        order by t.id limit ${limit}`,
+    sql`select t.id from ${table} t where ${after === null ? sql`true` : sql`t.id > ${after}`} order by t.id limit ${limit}`,
   );
   return found.map((row) => row.id);
-};
-
-/**
- * Whether any stored id of `entity` is missing from the run's seen set, in one pass over each side: a set
- * difference is hashed or sorted, never probed row by row, whatever the statistics. When none is, the
- * removal phase need not page through `unseenIds`, whose first batch alone probes the seen set once per
- * stored id when nothing is unseen (an unchanged reconcile: 0.57 s of serial time at 100,000 users,
- * against ~0.2 s for this).
- */
-export const anyUnseen = async (db: Database, runId: number, entity: StoredEntity): Promise<boolean> => {
-  const table = tables[entity];
-  const [row] = await rows<{ unseen: boolean }>(
-    db,
-    sql`select exists (select id from ${table} except select id from ${syncSeen} where run_id = ${runId} and entity = ${entity}) as unseen`,
-  );
-  return row!.unseen;
 };
 
 export const clearSeen = async (db: Database, runId: number): Promise<void> => {
@@ -193,10 +164,68 @@ export const recordCrawlProgress = async (
     select set_config('synchronous_commit', 'off', true)`);
 };
 
-/** Forgets a crawl: its position and its seen set. */
+/**
+ * Where the ids a crawl has seen of its lists are kept: one `sync_state` row per recorded stretch of
+ * pages (`<prefix><crawl>:<entity>:<run>:<n>`), its ids as one array. A row per id (`sync_seen`) cost an
+ * index entry per user to insert and again to delete at the end: an unchanged reconcile's largest write,
+ * left as dead rows until a vacuum.
+ */
+const seenChunkPrefix = 'full-sync:seen:';
+
+/**
+ * Records a stretch of one list's crawl: the ids its pages held, as one chunk, and, if given, the crawl's
+ * new position, in one statement (its own transaction) that does not wait for the WAL flush. A crash can
+ * lose only the latest of these, and the next run then applies those pages again (which writes nothing),
+ * so a flush per stretch buys nothing. `chunk` names the stretch uniquely within the run.
+ */
+export const recordListProgress = async (
+  db: Database,
+  crawlId: number,
+  entity: ListEntity,
+  chunk: string,
+  ids: string[],
+  position?: CrawlPosition,
+): Promise<void> => {
+  if (ids.length === 0 && !position) return;
+  const value = position === undefined ? null : JSON.stringify(position);
+  await namedRows(
+    db,
+    sql`
+    with seen as (
+      insert into ${syncState} (key, value, updated_at)
+      select ${`${seenChunkPrefix}${crawlId}:${entity}:${chunk}`}, jsonb_build_object('ids', to_jsonb(${sql.param(ids)}::text[])), now()
+      where cardinality(${sql.param(ids)}::text[]) > 0
+      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
+      returning 1
+    ), positioned as (
+      insert into ${syncState} (key, value, updated_at)
+      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
+      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
+      returning 1
+    )
+    select set_config('synchronous_commit', 'off', true)`);
+};
+
+/** The ids a crawl has recorded as seen, by list: what a continuing run starts its seen sets from. */
+export const readSeenIds = async (db: Database, crawlId: number): Promise<Record<ListEntity, Set<string>>> => {
+  const seen: Record<ListEntity, Set<string>> = { user: new Set(), organization: new Set(), organization_role: new Set() };
+  const prefix = `${seenChunkPrefix}${crawlId}:`;
+  const found = await rows<{ key: string; ids: string[] }>(
+    db,
+    sql`select key, value -> 'ids' as ids from ${syncState} where starts_with(key, ${prefix})`,
+  );
+  for (const { key, ids } of found) {
+    const entity = key.slice(prefix.length).split(':')[0] as ListEntity;
+    const into = seen[entity];
+    if (into) for (const id of ids) into.add(id);
+  }
+  return seen;
+};
+
+/** Forgets a crawl: its position, its seen ids (any crawl's: only one is kept at a time) and its seen set. */
 export const clearCrawl = async (db: Database, crawlId: number): Promise<void> => {
   await db.transaction(async (tx) => {
-    await tx.delete(syncState).where(eq(syncState.key, crawlPositionKey));
+    await tx.delete(syncState).where(sql`${syncState.key} = ${crawlPositionKey} or starts_with(${syncState.key}, ${seenChunkPrefix})`);
     await tx.delete(syncSeen).where(eq(syncSeen.runId, crawlId));
   });
 };

@@ -2,19 +2,20 @@ import PQueue from 'p-queue';
 import { asc, gt } from 'drizzle-orm';
 import { organizations } from '../../db/schema.js';
 import {
-  anyUnseen,
   clearCrawl,
-  countSeen,
   finishSyncRun,
   listSeen,
   markSeen,
   readCrawlPosition,
+  readSeenIds,
   recordCrawlProgress,
+  recordListProgress,
   startSyncRun,
-  unseenIds,
+  storedIdsAfter,
   writeCrawlPosition,
   type CrawlListPosition,
   type CrawlPosition,
+  type ListEntity,
   type SyncRun,
 } from '../db/sync-runs.js';
 import type { AheadOptions, Page } from '../logto/index.js';
@@ -78,6 +79,8 @@ export type FullSyncResult = {
 };
 
 const removalBatch = 100;
+/** Stored ids compared with the seen ids per statement of the removal phase. */
+const storedIdsBatch = 10_000;
 /**
  * Organizations whose members are crawled at once; the pure crawl of the bench uses the same number.
  * 16 (so that one organization's page is fetched while another's is written) showed no gain at scale
@@ -121,6 +124,13 @@ type RunContext = {
   options: FullSyncOptions;
   base: Base;
   position: CrawlPosition;
+  /**
+   * Ids of each list the crawl has seen (with a continued crawl's recorded ones): held here, compared
+   * with the stored ids at the removal phase, and recorded in chunks only for a later run to continue.
+   */
+  seen: Record<ListEntity, Set<string>>;
+  /** Numbers this run's recorded chunks of seen ids. */
+  chunks: number;
   account: (result: ApplyResult) => void;
   counts: SyncCounts;
   /** Set when one part failed: the others stop at their next page. */
@@ -174,7 +184,8 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       resumedFrom = position.crawlId;
       log.info({ crawlId: position.crawlId, lists: position.lists }, 'continuing the crawl of an unfinished full sync');
     }
-    const context: RunContext = { deps, options, base, position, account, counts, stopped: { error: null }, usersDone: false };
+    const seen = await readSeenIds(db, position.crawlId);
+    const context: RunContext = { deps, options, base, position, seen, chunks: 0, account, counts, stopped: { error: null }, usersDone: false };
 
     const probe = await deps.logto.probeOrganizations();
     if (!probe.available) {
@@ -301,12 +312,14 @@ const crawlList = async <T extends { id: string }>(
 ): Promise<number> => {
   const { deps, position, options } = context;
   const db = deps.database.db;
+  const seenIds = context.seen[entity];
+  const record = (ids: string[], at?: CrawlPosition) =>
+    recordListProgress(db, position.crawlId, entity, `${context.base.syncRunId}:${(context.chunks += 1)}`, ids, at);
   const progress: CrawlListPosition = (position.lists[entity] ??= { pages: 0, total: null, moved: false, done: false });
   const ahead = options.pagesAhead ?? defaultPagesAhead;
   if (!progress.done) {
     const continuing = progress.pages > 0;
     let yielded = 0;
-    let seen = await countSeen(db, position.crawlId, entity);
     // Batches of pages are applied `applyDepth` at a time (their items are distinct: the crawl deduplicates),
     // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
@@ -319,7 +332,7 @@ const crawlList = async <T extends { id: string }>(
       const ids = unrecorded;
       unrecorded = [];
       unrecordedPages = 0;
-      await recordCrawlProgress(db, position.crawlId, entity, ids, position);
+      await record(ids, position);
     };
     try {
       for await (const batch of pageBatches(list({ ahead, startPage: progress.pages + 1 }), batchItems)) {
@@ -337,12 +350,14 @@ const crawlList = async <T extends { id: string }>(
         previous = (async () => {
           await applied;
           await before;
-          seen += items.length;
           progress.pages = last.page;
-          for (const item of items) unrecorded.push(item.id);
+          for (const item of items) {
+            unrecorded.push(item.id);
+            seenIds.add(item.id);
+          }
           unrecordedPages += batch.length;
           if (unrecordedPages >= progressEveryPages) await recordProgress();
-          options.onProgress?.({ phase, done: seen, total: last.total });
+          options.onProgress?.({ phase, done: seenIds.size, total: last.total });
         })();
         // Awaited below or by the next page; a rejection must not count as unhandled in between.
         applied.catch(() => {});
@@ -366,13 +381,14 @@ const crawlList = async <T extends { id: string }>(
         if (context.stopped.error) throw context.stopped.error;
         if (page.items.length === 0) continue;
         await apply(page.items, page.requestedAt ?? new Date());
-        await recordCrawlProgress(db, position.crawlId, entity, page.items.map((item) => item.id));
+        for (const item of page.items) seenIds.add(item.id);
+        await record(page.items.map((item) => item.id));
       }
     }
     progress.done = true;
     await writeCrawlPosition(db, position);
   }
-  return countSeen(db, position.crawlId, entity);
+  return seenIds.size;
 };
 
 /**
@@ -461,29 +477,33 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
 
 const removers = { user: removeUsers, organization: removeOrganizations, organization_role: removeOrganizationRoles };
 
-/** Candidates the crawl did not see are removed only once Logto confirms they are gone. */
-const removeUnseen = async (
-  context: RunContext,
-  entity: 'user' | 'organization' | 'organization_role',
-  confirmGone: (ids: string[]) => Promise<string[]>,
-): Promise<number> => {
-  const { deps, position, base, account } = context;
+/**
+ * Candidates the crawl did not see are removed only once Logto confirms they are gone. The stored ids are
+ * read in id order and compared with the seen ids here: most runs see every one, and then nothing else
+ * happens.
+ */
+const removeUnseen = async (context: RunContext, entity: ListEntity, confirmGone: (ids: string[]) => Promise<string[]>): Promise<number> => {
+  const { deps, base, account } = context;
   const db = deps.database.db;
+  const seen = context.seen[entity];
   let removed = 0;
-  // Most runs see every stored id: one set difference says so, instead of a probe per stored id.
-  if (!(await anyUnseen(db, position.crawlId, entity))) return removed;
-  let after: string | null = null;
-  for (;;) {
-    const ids = await unseenIds(db, position.crawlId, entity, after, removalBatch);
-    if (ids.length === 0) break;
-    after = ids[ids.length - 1]!;
+  const remove = async (ids: string[]) => {
     const observedAt = new Date();
     const gone = await confirmGone(ids);
-    if (gone.length === 0) continue;
-    const result = await removers[entity](db, gone, { ...base, observedAt });
-    account(result);
+    if (gone.length === 0) return;
+    account(await removers[entity](db, gone, { ...base, observedAt }));
     removed += gone.length;
+  };
+  const unseen: string[] = [];
+  let after: string | null = null;
+  for (;;) {
+    const ids = await storedIdsAfter(db, entity, after, storedIdsBatch);
+    if (ids.length === 0) break;
+    after = ids[ids.length - 1]!;
+    for (const id of ids) if (!seen.has(id)) unseen.push(id);
+    while (unseen.length >= removalBatch) await remove(unseen.splice(0, removalBatch));
   }
+  if (unseen.length > 0) await remove(unseen);
   return removed;
 };
 
