@@ -628,7 +628,10 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
       const run: Run = async (statements, first) => {
         const texts = statements.map(textOf);
         if (first === 'whole') {
+          // Open until the message went through: a statement that fails leaves the transaction aborted, to be rolled back.
+          open = true;
           const all = await send(['begin', ...settings.map((name) => `set local ${name} = off`), ...texts, 'commit']);
+          open = false;
           return all.slice(all.length - 1 - statements.length, all.length - 1);
         }
         if (first) {
