@@ -95,6 +95,18 @@ describe('the event outbox', () => {
     }
   });
 
+  it('leaves its connection usable after a settlement that fails inside its transaction', async () => {
+    const session = database.separatePool(1);
+    try {
+      // An attempt count out of the column's range fails the statement between the begin and the commit.
+      await expect(settleAttempts(session.db, [{ release: { id: 1, attempts: 99_999_999_999, previousAttemptAt: null } }])).rejects.toThrow(/out of range/);
+      const [row] = await rows<{ ok: number }>(session.db, sql`select 1 as ok`);
+      expect(row!.ok).toBe(1);
+    } finally {
+      await session.close();
+    }
+  });
+
   it('settles failures, retries and hand-backs with their text kept byte for byte', async () => {
     await recordChanges(
       database.db,
