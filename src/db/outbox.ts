@@ -127,15 +127,6 @@ export const insertChangesWithEvents = (insertChanges: SQL, writes?: SQL, alongs
   cross join (select pg_notify(${changesChannel}, (select max(id) from inserted)::text)) as notified
   ${alongside === undefined ? sql`order by i.id` : sql`union all ${alongside} order by id nulls last`}`;
 
-/**
- * Joined into the settlement so that its transaction commits without waiting for the WAL flush
- * (`synchronous_commit` off for that transaction only; the claim sets it with its plan settings). Losing one in a crash only makes a row be
- * sent again, which at-least-once delivery allows (the `webhook-id` lets receivers drop the repeat); the
- * changes and their outbox rows are still committed durably by the apply functions. The flush was the
- * largest part of a claim's round trips, which the sender waits for between batches.
- */
-const asyncCommit = sql`(select set_config('synchronous_commit', 'off', true)) as async_commit`;
-
 /** What sending a claimed row needs of its subscription (null when the subscription is gone). */
 export type ClaimedSubscription = { url: string; secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null };
 
@@ -390,9 +381,12 @@ const claimOutboxRows = async (
   // growing with the backlog the claims should shrink. Sorts and bitmap scans are ruled out for this
   // transaction, whatever the statistics say. The planner prices that scan as if it might walk the whole
   // backlog, and past JIT's thresholds (a few tens of thousands of open rows) it compiled the claim:
-  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The claim also
-  // commits without waiting for the WAL flush, as the settlement does (see `asyncCommit`).
-  const settings = ['enable_sort', 'enable_bitmapscan', 'jit', 'synchronous_commit'];
+  // over a second per claim for a scan that takes milliseconds, so JIT is off too. The update finds the
+  // chosen rows by primary key with sequential scans off: bitmap scans being off, a sequential scan was
+  // the planner's only other way to a list of ids, and it read the whole outbox, delivered history
+  // included, twice per claim until the table held tens of thousands of rows. The claim also
+  // commits without waiting for the WAL flush, as the settlement does (see `settleAttempts`).
+  const settings = ['enable_sort', 'enable_bitmapscan', 'enable_seqscan', 'jit', 'synchronous_commit'];
   const claimQuery = (chosen: number[]): Statement => ({ prepared: claimChosen(leaseMs), args: [chosen] });
 
   let reached = start;
@@ -579,8 +573,11 @@ type Statement = string | { prepared: PreparedText; args: (number | number[])[] 
 /** An argument of a prepared statement as written into its EXECUTE (or its text): integers and arrays of integers only. */
 const argumentText = (arg: number | number[]): string => (Array.isArray(arg) ? `'${idArray(arg.map(Math.trunc))}'` : String(Math.trunc(arg)));
 
-/** Runs statements in the transaction: with `first`, after its begin; otherwise before its commit. Rows per statement. */
-type Run = (statements: Statement[], first: boolean) => Promise<unknown[][]>;
+/**
+ * Runs statements in the transaction: with `first`, after its begin; otherwise before its commit; with
+ * 'whole', as the whole transaction, begin to commit in one message. Rows per statement.
+ */
+type Run = (statements: Statement[], first: boolean | 'whole') => Promise<unknown[][]>;
 
 /** The prepared statements of each pooled connection, by name. */
 const preparedOn = new WeakMap<pg.PoolClient, Set<string>>();
@@ -630,6 +627,13 @@ const inOneTransaction = async <T>(db: Database, settings: string[], body: (run:
       };
       const run: Run = async (statements, first) => {
         const texts = statements.map(textOf);
+        if (first === 'whole') {
+          // Open until the message went through: a statement that fails leaves the transaction aborted, to be rolled back.
+          open = true;
+          const all = await send(['begin', ...settings.map((name) => `set local ${name} = off`), ...texts, 'commit']);
+          open = false;
+          return all.slice(all.length - 1 - statements.length, all.length - 1);
+        }
         if (first) {
           open = true;
           const all = await send(['begin', ...settings.map((name) => `set local ${name} = off`), ...texts]);
@@ -707,18 +711,31 @@ export type Release = { release: OutboxClaim & { previousAttemptAt: Date | null 
 /**
  * Records the outcome of sent attempts and the rows handed back, in one statement, only for claims still
  * held (a sender whose lease was taken over cannot settle), and keeps each subscription's failure streak:
- * a success ends it, a failure starts it if none is running. It commits without waiting for the WAL
- * flush (see `asyncCommit`). The results go as one array per column, not as a VALUES list: planning a
- * list of ten typed columns per row cost PostgreSQL more than the update itself. Not a prepared statement:
- * a plan cached while the outbox was small would keep scanning the whole table once it has grown.
+ * a success ends it, a failure starts it if none is running. The results go as one array per column,
+ * not as a VALUES list: planning a list of ten typed columns per row cost PostgreSQL more than the update
+ * itself. Not a prepared statement: a plan cached while the outbox was small would keep scanning the
+ * whole table once it has grown.
+ * The rows are found by primary key, never by reading the table: the planner sees no statistics on
+ * `status`, so it took the claimed rows for a handful and read the whole outbox, delivered history
+ * included, for every settlement until the table passed some 30,000 rows (and with the key alone, up to
+ * several thousand). So the statement runs in a transaction of its own with sequential scans off, sent
+ * with its begin and commit in one message (its values written in: that protocol binds none). The
+ * transaction commits without waiting for the WAL flush: losing one in a crash only makes a row be sent
+ * again, which at-least-once delivery allows (the `webhook-id` lets receivers drop the repeat); the
+ * changes and their outbox rows are still committed durably by the apply functions. The flush was the
+ * largest part of a settlement's round trip, which the sender's slots wait for.
+ * The statuses the rows must still have are a column of the values, joined, not a condition on the table
+ * alone: estimated without statistics as one row in two hundred, such a condition made the planner
+ * compare every result with every row found (65,000 comparisons for a group of 256).
  */
 export const settleAttempts = async (db: Database, results: (AttemptResult | Release)[]): Promise<void> => {
   if (results.length === 0) return;
+  const ids = results.map((result) => ('release' in result ? result.release.id : result.claim.id));
   const column = <T extends string | number | boolean | null>(release: (entry: Release['release']) => T, attempt: (entry: AttemptResult) => T) =>
     arrayLiteral(results.map((result) => ('release' in result ? release(result.release) : attempt(result))));
-  await db.execute(sql`
-    with v as (
-      select * from unnest(
+  const settlement = sql`
+    with v as materialized (
+      select *, 'processing'::text as claimed_status from unnest(
         ${column((release) => release.id, (result) => result.claim.id)}::bigint[],
         ${column((release) => release.attempts, (result) => result.claim.attempts)}::int[],
         ${column(() => null, (result) => result.subscriptionId)}::text[],
@@ -742,8 +759,8 @@ export const settleAttempts = async (db: Database, results: (AttemptResult | Rel
         lease_until = null,
         delivered_at = case when v.ok then now() else null end,
         next_attempt_at = case when v.retry_ms is null then o.next_attempt_at else now() + make_interval(secs => v.retry_ms / 1000) end
-      from v cross join ${asyncCommit}
-      where o.id = v.id and o.attempts = v.attempts and o.status = 'processing'
+      from v
+      where o.id = any(${idArray(ids)}::bigint[]) and o.id = v.id and o.attempts = v.attempts and o.status = v.claimed_status
       returning 1
     ),
     streaks as (
@@ -752,7 +769,21 @@ export const settleAttempts = async (db: Database, results: (AttemptResult | Rel
     update event_subscriptions s
     set failing_since = case when t.succeeded then null else now() end
     from streaks t
-    where s.id = t.subscription_id and (case when t.succeeded then s.failing_since is not null else s.failing_since is null end)`);
+    where s.id = t.subscription_id and (case when t.succeeded then s.failing_since is not null else s.failing_since is null end)`;
+  await inOneTransaction(db, ['enable_seqscan', 'synchronous_commit'], (run) => run([withValuesWritten(settlement)], 'whole'));
+};
+
+/**
+ * A statement's text with its bound values written in as quoted literals, for the simple query protocol
+ * (which takes no bound values, but takes a whole transaction in one message). Its values are text only.
+ */
+const withValuesWritten = (query: SQL): string => {
+  const built = dialect.sqlToQuery(query);
+  return built.sql.replace(/\$(\d+)/g, (_, index: string) => {
+    const value = built.params[Number(index) - 1];
+    if (typeof value !== 'string') throw new Error('withValuesWritten: text values expected');
+    return pg.escapeLiteral(value);
+  });
 };
 
 /**

@@ -56,6 +56,57 @@ describe('the event outbox', () => {
     }
   });
 
+  it('claims and settles rows by their primary key, without reading the delivered history', async () => {
+    const change = (prefix: string, count: number) =>
+      recordChanges(
+        database.db,
+        Array.from({ length: count }, (_, index) => ({ kind: 'user.updated' as const, userId: `${prefix}_${index}` })),
+        { source: 'webhook', observedAt: new Date() },
+      );
+    // A history of delivered rows, the bulk of a live outbox.
+    for (let batch = 0; batch < 30; batch += 1) await change(`history_${batch}`, 200);
+    for (;;) {
+      const claimed = await claimOutbox(database.db, 500, 60_000, Number.MAX_SAFE_INTEGER);
+      if (claimed.length === 0) break;
+      await settleAttempts(database.db, claimed.map((row) => deliveredAttempt(row, 204)));
+    }
+    // A claim as large as the sender's (256 rows at the most), where reading the table costs the least against probing the key.
+    await change('by_key', 256);
+    const session = database.separatePool(1);
+    try {
+      const read = async () => {
+        await session.db.execute(sql`select pg_stat_force_next_flush()`);
+        await session.db.execute(sql`select pg_stat_clear_snapshot()`);
+        const [row] = await rows<{ read: string }>(
+          session.db,
+          sql`select coalesce(seq_tup_read, 0) as read from pg_stat_user_tables where relid = 'event_outbox'::regclass`,
+        );
+        return Number(row!.read);
+      };
+      const before = await read();
+      const claimed = await claimOutbox(session.db, 256, 60_000, Number.MAX_SAFE_INTEGER);
+      expect(claimed).toHaveLength(256);
+      await settleAttempts(session.db, claimed.map((row) => deliveredAttempt(row, 204)));
+      // A sequential scan of the outbox would read its 6,000 delivered rows per statement.
+      expect((await read()) - before).toBe(0);
+      expect(await database.db.$count(eventOutbox, sql`${eventOutbox.open}`)).toBe(0);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('leaves its connection usable after a settlement that fails inside its transaction', async () => {
+    const session = database.separatePool(1);
+    try {
+      // An attempt count out of the column's range fails the statement between the begin and the commit.
+      await expect(settleAttempts(session.db, [{ release: { id: 1, attempts: 99_999_999_999, previousAttemptAt: null } }])).rejects.toThrow(/out of range/);
+      const [row] = await rows<{ ok: number }>(session.db, sql`select 1 as ok`);
+      expect(row!.ok).toBe(1);
+    } finally {
+      await session.close();
+    }
+  });
+
   it('settles failures, retries and hand-backs with their text kept byte for byte', async () => {
     await recordChanges(
       database.db,
