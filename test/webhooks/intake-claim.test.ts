@@ -1,6 +1,6 @@
 import request from 'supertest';
 import express from 'express';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { insertClaimedDelivery, insertDelivery, type Delivery } from '../../src/db/inbox.js';
 import { silentLogger } from '../../src/logger.js';
 import { createLogtoClient } from '../../src/logto/index.js';
@@ -159,41 +159,6 @@ describe('the inbox worker claiming at intake', () => {
     await running.stop();
     expect(handled.map(userOf)).toEqual(['a', 'held', 'b', 'c']);
     expect((await deliveries(database.db)).map((row) => row.status)).toEqual(['applied', 'applied', 'applied', 'applied']);
-  });
-
-  it('by default hands over the deliveries of each insert as it commits, also while earlier ones are being applied', async () => {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    const userOf = (delivery: EventDelivery) => (delivery.payload.params as { userId: string }).userId;
-    const started: string[] = [];
-    const { handled, handlers } = recordingHandlers(async (delivery) => {
-      started.push(userOf(delivery));
-      if (userOf(delivery) === 'held') await gate;
-    });
-    const running = testWorker(database, createLogtoClient(config.logto), config, { handlers, concurrency: 10, pollIntervalMs: 600_000 });
-    running.start();
-    await running.drain();
-    const handOver = async (n: number, userId: string) => {
-      const ticket = running.intake.begin({ event: 'User.Data.Updated', payload: payloadAbout(n, userId) });
-      expect(ticket.claim).toBe(true);
-      const stored = await insertClaimedDelivery(database.db, { dedupKey: `k${n}`, channel: 'logto', payload: payloadAbout(n, userId) }, ticket.leaseMs);
-      ticket.finish(stored.delivery ?? null);
-    };
-    await handOver(1, 'held');
-    await until(() => started.includes('held'));
-    // No clock runs meanwhile: a delivery that waited for one (a spacing between turns) would not start.
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    try {
-      await handOver(2, 'b');
-      await handOver(3, 'c');
-      for (let turns = 0; turns < 100 && !started.includes('c'); turns += 1) await new Promise((resolve) => setImmediate(resolve));
-      expect(started).toEqual(['held', 'b', 'c']);
-    } finally {
-      vi.useRealTimers();
-    }
-    open();
-    await running.stop();
-    expect(handled.map(userOf).sort()).toEqual(['b', 'c', 'held']);
   });
 
   it('leaves a delivery stored claimed by a process that died to any worker once its lease ran out', async () => {
