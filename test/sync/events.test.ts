@@ -1,9 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { and, count, eq, gt, sql } from 'drizzle-orm';
+import { and, count, eq, gt } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, users } from '../../db/schema.js';
-import { rows } from '../../src/db/client.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import type { SyncDeps } from '../../src/sync/context.js';
@@ -103,24 +102,6 @@ describe('event handlers', () => {
     }
     const [createdChange] = changes.filter((change) => change.kind === 'user.created');
     expect(createdChange?.observedAt.toISOString()).toBe(created[0]!.createdAt);
-  });
-
-  it('a suspension handled together with other users\' full data is written in a transaction of its own', async () => {
-    const renamedUser = sim.state.listUsers()[5]!;
-    const suspendedUser = sim.state.listUsers()[6]!;
-    const renamed = await capture(() => sim.api.patch(`/users/${renamedUser.id}`, { name: 'Renamed in a batch' }));
-    const suspended = await capture(() => sim.api.patch(`/users/${suspendedUser.id}/is-suspended`, { isSuspended: true }));
-    // Handled in one dispatch, as a hand-over's deliveries are: their snapshots are added together.
-    expect(await Promise.all([...renamed, ...suspended].map((payload) => handle(payload)))).toEqual(['applied', 'applied']);
-    await expectMirrorEqualsLogto();
-    // Each row version carries the id of the transaction that wrote it.
-    const written = await rows<{ id: string; xmin: string }>(
-      database.db,
-      sql`select id, xmin::text as xmin from users where id in (${renamedUser.id}, ${suspendedUser.id})`,
-    );
-    const transactionOf = new Map(written.map((row) => [row.id, row.xmin]));
-    expect(transactionOf.size).toBe(2);
-    expect(transactionOf.get(suspendedUser.id)).not.toBe(transactionOf.get(renamedUser.id));
   });
 
   it('a partial User.Data.Updated (custom data, profile) reads the user from Logto', async () => {

@@ -35,11 +35,6 @@ export type EventHandlerDeps = SyncDeps & {
   resync: OrganizationResync;
   userReads: UserReads;
   userSnapshots: Batcher<UserSnapshot, UserSnapshotOutcome>;
-  /**
-   * The same for snapshots that change what `GET /v1/access` answers (a suspension): a transaction of
-   * their own, so that they are not written behind a batch of other users' profile data.
-   */
-  accessSnapshots: Batcher<UserSnapshot, UserSnapshotOutcome>;
   membershipDeltas: MembershipDeltas;
 };
 

@@ -146,19 +146,13 @@ export const createEventHandlers = (
       ...(options.resyncLeaseMs === undefined ? {} : { leaseMs: options.resyncLeaseMs }),
     });
   const userReads = options.userReads ?? createUserReads(deps);
-  const snapshotBatcher = () =>
-    createBatcher<UserSnapshot, UserSnapshotOutcome>({
-      maxSize: userSnapshotBatchSize,
-      // The handlers of one hand-over or claim add their snapshots in one dispatch.
-      gather: 'microtasks',
-      run: async (snapshots) => (await applyUserSnapshots(deps.database.db, snapshots)).outcomes,
-    });
-  // Under 1,000 full-data deliveries a second a hand-over's snapshots (~45 users) took 65 / 165 ms (p50 /
-  // p95) to write and commit; a suspension among them waited for all of it before GET /v1/access showed it.
-  // Deliveries about one user still run in order (the worker chains them), whichever batch they join.
-  const handlerDeps: EventHandlerDeps = {
-    ...deps, resync, userReads, userSnapshots: snapshotBatcher(), accessSnapshots: snapshotBatcher(), membershipDeltas,
-  };
+  const userSnapshots = createBatcher<UserSnapshot, UserSnapshotOutcome>({
+    maxSize: userSnapshotBatchSize,
+    // The handlers of one hand-over or claim add their snapshots in one dispatch.
+    gather: 'microtasks',
+    run: async (snapshots) => (await applyUserSnapshots(deps.database.db, snapshots)).outcomes,
+  });
+  const handlerDeps: EventHandlerDeps = { ...deps, resync, userReads, userSnapshots, membershipDeltas };
   return {
     resync,
     userReads,

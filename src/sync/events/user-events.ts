@@ -38,10 +38,8 @@ export const handleUserUpserted: EventHandler = async (deps, delivery) => {
     const user = logtoUserSchema.safeParse(payload.data);
     const usable = user.success && (userId === undefined || user.data.id === userId);
     if (usable) {
-      // Batched with the snapshots of the other deliveries in hand: one read and one transaction for all
-      // (a suspension only with other suspensions: what GET /v1/access answers goes first).
-      const batcher = delivery.event === 'User.SuspensionStatus.Updated' ? deps.accessSnapshots : deps.userSnapshots;
-      const outcome = await batcher.add({
+      // Batched with the snapshots of the other deliveries in hand: one read and one transaction for all.
+      const outcome = await deps.userSnapshots.add({
         user: user.data,
         context: { ...base, observedAt: eventTime(delivery, payload) },
         onlyIfStored: delivery.event !== 'User.Created',
