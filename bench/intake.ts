@@ -196,7 +196,7 @@ export const run = async (argv: string[]): Promise<void> => {
     }
   };
   const release = () => raw.query("update webhook_deliveries set next_attempt_at = now() where status = 'pending'");
-  type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number };
+  type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number; lateP50: number; lateP95: number };
   /** Arrivals from `--sender-processes` processes, their bodies signed in advance; the totals of all of them. */
   const sender = (plan: Record<string, unknown>): { startAt: number; done: Promise<Sent> } => {
     const parts = Math.max(1, Number(values['sender-processes']));
@@ -220,6 +220,9 @@ export const run = async (argv: string[]): Promise<void> => {
       accepted: all.reduce((sum, part) => sum + part.accepted, 0),
       seconds: Math.max(...all.map((part) => part.seconds)),
       sendingSeconds: Math.max(...all.map((part) => part.sendingSeconds)),
+      // The worst process's percentiles: each sends every `parts`-th arrival, so they see the same load.
+      lateP50: Math.max(...all.map((part) => part.lateP50)),
+      lateP95: Math.max(...all.map((part) => part.lateP95)),
     }));
     return { startAt, done };
   };
@@ -345,6 +348,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals sent / accepted (2xx)': `${sent.sent} / ${sent.accepted}`,
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
+        'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
