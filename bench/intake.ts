@@ -14,7 +14,6 @@ import { loadConfig, type Config } from '../src/config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from '../src/db/client.js';
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
-import { createLogtoClient } from '../src/logto/index.js';
 import { startService, type Service } from '../src/service.js';
 import { startSimulator } from './simulator.js';
 
@@ -25,8 +24,9 @@ import { startSimulator } from './simulator.js';
  * 1. drain: `--deliveries` queued `User.Data.Updated` carrying full user data, released at once;
  * 2. visibility: while `--arrival-rate`/s such deliveries arrive for `--arrival-seconds`, users'
  *    suspension is flipped in the tenant (its webhook goes to the service), `--probe-rate` changes a second
- *    on distinct users of `--changes`, several in flight, and `GET /v1/access` is polled until it says so;
- *    the same measured with no arrivals is the reference;
+ *    on distinct users of `--changes`, several in flight, each timed from the tenant's stamp of the change
+ *    until `GET /v1/access` says so, by a process of their own (`bench/intake-prober.ts`); the same
+ *    measured with no arrivals is the reference;
  * 3. partial: `--partial` queued custom-data style deliveries for distinct users under
  *    `--rate` (default 200/10s), against the ideal ⌈n/100⌉ requests at the budget's pace;
  * 4. sign-ins: `--signin-rate`/s `PostSignIn` for `--signin-seconds`, backlog `--after-seconds` later.
@@ -62,8 +62,7 @@ export const run = async (argv: string[]): Promise<void> => {
       order: { type: 'string', default: 'drain,visibility,partial,signin' },
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
-      'poll-ms': { type: 'string', default: '5' },
-      'poll-rate': { type: 'string', default: '200' },
+      'poll-ms': { type: 'string', default: '25' },
     },
   });
   const scale = Number(values.scale);
@@ -118,11 +117,11 @@ export const run = async (argv: string[]): Promise<void> => {
   children.push(sim.child);
   const simEnv = sim.env;
   const apiKey = `las_bench_${randomBytes(18).toString('base64url')}`;
-  const configFor = (rate: string): Config =>
-    loadConfig({
-      ...simEnv, LOGTO_RATE_LIMIT: rate, PORT: String(port), HOST: '127.0.0.1', API_KEYS: `bench:write:${apiKey}`,
-      ROLE_SWEEP_INTERVAL: '24h', LOG_LEVEL: 'warn',
-    });
+  const configEnv = (rate: string): Record<string, string> => ({
+    ...simEnv, LOGTO_RATE_LIMIT: rate, PORT: String(port), HOST: '127.0.0.1', API_KEYS: `bench:write:${apiKey}`,
+    ROLE_SWEEP_INTERVAL: '24h', LOG_LEVEL: 'warn',
+  });
+  const configFor = (rate: string): Config => loadConfig(configEnv(rate));
 
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const get = (path: string) =>
@@ -197,7 +196,7 @@ export const run = async (argv: string[]): Promise<void> => {
     }
   };
   const release = () => raw.query("update webhook_deliveries set next_attempt_at = now() where status = 'pending'");
-  type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number };
+  type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number; lateP50: number; lateP95: number };
   /** Arrivals from `--sender-processes` processes, their bodies signed in advance; the totals of all of them. */
   const sender = (plan: Record<string, unknown>): { startAt: number; done: Promise<Sent> } => {
     const parts = Math.max(1, Number(values['sender-processes']));
@@ -221,6 +220,9 @@ export const run = async (argv: string[]): Promise<void> => {
       accepted: all.reduce((sum, part) => sum + part.accepted, 0),
       seconds: Math.max(...all.map((part) => part.seconds)),
       sendingSeconds: Math.max(...all.map((part) => part.sendingSeconds)),
+      // The worst process's percentiles: each sends every `parts`-th arrival, so they see the same load.
+      lateP50: Math.max(...all.map((part) => part.lateP50)),
+      lateP95: Math.max(...all.map((part) => part.lateP95)),
     }));
     return { startAt, done };
   };
@@ -282,76 +284,31 @@ export const run = async (argv: string[]): Promise<void> => {
     };
 
     scenarios.visibility = async () => {
-      // The probes' own calls to the tenant are not the service's: outside the budget being measured.
-      const logto = createLogtoClient({ ...configFor('100000/10s').logto, concurrency: 64 });
       const probes = [...probeUsers.entries()];
-      /** Each probe user's suspension as the tenant has it now: every probe changes it (a no-op shows at once). */
-      const suspended = new Map(
-        (await db.select({ id: users.id, isSuspended: users.isSuspended }).from(users).where(inArray(users.id, [...probeUsers.keys()])))
-          .map((row) => [row.id, row.isSuspended]),
-      );
-      const inFlight = new Set<string>();
-      let nextProbe = 0;
-      /** Time spent in the tenant's own API call of each probe (before its webhook can even be sent). */
-      const callMs: number[] = [];
-      /** One change: a user's suspension flipped in the tenant, timed until `GET /v1/access` shows it. */
-      const probeOne = async (userId: string, organizationId: string): Promise<number> => {
-        const suspend = !suspended.get(userId);
-        const begun = performance.now();
-        await logto.setUserSuspended(userId, suspend);
-        suspended.set(userId, suspend);
-        callMs.push(performance.now() - begun);
-        for (;;) {
-          const polled = performance.now();
-          const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
-          if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
-          if (performance.now() - begun > 10_000) break;
-          // A poll every few ms: a tighter loop would itself be a good part of the load on the service.
-          await pollSlot(polled + Number(values['poll-ms']));
-        }
-        return performance.now() - begun;
-      };
+      type Probed = { samples: number[]; callMs: number[]; clamped: number; getsPerSecond: number; notificationsPerSecond: number };
       /**
-       * Polls of all the probes in flight share `--poll-rate` per second, in turn: each probe polling every
-       * few ms on its own made slow moments slower (16 probes in flight polled 3,200 times a second, and the
-       * service they measured fell behind its arrivals).
+       * `--probe-rate` changes a second for `windowMs` from `startAt`, made and watched by a process of its
+       * own (`bench/intake-prober.ts`), each on a user with no change in flight, without waiting for the
+       * previous one to show: one probe at a time took 6-38 samples in a loaded window (each slow one held
+       * up the rest), too few for a p95, and sampled the slow moments least. The quiet reference is taken
+       * the same way.
        */
-      let nextPollAt = 0;
-      const pollSlot = async (earliest: number) => {
-        const at = Math.max(earliest, nextPollAt);
-        nextPollAt = at + 1000 / Number(values['poll-rate']);
-        await sleep(Math.max(0, at - performance.now()));
-      };
-      /**
-       * Changes started on a clock, `--probe-rate` per second for `windowMs`, each on a user with no change
-       * in flight, without waiting for the previous one to show: one probe at a time took 6-38 samples in
-       * a loaded window (each slow one held up the rest), too few for a p95, and sampled the slow moments
-       * least. The quiet reference is taken the same way.
-       */
-      const probe = async (samples: number[], windowMs: number) => {
-        const spacingMs = 1000 / Number(values['probe-rate']);
-        const started = performance.now();
-        const running: Promise<void>[] = [];
-        for (let index = 0; ; index += 1) {
-          const due = started + index * spacingMs;
-          if (due - started >= windowMs) break;
-          await sleep(Math.max(0, due - performance.now()));
-          let pick: [string, string] | undefined;
-          for (let tries = 0; tries < probes.length && !pick; tries += 1) {
-            const candidate = probes[nextProbe++ % probes.length]!;
-            if (!inFlight.has(candidate[0])) pick = candidate;
-          }
-          if (!pick) continue;
-          const [userId, organizationId] = pick;
-          inFlight.add(userId);
-          running.push(
-            probeOne(userId, organizationId).then((ms) => {
-              samples.push(ms);
-              inFlight.delete(userId);
-            }),
-          );
-        }
-        await Promise.all(running);
+      const probe = (startAt: number, windowMs: number): Promise<Probed> => {
+        const file = join(scratch, `probe-${Math.random()}.json`);
+        writeFileSync(
+          file,
+          JSON.stringify({
+            env: configEnv('100000/10s'), serviceUrl: `http://127.0.0.1:${port}`, apiKey, databaseUrl: url.toString(), probes,
+            probeRate: Number(values['probe-rate']), windowMs, startAt, pollMs: Number(values['poll-ms']),
+          }),
+        );
+        const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-prober.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+        children.push(child);
+        return new Promise<Probed>((resolve, reject) => {
+          let out = '';
+          child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+          child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`prober exited ${code}`))));
+        });
       };
       const quiet: number[] = [];
       const seconds = Number(values['arrival-seconds']) * scale;
@@ -359,17 +316,20 @@ export const run = async (argv: string[]): Promise<void> => {
       const windowMs = (seconds - 1.5) * 1000;
       // Before the quiet probes: waiting for the statistics between them and the arrivals idles the keep-alive sockets.
       const updatesBefore = updatesSoFar ?? (await inboxUpdates());
-      await probe(quiet, windowMs);
-      const loaded: number[] = [];
+      // The prober starts in a second or two (tsx): its window begins at a set instant after that.
+      const quietRun = await probe(Date.now() + 3000, windowMs);
+      quiet.push(...quietRun.samples);
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
+      const loadedProbes = probe(arrivals.startAt + 1000, windowMs);
       await sleep(arrivals.startAt - Date.now() + 1000);
-      // This process's CPU (the service, its worker and the probes) while the arrivals come.
+      // This process's CPU (the service and its worker; the probes have their own) while the arrivals come.
       const cpuBefore = process.cpuUsage();
       const cpuFrom = performance.now();
       // How late this process's timers run while loaded: every request and turn waits at least that long.
       const lag = monitorEventLoopDelay({ resolution: 5 });
       lag.enable();
-      await profiled('visibility', () => probe(loaded, windowMs));
+      const loadedRun = await profiled('visibility', () => loadedProbes);
+      const loaded = loadedRun.samples;
       lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
@@ -388,10 +348,13 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals sent / accepted (2xx)': `${sent.sent} / ${sent.accepted}`,
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
+        'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
-        'tenant API call p50 (ms, part of each sample)': percentile(callMs, 50).toFixed(1),
+        // The clock of each sample starts at the tenant's stamp of the change (within its API call), so the call is apart.
+        'tenant API call p50 / p95 (ms, loaded; not part of a sample)': `${percentile(loadedRun.callMs, 50).toFixed(1)} / ${percentile(loadedRun.callMs, 95).toFixed(1)}`,
+        'changes whose tenant stamp fell outside their call (clock then its nearest end)': quietRun.clamped + loadedRun.clamped,
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
         'changes started per second (both)': Number(values['probe-rate']),
@@ -399,7 +362,9 @@ export const run = async (argv: string[]): Promise<void> => {
         'loaded p50 / p95 (ms)': `${percentile(loaded, 50).toFixed(1)} / ${percentile(loaded, 95).toFixed(1)}`,
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
-        'GET /v1/access polled every (ms; all probes together at most per second)': `${values['poll-ms']} (${values['poll-rate']})`,
+        // Each probe asks after every commit's NOTIFY, and at least every `--poll-ms`.
+        'GET /v1/access asked per second, loaded (probes together) / commit notifications per second': `${loadedRun.getsPerSecond.toFixed(0)} / ${loadedRun.notificationsPerSecond.toFixed(0)}`,
+        'GET /v1/access asked at least every (ms, per probe in flight)': values['poll-ms']!,
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
