@@ -223,38 +223,6 @@ describe('apply functions', () => {
     expect(await db().select().from(users).where(eq(users.id, alice!.id))).toEqual([]);
   });
 
-  it('stores every column of a user as toUserRow makes it, through the page upsert and the snapshot upsert', async () => {
-    // Columns are extracted from `raw` in SQL: every field set, instants with milliseconds, a user as a
-    // member list gives it (organizationRoles, no hasPassword) and one without customData and profile.
-    const full: LogtoUser = {
-      ...alice!,
-      id: 'user-full',
-      username: 'full',
-      primaryEmail: 'full@example.com',
-      primaryPhone: '+15550100',
-      name: 'Full Name',
-      avatar: 'https://example.com/a.png',
-      customData: { plan: 'pro', nested: { n: 1, list: [1, 'two', null] } },
-      profile: { givenName: 'Full', locale: 'fr' },
-      applicationId: 'app-1',
-      isSuspended: true,
-      lastSignInAt: 1732357800123,
-      createdAt: 1700000000001,
-      updatedAt: 1732357899999,
-    };
-    const member = { ...bob!, id: 'user-member', lastSignInAt: null, customData: null, profile: null, hasPassword: undefined, organizationRoles: [{ id: 'r', name: 'r' }] } as unknown as LogtoUser;
-    const snapshot = { ...full, id: 'user-snapshot', applicationId: null, isSuspended: false };
-    const observed = context('2026-11-23T11:00:00Z', 'baseline');
-    await applyUsers(db(), [full, member], observed);
-    await applyUserSnapshots(db(), [{ user: snapshot, context: context('2026-11-23T11:00:01Z') }]);
-    const stored = await db().select().from(users).where(sql`${users.id} in ('user-full', 'user-member', 'user-snapshot')`).orderBy(asc(users.id));
-    expect(stored).toEqual([
-      toUserRow(full, observed.observedAt),
-      toUserRow(member, observed.observedAt),
-      toUserRow(snapshot, at('2026-11-23T11:00:01Z')),
-    ]);
-  });
-
   it('writes the users a page brings, compared with the stored copies under the lock', async () => {
     // Stored before the write (as by a concurrent writer since the page was compared): an older copy of
     // alice, an equal copy of bob; carol is new; dave's deletion was recorded after the snapshot.

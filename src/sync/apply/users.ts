@@ -72,6 +72,7 @@ const userColumnTypes: [string, string][] = [
   ['observed_at', 'timestamptz'],
 ];
 const userColumns = userColumnTypes.map(([column]) => column);
+const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
 const comparedColumns = [
   'username', 'primary_email', 'primary_phone', 'name', 'avatar', 'is_suspended', 'custom_data', 'profile',
   'application_id', 'last_sign_in_at', 'created_at', 'updated_at',
@@ -95,41 +96,11 @@ const toJsonRow = (row: UserRow) => ({
   observed_at: row.observedAt?.toISOString(),
 });
 
-/** Logto's epoch milliseconds (`field` of `raw`) as the instant `toUserRow` makes of them (exact: milliseconds fit a double). */
-const instantOf = (field: string) => `to_timestamp((t.raw->>'${field}')::float8 / 1000)`;
-/** A JSON object field of `raw`, `{}` when absent or null, as `toUserRow` defaults it. */
-const objectOf = (field: string) => `coalesce(nullif(t.raw->'${field}', 'null'::jsonb), '{}'::jsonb)`;
-
-/**
- * Each column of `users` as selected from a row of `insertUsersFromJson` (`t`: id, raw, observed_at):
- * the fields `toUserRow` takes from the Logto user, taken from `raw`, which is that user without
- * `hasPassword` and `organizationRoles`. A user is then sent once: beside `raw` its fields were half
- * of a baseline's statement bytes, written, sent and parsed twice.
- */
-const userColumnsFromRaw: Record<string, string> = {
-  id: 't.id',
-  username: "t.raw->>'username'",
-  primary_email: "t.raw->>'primaryEmail'",
-  primary_phone: "t.raw->>'primaryPhone'",
-  name: "t.raw->>'name'",
-  avatar: "t.raw->>'avatar'",
-  is_suspended: "(t.raw->>'isSuspended')::boolean",
-  custom_data: objectOf('customData'),
-  profile: objectOf('profile'),
-  application_id: "t.raw->>'applicationId'",
-  last_sign_in_at: instantOf('lastSignInAt'),
-  created_at: instantOf('createdAt'),
-  updated_at: instantOf('updatedAt'),
-  raw: 't.raw',
-  observed_at: 't.observed_at',
-};
-
-/** The head of both user upserts: `rows` as one JSON parameter (`t`: id, raw, observed_at), selected into every column of `users`. */
+/** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
 const insertUsersFromJson = (rows: UserRow[]) =>
   sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-      select ${sql.raw(userColumns.map((column) => userColumnsFromRaw[column]!).join(', '))}
-      from json_to_recordset(${JSON.stringify(rows.map((row) => ({ id: row.id, raw: row.raw, observed_at: row.observedAt?.toISOString() })))}::json)
-        as t(id text, raw jsonb, observed_at timestamptz)`;
+      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
+      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})`;
 
 /** A stored user overwritten by the row given unless the stored copy is newer (`updated_at`). */
 const overwriteUnlessStoredNewer = sql`on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
