@@ -325,12 +325,10 @@ const writeMemberships = async (
       select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(grantedUsers)}::text[])
       order by user_id for key share
     ), added as (
-      -- The users locked are the members to add (those still there), in key order: a join of the page
-      -- with them was a nested loop over every pair, quadratic in a page's members.
       insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
       select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-      from (select id as u from live_users) as t
-      where exists (select from live_organization)
+      from json_array_elements_text(${JSON.stringify(adding)}::json) as t(u)
+      where t.u in (select id from live_users) and exists (select from live_organization)
         and ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
       on conflict do nothing
       returning user_id
