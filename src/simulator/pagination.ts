@@ -58,6 +58,12 @@ const buildLink = (request: Request, page: number, relation: 'first' | 'prev' | 
 };
 
 /**
+ * What a page is cut from: a list, or a view of one that builds only the items a page slices (an
+ * array is one), so that a page costs its own items like Logto's `LIMIT`/`OFFSET`, not the whole list's.
+ */
+export type PageSource<T> = { readonly length: number; slice(start: number, end: number): readonly T[] };
+
+/**
  * Sends one page of `items` with `Total-Number` and the `Link` headers. The header order is the one
  * in the captures: first, prev, last, next.
  */
@@ -65,11 +71,11 @@ export const sendPage = <T>(
   request: Request,
   response: Response,
   pagination: Pagination,
-  items: readonly T[],
+  items: PageSource<T>,
   serialize: (item: T) => unknown,
 ): void => {
   if (pagination.disabled) {
-    response.json(items.map(serialize));
+    response.json(items.slice(0, items.length).map(serialize));
     return;
   }
   const { page, pageSize, offset } = pagination;
