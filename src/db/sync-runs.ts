@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { organizationRoles, organizations, syncRuns, syncSeen, syncState, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 import { namedRows } from './prepared.js';
@@ -133,6 +133,21 @@ export const writeCrawlPosition = (db: Database, position: CrawlPosition): Promi
   writeSyncState(db, crawlPositionKey, position as unknown as Record<string, unknown>);
 
 /**
+ * The tail of a crawl's progress statement: its position written (when given) beside what the statement
+ * recorded, and the transaction committed without waiting for the WAL flush (see the callers).
+ */
+const positionedWith = (position: CrawlPosition | undefined): SQL => {
+  const value = position === undefined ? null : JSON.stringify(position);
+  return sql`positioned as (
+      insert into ${syncState} (key, value, updated_at)
+      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
+      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
+      returning 1
+    )
+    select set_config('synchronous_commit', 'off', true)`;
+};
+
+/**
  * Records what a crawl has just applied: ids into its seen set and, if given, its new position, in one
  * transaction that does not wait for the WAL flush. A crash can lose only the latest of these, and the
  * next run then applies those pages again (which writes nothing), so a flush per page buys nothing.
@@ -146,7 +161,6 @@ export const recordCrawlProgress = async (
 ): Promise<void> => {
   if (ids.length === 0 && !position) return;
   // One statement (its own transaction): a round trip per page instead of five.
-  const value = position === undefined ? null : JSON.stringify(position);
   await namedRows(
     db,
     sql`
@@ -155,13 +169,7 @@ export const recordCrawlProgress = async (
       select ${crawlId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)
       on conflict do nothing
       returning 1
-    ), positioned as (
-      insert into ${syncState} (key, value, updated_at)
-      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
-      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
-      returning 1
-    )
-    select set_config('synchronous_commit', 'off', true)`);
+    ), ${positionedWith(position)}`);
 };
 
 /**
@@ -187,7 +195,6 @@ export const recordListProgress = async (
   position?: CrawlPosition,
 ): Promise<void> => {
   if (ids.length === 0 && !position) return;
-  const value = position === undefined ? null : JSON.stringify(position);
   await namedRows(
     db,
     sql`
@@ -197,13 +204,7 @@ export const recordListProgress = async (
       where cardinality(${sql.param(ids)}::text[]) > 0
       on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
       returning 1
-    ), positioned as (
-      insert into ${syncState} (key, value, updated_at)
-      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
-      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
-      returning 1
-    )
-    select set_config('synchronous_commit', 'off', true)`);
+    ), ${positionedWith(position)}`);
 };
 
 /** The ids a crawl has recorded as seen, by list: what a continuing run starts its seen sets from. */
