@@ -90,7 +90,7 @@ describe.skipIf(!hasPostgresServer())('three replicas on one database', () => {
 
     // Provisioning through the replicas in turn: write-through applies racing the deliveries of the same
     // memberships on the other replicas.
-    const writeStatuses: (number | 'gone' | null)[] = [];
+    const writeStatuses: (number | string | null)[] = [];
     const writing = (async () => {
       for (let index = 0; index < 15; index += 1) {
         const organization = sim.state.listOrganizations()[Math.floor(random() * sim.state.listOrganizations().length)]!;
@@ -105,11 +105,21 @@ describe.skipIf(!hasPostgresServer())('three replicas on one database', () => {
             headers: { authorization: `Bearer ${apiKey}` },
           }).catch(() => null);
         }
-        // The stream of changes deletes users beside these writes: a 404 is the right answer for a user (or
-        // organization, or role) that is gone by then, and only for one that is gone.
+        // The stream of changes deletes users and removes members beside these writes: a 404 is the right
+        // answer for a user (or organization, or role) that is gone by then, and only for one that is gone;
+        // a 409 saying the member left again, or vanished before it could be copied, only for a membership
+        // that is gone by then.
         const gone = !sim.state.getUser(user.id) || !sim.state.getOrganization(organization.id) || !sim.state.getOrganizationRole(role.id);
-        writeStatuses.push(response?.status === 404 && gone ? 'gone' : (response?.status ?? null));
-        await response?.arrayBuffer();
+        const left = gone || !sim.state.isMember(organization.id, user.id);
+        const body = response ? await response.text() : '';
+        const code = response?.status === 409 ? (JSON.parse(body) as { code?: string }).code : undefined;
+        writeStatuses.push(
+          (response?.status === 404 && gone) || ((code === 'conflict' || code === 'not_synced') && left)
+            ? 'gone'
+            : response?.status === 409
+              ? `409 ${body}`
+              : (response?.status ?? null),
+        );
         await new Promise((resolve) => setTimeout(resolve, 40));
       }
     })();
