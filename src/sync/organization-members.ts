@@ -69,17 +69,17 @@ const defaultApplyDepth = 4;
 /** Candidates for removal up to this many are confirmed one by one; more than that, by a second crawl. */
 const confirmOneByOneLimit = 20;
 
-/**
- * Applies one page of members. A member crawl beside the users crawl often meets users not stored yet:
- * the member items are themselves full user snapshots, so they are written with the page, in its
- * transaction. A role created after the roles crawl is fetched first, then the page is applied again.
- */
 /** A member as Logto lists it, as the apply functions and the in-process compare take it. */
 const memberSnapshot = (member: LogtoOrganizationMember): MemberSnapshot => ({
   userId: member.id,
   organizationRoleIds: member.organizationRoles.map((role) => role.id),
 });
 
+/**
+ * Applies one page of members. A member crawl beside the users crawl often meets users not stored yet:
+ * the member items are themselves full user snapshots, so they are written with the page, in its
+ * transaction. A role created after the roles crawl is fetched first, then the page is applied again.
+ */
 const applyMemberPage = async (
   deps: SyncDeps,
   organizationId: string,
