@@ -1,26 +1,14 @@
 import { sql, type SQL } from 'drizzle-orm';
-import type { Database } from '../../db/client.js';
-import { namedRows } from '../../db/prepared.js';
 
 /**
- * Serialises writers of the same users, organizations or organization roles until the transaction ends
- * (advisory locks, taken in id order so two writers never wait on each other in a circle). Webhooks,
- * a full sync, the role sweep and provisioning may apply the same entity at once, on one replica or
- * several; an apply that compares under this lock sees what the other one committed, so each change is
- * written and recorded once. Works for rows that do not exist yet, which row locks cannot do. `settings`
- * (`set_config` calls) are made by the same statement.
+ * The statement that serialises writers of the same users, organizations or organization roles until the
+ * transaction ends (advisory locks, taken in id order so two writers never wait on each other in a
+ * circle); null when there is nothing to lock or set. Webhooks, a full sync, the role sweep and
+ * provisioning may apply the same entity at once, on one replica or several; an apply that compares under
+ * this lock sees what the other one committed, so each change is written and recorded once. Works for
+ * rows that do not exist yet, which row locks cannot do. `settings` (`set_config` calls) are made by the
+ * same statement. A transaction sends it first (see `applyTransaction`), with others where it can.
  */
-export const lockEntities = async (
-  tx: Database,
-  entity: 'user' | 'organization' | 'organization_role',
-  ids: readonly string[],
-  settings?: SQL,
-): Promise<void> => {
-  const statement = entityLocks(entity, ids, settings);
-  if (statement) await namedRows(tx, statement);
-};
-
-/** The statement of `lockEntities` (null when there is nothing to lock or set), for a transaction that sends it with others. */
 export const entityLocks = (
   entity: 'user' | 'organization' | 'organization_role',
   ids: readonly string[],
