@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations, syncRuns, syncSeen, syncState, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
 import { namedRows } from './prepared.js';
@@ -73,13 +73,23 @@ export const failAbandonedRuns = async (db: Database, kinds: SyncRunKind[], reas
  */
 export type SeenEntity = 'organization_members' | 'gone_user';
 
-export const markSeen = async (db: Database, runId: number, entity: SeenEntity, ids: string[]): Promise<void> => {
+/**
+ * Adds ids to the crawl's seen set. With `flush: false` the statement (its own transaction) does not wait
+ * for the WAL flush: for marks a crash may lose, because the next run then crawls those again (which
+ * writes nothing), so a flush each buys nothing.
+ */
+export const markSeen = async (
+  db: Database,
+  runId: number,
+  entity: SeenEntity,
+  ids: string[],
+  options: { flush?: boolean } = {},
+): Promise<void> => {
   if (ids.length === 0) return;
-  await db.execute(
-    sql`insert into ${syncSeen} (run_id, entity, id)
-      select ${runId}::bigint, ${entity}, t.id from json_array_elements_text(${JSON.stringify(ids)}::json) as t(id)
-      on conflict do nothing`,
-  );
+  const insert = sql`insert into ${syncSeen} (run_id, entity, id)
+      select ${runId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)
+      on conflict do nothing`;
+  await namedRows(db, options.flush === false ? sql`with seen as (${insert} returning 1) select set_config('synchronous_commit', 'off', true)` : insert);
 };
 
 export const listSeen = async (db: Database, runId: number, entity: SeenEntity): Promise<string[]> =>
@@ -133,46 +143,6 @@ export const writeCrawlPosition = (db: Database, position: CrawlPosition): Promi
   writeSyncState(db, crawlPositionKey, position as unknown as Record<string, unknown>);
 
 /**
- * The tail of a crawl's progress statement: its position written (when given) beside what the statement
- * recorded, and the transaction committed without waiting for the WAL flush (see the callers).
- */
-const positionedWith = (position: CrawlPosition | undefined): SQL => {
-  const value = position === undefined ? null : JSON.stringify(position);
-  return sql`positioned as (
-      insert into ${syncState} (key, value, updated_at)
-      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
-      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
-      returning 1
-    )
-    select set_config('synchronous_commit', 'off', true)`;
-};
-
-/**
- * Records what a crawl has just applied: ids into its seen set and, if given, its new position, in one
- * transaction that does not wait for the WAL flush. A crash can lose only the latest of these, and the
- * next run then applies those pages again (which writes nothing), so a flush per page buys nothing.
- */
-export const recordCrawlProgress = async (
-  db: Database,
-  crawlId: number,
-  entity: SeenEntity,
-  ids: string[],
-  position?: CrawlPosition,
-): Promise<void> => {
-  if (ids.length === 0 && !position) return;
-  // One statement (its own transaction): a round trip per page instead of five.
-  await namedRows(
-    db,
-    sql`
-    with seen as (
-      insert into ${syncSeen} (run_id, entity, id)
-      select ${crawlId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)
-      on conflict do nothing
-      returning 1
-    ), ${positionedWith(position)}`);
-};
-
-/**
  * Where the ids a crawl has seen of its lists are kept: one `sync_state` row per recorded stretch of
  * pages (`<prefix><crawl>:<entity>:<run>:<n>`), its ids as one array. A row per id (`sync_seen`) cost an
  * index entry per user to insert and again to delete at the end: an unchanged reconcile's largest write,
@@ -195,6 +165,7 @@ export const recordListProgress = async (
   position?: CrawlPosition,
 ): Promise<void> => {
   if (ids.length === 0 && !position) return;
+  const value = position === undefined ? null : JSON.stringify(position);
   await namedRows(
     db,
     sql`
@@ -204,7 +175,13 @@ export const recordListProgress = async (
       where cardinality(${sql.param(ids)}::text[]) > 0
       on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
       returning 1
-    ), ${positionedWith(position)}`);
+    ), positioned as (
+      insert into ${syncState} (key, value, updated_at)
+      select ${crawlPositionKey}, ${value}::jsonb, now() where ${value}::jsonb is not null
+      on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
+      returning 1
+    )
+    select set_config('synchronous_commit', 'off', true)`);
 };
 
 /** The ids a crawl has recorded as seen, by list: what a continuing run starts its seen sets from. */

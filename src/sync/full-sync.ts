@@ -8,7 +8,6 @@ import {
   markSeen,
   readCrawlPosition,
   readSeenIds,
-  recordCrawlProgress,
   recordListProgress,
   startSyncRun,
   storedIdsAfter,
@@ -412,7 +411,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   const recordOrganizationsDone = async () => {
     const ids = organizationsDone;
     organizationsDone = [];
-    await recordCrawlProgress(db, position.crawlId, 'organization_members', ids);
+    await markSeen(db, position.crawlId, 'organization_members', ids, { flush: false });
   };
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
