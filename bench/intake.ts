@@ -196,25 +196,27 @@ export const run = async (argv: string[]): Promise<void> => {
     }
   };
   const release = () => raw.query("update webhook_deliveries set next_attempt_at = now() where status = 'pending'");
+  /** Runs a bench script in a process of its own with its plan as a JSON file; resolves with the last JSON line it prints. */
+  const runChild = <T>(script: string, plan: Record<string, unknown>): Promise<T> => {
+    const file = join(scratch, `plan-${Math.random()}.json`);
+    writeFileSync(file, JSON.stringify(plan));
+    const child = spawn(process.execPath, ['--import', 'tsx', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    return new Promise<T>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as T) : reject(new Error(`${script} exited ${code}`))));
+    });
+  };
   type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number; lateP50: number; lateP95: number };
   /** Arrivals from `--sender-processes` processes, their bodies signed in advance; the totals of all of them. */
   const sender = (plan: Record<string, unknown>): { startAt: number; done: Promise<Sent> } => {
     const parts = Math.max(1, Number(values['sender-processes']));
     const startAt = Date.now() + 1500 + parts * 500;
-    const one = (part: number) => {
-      const file = join(scratch, `plan-${part}-${Math.random()}.json`);
-      writeFileSync(
-        file,
-        JSON.stringify({ url: `http://127.0.0.1:${port}/webhooks/logto`, signingKey, usersFile: join(scratch, 'users.json'), startAt, part, parts, ...plan }),
-      );
-      const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-sender.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
-      children.push(child);
-      return new Promise<Sent>((resolve, reject) => {
-        let out = '';
-        child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-        child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`sender exited ${code}`))));
+    const one = (part: number) =>
+      runChild<Sent>('bench/intake-sender.ts', {
+        url: `http://127.0.0.1:${port}/webhooks/logto`, signingKey, usersFile: join(scratch, 'users.json'), startAt, part, parts, ...plan,
       });
-    };
     const done = Promise.all(Array.from({ length: parts }, (_, part) => one(part))).then((all) => ({
       sent: all.reduce((sum, part) => sum + part.sent, 0),
       accepted: all.reduce((sum, part) => sum + part.accepted, 0),
@@ -293,23 +295,11 @@ export const run = async (argv: string[]): Promise<void> => {
        * up the rest), too few for a p95, and sampled the slow moments least. The quiet reference is taken
        * the same way.
        */
-      const probe = (startAt: number, windowMs: number): Promise<Probed> => {
-        const file = join(scratch, `probe-${Math.random()}.json`);
-        writeFileSync(
-          file,
-          JSON.stringify({
-            env: configEnv('100000/10s'), serviceUrl: `http://127.0.0.1:${port}`, apiKey, databaseUrl: url.toString(), probes,
-            probeRate: Number(values['probe-rate']), windowMs, startAt, pollMs: Number(values['poll-ms']),
-          }),
-        );
-        const child = spawn(process.execPath, ['--import', 'tsx', 'bench/intake-prober.ts', file], { stdio: ['ignore', 'pipe', 'inherit'] });
-        children.push(child);
-        return new Promise<Probed>((resolve, reject) => {
-          let out = '';
-          child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-          child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`prober exited ${code}`))));
+      const probe = (startAt: number, windowMs: number): Promise<Probed> =>
+        runChild<Probed>('bench/intake-prober.ts', {
+          env: configEnv('100000/10s'), serviceUrl: `http://127.0.0.1:${port}`, apiKey, databaseUrl: url.toString(), probes,
+          probeRate: Number(values['probe-rate']), windowMs, startAt, pollMs: Number(values['poll-ms']),
         });
-      };
       const quiet: number[] = [];
       const seconds = Number(values['arrival-seconds']) * scale;
       // Probes begin a second into the arrivals and stop half a second before their end.
