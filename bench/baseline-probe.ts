@@ -6,6 +6,8 @@
  * at a change to the write path (judge it with the sync bench's A/B pairs). `PROBE_EXPLAIN=1` logs every
  * statement's plan with its timings, buffers and WAL (auto_explain, for the probe's database only) to
  * PostgreSQL's log.
+ * `PROBE_STATS=1` has PostgreSQL log each statement's resource usage (`log_statement_stats`, with its text)
+ * instead (to PostgreSQL's log, where the user and system seconds of each message can be summed per statement).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -29,18 +31,22 @@ export const run = async (args: string[]): Promise<void> => {
   const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
   const sim = await startSimulator(['--port', '0', '--users', String(users), '--organizations', String(organizations), '--roles', '20', '--seed', '2026',
     '--resource', 'self', '--latency-ms', '20', '--largest-share', largestShare.toFixed(4), '--member-role-weights', '0.17,0.45,0.26,0.12']);
-  if (process.env.PROBE_EXPLAIN) {
-    // auto_explain for this database only, set before the pool's first connection.
+  const explain = Boolean(process.env.PROBE_EXPLAIN);
+  const stats = Boolean(process.env.PROBE_STATS);
+  if (explain || stats) {
+    // auto_explain or statement statistics for this database only, set before the pool's first connection.
     const admin = new pg.Client({ connectionString: adminUrl });
     await admin.connect();
     await admin.query('drop database if exists las_bench_probe with (force)');
     await admin.query('create database las_bench_probe');
-    for (const setting of ["session_preload_libraries = 'auto_explain'", 'auto_explain.log_min_duration = 0', 'auto_explain.log_analyze = on',
-      'auto_explain.log_buffers = on', 'auto_explain.log_wal = on', 'auto_explain.log_nested_statements = on', 'auto_explain.log_timing = on'])
+    const settings = explain ? ["session_preload_libraries = 'auto_explain'", 'auto_explain.log_min_duration = 0', 'auto_explain.log_analyze = on',
+      'auto_explain.log_buffers = on', 'auto_explain.log_wal = on', 'auto_explain.log_nested_statements = on', 'auto_explain.log_timing = on']
+      : ['log_statement_stats = on', "log_min_error_statement = 'log'"];
+    for (const setting of settings)
       await admin.query(`alter database las_bench_probe set ${setting}`);
     await admin.end();
   }
-  const database = await freshPostgres('las_bench_probe', { keep: Boolean(process.env.PROBE_EXPLAIN) });
+  const database = await freshPostgres('las_bench_probe', { keep: explain || stats });
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
     const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,

@@ -149,6 +149,10 @@ export const accessChanges = pgTable(
     index('access_changes_member_removals_idx')
       .on(table.userId, table.organizationId)
       .where(sql`${table.kind} in ('member.removed', 'member_role.revoked')`),
+    // What a user snapshot must not undo (a later deletion), probed per user a page creates: a baseline
+    // writes no such row, so the probe descends an empty index, where through access_changes_user_idx
+    // (estimated without statistics at hundreds of rows per user) it was a bitmap scan per new user.
+    index('access_changes_user_deletions_idx').on(table.userId).where(sql`${table.kind} = 'user.deleted'`),
   ],
 );
 

@@ -1,10 +1,10 @@
 import { inArray, sql, type SQL } from 'drizzle-orm';
-import { users } from '../../../db/schema.js';
+import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, changesOfUser, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 
 export type UserRow = typeof users.$inferInsert;
 
@@ -271,12 +271,13 @@ export const writeUsers = async (
   // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
   // a row a concurrent writer has just inserted with the same content is left alone, so its creation
   // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
-  // was observed is not brought back (the check rides in the same statement, probed per row: see `noLaterChange`).
+  // was observed is not brought back (the check rides in the same statement, probed per row through
+  // access_changes_user_deletions_idx, which holds only deletions).
   const written = await namedRows<{ id: string }>(
     tx,
     sql`${insertUsersFromJson(rowsToWrite)}
-      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${changesOfUser(sql`t.id`)}
-        where a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
+      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${accessChanges} a
+        where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
       ${overwriteUnlessStoredNewer}
         and ${differsInComparedColumns('users', 'excluded')}
       returning id`,

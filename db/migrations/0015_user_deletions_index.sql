@@ -1,0 +1,1 @@
+CREATE INDEX "access_changes_user_deletions_idx" ON "access_changes" USING btree ("user_id") WHERE "access_changes"."kind" = 'user.deleted';
