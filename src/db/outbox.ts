@@ -3,7 +3,7 @@ import { PgDialect } from 'drizzle-orm/pg-core';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { rows, type Database } from './client.js';
-import { arrayLiteral } from './prepared.js';
+import { arrayLiteral, quotedLiteral } from './prepared.js';
 import { organizationOfEvent, userOfEvent, type EventEntities } from './access-events.js';
 import type { AccessChange } from './queries/changes.js';
 
@@ -782,7 +782,7 @@ const withValuesWritten = (query: SQL): string => {
   return built.sql.replace(/\$(\d+)/g, (_, index: string) => {
     const value = built.params[Number(index) - 1];
     if (typeof value !== 'string') throw new Error('withValuesWritten: text values expected');
-    return pg.escapeLiteral(value);
+    return quotedLiteral(value);
   });
 };
 
