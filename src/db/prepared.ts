@@ -16,6 +16,17 @@ export const prepared = (name: string, text: string): PreparedStatement => ({ na
 export const arrayLiteral = (values: (string | number | boolean | null)[]): string =>
   `{${values.map((value) => (value === null ? 'NULL' : `"${String(value).replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
 
+/**
+ * What `pg.escapeLiteral` returns (quotes and backslashes doubled, ` E` before a literal with a
+ * backslash), in one replace: pg's builds the literal a character at a time, and for the settlement's
+ * arrays (some 80 characters per result) that was 7 % of the bytes the sender allocated during the
+ * events bench, more than any other function of its own.
+ */
+export const quotedLiteral = (value: string): string => {
+  const quoted = `'${value.replace(/['\\]/g, '$&$&')}'`;
+  return value.includes('\\') ? ` E${quoted}` : quoted;
+};
+
 type QueryClient = { query(text: string, values: unknown[]): Promise<{ rows: unknown[] }> };
 
 /** `$n` placeholders as drizzle parameters, for a transaction (which has no client of its own to prepare on). */
