@@ -1,3 +1,4 @@
+import { Webhook } from 'svix';
 import { accessEventOf, webhookIdOf } from '../db/access-events.js';
 import { createChangeFrontier } from '../db/change-frontier.js';
 import type { Database } from '../db/client.js';
@@ -21,7 +22,6 @@ import type { Logger } from '../logger.js';
 import { metrics } from '../metrics.js';
 import { createClaimLoop } from './claim-loop.js';
 import { createDeliveryClient, describeDeliveryError } from './delivery-client.js';
-import { createWebhookSigner } from './webhook-signature.js';
 
 /** Like Svix: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery has failed. */
 export const defaultRetryScheduleMs = [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
@@ -58,10 +58,10 @@ export type EventSender = {
 const settleGatherMs = 5;
 
 /**
- * Sends the outbox as Standard Webhooks, signed as svix signs them (see `createWebhookSigner`). Rows are
- * claimed with SKIP LOCKED under a renewed lease, so any number of replicas run a sender and a dead one's
- * rows are sent again (at least once; the `webhook-id` lets receivers drop repeats). Results are written
- * back in groups: one statement for all the attempts that finished while the previous group was being written.
+ * Sends the outbox as Standard Webhooks, signed with svix. Rows are claimed with SKIP LOCKED under a
+ * renewed lease, so any number of replicas run a sender and a dead one's rows are sent again (at least
+ * once; the `webhook-id` lets receivers drop repeats). Results are written back in groups: one statement
+ * for all the attempts that finished while the previous group was being written.
  */
 export const createEventSender = (deps: { db: Database; logger: Logger }, options: EventSenderOptions = {}): EventSender => {
   const { db } = deps;
@@ -78,7 +78,16 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     connectionsPerOrigin: options.connectionsPerOrigin ?? 32,
     allowPrivateUrls: allowPrivate,
   });
-  const sign = createWebhookSigner();
+  const signers = new Map<string, Webhook>();
+  const signerFor = (secret: string) => {
+    let signer = signers.get(secret);
+    if (!signer) {
+      if (signers.size > 1000) signers.clear();
+      signer = new Webhook(secret);
+      signers.set(secret, signer);
+    }
+    return signer;
+  };
 
   let lastBacklogAt = 0;
   let lastDisableCheckAt = 0;
@@ -126,15 +135,14 @@ export const createEventSender = (deps: { db: Database; logger: Logger }, option
     try {
       const now = new Date();
       const webhookId = webhookIdOf(row.changeId);
-      const timestamp = Math.floor(now.getTime() / 1000);
       const signature = signingSecrets(subscription, now)
-        .map((secret) => sign(secret, webhookId, timestamp, payload))
+        .map((secret) => signerFor(secret).sign(webhookId, now, payload))
         .join(' ');
       const status = await client.post(subscription.url, payload, {
         'content-type': 'application/json',
         'user-agent': 'logto-access-sync',
         'webhook-id': webhookId,
-        'webhook-timestamp': String(timestamp),
+        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
         'webhook-signature': signature,
       });
       if (status >= 200 && status < 300) return deliveredAttempt(row, status);
