@@ -22,6 +22,12 @@ import { adminUrl, freshPostgres } from './fresh-database.js';
 import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
 
+/** This process's I/O counters (Linux /proc/self/io): bytes through read/write calls, and the write calls. */
+const processIo = (): { rchar: number; wchar: number; syscw: number } => {
+  const fields = Object.fromEntries(readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((line) => line.split(': ')));
+  return { rchar: Number(fields.rchar), wchar: Number(fields.wchar), syscw: Number(fields.syscw) };
+};
+
 export const run = async (args: string[]): Promise<void> => {
   const scale = Number(parseArgs({ args, options: { scale: { type: 'string', default: '0.3' } } }).values.scale);
   const users = Math.round(100_000 * scale);
@@ -54,12 +60,14 @@ export const run = async (args: string[]): Promise<void> => {
     const comm = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return '?'; } };
     const postgresCpu = trackPostgresCpu();
     const walBefore = await wal();
+    const ioBefore = processIo();
     const syncBefore = process.cpuUsage();
     const simBefore = sim.cpuSeconds();
     const started = performance.now();
     const result = await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
     const seconds = (performance.now() - started) / 1000;
     const syncCpu = process.cpuUsage(syncBefore);
+    const ioAfter = processIo();
     const walAfter = await wal();
     const postgresByPid = postgresCpu.stop();
     const byKind = new Map<string, number>();
@@ -76,6 +84,11 @@ export const run = async (args: string[]): Promise<void> => {
     const out = {
       scale, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
       cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(totalSeconds(postgresByPid).toFixed(1)) },
+      // The sync process's kernel share, and what it wrote and read through system calls (PostgreSQL's
+      // statements and results, the requests and pages of the simulated tenant): a socket write on
+      // loopback also pays the receiving side's network stack.
+      syncProcess: { systemSeconds: syncCpu.system / 1e6, writtenMB: Number(((ioAfter.wchar - ioBefore.wchar) / 1048576).toFixed(1)),
+        readMB: Number(((ioAfter.rchar - ioBefore.rchar) / 1048576).toFixed(1)), writeCalls: ioAfter.syscw - ioBefore.syscw },
       postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
       wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
         bytesPerRow: Math.round(walBytes / result.counts.rowsWritten) },

@@ -54,6 +54,11 @@ export type OrganizationMembersOptions = {
    * costs no statement. Without it each page is compared by the apply statement.
    */
   storedMembers?: StoredMembers;
+  /**
+   * Asked before each page is applied: whether its membership changes may come back only counted by
+   * kind (`ApplyResult.counted`) instead of one record each (see `ApplyMembersOptions.countChanges`).
+   */
+  countChanges?: () => boolean;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -86,10 +91,11 @@ const applyMemberPage = async (
   members: LogtoOrganizationMember[],
   context: ChangeContext,
   readStoredMembers: boolean,
+  countChanges: boolean,
 ): Promise<ApplyResult & { storedMemberIds?: string[] }> => {
   const db = deps.database.db;
   const snapshots = members.map(memberSnapshot);
-  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members });
+  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members, countChanges });
   if (first.unknownRoleIds.length === 0) return first;
   const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
   if (first.storedMemberIds) result.storedMemberIds = first.storedMemberIds;
@@ -97,7 +103,7 @@ const applyMemberPage = async (
     (role) => role !== null,
   );
   mergeResults(result, await applyOrganizationRoles(db, roles, context));
-  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members }));
+  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members, countChanges }));
 };
 
 /**
@@ -147,12 +153,14 @@ export const syncOrganizationMembers = async (
         ? sorted.filter((item) => memberDiffers(storedMembers, memberSnapshot(item)))
         : sorted;
       const applying =
-        differing.length > 0 ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first) : Promise.resolve<ApplyResult & { storedMemberIds?: string[] }>(emptyResult());
+        differing.length > 0
+          ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first, options.countChanges?.() ?? false)
+          : Promise.resolve<ApplyResult & { storedMemberIds?: string[] }>(emptyResult());
       const before = previous;
       previous = (async () => {
         const applied = await applying;
         await before;
-        if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten });
+        if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) });
         else mergeResults(result, applied);
         result.membersChecked += items.length;
         result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);

@@ -1,4 +1,4 @@
-import type { ChangeRecord } from './apply/index.js';
+import type { ChangeCounts, ChangeKind, ChangeRecord } from './apply/index.js';
 
 export type DriftKind = 'missing' | 'extra' | 'stale' | 'role_missing' | 'role_extra';
 export type DriftEntity = 'user' | 'organization' | 'organization_role' | 'membership' | 'member_role';
@@ -110,6 +110,28 @@ export class DriftReporter {
       if (staleUser) staleUsers.set(change.userId!, item);
       if (this.report.items.length < maxReportItems) this.report.items.push(item);
       else this.report.truncated += 1;
+    }
+  }
+
+  /** Whether the report keeps no more items: what is added from now on only counts. */
+  full(): boolean {
+    return this.report.items.length >= maxReportItems;
+  }
+
+  /**
+   * Changes known only by their kind's count (`ApplyResult.counted`), added to the totals once the report
+   * is full (`full`), when an item would not have been kept anyway. Only kinds without details come
+   * counted (the membership changes a page of members writes), so each counts as one drift.
+   */
+  addCounted(counted: ChangeCounts): void {
+    for (const [kind, count] of Object.entries(counted) as [ChangeKind, number][]) {
+      const found = drift({ kind });
+      if (!found || count <= 0) continue;
+      this.report.totals[found.kind] += count;
+      const entityKey = `${found.kind}:${found.entity}`;
+      this.report.byEntity[entityKey] = (this.report.byEntity[entityKey] ?? 0) + count;
+      // No item: the entities are not known (and the report had no room left for them).
+      this.report.truncated += count;
     }
   }
 

@@ -132,6 +132,35 @@ describe('apply functions', () => {
     expect(roles.map((row) => row.organizationRoleId)).toEqual([viewer!.id]);
   });
 
+  it('with countChanges, counts the membership changes by kind, still recording each, and lists the users the page brings', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
+    await db().delete(accessChanges);
+    const result = await applyMembers(
+      db(),
+      acme!.id,
+      [
+        { userId: alice!.id, organizationRoleIds: [viewer!.id] },
+        { userId: bob!.id, organizationRoleIds: [admin!.id, viewer!.id] },
+        { userId: carol.id, organizationRoleIds: [] },
+      ],
+      context('2026-11-23T11:05:00Z', 'reconcile'),
+      { users: [carol], countChanges: true },
+    );
+    expect(result.changes.map((change) => [change.kind, change.userId])).toEqual([['user.created', carol.id]]);
+    expect(result.counted).toEqual({ 'member.added': 2, 'member_role.granted': 3, 'member_role.revoked': 1 });
+    // As without countChanges: carol's row, and each change with its row.
+    expect(result.rowsWritten).toBe(1 + 7 + 6);
+    // In the order recorded without it: the brought user, then added members, grants and revokes, each in key order.
+    const inKeyOrder = (rows: (string | null)[][]) => [...rows].sort((a, b) => (a[1]! < b[1]! ? -1 : a[1]! > b[1]! ? 1 : a[2]! < b[2]! ? -1 : a[2]! > b[2]! ? 1 : 0));
+    expect((await changes()).map((change) => [change.kind, change.userId, change.organizationRoleId])).toEqual([
+      ['user.created', carol.id, null],
+      ...inKeyOrder([['member.added', bob!.id, null], ['member.added', carol.id, null]]),
+      ...inKeyOrder([['member_role.granted', bob!.id, admin!.id], ['member_role.granted', alice!.id, viewer!.id], ['member_role.granted', bob!.id, viewer!.id]]),
+      ['member_role.revoked', alice!.id, admin!.id],
+    ]);
+  });
+
   it('does not let an older snapshot undo a removal recorded after it', async () => {
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
     await removeMembers(db(), acme!.id, [alice!.id], context('2026-11-23T11:10:00Z'));

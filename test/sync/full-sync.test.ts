@@ -4,6 +4,7 @@ import { accessChanges, syncRuns, users } from '../../db/schema.js';
 import { LogtoError } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
+import { maxReportItems, type DriftReport } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
@@ -43,6 +44,20 @@ describe('full sync against the simulated tenant', () => {
     });
     const baseline = await database.db.select().from(accessChanges).where(eq(accessChanges.source, 'baseline'));
     expect(baseline.filter((change) => change.kind === 'member.added')).toHaveLength(tenant.memberships);
+    // The report counts every change, although past its last item the member pages only counted theirs.
+    expect(baseline.length).toBeGreaterThan(maxReportItems);
+    expect(counts.changes).toBe(baseline.length);
+    const drift = (run.report as { drift: DriftReport }).drift;
+    expect(drift.totals).toEqual({
+      missing: tenant.users + tenant.organizations + tenant.organizationRoles + tenant.memberships,
+      extra: 0,
+      stale: 0,
+      role_missing: tenant.memberRoles,
+      role_extra: 0,
+    });
+    expect(drift.byEntity).toMatchObject({ 'missing:membership': tenant.memberships, 'role_missing:member_role': tenant.memberRoles });
+    expect(drift.items).toHaveLength(maxReportItems);
+    expect(drift.truncated).toBe(counts.drift - maxReportItems);
   });
 
   it('keeps Unicode names exactly', async () => {

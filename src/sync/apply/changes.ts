@@ -1,7 +1,7 @@
 import { and, gt, inArray, eq, sql, type SQL } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
-import { insertChangesWithEvents } from '../../db/outbox.js';
+import { insertChangesCountingKinds, insertChangesWithEvents } from '../../db/outbox.js';
 import { namedRows } from '../../db/prepared.js';
 import { transaction, type LastStatement } from '../../db/transaction.js';
 import { entityLocks } from './entity-locks.js';
@@ -51,15 +51,33 @@ export type ChangeRecord = {
   context?: ChangeContext;
 };
 
-export type ApplyResult = { changes: ChangeRecord[]; rowsWritten: number };
+/** How many changes of each kind were recorded. */
+export type ChangeCounts = Partial<Record<ChangeKind, number>>;
+
+/**
+ * What an apply wrote: the changes it recorded, in order, and the rows it wrote. `counted`: changes
+ * recorded besides `changes`, only counted by kind, for a caller that asked for totals (`countChanges`).
+ */
+export type ApplyResult = { changes: ChangeRecord[]; rowsWritten: number; counted?: ChangeCounts };
 
 export const emptyResult = (): ApplyResult => ({ changes: [], rowsWritten: 0 });
 
 export const mergeResults = (target: ApplyResult, source: ApplyResult): ApplyResult => {
   target.changes.push(...source.changes);
   target.rowsWritten += source.rowsWritten;
+  if (source.counted) target.counted = addCounts(target.counted ?? {}, source.counted);
   return target;
 };
+
+/** `into` with `counts` added (changed in place). */
+export const addCounts = (into: ChangeCounts, counts: ChangeCounts): ChangeCounts => {
+  for (const [kind, count] of Object.entries(counts) as [ChangeKind, number][]) into[kind] = (into[kind] ?? 0) + count;
+  return into;
+};
+
+/** Every change an apply recorded: those listed and those only counted. */
+export const changeCount = (result: Pick<ApplyResult, 'changes' | 'counted'>): number =>
+  result.changes.length + Object.values(result.counted ?? {}).reduce((sum, count) => sum + count, 0);
 
 const insertBatchSize = 5000;
 
@@ -182,7 +200,8 @@ export const writeUsersRecordingChanges = async (
  * user, organization, role, details) in one statement after the data-modifying CTEs `writes` they select
  * from, with the call's context sent once: a page's writes and their change log then cost one round
  * trip instead of one each. `prior` are changes recorded first, in their order (users the page brings).
- * Returns every change recorded, in order: `prior`, then those `selected` made of the writes.
+ * Returns every change recorded, in order: `prior`, then those `selected` made of the writes; with
+ * `countOnly`, those made of the writes are only counted by kind (`counted`), and no row comes back for them.
  */
 export const recordWrittenChanges = async (
   db: Database,
@@ -190,21 +209,30 @@ export const recordWrittenChanges = async (
   selected: SQL,
   prior: ChangeRecord[],
   context: ChangeContext,
-): Promise<ChangeRecord[]> => {
-  // Named: a page's text is the same every time, and planning it cost more than running a small page.
-  const inserted = await namedRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
-    db,
-    insertChangesWithEvents(
-      sql`${insertIntoChanges}
+  countOnly = false,
+): Promise<{ changes: ChangeRecord[]; counted?: ChangeCounts }> => {
+  const insert = sql`${insertIntoChanges}
         ${selectWithSharedContext(sql.raw('c'), context)}
         from (
           select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, (p.e->'d')::jsonb as d
           from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
           union all ${selected}
         ) c
-        order by c.g, c.n`,
-      writes,
-    ),
+        order by c.g, c.n`;
+  if (countOnly) {
+    // Named, as below. The prior changes are counted with the rest by the statement: taken out again here.
+    const counted: ChangeCounts = {};
+    for (const row of await namedRows<{ kind: ChangeKind; n: number }>(db, insertChangesCountingKinds(insert, writes))) counted[row.kind] = row.n;
+    for (const change of prior) counted[change.kind] = (counted[change.kind] ?? 0) - 1;
+    for (const kind of Object.keys(counted) as ChangeKind[]) if (!counted[kind]) delete counted[kind];
+    countRecorded(prior, context);
+    countKinds(counted, context.source);
+    return { changes: prior, counted };
+  }
+  // Named: a page's text is the same every time, and planning it cost more than running a small page.
+  const inserted = await namedRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
+    db,
+    insertChangesWithEvents(insert, writes),
   );
   const changes = [
     ...prior,
@@ -218,7 +246,11 @@ export const recordWrittenChanges = async (
     ),
   ];
   countRecorded(changes, context);
-  return changes;
+  return { changes };
+};
+
+const countKinds = (counted: ChangeCounts, source: ChangeSource) => {
+  for (const [kind, count] of Object.entries(counted) as [ChangeKind, number][]) if (count > 0) metrics.accessChanges.inc({ source, kind }, count);
 };
 
 const countRecorded = (changes: ChangeRecord[], context: ChangeContext) => {

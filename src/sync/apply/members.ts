@@ -3,7 +3,7 @@ import { accessChanges, organizationMemberRoles, organizationMembers, organizati
 import type { Database } from '../../db/client.js';
 import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import { applyTransaction, changeCount, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
 
 /** One member of one organization as Logto reported it: a member, holding exactly these roles. */
@@ -263,8 +263,13 @@ const applyMemberships = async (
       rowsWritten += (await recordChanges(tx, changes, context)).length;
       return { ...result, changes, rowsWritten };
     }
-    const memberships = await writeMemberships(tx, organizationId, written, changes, context);
-    return { ...result, changes: memberships.changes, rowsWritten: rowsWritten + memberships.rowsWritten };
+    const memberships = await writeMemberships(tx, organizationId, written, changes, context, options.countChanges ?? false);
+    return {
+      ...result,
+      changes: memberships.changes,
+      ...(memberships.counted ? { counted: memberships.counted } : {}),
+      rowsWritten: rowsWritten + memberships.rowsWritten,
+    };
   }, lock);
 };
 
@@ -292,7 +297,8 @@ const noLaterRemoval = (organizationId: string, observedAt: string, kind: SQL) =
 /**
  * Writes a membership diff and records its changes after `prior` (the users the page brings), in the
  * caller's transaction and in one statement: the memberships, grants and revokes are data-modifying CTEs
- * whose returned rows become the change rows. A page is then one round trip, not four.
+ * whose returned rows become the change rows. A page is then one round trip, not four. With
+ * `countChanges`, the membership changes come back counted by kind (`counted`), not one record each.
  */
 const writeMemberships = async (
   tx: Database,
@@ -300,6 +306,7 @@ const writeMemberships = async (
   diff: MembershipDiff,
   prior: ChangeRecord[],
   context: ChangeContext,
+  countChanges: boolean,
 ): Promise<ApplyResult> => {
   const observedAt = context.observedAt.toISOString();
   // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
@@ -354,9 +361,11 @@ const writeMemberships = async (
   const selected = sql`select 1, row_number() over (order by user_id), 'member.added', user_id, ${organizationId}::text, null::text, null::jsonb from added
     union all select 2, row_number() over (order by user_id, organization_role_id), 'member_role.granted', user_id, ${organizationId}::text, organization_role_id, null::jsonb from granted
     union all select 3, row_number() over (order by user_id, organization_role_id), 'member_role.revoked', user_id, ${organizationId}::text, organization_role_id, null::jsonb from revoked`;
-  const changes = await recordWrittenChanges(tx, writes, selected, prior, context);
+  const recorded = await recordWrittenChanges(tx, writes, selected, prior, context, countChanges);
+  const { changes, counted } = recorded;
+  const total = changeCount(recorded);
   // Each membership change is one row written besides its change row; a brought user's rows are counted by the caller.
-  return { changes, rowsWritten: changes.length + (changes.length - prior.length) };
+  return { changes, ...(counted ? { counted } : {}), rowsWritten: total + (total - prior.length) };
 };
 
 export type ApplyMembersOptions = {
@@ -375,6 +384,12 @@ export type ApplyMembersOptions = {
    * are written with the page, in its transaction, instead of being reported unknown.
    */
   users?: LogtoUser[];
+  /**
+   * Return the membership changes counted by kind (`ApplyResult.counted`) instead of one record each (the
+   * users a page brings are still listed): for a caller that needs only totals, such as a crawl whose
+   * report holds as many items as it keeps. The change rows and their events are the same.
+   */
+  countChanges?: boolean;
 };
 
 /**
