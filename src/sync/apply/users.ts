@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { inArray, sql, type SQL } from 'drizzle-orm';
 import { users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
@@ -25,16 +26,40 @@ const comparedFields = [
 ] as const;
 export type UserField = (typeof comparedFields)[number];
 /** Every column a user snapshot writes. */
-export const writtenUserFields = [...comparedFields, 'raw', 'observedAt'] as const;
+export const writtenUserFields = [...comparedFields, 'raw', 'observedAt', 'comparedDigest'] as const;
 
 const toDate = (epochMs: number | null | undefined) => (epochMs === null || epochMs === undefined ? null : new Date(epochMs));
+
+/** JSON with every object's keys in code-point order, as jsonb equality ignores their order. */
+const canonicalJson = (value: unknown): string => {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  if (keys.length === 0) return '{}';
+  const record = value as Record<string, unknown>;
+  return `{${keys.filter((key) => record[key] !== undefined).map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
+};
+
+/**
+ * A digest of the compared columns of a row, stored with it by every write (`compared_digest`): equal
+ * digests mean the compared columns are equal, so a reconcile sends a page's ids and digests and only
+ * the users whose digest differs (changed, or stored without one) are compared column by column. sha256,
+ * as the profile and custom data are the users' own to choose.
+ */
+export const comparedDigest = (row: Omit<UserRow, 'comparedDigest'>): string =>
+  createHash('sha256')
+    .update(
+      `${JSON.stringify([row.username, row.primaryEmail, row.primaryPhone, row.name, row.avatar, row.isSuspended, row.applicationId,
+        row.lastSignInAt?.getTime() ?? null, row.createdAt.getTime(), row.updatedAt.getTime()])}${canonicalJson(row.customData)}${canonicalJson(row.profile)}`,
+    )
+    .digest('base64');
 
 export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
   // hasPassword is present on /users but absent on member lists: dropping it keeps raw comparable across both.
   const { hasPassword: _hasPassword, organizationRoles: _roles, ...raw } = user as LogtoUser & {
     organizationRoles?: unknown;
   };
-  return {
+  const row = {
     id: user.id,
     username: user.username ?? null,
     primaryEmail: user.primaryEmail ?? null,
@@ -51,6 +76,7 @@ export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
     raw,
     observedAt,
   };
+  return { ...row, comparedDigest: comparedDigest(row) };
 };
 
 /** The columns a user row is written with, and their types for `json_to_recordset`. */
@@ -70,6 +96,7 @@ const userColumnTypes: [string, string][] = [
   ['updated_at', 'timestamptz'],
   ['raw', 'jsonb'],
   ['observed_at', 'timestamptz'],
+  ['compared_digest', 'text'],
 ];
 const userColumns = userColumnTypes.map(([column]) => column);
 const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
@@ -94,6 +121,7 @@ const toJsonRow = (row: UserRow) => ({
   updated_at: row.updatedAt.toISOString(),
   raw: row.raw,
   observed_at: row.observedAt?.toISOString(),
+  compared_digest: row.comparedDigest ?? null,
 });
 
 /** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
@@ -195,8 +223,10 @@ const comparedRecordType = userColumnTypes
  * of unchanged users, most of a reconcile, costs one statement that returns nothing.
  */
 const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
-  const page = rows.map((row) => {
-    const { raw: _raw, observed_at: _observedAt, ...compared } = toJsonRow(row);
+  const suspects = await undigestedIds(db, rows);
+  if (suspects.size === 0) return [];
+  const page = rows.filter((row) => suspects.has(row.id)).map((row) => {
+    const { raw: _raw, observed_at: _observedAt, compared_digest: _digest, ...compared } = toJsonRow(row);
     return compared;
   });
   const found = await namedRows<{ id: string }>(
@@ -207,6 +237,22 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
         and ${differsInComparedColumns('u', 't')})`,
   );
   return found.map((row) => row.id);
+};
+
+/**
+ * The ids among `rows` whose stored digest is not theirs (not stored, changed, or stored without one):
+ * the only ones that can differ. Ids and digests are a fraction of the compared columns' JSON, which
+ * cost this process its serialising and sending and PostgreSQL its parsing (jsonb, timestamps) for
+ * every user of an unchanged page.
+ */
+const undigestedIds = async (db: Database, rows: UserRow[]): Promise<Set<string>> => {
+  const found = await namedRows<{ id: string }>(
+    db,
+    sql`select t.id from unnest(${sql.param(rows.map((row) => row.id))}::text[], ${sql.param(rows.map((row) => row.comparedDigest ?? null))}::text[]) as t(id, digest)
+      left join ${users} u on u.id = t.id
+      where u.compared_digest is distinct from t.digest`,
+  );
+  return new Set(found.map((row) => row.id));
 };
 
 const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, ComparedRow>) => {
