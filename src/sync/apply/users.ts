@@ -40,6 +40,19 @@ const canonicalJson = (value: unknown): string => {
   return `{${keys.filter((key) => record[key] !== undefined).map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
 };
 
+/** The instant `new Date(epochMs)` holds, as its `getTime()` (ECMAScript's TimeClip), without making the Date. */
+const timeClip = (epochMs: number): number | null =>
+  Number.isFinite(epochMs) && Math.abs(epochMs) <= 8.64e15 ? Math.trunc(epochMs) + 0 : null;
+
+const digestOf = (
+  texts: (string | null)[],
+  isSuspended: boolean,
+  instants: (number | null)[],
+  customData: unknown,
+  profile: unknown,
+): string =>
+  createHash('sha256').update(`${JSON.stringify([...texts, isSuspended, ...instants])}${canonicalJson(customData)}${canonicalJson(profile)}`).digest('base64');
+
 /**
  * A digest of the compared columns of a row, stored with it by every write (`compared_digest`): equal
  * digests mean the compared columns are equal, so a reconcile sends a page's ids and digests and only
@@ -47,12 +60,26 @@ const canonicalJson = (value: unknown): string => {
  * as the profile and custom data are the users' own to choose.
  */
 export const comparedDigest = (row: Omit<UserRow, 'comparedDigest'>): string =>
-  createHash('sha256')
-    .update(
-      `${JSON.stringify([row.username, row.primaryEmail, row.primaryPhone, row.name, row.avatar, row.isSuspended, row.applicationId,
-        row.lastSignInAt?.getTime() ?? null, row.createdAt.getTime(), row.updatedAt.getTime()])}${canonicalJson(row.customData)}${canonicalJson(row.profile)}`,
-    )
-    .digest('base64');
+  digestOf(
+    [row.username ?? null, row.primaryEmail ?? null, row.primaryPhone ?? null, row.name ?? null, row.avatar ?? null, row.applicationId ?? null],
+    row.isSuspended ?? false,
+    [row.lastSignInAt ? timeClip(row.lastSignInAt.getTime()) : null, timeClip(row.createdAt.getTime()), timeClip(row.updatedAt.getTime())],
+    row.customData ?? {},
+    row.profile ?? {},
+  );
+
+/**
+ * `comparedDigest(toUserRow(user))` straight from Logto's user: a reconcile digests every user of a page
+ * and builds the row (a copy of the whole user, and its instants) only for the few whose digest differs.
+ */
+export const userDigest = (user: LogtoUser): string =>
+  digestOf(
+    [user.username ?? null, user.primaryEmail ?? null, user.primaryPhone ?? null, user.name ?? null, user.avatar ?? null, user.applicationId ?? null],
+    user.isSuspended,
+    [user.lastSignInAt === null || user.lastSignInAt === undefined ? null : timeClip(user.lastSignInAt), timeClip(user.createdAt), timeClip(user.updatedAt)],
+    user.customData ?? {},
+    user.profile ?? {},
+  );
 
 export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
   // hasPassword is present on /users but absent on member lists: dropping it keeps raw comparable across both.
@@ -223,9 +250,7 @@ const comparedRecordType = userColumnTypes
  * of unchanged users, most of a reconcile, costs one statement that returns nothing.
  */
 const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
-  const suspects = await undigestedIds(db, rows);
-  if (suspects.size === 0) return [];
-  const page = rows.filter((row) => suspects.has(row.id)).map((row) => {
+  const page = rows.map((row) => {
     const { raw: _raw, observed_at: _observedAt, compared_digest: _digest, ...compared } = toJsonRow(row);
     return compared;
   });
@@ -245,10 +270,10 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
  * cost this process its serialising and sending and PostgreSQL its parsing (jsonb, timestamps) for
  * every user of an unchanged page.
  */
-const undigestedIds = async (db: Database, rows: UserRow[]): Promise<Set<string>> => {
+const undigestedIds = async (db: Database, ids: string[], digests: string[]): Promise<Set<string>> => {
   const found = await namedRows<{ id: string }>(
     db,
-    sql`select t.id from unnest(${sql.param(rows.map((row) => row.id))}::text[], ${sql.param(rows.map((row) => row.comparedDigest ?? null))}::text[]) as t(id, digest)
+    sql`select t.id from unnest(${sql.param(ids)}::text[], ${sql.param(digests)}::text[]) as t(id, digest)
       left join ${users} u on u.id = t.id
       where u.compared_digest is distinct from t.digest`,
   );
@@ -270,9 +295,14 @@ const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<s
  */
 export const applyUsers = async (db: Database, incoming: LogtoUser[], context: ChangeContext): Promise<ApplyResult> => {
   if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
-  const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+  // Compared outside a transaction: an unchanged page costs one read of ids and digests, answered with no
+  // row, and writes nothing. Rows are built, and compared column by column, only for the users it returns.
+  const latest = new Map(incoming.map((user) => [user.id, user]));
+  const pageIds = [...latest.keys()];
+  const suspects = await undigestedIds(db, pageIds, pageIds.map((id) => userDigest(latest.get(id)!)));
+  if (suspects.size === 0) return { changes: [], rowsWritten: 0 };
+  const byId = new Map([...suspects].map((id) => [id, toUserRow(latest.get(id)!, context.observedAt)]));
   const ids = [...byId.keys()].sort();
-  // Compared outside a transaction: an unchanged page costs one read, answered with no row, and writes nothing.
   const differingIds = new Set(await differingUserIds(db, ids.map((id) => byId.get(id)!)));
   const differing = ids.filter((id) => differingIds.has(id));
   if (differing.length === 0) return { changes: [], rowsWritten: 0 };
