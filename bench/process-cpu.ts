@@ -37,11 +37,17 @@ export const postgresPids = (): number[] =>
  * Read every `everyMs`; a backend that exits between two readings loses at most that much of its work.
  * `stop` gives the seconds each process used, by pid.
  */
-export const trackPostgresCpu = (everyMs = 500): { stop(): Map<number, number> } => {
-  const start = cpuSeconds(postgresPids());
+export const trackPostgresCpu = (everyMs = 500): { stop(): Map<number, number>; databaseOf(pid: number): string | undefined } => {
+  const databases = new Map<number, string>();
+  const pids = () => {
+    const found = postgresPids();
+    for (const pid of found) if (!databases.has(pid)) databases.set(pid, backendDatabase(pid) ?? '');
+    return found;
+  };
+  const start = cpuSeconds(pids());
   const last = new Map(start);
   const read = () => {
-    for (const [pid, seconds] of cpuSeconds(postgresPids())) last.set(pid, seconds);
+    for (const [pid, seconds] of cpuSeconds(pids())) last.set(pid, seconds);
   };
   const timer = setInterval(read, everyMs);
   return {
@@ -50,7 +56,25 @@ export const trackPostgresCpu = (everyMs = 500): { stop(): Map<number, number> }
       read();
       return new Map([...last].map(([pid, seconds]) => [pid, seconds - (start.get(pid) ?? 0)]));
     },
+    databaseOf: (pid) => databases.get(pid) || undefined,
   };
 };
+
+/**
+ * The database a backend serves, from the title PostgreSQL gives it (`postgres: [<cluster>: ]<user> <database> <host>(<port>) <state>`);
+ * undefined for the server's own processes (checkpointer, walwriter, …), which serve none.
+ */
+const backendDatabase = (pid: number): string | undefined => {
+  try {
+    const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+    return /^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\]) /.exec(title)?.[1];
+  } catch {
+    return undefined;
+  }
+};
+
+/** Of `byPid` (from `stop`), the seconds of the backends serving `database`: a run's own, apart from the server's other processes and other databases' clients. */
+export const secondsOf = (tracker: { databaseOf(pid: number): string | undefined }, byPid: Map<number, number>, database: string): number =>
+  [...byPid].reduce((sum, [pid, seconds]) => (tracker.databaseOf(pid) === database ? sum + seconds : sum), 0);
 
 export const totalSeconds = (byPid: Map<number, number>): number => [...byPid.values()].reduce((sum, seconds) => sum + seconds, 0);

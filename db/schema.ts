@@ -39,6 +39,13 @@ export const users = pgTable(
     updatedAt: tz('updated_at').notNull(),
     raw: jsonb('raw').$type<Record<string, unknown>>().notNull(),
     observedAt: tz('observed_at').notNull(),
+    /**
+     * A digest of the compared columns as the apply functions wrote them (`comparedDigest` in
+     * src/sync/apply/users.ts): a reconcile compares it with the incoming user's, so an unchanged page
+     * ships ids and digests, not whole users. A trigger (migration 0016) clears it when an update
+     * changes a compared column without giving a new digest, so it never vouches for other content.
+     */
+    comparedDigest: text('compared_digest'),
   },
   (table) => [
     index('users_username_idx').on(table.username),

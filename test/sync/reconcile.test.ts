@@ -6,6 +6,7 @@ import { startFullSync } from '../../src/jobs/full-sync-runner.js';
 import type { LogtoClient, LogtoUser } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { applyUsers, removeMembers } from '../../src/sync/apply/index.js';
+import { comparedDigest, toUserRow } from '../../src/sync/apply/users.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import type { DriftItem } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
@@ -118,6 +119,28 @@ describe('reconciliation', () => {
       ]),
     );
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
+  it('stores a digest of each user\'s compared columns, and compares a user whose digest is missing or was cleared column by column', async () => {
+    const digestsOf = async () =>
+      new Map((await database.db.select({ id: users.id, digest: users.comparedDigest }).from(users)).map((row) => [row.id, row.digest]));
+    const tenantDigests = async () =>
+      new Map((await clientFor(sim).findUsersByIds(sim.state.listUsers().map((user) => user.id))).map((user) => [user.id, comparedDigest(toUserRow(user, new Date()))]));
+    expect(await digestsOf()).toEqual(await tenantDigests());
+    const [withoutDigest, handEdited] = sim.state.listUsers().slice(11, 13);
+    // A row an older version wrote (no digest), drifted since.
+    await database.db.update(users).set({ name: 'Drifted', comparedDigest: null }).where(eq(users.id, withoutDigest!.id));
+    // A compared column changed without a new digest: the trigger clears the old one, which vouches for other content.
+    await database.db.update(users).set({ primaryPhone: '+10000000000' }).where(eq(users.id, handEdited!.id));
+    expect((await digestsOf()).get(handEdited!.id)).toBeNull();
+    const { drift } = await reconcile();
+    expect(sortItems(drift.items)).toEqual(
+      sortItems([
+        { kind: 'stale', entity: 'user', userId: withoutDigest!.id, fields: ['name'], repair: 'updated' },
+        { kind: 'stale', entity: 'user', userId: handEdited!.id, fields: ['primaryPhone'], repair: 'updated' },
+      ]),
+    );
+    expect(await digestsOf()).toEqual(await tenantDigests());
   });
 
   it('does not revert webhooks applied while it runs', async () => {

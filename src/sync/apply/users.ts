@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { inArray, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
@@ -25,16 +26,67 @@ const comparedFields = [
 ] as const;
 export type UserField = (typeof comparedFields)[number];
 /** Every column a user snapshot writes. */
-export const writtenUserFields = [...comparedFields, 'raw', 'observedAt'] as const;
+export const writtenUserFields = [...comparedFields, 'raw', 'observedAt', 'comparedDigest'] as const;
 
 const toDate = (epochMs: number | null | undefined) => (epochMs === null || epochMs === undefined ? null : new Date(epochMs));
+
+/** JSON with every object's keys in code-point order, as jsonb equality ignores their order. */
+const canonicalJson = (value: unknown): string => {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  if (keys.length === 0) return '{}';
+  const record = value as Record<string, unknown>;
+  return `{${keys.filter((key) => record[key] !== undefined).map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
+};
+
+/** The instant `new Date(epochMs)` holds, as its `getTime()` (ECMAScript's TimeClip), without making the Date. */
+const timeClip = (epochMs: number): number | null =>
+  Number.isFinite(epochMs) && Math.abs(epochMs) <= 8.64e15 ? Math.trunc(epochMs) + 0 : null;
+
+const digestOf = (
+  texts: (string | null)[],
+  isSuspended: boolean,
+  instants: (number | null)[],
+  customData: unknown,
+  profile: unknown,
+): string =>
+  createHash('sha256').update(`${JSON.stringify([...texts, isSuspended, ...instants])}${canonicalJson(customData)}${canonicalJson(profile)}`).digest('base64');
+
+/**
+ * A digest of the compared columns of a row, stored with it by every write (`compared_digest`): equal
+ * digests mean the compared columns are equal, so a reconcile sends a page's ids and digests and only
+ * the users whose digest differs (changed, or stored without one) are compared column by column. sha256,
+ * as the profile and custom data are the users' own to choose.
+ */
+export const comparedDigest = (row: Omit<UserRow, 'comparedDigest'>): string =>
+  digestOf(
+    [row.username ?? null, row.primaryEmail ?? null, row.primaryPhone ?? null, row.name ?? null, row.avatar ?? null, row.applicationId ?? null],
+    row.isSuspended ?? false,
+    [row.lastSignInAt ? timeClip(row.lastSignInAt.getTime()) : null, timeClip(row.createdAt.getTime()), timeClip(row.updatedAt.getTime())],
+    row.customData ?? {},
+    row.profile ?? {},
+  );
+
+/**
+ * `comparedDigest(toUserRow(user))` straight from Logto's user: a reconcile digests every user of a page
+ * and builds the row (a copy of the whole user, and its instants) only for the few whose digest differs.
+ */
+export const userDigest = (user: LogtoUser): string =>
+  digestOf(
+    [user.username ?? null, user.primaryEmail ?? null, user.primaryPhone ?? null, user.name ?? null, user.avatar ?? null, user.applicationId ?? null],
+    user.isSuspended,
+    [user.lastSignInAt === null || user.lastSignInAt === undefined ? null : timeClip(user.lastSignInAt), timeClip(user.createdAt), timeClip(user.updatedAt)],
+    user.customData ?? {},
+    user.profile ?? {},
+  );
 
 export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
   // hasPassword is present on /users but absent on member lists: dropping it keeps raw comparable across both.
   const { hasPassword: _hasPassword, organizationRoles: _roles, ...raw } = user as LogtoUser & {
     organizationRoles?: unknown;
   };
-  return {
+  const row = {
     id: user.id,
     username: user.username ?? null,
     primaryEmail: user.primaryEmail ?? null,
@@ -51,6 +103,7 @@ export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
     raw,
     observedAt,
   };
+  return { ...row, comparedDigest: comparedDigest(row) };
 };
 
 /** The columns a user row is written with, and their types for `json_to_recordset`. */
@@ -70,6 +123,7 @@ const userColumnTypes: [string, string][] = [
   ['updated_at', 'timestamptz'],
   ['raw', 'jsonb'],
   ['observed_at', 'timestamptz'],
+  ['compared_digest', 'text'],
 ];
 const userColumns = userColumnTypes.map(([column]) => column);
 const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
@@ -94,6 +148,7 @@ const toJsonRow = (row: UserRow) => ({
   updated_at: row.updatedAt.toISOString(),
   raw: row.raw,
   observed_at: row.observedAt?.toISOString(),
+  compared_digest: row.comparedDigest ?? null,
 });
 
 /** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
@@ -196,7 +251,7 @@ const comparedRecordType = userColumnTypes
  */
 const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
   const page = rows.map((row) => {
-    const { raw: _raw, observed_at: _observedAt, ...compared } = toJsonRow(row);
+    const { raw: _raw, observed_at: _observedAt, compared_digest: _digest, ...compared } = toJsonRow(row);
     return compared;
   });
   const found = await namedRows<{ id: string }>(
@@ -207,6 +262,22 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
         and ${differsInComparedColumns('u', 't')})`,
   );
   return found.map((row) => row.id);
+};
+
+/**
+ * The ids among `rows` whose stored digest is not theirs (not stored, changed, or stored without one):
+ * the only ones that can differ. Ids and digests are a fraction of the compared columns' JSON, which
+ * cost this process its serialising and sending and PostgreSQL its parsing (jsonb, timestamps) for
+ * every user of an unchanged page.
+ */
+const undigestedIds = async (db: Database, ids: string[], digests: string[]): Promise<Set<string>> => {
+  const found = await namedRows<{ id: string }>(
+    db,
+    sql`select t.id from unnest(${sql.param(ids)}::text[], ${sql.param(digests)}::text[]) as t(id, digest)
+      left join ${users} u on u.id = t.id
+      where u.compared_digest is distinct from t.digest`,
+  );
+  return new Set(found.map((row) => row.id));
 };
 
 const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, ComparedRow>) => {
@@ -224,9 +295,14 @@ const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<s
  */
 export const applyUsers = async (db: Database, incoming: LogtoUser[], context: ChangeContext): Promise<ApplyResult> => {
   if (incoming.length === 0) return { changes: [], rowsWritten: 0 };
-  const byId = new Map(incoming.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+  // Compared outside a transaction: an unchanged page costs one read of ids and digests, answered with no
+  // row, and writes nothing. Rows are built, and compared column by column, only for the users it returns.
+  const latest = new Map(incoming.map((user) => [user.id, user]));
+  const pageIds = [...latest.keys()];
+  const suspects = await undigestedIds(db, pageIds, pageIds.map((id) => userDigest(latest.get(id)!)));
+  if (suspects.size === 0) return { changes: [], rowsWritten: 0 };
+  const byId = new Map([...suspects].map((id) => [id, toUserRow(latest.get(id)!, context.observedAt)]));
   const ids = [...byId.keys()].sort();
-  // Compared outside a transaction: an unchanged page costs one read, answered with no row, and writes nothing.
   const differingIds = new Set(await differingUserIds(db, ids.map((id) => byId.get(id)!)));
   const differing = ids.filter((id) => differingIds.has(id));
   if (differing.length === 0) return { changes: [], rowsWritten: 0 };
