@@ -3,6 +3,7 @@ import { inArray, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
+import { canonicalJson } from '../../db/canonical-json.js';
 import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
@@ -29,16 +30,6 @@ export type UserField = (typeof comparedFields)[number];
 export const writtenUserFields = [...comparedFields, 'raw', 'observedAt', 'comparedDigest'] as const;
 
 const toDate = (epochMs: number | null | undefined) => (epochMs === null || epochMs === undefined ? null : new Date(epochMs));
-
-/** JSON with every object's keys in code-point order, as jsonb equality ignores their order. */
-const canonicalJson = (value: unknown): string => {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const keys = Object.keys(value).sort();
-  if (keys.length === 0) return '{}';
-  const record = value as Record<string, unknown>;
-  return `{${keys.filter((key) => record[key] !== undefined).map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
-};
 
 /** The instant `new Date(epochMs)` holds, as its `getTime()` (ECMAScript's TimeClip), without making the Date. */
 const timeClip = (epochMs: number): number | null =>
