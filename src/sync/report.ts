@@ -92,9 +92,7 @@ export class DriftReporter {
           continue;
         }
       }
-      this.report.totals[found.kind] += 1;
-      const entityKey = `${found.kind}:${found.entity}`;
-      this.report.byEntity[entityKey] = (this.report.byEntity[entityKey] ?? 0) + 1;
+      this.tally(found, 1);
       const staleUser = found.kind === 'stale' && found.entity === 'user' && change.userId;
       // A baseline reports hundreds of thousands of changes: an item is built only where it is kept.
       if (!staleUser && this.report.items.length >= maxReportItems) {
@@ -127,12 +125,17 @@ export class DriftReporter {
     for (const [kind, count] of Object.entries(counted) as [ChangeKind, number][]) {
       const found = drift({ kind });
       if (!found || count <= 0) continue;
-      this.report.totals[found.kind] += count;
-      const entityKey = `${found.kind}:${found.entity}`;
-      this.report.byEntity[entityKey] = (this.report.byEntity[entityKey] ?? 0) + count;
+      this.tally(found, count);
       // No item: the entities are not known (and the report had no room left for them).
       this.report.truncated += count;
     }
+  }
+
+  /** `count` drifts of one kind on one entity, in the totals and per entity. */
+  private tally(found: { kind: DriftKind; entity: DriftEntity }, count: number): void {
+    this.report.totals[found.kind] += count;
+    const entityKey = `${found.kind}:${found.entity}`;
+    this.report.byEntity[entityKey] = (this.report.byEntity[entityKey] ?? 0) + count;
   }
 
   total(): number {
