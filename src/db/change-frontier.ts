@@ -77,3 +77,41 @@ export const createChangeFrontier = (db: Database, start: () => Promise<number>,
     },
   };
 };
+
+/** How long `settledChangeId` waits for the transactions that may hold an earlier change id. */
+export const settleWaitMs = 250;
+
+/** Pause between two reads of the transaction horizon while `settledChangeId` waits. */
+const settlePollMs = 5;
+
+/** The last id `settledChangeId` proved per database: what it answers when it cannot prove a newer one in time. */
+const provedChangeIds = new WeakMap<Database, number>();
+
+/**
+ * A change id such that every change with an id up to it is committed or never will be: a reader that
+ * takes it before reading some state knows that any change it will find after it may be newer than
+ * that state. The change log sequence's last id, once every transaction that held an xid when it was
+ * read has ended (a writer records its changes after writing the rows they describe, so a transaction
+ * holding a change id holds an xid). A transaction still open after `settleWaitMs` is not waited for:
+ * the answer is then the last id proved before (0 at first), which only makes the reader look further back.
+ */
+export const settledChangeId = async (db: Database): Promise<number> => {
+  const [sequence] = await rows<{ last: string | number }>(
+    db,
+    sql`select case when is_called then last_value else 0 end as last from access_changes_id_seq`,
+  );
+  const last = Number(sequence!.last);
+  // Read after the sequence: a transaction that took an id by then holds an xid below this horizon's xmax.
+  let horizon = await transactionHorizon(db);
+  const { xmax } = horizon;
+  const deadline = Date.now() + settleWaitMs;
+  for (;;) {
+    if (horizon.xmin >= xmax) {
+      provedChangeIds.set(db, Math.max(last, provedChangeIds.get(db) ?? 0));
+      return last;
+    }
+    if (Date.now() >= deadline) return provedChangeIds.get(db) ?? 0;
+    await new Promise((resolve) => setTimeout(resolve, settlePollMs));
+    horizon = await transactionHorizon(db);
+  }
+};
