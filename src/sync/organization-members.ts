@@ -126,7 +126,6 @@ export const syncOrganizationMembers = async (
   // Every stored member, as read before the crawl or by the first page, in Logto's order; `cursor` is where the pages got to.
   let stored: string[] | null = options.storedMembers ? [...options.storedMembers.keys()].sort(compareIds) : null;
   let cursor = 0;
-  const crawlStartedAt = new Date();
   // With `storedMembers`, every member the pages listed: those found equal to the stored state with their
   // page's observedAt (nothing was written for them), those applied with null.
   const compared = new Map<string, Date | null>();
@@ -198,7 +197,7 @@ export const syncOrganizationMembers = async (
   }
   candidates.push(...(stored ?? (await storedMemberIds(db, organizationId))).slice(cursor));
   if (options.storedMembers) candidates.push(...(await recompareChanged(deps, organizationId, base, options, options.storedMembers, compared, take)));
-  if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, [...new Set(candidates)], crawlStartedAt, options, result);
+  if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, [...new Set(candidates)], options, result);
   // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.
   if (new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling) {
@@ -250,18 +249,17 @@ const removeConfirmed = async (
   organizationId: string,
   base: Omit<ChangeContext, 'observedAt'>,
   candidates: string[],
-  crawlStartedAt: Date,
   options: OrganizationMembersOptions,
   result: OrganizationMembersResult,
 ): Promise<void> => {
   const db = deps.database.db;
-
+  // Logto is asked from here on: a membership recorded as observed after that (added since) is newer, and stays.
+  const confirmingAt = new Date();
   const { removed, goneUsers } = await confirmRemovedMembers(deps, organizationId, candidates, options);
   const deferred = new Set(options.deferGoneUsers ? goneUsers : []);
   if (options.deferGoneUsers) result.goneUserIds = [...deferred];
-  // Only memberships that existed before the crawl began may go: one added since is newer than what we read.
   const removing = removed.filter((userId) => !deferred.has(userId));
-  mergeResults(result, await removeMembers(db, organizationId, removing, { ...base, observedAt: crawlStartedAt }));
+  mergeResults(result, await removeMembers(db, organizationId, removing, { ...base, observedAt: confirmingAt }));
 };
 
 /** Of the candidates, the members Logto confirms are gone from the organization, and which of them are deleted users. */

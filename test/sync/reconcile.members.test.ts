@@ -167,6 +167,13 @@ describe('reconciling members compared with the stored state', () => {
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 
+  it('removes a member a webhook added during the crawl that Logto has removed since', async () => {
+    const outsider = sim.state.listUsers().find((user) => !sim.state.isMember(large, user.id))!;
+    // Observed after the crawl began: the removal must rest on what Logto says when asked, not at the crawl's start.
+    await reconcileWithStaleWebhook(large, () => applyMembers(database.db, large, [{ userId: outsider.id, organizationRoleIds: [] }], { source: 'webhook', observedAt: new Date() }));
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
   it('removes every stored member of an organization Logto lists as empty', async () => {
     const members = [...sim.state.listMemberIds(small)];
     for (const userId of members) sim.state.removeMember(small, userId);
