@@ -52,7 +52,8 @@ export type OrganizationMembersOptions = {
   /**
    * The organization's stored members and roles, read before its crawl (`readStoredMembers`): each page
    * is compared with them here and only the members that differ are applied, so an unchanged page
-   * costs no statement. Without it each page is compared by the apply statement.
+   * costs no statement; members changed in the database after they were read (`changesAfter`) are
+   * compared again after the last page. Without it each page is compared by the apply statement.
    */
   storedMembers?: StoredMembers;
   /**
