@@ -77,3 +77,54 @@ export const createChangeFrontier = (db: Database, start: () => Promise<number>,
     },
   };
 };
+
+/** How long `settledChangeId` waits for the transactions that may hold an earlier change id. */
+export const settleWaitMs = 250;
+
+/** Pause between two looks at the open transactions while `settledChangeId` waits. */
+const settlePollMs = 5;
+
+/** The last id `settledChangeId` proved per database: what it answers when it cannot prove a newer one in time. */
+const provedChangeIds = new WeakMap<Database, number>();
+
+/**
+ * The xids of the transactions open in this database: each holds the lock on its own xid until it ends.
+ * Not the transaction horizon, which spans every database of the server: there, one long transaction
+ * of another application (or another test database) held every answer back.
+ */
+const openTransactionIds = async (db: Database): Promise<string[]> =>
+  (
+    await rows<{ xid: string }>(
+      db,
+      sql`select l.transactionid::text as xid from pg_locks l join pg_stat_activity a on a.pid = l.pid
+        where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+          and a.datid = (select oid from pg_database where datname = current_database())`,
+    )
+  ).map((row) => row.xid);
+
+/**
+ * A change id such that every change with an id up to it is committed or never will be: a reader that
+ * takes it before reading some state knows that any change it will find after it may be missing from
+ * that state. The change log sequence's last id, once every transaction that held an xid when it was
+ * read has ended (a writer records its changes after writing the rows they describe, so a transaction
+ * holding a change id holds an xid). A transaction still open after `settleWaitMs` is not waited for:
+ * the answer is then the last id proved before (0 at first), which only makes the reader look further back.
+ */
+export const settledChangeId = async (db: Database): Promise<number> => {
+  const [sequence] = await rows<{ last: string | number }>(
+    db,
+    sql`select case when is_called then last_value else 0 end as last from access_changes_id_seq`,
+  );
+  const last = Number(sequence!.last);
+  // Looked at after the sequence was read: a transaction that took an id by then is among these.
+  const open = new Set(await openTransactionIds(db));
+  const deadline = Date.now() + settleWaitMs;
+  while (open.size > 0) {
+    if (Date.now() >= deadline) return provedChangeIds.get(db) ?? 0;
+    await new Promise((resolve) => setTimeout(resolve, settlePollMs));
+    const still = new Set(await openTransactionIds(db));
+    for (const xid of open) if (!still.has(xid)) open.delete(xid);
+  }
+  provedChangeIds.set(db, Math.max(last, provedChangeIds.get(db) ?? 0));
+  return last;
+};

@@ -4,6 +4,7 @@ import {
   applyOrganizationRoles,
   emptyResult,
   memberDiffers,
+  membersChangedAfter,
   mergeResults,
   removeMembers,
   storedMemberIds,
@@ -51,7 +52,8 @@ export type OrganizationMembersOptions = {
   /**
    * The organization's stored members and roles, read before its crawl (`readStoredMembers`): each page
    * is compared with them here and only the members that differ are applied, so an unchanged page
-   * costs no statement. Without it each page is compared by the apply statement.
+   * costs no statement; members changed in the database after they were read (`changesAfter`) are
+   * compared again after the last page. Without it each page is compared by the apply statement.
    */
   storedMembers?: StoredMembers;
   /**
@@ -125,7 +127,13 @@ export const syncOrganizationMembers = async (
   // Every stored member, as read before the crawl or by the first page, in Logto's order; `cursor` is where the pages got to.
   let stored: string[] | null = options.storedMembers ? [...options.storedMembers.keys()].sort(compareIds) : null;
   let cursor = 0;
-  const crawlStartedAt = new Date();
+  // With `storedMembers`, every member the pages listed: those found equal to the stored state with their
+  // page's observedAt (nothing was written for them), those applied with null.
+  const compared = new Map<string, Date | null>();
+  const take = (applied: ApplyResult) => {
+    if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) });
+    else mergeResults(result, applied);
+  };
   const pages = pageBatches(
     deps.logto.listOrganizationMembers(organizationId, { ahead: options.ahead ?? 1, expectedTotal: options.expectedTotal ?? null }),
     options.batchItems ?? 1,
@@ -152,6 +160,10 @@ export const syncOrganizationMembers = async (
       const differing = storedMembers
         ? sorted.filter((item) => memberDiffers(storedMembers, memberSnapshot(item)))
         : sorted;
+      if (storedMembers) {
+        for (const item of sorted) compared.set(item.id, observedAt);
+        for (const item of differing) compared.set(item.id, null);
+      }
       const applying =
         differing.length > 0
           ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first, options.countChanges?.() ?? false)
@@ -160,8 +172,7 @@ export const syncOrganizationMembers = async (
       previous = (async () => {
         const applied = await applying;
         await before;
-        if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) });
-        else mergeResults(result, applied);
+        take(applied);
         result.membersChecked += items.length;
         result.memberRolesChecked += items.reduce((sum, item) => sum + item.organizationRoles.length, 0);
         stored ??= [...(applied.storedMemberIds ?? (await storedMemberIds(db, organizationId)))].sort(compareIds);
@@ -186,7 +197,8 @@ export const syncOrganizationMembers = async (
     throw error;
   }
   candidates.push(...(stored ?? (await storedMemberIds(db, organizationId))).slice(cursor));
-  if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, candidates, crawlStartedAt, options, result);
+  if (options.storedMembers) candidates.push(...(await recompareChanged(deps, organizationId, base, options, options.storedMembers, compared, take)));
+  if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, [...new Set(candidates)], options, result);
   // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.
   if (new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling) {
@@ -200,23 +212,55 @@ export const syncOrganizationMembers = async (
   return result;
 };
 
+/**
+ * The members changed in the database after the stored members were read (by a webhook, the role sweep
+ * or provisioning, not by this crawl): a page that matched the stored state was compared with a state
+ * that no longer held, so each of them is applied again with its page, which writes what differs now
+ * (a change observed after the page still stands: the apply statements leave it). A changed member no
+ * page listed is returned, a candidate for removal like a stored member the pages lacked.
+ */
+const recompareChanged = async (
+  deps: SyncDeps,
+  organizationId: string,
+  base: Omit<ChangeContext, 'observedAt'>,
+  options: OrganizationMembersOptions,
+  storedMembers: StoredMembers,
+  compared: Map<string, Date | null>,
+  take: (applied: ApplyResult) => void,
+): Promise<string[]> => {
+  const db = deps.database.db;
+  const changed = await membersChangedAfter(db, organizationId, storedMembers.changesAfter, base.syncRunId ?? null);
+  // Members found equal hold on their page exactly the roles stored for them: their snapshot, by page.
+  const byPage = new Map<number, MemberSnapshot[]>();
+  for (const userId of changed) {
+    const observedAt = compared.get(userId);
+    if (!observedAt) continue;
+    const page = byPage.get(observedAt.getTime()) ?? [];
+    page.push({ userId, organizationRoleIds: storedMembers.get(userId)! });
+    byPage.set(observedAt.getTime(), page);
+  }
+  for (const [observedAt, members] of byPage) {
+    take(await applyMembers(db, organizationId, members, { ...base, observedAt: new Date(observedAt) }, { countChanges: options.countChanges?.() ?? false }));
+  }
+  return changed.filter((userId) => !compared.has(userId));
+};
+
 const removeConfirmed = async (
   deps: SyncDeps,
   organizationId: string,
   base: Omit<ChangeContext, 'observedAt'>,
   candidates: string[],
-  crawlStartedAt: Date,
   options: OrganizationMembersOptions,
   result: OrganizationMembersResult,
 ): Promise<void> => {
   const db = deps.database.db;
-
+  // Logto is asked from here on: a membership recorded as observed after that (added since) is newer, and stays.
+  const confirmingAt = new Date();
   const { removed, goneUsers } = await confirmRemovedMembers(deps, organizationId, candidates, options);
   const deferred = new Set(options.deferGoneUsers ? goneUsers : []);
   if (options.deferGoneUsers) result.goneUserIds = [...deferred];
-  // Only memberships that existed before the crawl began may go: one added since is newer than what we read.
   const removing = removed.filter((userId) => !deferred.has(userId));
-  mergeResults(result, await removeMembers(db, organizationId, removing, { ...base, observedAt: crawlStartedAt }));
+  mergeResults(result, await removeMembers(db, organizationId, removing, { ...base, observedAt: confirmingAt }));
 };
 
 /** Of the candidates, the members Logto confirms are gone from the organization, and which of them are deleted users. */

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMembers } from '../../db/schema.js';
 import { rows } from '../../src/db/client.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
+import { applyMembers, readStoredMembers, removeMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import { syncOrganizationMembers } from '../../src/sync/organization-members.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
@@ -96,5 +97,20 @@ describe('the members of a large organization', () => {
 
     const again = await runFullSync(deps(), { kind: 'reconcile', trigger: 'test' });
     expect(again.counts.rowsWritten).toBe(0);
+  });
+
+  it('compared with stored members read before a webhook changed them, repairs what the webhook changed', async () => {
+    const memberIds = [...sim.state.listMemberIds(organizationId)].sort();
+    const [removed, regranted] = [memberIds[150]!, memberIds.find((userId) => sim.state.getMemberRoleIds(organizationId, userId).length > 0)!];
+    const outsider = sim.state.listUsers().find((user) => !sim.state.isMember(organizationId, user.id))!;
+    const storedMembers = (await readStoredMembers(database.db, [organizationId])).get(organizationId)!;
+    // Webhooks that read Logto before this crawl commit after the stored members were read; Logto has changed back since.
+    const webhook = { source: 'webhook' as const, observedAt: new Date() };
+    await removeMembers(database.db, organizationId, [removed], webhook);
+    await applyMembers(database.db, organizationId, [{ userId: regranted, organizationRoleIds: [] }, { userId: outsider.id, organizationRoleIds: [] }], webhook);
+
+    await syncOrganizationMembers(deps(), organizationId, { source: 'reconcile', actor: 'test' }, { ahead: 4, storedMembers });
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    expect((await changesOf('member.added')).filter((change) => change.userId === removed).map((change) => change.source)).toEqual(['baseline', 'reconcile']);
   });
 });

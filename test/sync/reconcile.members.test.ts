@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMemberRoles } from '../../db/schema.js';
 import type { LogtoClient } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import { applyMembers } from '../../src/sync/apply/index.js';
+import { applyMembers, removeMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
 import type { DriftItem } from '../../src/sync/report.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
@@ -119,6 +119,58 @@ describe('reconciling members compared with the stored state', () => {
     };
     const { drift } = await reconcile(logto);
     expect(drift.items.filter((item) => item.userId === userId)).toEqual([]);
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
+  /**
+   * A webhook that read Logto before the reconcile began commits its change to the first page's members
+   * between the stored members' read and that page's compare (Logto has meanwhile changed back, without
+   * an event): the page equals the stored state, which no longer holds.
+   */
+  const reconcileWithStaleWebhook = (organizationId: string, webhook: () => Promise<unknown>) => {
+    const real = clientFor(sim);
+    return reconcile({
+      ...real,
+      listOrganizationMembers: (id, options) =>
+        id === organizationId ? interceptFirstPage(real.listOrganizationMembers(id, options), async () => void (await webhook())) : real.listOrganizationMembers(id, options),
+    });
+  };
+  const firstMemberWithRoles = (organizationId: string) =>
+    [...sim.state.listMemberIds(organizationId)].sort().find((userId) => sim.state.getMemberRoleIds(organizationId, userId).length > 0)!;
+
+  it.each([
+    ['a large organization', () => large],
+    ['a small organization', () => small],
+  ])('repairs member roles a webhook changed in %s while its first page was compared', async (_name, organization) => {
+    const organizationId = organization();
+    const userId = firstMemberWithRoles(organizationId);
+    const other = sim.state.listOrganizationRoles().map((role) => role.id).filter((role) => !sim.state.getMemberRoleIds(organizationId, userId).includes(role));
+    const observedAt = new Date();
+    await reconcileWithStaleWebhook(organizationId, () =>
+      applyMembers(database.db, organizationId, [{ userId, organizationRoleIds: other.slice(0, 1) }], { source: 'webhook', observedAt }),
+    );
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
+  it('adds back a member a webhook removed while the first page was compared', async () => {
+    const userId = firstMemberWithRoles(large);
+    const observedAt = new Date();
+    await reconcileWithStaleWebhook(large, () => removeMembers(database.db, large, [userId], { source: 'webhook', observedAt }));
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
+  it('removes a member a webhook added while the first page was compared, once Logto confirms it is no member', async () => {
+    const outsider = sim.state.listUsers().find((user) => !sim.state.isMember(large, user.id))!;
+    const role = sim.state.listOrganizationRoles()[0]!.id;
+    const observedAt = new Date();
+    await reconcileWithStaleWebhook(large, () => applyMembers(database.db, large, [{ userId: outsider.id, organizationRoleIds: [role] }], { source: 'webhook', observedAt }));
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
+  it('removes a member a webhook added during the crawl that Logto has removed since', async () => {
+    const outsider = sim.state.listUsers().find((user) => !sim.state.isMember(large, user.id))!;
+    // Observed after the crawl began: the removal must rest on what Logto says when asked, not at the crawl's start.
+    await reconcileWithStaleWebhook(large, () => applyMembers(database.db, large, [{ userId: outsider.id, organizationRoleIds: [] }], { source: 'webhook', observedAt: new Date() }));
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 

@@ -1,6 +1,7 @@
 import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
+import { settledChangeId } from '../../db/change-frontier.js';
 import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changeCount, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
@@ -140,8 +141,12 @@ const readDifferingMembership = async (
   };
 };
 
-/** One organization's stored members, each with its stored role ids: what a crawl compares its pages with in this process. */
-export type StoredMembers = Map<string, string[]>;
+/**
+ * One organization's stored members, each with its stored role ids: what a crawl compares its pages with
+ * in this process. `changesAfter`: a settled change id taken before they were read (`settledChangeId`),
+ * so a change with a later id may be missing from them.
+ */
+export type StoredMembers = Map<string, string[]> & { changesAfter: number };
 
 /**
  * The stored members and member roles of `organizationIds`, one JSON object per organization that has
@@ -151,6 +156,7 @@ export type StoredMembers = Map<string, string[]>;
  */
 export const readStoredMembers = async (db: Database, organizationIds: string[]): Promise<Map<string, StoredMembers>> => {
   if (organizationIds.length === 0) return new Map();
+  const changesAfter = await settledChangeId(db);
   const found = await namedRows<{ o: string; m: Record<string, string[]> }>(
     db,
     sql`select o, json_object_agg(u, r) as m from (
@@ -164,8 +170,29 @@ export const readStoredMembers = async (db: Database, organizationIds: string[])
         group by m.organization_id, m.user_id
       ) s group by o`,
   );
-  return new Map(found.map((row) => [row.o, new Map(Object.entries(row.m))]));
+  return new Map(found.map((row) => [row.o, Object.assign(new Map(Object.entries(row.m)), { changesAfter })]));
 };
+
+/**
+ * The users whose membership or member roles in the organization changed after the change id
+ * `changesAfter`, leaving out the changes of the sync run `excludeSyncRunId` (a crawl's own writes, made
+ * knowing the stored state). Through `access_changes_organization_idx`: the range after a recent id.
+ */
+export const membersChangedAfter = async (
+  db: Database,
+  organizationId: string,
+  changesAfter: number,
+  excludeSyncRunId: number | null,
+): Promise<string[]> =>
+  (
+    await namedRows<{ user_id: string }>(
+      db,
+      sql`select distinct user_id from ${accessChanges}
+        where organization_id = ${organizationId} and id > ${changesAfter}
+          and kind in ('member.added', 'member.removed', 'member_role.granted', 'member_role.revoked')
+          ${excludeSyncRunId === null ? sql`` : sql`and sync_run_id is distinct from ${excludeSyncRunId}`}`,
+    )
+  ).map((row) => row.user_id);
 
 /**
  * Whether a member as Logto lists it differs from the stored state: not a stored member, or holding

@@ -1,0 +1,61 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { accessChanges } from '../../db/schema.js';
+import { settledChangeId } from '../../src/db/change-frontier.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
+
+const change = { kind: 'user.created', source: 'webhook', observedAt: new Date(), userId: 'settling' };
+
+/**
+ * `settledChangeId` on a server with several connections: an id is settled once no transaction that
+ * may hold an earlier one is still open, so a reader that takes it before reading state finds every
+ * change that state may lack after it.
+ */
+describe.runIf(hasPostgresServer())('settledChangeId', () => {
+  let database: TestDatabase;
+  let other: pg.Client;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    other = new pg.Client({ connectionString: database.url });
+    await other.connect();
+  });
+  afterAll(async () => {
+    await other?.end();
+    await database?.drop();
+  });
+
+  const record = async () => (await database.db.insert(accessChanges).values(change).returning({ id: accessChanges.id }))[0]!.id;
+  const holdEarlierId = async () => {
+    await other.query('begin');
+    await other.query(`insert into access_changes (observed_at, kind, source, user_id) values (now(), 'user.created', 'webhook', 'held')`);
+  };
+
+  it('answers the last change id when no transaction is open', async () => {
+    await record();
+    const last = await record();
+    expect(await settledChangeId(database.db)).toBe(last);
+  });
+
+  it('waits for an open transaction holding an earlier id, then answers the last id', async () => {
+    await holdEarlierId();
+    const last = await record();
+    let committed = false;
+    const settling = settledChangeId(database.db).then((id) => ({ id, committed }));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    committed = true;
+    await other.query('commit');
+    expect(await settling).toEqual({ id: last, committed: true });
+  });
+
+  it('answers the last id it proved while a transaction holding an earlier one stays open', async () => {
+    const proved = await settledChangeId(database.db);
+    await holdEarlierId();
+    await record();
+    try {
+      expect(await settledChangeId(database.db)).toBe(proved);
+    } finally {
+      await other.query('rollback');
+    }
+  });
+});
