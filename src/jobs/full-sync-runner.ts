@@ -13,6 +13,30 @@ const lockName = 'full-sync';
 const bulkRowsWritten = 5000;
 
 /**
+ * The run of the start in this process that is taking or holding the lock (null once it ends without
+ * one). A start refused in this process is told that run from here: read back from sync_runs, a run
+ * that ended before the refused start looked (a short reconcile, a start scheduled late on a loaded
+ * host) is missed, and the caller is answered 409 with no run to wait for.
+ */
+let startInProcess: Promise<number | null> | null = null;
+
+const holdStartInProcess = (run: Promise<number | null>, done: Promise<unknown>) => {
+  startInProcess = run;
+  const release = () => (startInProcess = null);
+  void done.then(release, release);
+};
+
+/** The run another replica holds the lock for: it may have taken the lock an instant ago and not yet written its row, so wait for it briefly. */
+const runningOnAnotherReplica = async (deps: SyncDeps): Promise<number | null> => {
+  let running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+  for (let attempt = 0; !running && attempt < 20; attempt += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
+  }
+  return running?.id ?? null;
+};
+
+/**
  * Starts a baseline or reconcile under the one 'full-sync' lock, so across every replica at most one
  * runs. Resolves as soon as the run has its id; a start while another runs fails with 409 and that id.
  */
@@ -35,18 +59,14 @@ export const startFullSync = async (
     if (outcome === null) throw new AppError(409, 'sync_running', 'A full sync or reconcile is already running');
     return outcome.value;
   });
+  const inProcess = startInProcess;
+  if (!inProcess) holdStartInProcess(Promise.race([runId, done.then(() => null, () => null)]), done);
   const first = await Promise.race([runId.then((id) => ({ id })), done.then(() => null, (error: unknown) => ({ error }))]);
   if (first && 'id' in first) return { runId: first.id, done };
   const error = first?.error;
   if (error instanceof AppError && error.code === 'sync_running') {
-    // The holder may have taken the lock an instant ago and not yet written its run row: wait for it briefly.
-    let running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
-    for (let attempt = 0; !running && attempt < 20; attempt += 1) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
-    }
     throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', {
-      runId: running?.id ?? null,
+      runId: (await inProcess) ?? (await runningOnAnotherReplica(deps)),
     });
   }
   throw error;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rows } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
 
 const accessTables = ['access_changes', 'organization_member_roles', 'organization_members', 'organization_roles', 'organizations', 'users'];
@@ -44,5 +44,25 @@ describe('the full sync runner', () => {
     const analyzedColumns = await rows<{ attname: string }>(database.db, sql`select attname from pg_stats where tablename = 'users' order by attname`);
     expect(analyzedColumns.map((column) => column.attname)).toEqual(expect.arrayContaining(['id', 'is_suspended', 'primary_email', 'updated_at', 'username']));
     expect(analyzedColumns.map((column) => column.attname).filter((name) => ['raw', 'custom_data', 'profile', 'avatar'].includes(name))).toEqual([]);
+  });
+
+  it.skipIf(!hasPostgresServer())("tells a start refused while this process runs another that run's id, even when it looks only after the run ended", async () => {
+    // The refused start reads the database through a pool whose one connection stays busy until the run has ended,
+    // as a start scheduled late on a loaded machine would.
+    const late = database.separatePool(1);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const busy = late.withSession(() => released);
+    try {
+      const running = await startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'reconcile', trigger: 'test' });
+      const refused = startFullSync(syncDepsFor(late, clientFor(sim)), { kind: 'reconcile', trigger: 'test' }).catch((error: unknown) => error);
+      expect((await running.done).run.status).toBe('succeeded');
+      release();
+      expect(await refused).toMatchObject({ status: 409, code: 'reconcile_running', details: { runId: running.runId } });
+    } finally {
+      release();
+      await busy;
+      await late.close();
+    }
   });
 });
