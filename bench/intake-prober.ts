@@ -42,15 +42,26 @@ const maxSockets = 64;
 // `fifo`: the free sockets take turns, so none sits idle long enough for the server to close it.
 const agent = new Agent({ keepAlive: true, maxSockets, scheduling: 'fifo' });
 let gets = 0;
-const get = (path: string) =>
-  new Promise<{ status: number; body: string }>((resolve, reject) => {
+let resent = 0;
+/**
+ * A GET sent on a kept-alive socket can meet the server closing that socket as it goes out (ECONNRESET or
+ * EPIPE on a reused socket): a race of the client's, not the service failing to answer, and a GET changes
+ * nothing, so it is sent once more rather than failing the whole run. Any other error, or a second one,
+ * still fails it; the resends are counted and printed.
+ */
+const get = (path: string, isResend = false): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
     gets += 1;
     const req = request(`${plan.serviceUrl}${path}`, { agent, headers: { authorization: `Bearer ${plan.apiKey}` } }, (res) => {
       let body = '';
       res.on('data', (chunk) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
-    req.on('error', reject);
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      if (isResend || !req.reusedSocket || (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')) return reject(error);
+      resent += 1;
+      resolve(get(path, true));
+    });
     req.end();
   });
 
@@ -146,7 +157,7 @@ const main = async () => {
   const seconds = (performance.now() - started) / 1000;
   await listener.end();
   agent.destroy();
-  process.stdout.write(`${JSON.stringify({ samples, callMs, clamped, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
+  process.stdout.write(`${JSON.stringify({ samples, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
 };
 
 // Exits once its line is written (a pipe: written synchronously): the Logto client's keep-alive sockets kept the

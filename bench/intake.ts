@@ -287,7 +287,7 @@ export const run = async (argv: string[]): Promise<void> => {
 
     scenarios.visibility = async () => {
       const probes = [...probeUsers.entries()];
-      type Probed = { samples: number[]; callMs: number[]; clamped: number; getsPerSecond: number; notificationsPerSecond: number };
+      type Probed = { samples: number[]; callMs: number[]; clamped: number; resent: number; getsPerSecond: number; notificationsPerSecond: number };
       /**
        * `--probe-rate` changes a second for `windowMs` from `startAt`, made and watched by a process of its
        * own (`bench/intake-prober.ts`), each on a user with no change in flight, without waiting for the
@@ -355,6 +355,8 @@ export const run = async (argv: string[]): Promise<void> => {
         // Each probe asks after every commit's NOTIFY, and at least every `--poll-ms`.
         'GET /v1/access asked per second, loaded (probes together) / commit notifications per second': `${loadedRun.getsPerSecond.toFixed(0)} / ${loadedRun.notificationsPerSecond.toFixed(0)}`,
         'GET /v1/access asked at least every (ms, per probe in flight)': values['poll-ms']!,
+        // A GET that met its kept-alive socket being closed as it was sent is sent once more (the prober's `get`).
+        'GET /v1/access re-sent after a reset on a reused socket (loaded / quiet)': `${loadedRun.resent} / ${quietRun.resent}`,
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });
