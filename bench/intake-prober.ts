@@ -10,7 +10,7 @@ import { createLogtoClient } from '../src/logto/index.js';
  * it, so the figure held the bench's costs as well as the service's. Argument: a JSON file
  * `{ env, serviceUrl, apiKey, databaseUrl, probes: [userId, organizationId][], probeRate, windowMs,
  * startAt, pollMs }`. Prints one JSON line: each change's milliseconds from the instant the tenant made
- * it until `GET /v1/access` answered with it, and each tenant call's duration.
+ * it until `GET /v1/access` answered with it, and that instant, and each tenant call's duration.
  *
  * The clock starts when the change is made in the tenant: the `updatedAt` the simulated Management API
  * stamps on the user as it changes it (epoch ms, the clock every process here shares), kept within the
@@ -107,6 +107,8 @@ const main = async () => {
   gets = 0;
 
   const samples: number[] = [];
+  /** Each sample's change instant (epoch ms, same order as `samples`): the bench groups them per second of the load. */
+  const madeAts: number[] = [];
   const callMs: number[] = [];
   let clamped = 0;
   const probeOne = async (userId: string, organizationId: string) => {
@@ -129,6 +131,7 @@ const main = async () => {
       if (now() - madeAt > 10_000) break;
     }
     samples.push(now() - madeAt);
+    madeAts.push(madeAt);
   };
 
   const inFlight = new Set<string>();
@@ -157,7 +160,7 @@ const main = async () => {
   const seconds = (performance.now() - started) / 1000;
   await listener.end();
   agent.destroy();
-  process.stdout.write(`${JSON.stringify({ samples, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
+  process.stdout.write(`${JSON.stringify({ samples, madeAts, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
 };
 
 // Exits once its line is written (a pipe: written synchronously): the Logto client's keep-alive sockets kept the
