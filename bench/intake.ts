@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
@@ -123,17 +122,6 @@ export const run = async (argv: string[]): Promise<void> => {
   });
   const configFor = (rate: string): Config => loadConfig(configEnv(rate));
 
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const get = (path: string) =>
-    new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = request(`http://127.0.0.1:${port}${path}`, { agent, headers: { authorization: `Bearer ${apiKey}` } }, (res) => {
-        let body = '';
-        res.on('data', (chunk) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on('error', reject);
-      req.end();
-    });
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   /**
    * Deliveries not yet settled. `outcome is null` is the predicate of the inbox's open-row index: the test
@@ -503,7 +491,6 @@ export const run = async (argv: string[]): Promise<void> => {
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await raw.end();
     await database.close();
-    agent.destroy();
     rmSync(scratch, { recursive: true, force: true });
   }
 };
