@@ -14,6 +14,7 @@ import { openDatabase, runMigrations, type DatabaseHandle } from '../src/db/clie
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { startService, type Service } from '../src/service.js';
+import { machineIdleSeconds } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
 
 /**
@@ -221,21 +222,30 @@ export const run = async (argv: string[]): Promise<void> => {
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
   };
   /**
-   * This process's CPU (cores) and longest event-loop delay in each whole second from `from` (epoch ms)
-   * until `stop()`: beside each second's visibility they tell a slow second spent working from one spent
-   * waiting. A tick delayed by a busy loop still closes the second it belongs to.
+   * This process's CPU (cores), its longest event-loop delay and the machine's idle cores in each whole
+   * second from `from` (epoch ms) until `stop()`: beside each second's visibility they tell a slow second
+   * spent working, or short of cores (none idle), from one spent waiting. A tick delayed by a busy loop
+   * still closes the second it belongs to.
    */
   const secondBySecond = (from: number) => {
     const delay = monitorEventLoopDelay({ resolution: 5 });
     delay.enable();
-    const seconds: { cores: number; longestDelayMs: number }[] = [];
+    const seconds: { cores: number; longestDelayMs: number; idleCores: number }[] = [];
     let cpuSince = process.cpuUsage();
+    let idleSince = machineIdleSeconds();
     let since = performance.now();
     let timer: NodeJS.Timeout;
     const tick = () => {
       const cpu = process.cpuUsage(cpuSince);
       cpuSince = process.cpuUsage();
-      seconds.push({ cores: (cpu.user + cpu.system) / 1000 / (performance.now() - since), longestDelayMs: delay.max / 1e6 });
+      const idle = machineIdleSeconds();
+      const elapsedMs = performance.now() - since;
+      seconds.push({
+        cores: (cpu.user + cpu.system) / 1000 / elapsedMs,
+        longestDelayMs: delay.max / 1e6,
+        idleCores: ((idle - idleSince) * 1000) / elapsedMs,
+      });
+      idleSince = idle;
       since = performance.now();
       delay.reset();
       timer = setTimeout(tick, from + (seconds.length + 1) * 1000 - Date.now());
@@ -340,6 +350,7 @@ export const run = async (argv: string[]): Promise<void> => {
       await sleep(windowFrom - Date.now());
       // This process's CPU (the service and its worker; the probes have their own) while the arrivals come.
       const cpuBefore = process.cpuUsage();
+      const idleBefore = machineIdleSeconds();
       const cpuFrom = performance.now();
       // How late this process's timers run while loaded: every request and turn waits at least that long.
       const lag = monitorEventLoopDelay({ resolution: 5 });
@@ -351,6 +362,7 @@ export const run = async (argv: string[]): Promise<void> => {
       lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
+      const idleCores = ((machineIdleSeconds() - idleBefore) * 1000) / (performance.now() - cpuFrom);
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
@@ -379,6 +391,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
+        'machine cores idle while probing (of all; /proc/stat idle + iowait)': idleCores.toFixed(2),
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
         'service event-loop delay while probing, longest (ms)': (lag.max / 1e6).toFixed(1),
         // The clock of each sample starts at the tenant's stamp of the change (within its API call), so the call is apart.
@@ -402,11 +415,11 @@ export const run = async (argv: string[]): Promise<void> => {
       });
       const fixed = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(1));
       say('Loaded visibility per second of the window', {
-        columns: 'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores)',
+        columns: 'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), machine cores idle',
         ...Object.fromEntries(
           timeline.map(({ changes, load: spent }, second) => [
             `second ${second + 1}`,
-            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
+            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
           ]),
         ),
       });
