@@ -347,6 +347,7 @@ export const run = async (argv: string[]): Promise<void> => {
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
       const windowFrom = arrivals.startAt + 1000;
       const loadedProbes = probe(windowFrom, windowMs);
+      const postgresLoad = runChild<{ cores: number[] }>('bench/intake-load-watch.ts', { from: windowFrom, seconds: Math.ceil(windowMs / 1000) });
       await sleep(windowFrom - Date.now());
       // This process's CPU (the service and its worker; the probes have their own) while the arrivals come.
       const cpuBefore = process.cpuUsage();
@@ -359,6 +360,7 @@ export const run = async (argv: string[]): Promise<void> => {
       const loadedRun = await profiled('visibility', () => loadedProbes);
       const loaded = loadedRun.samples;
       const load = perSecond.stop();
+      const postgresCores = (await postgresLoad).cores;
       lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
@@ -415,11 +417,12 @@ export const run = async (argv: string[]): Promise<void> => {
       });
       const fixed = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(1));
       say('Loaded visibility per second of the window', {
-        columns: 'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), machine cores idle',
+        columns:
+          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle',
         ...Object.fromEntries(
           timeline.map(({ changes, load: spent }, second) => [
             `second ${second + 1}`,
-            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
+            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
           ]),
         ),
       });
