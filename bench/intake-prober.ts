@@ -10,7 +10,7 @@ import { createLogtoClient } from '../src/logto/index.js';
  * it, so the figure held the bench's costs as well as the service's. Argument: a JSON file
  * `{ env, serviceUrl, apiKey, databaseUrl, probes: [userId, organizationId][], probeRate, windowMs,
  * startAt, pollMs }`. Prints one JSON line: each change's milliseconds from the instant the tenant made
- * it until `GET /v1/access` answered with it, and each tenant call's duration.
+ * it until `GET /v1/access` answered with it, and that instant, and each tenant call's duration.
  *
  * The clock starts when the change is made in the tenant: the `updatedAt` the simulated Management API
  * stamps on the user as it changes it (epoch ms, the clock every process here shares), kept within the
@@ -42,15 +42,26 @@ const maxSockets = 64;
 // `fifo`: the free sockets take turns, so none sits idle long enough for the server to close it.
 const agent = new Agent({ keepAlive: true, maxSockets, scheduling: 'fifo' });
 let gets = 0;
-const get = (path: string) =>
-  new Promise<{ status: number; body: string }>((resolve, reject) => {
+let resent = 0;
+/**
+ * A GET sent on a kept-alive socket can meet the server closing that socket as it goes out (ECONNRESET or
+ * EPIPE on a reused socket): a race of the client's, not the service failing to answer, and a GET changes
+ * nothing, so it is sent once more rather than failing the whole run. Any other error, or a second one,
+ * still fails it; the resends are counted and printed.
+ */
+const get = (path: string, isResend = false): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
     gets += 1;
     const req = request(`${plan.serviceUrl}${path}`, { agent, headers: { authorization: `Bearer ${plan.apiKey}` } }, (res) => {
       let body = '';
       res.on('data', (chunk) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
-    req.on('error', reject);
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      if (isResend || !req.reusedSocket || (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')) return reject(error);
+      resent += 1;
+      resolve(get(path, true));
+    });
     req.end();
   });
 
@@ -96,6 +107,8 @@ const main = async () => {
   gets = 0;
 
   const samples: number[] = [];
+  /** Each sample's change instant (epoch ms, same order as `samples`): the bench groups them per second of the load. */
+  const madeAts: number[] = [];
   const callMs: number[] = [];
   let clamped = 0;
   const probeOne = async (userId: string, organizationId: string) => {
@@ -118,6 +131,7 @@ const main = async () => {
       if (now() - madeAt > 10_000) break;
     }
     samples.push(now() - madeAt);
+    madeAts.push(madeAt);
   };
 
   const inFlight = new Set<string>();
@@ -146,7 +160,7 @@ const main = async () => {
   const seconds = (performance.now() - started) / 1000;
   await listener.end();
   agent.destroy();
-  process.stdout.write(`${JSON.stringify({ samples, callMs, clamped, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
+  process.stdout.write(`${JSON.stringify({ samples, madeAts, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
 };
 
 // Exits once its line is written (a pipe: written synchronously): the Logto client's keep-alive sockets kept the

@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
@@ -15,6 +14,7 @@ import { openDatabase, runMigrations, type DatabaseHandle } from '../src/db/clie
 import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { startService, type Service } from '../src/service.js';
+import { machineIdleSeconds } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
 
 /**
@@ -123,17 +123,6 @@ export const run = async (argv: string[]): Promise<void> => {
   });
   const configFor = (rate: string): Config => loadConfig(configEnv(rate));
 
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const get = (path: string) =>
-    new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = request(`http://127.0.0.1:${port}${path}`, { agent, headers: { authorization: `Bearer ${apiKey}` } }, (res) => {
-        let body = '';
-        res.on('data', (chunk) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on('error', reject);
-      req.end();
-    });
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   /**
    * Deliveries not yet settled. `outcome is null` is the predicate of the inbox's open-row index: the test
@@ -232,6 +221,44 @@ export const run = async (argv: string[]): Promise<void> => {
     const sorted = [...samples].sort((a, b) => a - b);
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
   };
+  /**
+   * This process's CPU (cores), its longest event-loop delay and the machine's idle cores in each whole
+   * second from `from` (epoch ms) until `stop()`: beside each second's visibility they tell a slow second
+   * spent working, or short of cores (none idle), from one spent waiting. A tick delayed by a busy loop
+   * still closes the second it belongs to.
+   */
+  const secondBySecond = (from: number) => {
+    const delay = monitorEventLoopDelay({ resolution: 5 });
+    delay.enable();
+    const seconds: { cores: number; longestDelayMs: number; idleCores: number }[] = [];
+    let cpuSince = process.cpuUsage();
+    let idleSince = machineIdleSeconds();
+    let since = performance.now();
+    let timer: NodeJS.Timeout;
+    const tick = () => {
+      const cpu = process.cpuUsage(cpuSince);
+      cpuSince = process.cpuUsage();
+      const idle = machineIdleSeconds();
+      const elapsedMs = performance.now() - since;
+      seconds.push({
+        cores: (cpu.user + cpu.system) / 1000 / elapsedMs,
+        longestDelayMs: delay.max / 1e6,
+        idleCores: ((idle - idleSince) * 1000) / elapsedMs,
+      });
+      idleSince = idle;
+      since = performance.now();
+      delay.reset();
+      timer = setTimeout(tick, from + (seconds.length + 1) * 1000 - Date.now());
+    };
+    timer = setTimeout(tick, from + 1000 - Date.now());
+    return {
+      stop() {
+        clearTimeout(timer);
+        delay.disable();
+        return seconds;
+      },
+    };
+  };
 
   let service: Service | null = null;
   try {
@@ -287,7 +314,15 @@ export const run = async (argv: string[]): Promise<void> => {
 
     scenarios.visibility = async () => {
       const probes = [...probeUsers.entries()];
-      type Probed = { samples: number[]; callMs: number[]; clamped: number; getsPerSecond: number; notificationsPerSecond: number };
+      type Probed = {
+        samples: number[];
+        madeAts: number[];
+        callMs: number[];
+        clamped: number;
+        resent: number;
+        getsPerSecond: number;
+        notificationsPerSecond: number;
+      };
       /**
        * `--probe-rate` changes a second for `windowMs` from `startAt`, made and watched by a process of its
        * own (`bench/intake-prober.ts`), each on a user with no change in flight, without waiting for the
@@ -310,19 +345,26 @@ export const run = async (argv: string[]): Promise<void> => {
       const quietRun = await probe(Date.now() + 3000, windowMs);
       quiet.push(...quietRun.samples);
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
-      const loadedProbes = probe(arrivals.startAt + 1000, windowMs);
-      await sleep(arrivals.startAt - Date.now() + 1000);
+      const windowFrom = arrivals.startAt + 1000;
+      const loadedProbes = probe(windowFrom, windowMs);
+      const postgresLoad = runChild<{ cores: number[] }>('bench/intake-load-watch.ts', { from: windowFrom, seconds: Math.ceil(windowMs / 1000) });
+      await sleep(windowFrom - Date.now());
       // This process's CPU (the service and its worker; the probes have their own) while the arrivals come.
       const cpuBefore = process.cpuUsage();
+      const idleBefore = machineIdleSeconds();
       const cpuFrom = performance.now();
       // How late this process's timers run while loaded: every request and turn waits at least that long.
       const lag = monitorEventLoopDelay({ resolution: 5 });
       lag.enable();
+      const perSecond = secondBySecond(windowFrom);
       const loadedRun = await profiled('visibility', () => loadedProbes);
       const loaded = loadedRun.samples;
+      const load = perSecond.stop();
+      const postgresCores = (await postgresLoad).cores;
       lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
+      const idleCores = ((machineIdleSeconds() - idleBefore) * 1000) / (performance.now() - cpuFrom);
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
       await waitDrained(60_000);
@@ -334,6 +376,16 @@ export const run = async (argv: string[]): Promise<void> => {
            where event = 'User.SuspensionStatus.Updated' and processed_at is not null`,
         )
       ).rows.map((row: { ms: string | number }) => Number(row.ms));
+      // The loaded changes by the second of the window they were made in. At 16 a second, a second's p95 is
+      // its slowest change or the one before: a "bad" second is one where that took more than the target.
+      const changesBySecond: number[][] = [];
+      loaded.forEach((ms, index) => (changesBySecond[Math.floor((loadedRun.madeAts[index]! - windowFrom) / 1000)] ??= []).push(ms));
+      const timeline = Array.from({ length: Math.max(changesBySecond.length, load.length) }, (_, second) => ({
+        changes: changesBySecond[second] ?? [],
+        load: load[second],
+      }));
+      const probedSeconds = timeline.filter((second) => second.changes.length > 0);
+      const badSeconds = probedSeconds.filter((second) => percentile(second.changes, 95) > 50).length;
       say('Visibility in GET /v1/access while deliveries arrive', {
         'arrivals sent / accepted (2xx)': `${sent.sent} / ${sent.accepted}`,
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
@@ -341,7 +393,9 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
+        'machine cores idle while probing (of all; /proc/stat idle + iowait)': idleCores.toFixed(2),
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
+        'service event-loop delay while probing, longest (ms)': (lag.max / 1e6).toFixed(1),
         // The clock of each sample starts at the tenant's stamp of the change (within its API call), so the call is apart.
         'tenant API call p50 / p95 (ms, loaded; not part of a sample)': `${percentile(loadedRun.callMs, 50).toFixed(1)} / ${percentile(loadedRun.callMs, 95).toFixed(1)}`,
         'changes whose tenant stamp fell outside their call (clock then its nearest end)': quietRun.clamped + loadedRun.clamped,
@@ -352,11 +406,25 @@ export const run = async (argv: string[]): Promise<void> => {
         'loaded p50 / p95 (ms)': `${percentile(loaded, 50).toFixed(1)} / ${percentile(loaded, 95).toFixed(1)}`,
         'loaded p95 / quiet p95': (percentile(loaded, 95) / percentile(quiet, 95)).toFixed(2),
         'target p95 (ms)': 50,
+        'loaded seconds with p95 over the target (bad) / seconds probed': `${badSeconds} / ${probedSeconds.length} (${((100 * badSeconds) / Math.max(1, probedSeconds.length)).toFixed(0)}%)`,
         // Each probe asks after every commit's NOTIFY, and at least every `--poll-ms`.
         'GET /v1/access asked per second, loaded (probes together) / commit notifications per second': `${loadedRun.getsPerSecond.toFixed(0)} / ${loadedRun.notificationsPerSecond.toFixed(0)}`,
         'GET /v1/access asked at least every (ms, per probe in flight)': values['poll-ms']!,
+        // A GET that met its kept-alive socket being closed as it was sent is sent once more (the prober's `get`).
+        'GET /v1/access re-sent after a reset on a reused socket (loaded / quiet)': `${loadedRun.resent} / ${quietRun.resent}`,
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
+      });
+      const fixed = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(1));
+      say('Loaded visibility per second of the window', {
+        columns:
+          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle',
+        ...Object.fromEntries(
+          timeline.map(({ changes, load: spent }, second) => [
+            `second ${second + 1}`,
+            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
+          ]),
+        ),
       });
     };
 
@@ -439,7 +507,6 @@ export const run = async (argv: string[]): Promise<void> => {
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await raw.end();
     await database.close();
-    agent.destroy();
     rmSync(scratch, { recursive: true, force: true });
   }
 };

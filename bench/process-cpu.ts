@@ -14,6 +14,15 @@ export const cpuSeconds = (pids: number[]): Map<number, number> => {
   return used;
 };
 
+/**
+ * Seconds the machine's cores have spent idle so far, all together (Linux /proc/stat: idle and iowait):
+ * beside a process's own CPU, whether it was short of cores or had them and waited.
+ */
+export const machineIdleSeconds = (): number => {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
+  return (Number(fields[4]) + Number(fields[5])) / 100;
+};
+
 /** CPU seconds used between two readings by the processes alive at the second (a backend that exited in between is not counted). */
 export const cpuSpent = (before: Map<number, number>, after: Map<number, number>): number =>
   [...after].reduce((sum, [pid, seconds]) => sum + seconds - (before.get(pid) ?? 0), 0);
