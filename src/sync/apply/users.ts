@@ -107,8 +107,8 @@ export const toUserRow = (user: LogtoUser, observedAt: Date, digest?: string): U
   return { ...row, comparedDigest: digest ?? comparedDigest(row) };
 };
 
-/** The columns a user row is written with, and their types for `json_to_recordset`. */
-const userColumnTypes: [string, string][] = [
+/** The compared columns, and the id, with their types for the JSON a page is compared with in PostgreSQL. */
+const comparedColumnTypes: [string, string][] = [
   ['id', 'text'],
   ['username', 'text'],
   ['primary_email', 'text'],
@@ -122,18 +122,11 @@ const userColumnTypes: [string, string][] = [
   ['last_sign_in_at', 'timestamptz'],
   ['created_at', 'timestamptz'],
   ['updated_at', 'timestamptz'],
-  ['raw', 'jsonb'],
-  ['observed_at', 'timestamptz'],
-  ['compared_digest', 'text'],
 ];
-const userColumns = userColumnTypes.map(([column]) => column);
-const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
-const comparedColumns = [
-  'username', 'primary_email', 'primary_phone', 'name', 'avatar', 'is_suspended', 'custom_data', 'profile',
-  'application_id', 'last_sign_in_at', 'created_at', 'updated_at',
-];
+const comparedColumns = comparedColumnTypes.map(([column]) => column).filter((column) => column !== 'id');
 
-const toJsonRow = (row: UserRow) => ({
+/** The compared columns of a row, and its id, as the JSON a page is compared with in PostgreSQL. */
+const toComparedJson = (row: UserRow) => ({
   id: row.id,
   username: row.username,
   primary_email: row.primaryEmail,
@@ -147,16 +140,45 @@ const toJsonRow = (row: UserRow) => ({
   last_sign_in_at: row.lastSignInAt?.toISOString() ?? null,
   created_at: row.createdAt.toISOString(),
   updated_at: row.updatedAt.toISOString(),
-  raw: row.raw,
-  observed_at: row.observedAt?.toISOString(),
-  compared_digest: row.comparedDigest ?? null,
 });
+
+/** An instant of Logto's user (epoch milliseconds in `raw`) as a timestamptz: the instant `new Date(ms)` holds. */
+const rawInstant = (field: string) => `timestamptz 'epoch' + trunc((t.raw->>'${field}')::float8) * interval '1 millisecond'`;
+
+/** A JSON object of `raw` as `toUserRow` takes it (`?? {}`): missing or null is empty. */
+const rawObject = (field: string) => `coalesce(nullif(t.raw->'${field}', 'null'), '{}')`;
+
+/**
+ * Each column of `users` as the upserts select it from their JSON row `t`: the user's fields from its
+ * `raw`, as `toUserRow` takes them from the user, so each user's data is sent once and not also as columns.
+ */
+const userColumnsFromRaw: Record<string, string> = {
+  id: 't.id',
+  username: "t.raw->>'username'",
+  primary_email: "t.raw->>'primaryEmail'",
+  primary_phone: "t.raw->>'primaryPhone'",
+  name: "t.raw->>'name'",
+  avatar: "t.raw->>'avatar'",
+  is_suspended: "(t.raw->>'isSuspended')::boolean",
+  custom_data: rawObject('customData'),
+  profile: rawObject('profile'),
+  application_id: "t.raw->>'applicationId'",
+  last_sign_in_at: rawInstant('lastSignInAt'),
+  created_at: rawInstant('createdAt'),
+  updated_at: rawInstant('updatedAt'),
+  raw: 't.raw',
+  observed_at: 't.observed_at',
+  compared_digest: 't.compared_digest',
+};
+
+const userColumns = Object.keys(userColumnsFromRaw);
 
 /** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
 const insertUsersFromJson = (rows: UserRow[]) =>
   sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})`;
+      select ${sql.raw(userColumns.map((column) => userColumnsFromRaw[column]).join(', '))}
+      from json_to_recordset(${JSON.stringify(rows.map((row) => ({ id: row.id, raw: row.raw, observed_at: row.observedAt?.toISOString(), compared_digest: row.comparedDigest ?? null })))}::json)
+        as t(id text, raw jsonb, observed_at timestamptz, compared_digest text)`;
 
 /** A stored user overwritten by the row given unless the stored copy is newer (`updated_at`). */
 const overwriteUnlessStoredNewer = sql`on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
@@ -238,11 +260,7 @@ export const readCompared = async (db: Database, ids: string[]): Promise<Map<str
   return new Map(found.map((row) => [row.id, row]));
 };
 
-/** The compared columns and their types, for the JSON a page is compared with in PostgreSQL. */
-const comparedRecordType = userColumnTypes
-  .filter(([column]) => column === 'id' || comparedColumns.includes(column))
-  .map(([column, type]) => `"${column}" ${type}`)
-  .join(', ');
+const comparedRecordType = comparedColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
 
 /**
  * The ids among `rows` that are not stored, or stored older or as new and different in a compared column:
@@ -251,10 +269,7 @@ const comparedRecordType = userColumnTypes
  * of unchanged users, most of a reconcile, costs one statement that returns nothing.
  */
 const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
-  const page = rows.map((row) => {
-    const { raw: _raw, observed_at: _observedAt, compared_digest: _digest, ...compared } = toJsonRow(row);
-    return compared;
-  });
+  const page = rows.map(toComparedJson);
   const found = await namedRows<{ id: string }>(
     db,
     sql`select t.id from json_to_recordset(${JSON.stringify(page)}::json) as t(${sql.raw(comparedRecordType)})
