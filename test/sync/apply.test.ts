@@ -286,6 +286,35 @@ describe('apply functions', () => {
     expect(again).toEqual({ changes: [], rowsWritten: 0, held: new Set([alice!.id]) });
   });
 
+  it('compares a user new to a page again under the lock: a copy a webhook stored meanwhile is updated, its creation recorded once', async () => {
+    // Two connections: PGlite's one cannot hold a transaction open beside another.
+    if (!database.url) return;
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const renamed = { ...carol, name: 'Carol Renamed', updatedAt: carol.updatedAt + 1000 };
+    // The webhook holds carol's entity lock (as its apply does) while the page reads her as not stored,
+    // then stores her and records her creation, and commits while the page waits for the lock.
+    const webhook = database.separatePool(1);
+    let page: ReturnType<typeof applyUsers> = Promise.resolve({ changes: [], rowsWritten: 0 });
+    try {
+      await webhook.db.transaction(async (tx) => {
+        await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('user:' || ${carol.id}, 0))`);
+        page = applyUsers(db(), [renamed], context('2026-11-23T11:05:00Z', 'baseline'));
+        page.catch(() => {});
+        await waitForLockWait();
+        await tx.insert(users).values(toUserRow(carol, at('2026-11-23T11:00:00Z')));
+        await tx.insert(accessChanges).values({ kind: 'user.created', source: 'webhook', userId: carol.id, observedAt: at('2026-11-23T11:00:00Z') });
+      });
+      expect((await page).changes).toEqual([{ kind: 'user.updated', userId: carol.id, details: { fields: ['name'] } }]);
+    } finally {
+      await webhook.close();
+    }
+    expect(await changes()).toEqual([
+      { kind: 'user.created', userId: carol.id, organizationId: null, organizationRoleId: null, source: 'webhook' },
+      { kind: 'user.updated', userId: carol.id, organizationId: null, organizationRoleId: null, source: 'baseline' },
+    ]);
+    expect(await db().select({ name: users.name }).from(users).where(eq(users.id, carol.id))).toEqual([{ name: 'Carol Renamed' }]);
+  });
+
   it('leaves a tombstone for a deletion that arrives before the creation', async () => {
     const late = { ...alice!, id: 'latecomer001' };
     const early = await removeUsers(db(), [late.id], context('2026-11-23T11:10:00Z'));

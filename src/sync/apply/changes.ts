@@ -98,24 +98,6 @@ const selectWithSharedContext = (row: SQL, context: ChangeContext) =>
           ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint`;
 
 /**
- * The insert of `recordChanges` for changes that all share the call's context (a page of a crawl): the
- * context goes once as parameters, and each row carries only what differs, a third of the JSON to build
- * and for the database to parse.
- */
-const insertSharingContext = async (db: Database, changes: ChangeRecord[], context: ChangeContext): Promise<number[]> => {
-  const batch = changes.map(sharedContextRow);
-  const inserted = await namedRows<{ id: string | number }>(
-    db,
-    insertChangesWithEvents(
-      sql`${insertIntoChanges}
-        ${selectWithSharedContext(sql.raw('t'), context)}
-        from json_to_recordset(${JSON.stringify(batch)}::json) as t(k text, u text, o text, r text, d jsonb)`,
-    ),
-  );
-  return inserted.map((row) => Number(row.id));
-};
-
-/**
  * Appends the change log rows for `changes`, in their order, as one set-based insert per few thousand
  * rows (a JSON array expanded by `json_to_recordset`: one parameter whatever the count), and in the same
  * transaction their events: the outbox rows of matching subscriptions and the wake-up of live streams
@@ -125,14 +107,9 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
   const ids: number[] = [];
   for (let start = 0; start < changes.length; start += insertBatchSize) {
     const slice = changes.slice(start, start + insertBatchSize);
-    if (slice.every((change) => change.context === undefined)) {
-      ids.push(...(await insertSharingContext(db, slice, context)));
-      continue;
-    }
     // Named (one text whatever the batch): a batch of webhook deliveries records its changes this way.
     const inserted = await namedRows<{ id: string | number }>(db, insertChangesWithEvents(insertWithOwnContexts(slice, context)));
-    const batchIds = inserted.map((row) => Number(row.id));
-    ids.push(...batchIds);
+    ids.push(...inserted.map((row) => Number(row.id)));
   }
   countRecorded(changes, context);
   return ids;
@@ -141,8 +118,21 @@ export const recordChanges = async (db: Database, changes: ChangeRecord[], conte
 /**
  * The insert of change rows that may each carry their own context (a batch of deliveries applied
  * together), else the call's; with `where`, a condition on each row (`t`: `t.u` its user) that it must meet.
+ * When none carries its own (a page of a crawl), the call's context goes once as parameters and each row
+ * carries only what differs: a third of the JSON to build and for the database to parse.
  */
 const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, where?: SQL): SQL => {
+  const condition = where === undefined ? sql`` : sql`where ${where}`;
+  // Ids in the order given, whatever the plan: with a condition the rows can come out of a semi-join in
+  // another order (on PGlite a user's suspension was recorded before its creation).
+  if (changes.every((change) => change.context === undefined)) {
+    const batch = changes.map((change, index) => ({ ...sharedContextRow(change), n: index }));
+    return sql`${insertIntoChanges}
+      ${selectWithSharedContext(sql.raw('t'), context)}
+      from json_to_recordset(${JSON.stringify(batch)}::json) as t(n int, k text, u text, o text, r text, d jsonb)
+      ${condition}
+      order by t.n`;
+  }
   const batch = changes.map((change, index) => {
     const own = change.context ?? context;
     return {
@@ -155,12 +145,10 @@ const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, 
       dl: own.deliveryId ?? null,
     };
   });
-  // Ids in the order given, whatever the plan: with a condition the rows can come out of a semi-join in
-  // another order (on PGlite a user's suspension was recorded before its creation).
   return sql`${insertIntoChanges}
     select t.t, t.k, t.s, t.a, t.u, t.o, t.r, t.d, t.sr, t.dl
     from json_to_recordset(${JSON.stringify(batch)}::json) as t(n int, k text, u text, o text, r text, d jsonb, t timestamptz, s text, a text, sr bigint, dl bigint)
-    ${where === undefined ? sql`` : sql`where ${where}`}
+    ${condition}
     order by t.n`;
 };
 

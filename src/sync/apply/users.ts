@@ -6,7 +6,16 @@ import type { Database } from '../../db/client.js';
 import { canonicalJson } from '../../db/canonical-json.js';
 import { namedRows } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
-import { applyTransaction, newTombstones, recordChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
+import type { LastStatement } from '../../db/transaction.js';
+import {
+  applyTransaction,
+  newTombstones,
+  recordChanges,
+  writeUsersRecordingChanges,
+  type ApplyResult,
+  type ChangeContext,
+  type ChangeRecord,
+} from './changes.js';
 
 export type UserRow = typeof users.$inferInsert;
 
@@ -72,7 +81,8 @@ export const userDigest = (user: LogtoUser): string =>
     user.profile ?? {},
   );
 
-export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
+/** `digest`: the user's `userDigest`, when the caller has it already (sha256 of a page's users, once each). */
+export const toUserRow = (user: LogtoUser, observedAt: Date, digest?: string): UserRow => {
   // hasPassword is present on /users but absent on member lists: dropping it keeps raw comparable across both.
   const { hasPassword: _hasPassword, organizationRoles: _roles, ...raw } = user as LogtoUser & {
     organizationRoles?: unknown;
@@ -94,11 +104,11 @@ export const toUserRow = (user: LogtoUser, observedAt: Date): UserRow => {
     raw,
     observedAt,
   };
-  return { ...row, comparedDigest: comparedDigest(row) };
+  return { ...row, comparedDigest: digest ?? comparedDigest(row) };
 };
 
-/** The columns a user row is written with, and their types for `json_to_recordset`. */
-const userColumnTypes: [string, string][] = [
+/** The compared columns, and the id, with their types for the JSON a page is compared with in PostgreSQL. */
+const comparedColumnTypes: [string, string][] = [
   ['id', 'text'],
   ['username', 'text'],
   ['primary_email', 'text'],
@@ -112,18 +122,11 @@ const userColumnTypes: [string, string][] = [
   ['last_sign_in_at', 'timestamptz'],
   ['created_at', 'timestamptz'],
   ['updated_at', 'timestamptz'],
-  ['raw', 'jsonb'],
-  ['observed_at', 'timestamptz'],
-  ['compared_digest', 'text'],
 ];
-const userColumns = userColumnTypes.map(([column]) => column);
-const userRecordType = userColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
-const comparedColumns = [
-  'username', 'primary_email', 'primary_phone', 'name', 'avatar', 'is_suspended', 'custom_data', 'profile',
-  'application_id', 'last_sign_in_at', 'created_at', 'updated_at',
-];
+const comparedColumns = comparedColumnTypes.map(([column]) => column).filter((column) => column !== 'id');
 
-const toJsonRow = (row: UserRow) => ({
+/** The compared columns of a row, and its id, as the JSON a page is compared with in PostgreSQL. */
+const toComparedJson = (row: UserRow) => ({
   id: row.id,
   username: row.username,
   primary_email: row.primaryEmail,
@@ -137,16 +140,45 @@ const toJsonRow = (row: UserRow) => ({
   last_sign_in_at: row.lastSignInAt?.toISOString() ?? null,
   created_at: row.createdAt.toISOString(),
   updated_at: row.updatedAt.toISOString(),
-  raw: row.raw,
-  observed_at: row.observedAt?.toISOString(),
-  compared_digest: row.comparedDigest ?? null,
 });
+
+/** An instant of Logto's user (epoch milliseconds in `raw`) as a timestamptz: the instant `new Date(ms)` holds. */
+const rawInstant = (field: string) => `timestamptz 'epoch' + trunc((t.raw->>'${field}')::float8) * interval '1 millisecond'`;
+
+/** A JSON object of `raw` as `toUserRow` takes it (`?? {}`): missing or null is empty. */
+const rawObject = (field: string) => `coalesce(nullif(t.raw->'${field}', 'null'), '{}')`;
+
+/**
+ * Each column of `users` as the upserts select it from their JSON row `t`: the user's fields from its
+ * `raw`, as `toUserRow` takes them from the user, so each user's data is sent once and not also as columns.
+ */
+const userColumnsFromRaw: Record<string, string> = {
+  id: 't.id',
+  username: "t.raw->>'username'",
+  primary_email: "t.raw->>'primaryEmail'",
+  primary_phone: "t.raw->>'primaryPhone'",
+  name: "t.raw->>'name'",
+  avatar: "t.raw->>'avatar'",
+  is_suspended: "(t.raw->>'isSuspended')::boolean",
+  custom_data: rawObject('customData'),
+  profile: rawObject('profile'),
+  application_id: "t.raw->>'applicationId'",
+  last_sign_in_at: rawInstant('lastSignInAt'),
+  created_at: rawInstant('createdAt'),
+  updated_at: rawInstant('updatedAt'),
+  raw: 't.raw',
+  observed_at: 't.observed_at',
+  compared_digest: 't.compared_digest',
+};
+
+const userColumns = Object.keys(userColumnsFromRaw);
 
 /** The head of both user upserts: `rows` as one JSON parameter (`t`), selected into every column of `users`. */
 const insertUsersFromJson = (rows: UserRow[]) =>
   sql`insert into ${users} (${sql.raw(userColumns.map((column) => `"${column}"`).join(', '))})
-      select ${sql.raw(userColumns.map((column) => `t."${column}"`).join(', '))}
-      from json_to_recordset(${JSON.stringify(rows.map(toJsonRow))}::json) as t(${sql.raw(userRecordType)})`;
+      select ${sql.raw(userColumns.map((column) => userColumnsFromRaw[column]).join(', '))}
+      from json_to_recordset(${JSON.stringify(rows.map((row) => ({ id: row.id, raw: row.raw, observed_at: row.observedAt?.toISOString(), compared_digest: row.comparedDigest ?? null })))}::json)
+        as t(id text, raw jsonb, observed_at timestamptz, compared_digest text)`;
 
 /** A stored user overwritten by the row given unless the stored copy is newer (`updated_at`). */
 const overwriteUnlessStoredNewer = sql`on conflict (id) do update set ${sql.raw(userColumns.filter((column) => column !== 'id').map((column) => `"${column}" = excluded."${column}"`).join(', '))}
@@ -228,11 +260,7 @@ export const readCompared = async (db: Database, ids: string[]): Promise<Map<str
   return new Map(found.map((row) => [row.id, row]));
 };
 
-/** The compared columns and their types, for the JSON a page is compared with in PostgreSQL. */
-const comparedRecordType = userColumnTypes
-  .filter(([column]) => column === 'id' || comparedColumns.includes(column))
-  .map(([column, type]) => `"${column}" ${type}`)
-  .join(', ');
+const comparedRecordType = comparedColumnTypes.map(([column, type]) => `"${column}" ${type}`).join(', ');
 
 /**
  * The ids among `rows` that are not stored, or stored older or as new and different in a compared column:
@@ -241,10 +269,7 @@ const comparedRecordType = userColumnTypes
  * of unchanged users, most of a reconcile, costs one statement that returns nothing.
  */
 const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]> => {
-  const page = rows.map((row) => {
-    const { raw: _raw, observed_at: _observedAt, compared_digest: _digest, ...compared } = toJsonRow(row);
-    return compared;
-  });
+  const page = rows.map(toComparedJson);
   const found = await namedRows<{ id: string }>(
     db,
     sql`select t.id from json_to_recordset(${JSON.stringify(page)}::json) as t(${sql.raw(comparedRecordType)})
@@ -257,18 +282,18 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
 
 /**
  * The ids among `rows` whose stored digest is not theirs (not stored, changed, or stored without one):
- * the only ones that can differ. Ids and digests are a fraction of the compared columns' JSON, which
- * cost this process its serialising and sending and PostgreSQL its parsing (jsonb, timestamps) for
- * every user of an unchanged page.
+ * the only ones that can differ, each with whether a row is stored for it. Ids and digests are a fraction
+ * of the compared columns' JSON, which cost this process its serialising and sending and PostgreSQL its
+ * parsing (jsonb, timestamps) for every user of an unchanged page.
  */
-const undigestedIds = async (db: Database, ids: string[], digests: string[]): Promise<Set<string>> => {
-  const found = await namedRows<{ id: string }>(
+const undigestedIds = async (db: Database, ids: string[], digests: string[]): Promise<Map<string, boolean>> => {
+  const found = await namedRows<{ id: string; stored: boolean }>(
     db,
-    sql`select t.id from unnest(${sql.param(ids)}::text[], ${sql.param(digests)}::text[]) as t(id, digest)
+    sql`select t.id, u.id is not null as stored from unnest(${sql.param(ids)}::text[], ${sql.param(digests)}::text[]) as t(id, digest)
       left join ${users} u on u.id = t.id
       where u.compared_digest is distinct from t.digest`,
   );
-  return new Set(found.map((row) => row.id));
+  return new Map(found.map((row) => [row.id, row.stored]));
 };
 
 const userWrites = (ids: string[], byId: Map<string, UserRow>, storedById: Map<string, ComparedRow>) => {
@@ -290,28 +315,80 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
   // row, and writes nothing. Rows are built, and compared column by column, only for the users it returns.
   const latest = new Map(incoming.map((user) => [user.id, user]));
   const pageIds = [...latest.keys()];
-  const suspects = await undigestedIds(db, pageIds, pageIds.map((id) => userDigest(latest.get(id)!)));
+  const digests = pageIds.map((id) => userDigest(latest.get(id)!));
+  const suspects = await undigestedIds(db, pageIds, digests);
   if (suspects.size === 0) return { changes: [], rowsWritten: 0 };
-  const byId = new Map([...suspects].map((id) => [id, toUserRow(latest.get(id)!, context.observedAt)]));
-  const ids = [...byId.keys()].sort();
-  const differingIds = new Set(await differingUserIds(db, ids.map((id) => byId.get(id)!)));
-  const differing = ids.filter((id) => differingIds.has(id));
-  if (differing.length === 0) return { changes: [], rowsWritten: 0 };
-  const candidates = userWrites(differing, byId, await readCompared(db, differing));
-  if (candidates.size === 0) return { changes: [], rowsWritten: 0 };
-
-  const writing = [...candidates.keys()];
-  return applyTransaction(
-    db,
-    context,
-    async (tx) => {
-      const written = await writeUsers(tx, byId, writing, context);
-      const logged = (await recordChanges(tx, written.changes, context)).length;
-      return { changes: written.changes, rowsWritten: written.rowsWritten + logged };
-    },
-    { entity: 'user', ids: writing },
-  );
+  const digestById = new Map(pageIds.map((id, index) => [id, digests[index]!]));
+  const byId = new Map([...suspects.keys()].map((id) => [id, toUserRow(latest.get(id)!, context.observedAt, digestById.get(id))]));
+  // Users not stored (all of a baseline's) have nothing to compare with: they go straight to the write,
+  // which compares them again under the locks with whatever another writer stored meanwhile.
+  const unstored = [...suspects].filter(([, stored]) => !stored).map(([id]) => id);
+  const changed = await changedStoredUsers(db, byId, [...suspects].filter(([, stored]) => stored).map(([id]) => id));
+  const writing = [...unstored, ...changed].sort();
+  if (writing.length === 0) return { changes: [], rowsWritten: 0 };
+  return applyTransaction(db, context, (tx, last) => guardedUserWrite(tx, last, byId, writing, context), { entity: 'user', ids: writing });
 };
+
+/** Of the stored users `ids` (rows in `byId`), those whose write would record a change, compared outside a transaction. */
+const changedStoredUsers = async (db: Database, byId: Map<string, UserRow>, ids: string[]): Promise<string[]> => {
+  if (ids.length === 0) return [];
+  const sorted = [...ids].sort();
+  const differingIds = new Set(await differingUserIds(db, sorted.map((id) => byId.get(id)!)));
+  const differing = sorted.filter((id) => differingIds.has(id));
+  if (differing.length === 0) return [];
+  return [...userWrites(differing, byId, await readCompared(db, differing)).keys()];
+};
+
+/**
+ * The transaction of `applyUsers`, holding the users' entity locks: compares `ids` again with what is
+ * stored (another writer, a webhook, may have stored them since the read outside it), then writes them
+ * and records their changes in one statement, which COMMIT follows in the same round trip (`last`).
+ */
+const guardedUserWrite = async (
+  tx: Database,
+  last: LastStatement,
+  byId: Map<string, UserRow>,
+  ids: string[],
+  context: ChangeContext,
+): Promise<ApplyResult> => {
+  const { writes, created } = await lockedUserWrites(tx, byId, ids);
+  if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+  const { written, recorded } = await writeUsersRecordingChanges(
+    tx,
+    guardedUserUpsert([...writes.keys()].map((id) => byId.get(id)!), created, context),
+    [...writes.values()].flat(),
+    context,
+    last,
+  );
+  return { changes: recorded, rowsWritten: written.size + recorded.length };
+};
+
+/**
+ * What writing `ids` (rows from `byId`) records, compared under their entity locks with the stored copies:
+ * another writer of these users may have committed since the caller's read. `created`: those not stored.
+ */
+const lockedUserWrites = async (tx: Database, byId: Map<string, UserRow>, ids: string[]) => {
+  const lockedIds = [...new Set(ids)].sort();
+  const storedById = await readCompared(tx, lockedIds);
+  const writes = userWrites(lockedIds, byId, storedById);
+  const created = [...writes.keys()].filter((id) => !storedById.has(id));
+  return { storedById, writes, created };
+};
+
+/**
+ * The upsert of `rows` that returns the ids it wrote. The guard makes a concurrent writer holding a newer
+ * copy win, whatever the order of commits; and a row a concurrent writer has just inserted with the same
+ * content is left alone, so its creation is recorded once, by that writer. A user of `created` (not
+ * stored) whose deletion was recorded after the snapshot was observed is not brought back (the check
+ * rides in the same statement, probed per row through access_changes_user_deletions_idx, which holds only deletions).
+ */
+const guardedUserUpsert = (rows: UserRow[], created: string[], context: ChangeContext): SQL =>
+  sql`${insertUsersFromJson(rows)}
+      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${accessChanges} a
+        where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
+      ${overwriteUnlessStoredNewer}
+        and ${differsInComparedColumns('users', 'excluded')}
+      returning id`;
 
 /**
  * The write half of `applyUsers`, inside the caller's transaction, so that a page of members can bring
@@ -327,28 +404,10 @@ export const writeUsers = async (
   ids: string[],
   context: ChangeContext,
 ): Promise<{ changes: ChangeRecord[]; rowsWritten: number; held: Set<string> }> => {
-  // Compared again under the lock: another writer of these users may have committed since the caller's read.
-  const lockedIds = [...new Set(ids)].sort();
-  const storedById = await readCompared(tx, lockedIds);
+  const { storedById, writes, created } = await lockedUserWrites(tx, byId, ids);
   const held = new Set(storedById.keys());
-  const writes = userWrites(lockedIds, byId, storedById);
   if (writes.size === 0) return { changes: [], rowsWritten: 0, held };
-  const created = [...writes.keys()].filter((id) => !storedById.has(id));
-  const rowsToWrite = [...writes.keys()].map((id) => byId.get(id)!);
-  // The guard makes a concurrent writer holding a newer copy win, whatever the order of commits; and
-  // a row a concurrent writer has just inserted with the same content is left alone, so its creation
-  // is recorded once, by that writer. A user not stored whose deletion was recorded after the snapshot
-  // was observed is not brought back (the check rides in the same statement, probed per row through
-  // access_changes_user_deletions_idx, which holds only deletions).
-  const written = await namedRows<{ id: string }>(
-    tx,
-    sql`${insertUsersFromJson(rowsToWrite)}
-      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${accessChanges} a
-        where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
-      ${overwriteUnlessStoredNewer}
-        and ${differsInComparedColumns('users', 'excluded')}
-      returning id`,
-  );
+  const written = await namedRows<{ id: string }>(tx, guardedUserUpsert([...writes.keys()].map((id) => byId.get(id)!), created, context));
   for (const { id } of written) held.add(id);
   return { changes: written.flatMap(({ id }) => writes.get(id) ?? []), rowsWritten: written.length, held };
 };
