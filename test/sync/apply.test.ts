@@ -161,6 +161,24 @@ describe('apply functions', () => {
     ]);
   });
 
+  it('records a suspended user the same whether a member page or a user page brings it: a suspension without details, not a JSON null', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com', isSuspended: true };
+    const dave = { ...alice!, id: 'user-dave', username: 'dave', primaryEmail: 'dave@example.com', isSuspended: true };
+    await applyMembers(db(), acme!.id, [{ userId: carol.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z', 'baseline'), { users: [carol] });
+    await applyUsers(db(), [dave], context('2026-11-23T11:00:00Z', 'baseline'));
+    const recorded = await rows<{ user_id: string; kind: string; details: string }>(
+      db(),
+      sql`select user_id, kind, coalesce(details::text, 'sql null') as details from access_changes
+        where kind like 'user.%' order by user_id, kind`,
+    );
+    expect(recorded).toEqual([
+      { user_id: carol.id, kind: 'user.created', details: '{"username": "carol", "primaryEmail": "carol@example.com"}' },
+      { user_id: carol.id, kind: 'user.suspended', details: 'sql null' },
+      { user_id: dave.id, kind: 'user.created', details: '{"username": "dave", "primaryEmail": "dave@example.com"}' },
+      { user_id: dave.id, kind: 'user.suspended', details: 'sql null' },
+    ]);
+  });
+
   it('does not let an older snapshot undo a removal recorded after it', async () => {
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
     await removeMembers(db(), acme!.id, [alice!.id], context('2026-11-23T11:10:00Z'));

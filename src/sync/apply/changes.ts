@@ -202,7 +202,7 @@ export const recordWrittenChanges = async (
   const insert = sql`${insertIntoChanges}
         ${selectWithSharedContext(sql.raw('c'), context)}
         from (
-          select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, (p.e->'d')::jsonb as d
+          select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, nullif((p.e->'d')::jsonb, 'null'::jsonb) as d
           from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
           union all ${selected}
         ) c
