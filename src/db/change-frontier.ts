@@ -82,44 +82,12 @@ export const createChangeFrontier = (db: Database, start: () => Promise<number>,
  * The change log sequence's last id: every change recorded so far, committed or still being committed,
  * has an id up to it (ids are taken before commit, and a sequence is read outside any snapshot).
  */
-const readLastChangeId = async (db: Database): Promise<number> => {
+export const lastChangeId = async (db: Database): Promise<number> => {
   const [sequence] = await rows<{ last: string | number }>(
     db,
     sql`select case when is_called then last_value else 0 end as last from access_changes_id_seq`,
   );
   return Number(sequence!.last);
-};
-
-/** Per database, the `lastChangeIdSince` read under way and the one queued to start after it. */
-const lastChangeIdReads = new WeakMap<Database, { running: Promise<number> | null; queued: Promise<number> | null }>();
-
-/**
- * The change log's last id, from a read started after this call: a change recorded before the call has
- * an id up to it. Callers asking together share one read (organizations of a reconcile finishing at
- * once), but never one already under way when they asked: it may have begun before a change they must
- * see, so they wait for the read queued after it.
- */
-export const lastChangeIdSince = (db: Database): Promise<number> => {
-  let reads = lastChangeIdReads.get(db);
-  if (!reads) lastChangeIdReads.set(db, (reads = { running: null, queued: null }));
-  const state = reads;
-  const start = (): Promise<number> => {
-    const read: Promise<number> = readLastChangeId(db).finally(() => {
-      if (state.running === read) state.running = null;
-    });
-    state.running = read;
-    return read;
-  };
-  // Not started yet, so it starts after this call.
-  if (state.queued) return state.queued;
-  if (!state.running) return start();
-  state.queued = state.running
-    .catch(() => undefined)
-    .then(() => {
-      state.queued = null;
-      return start();
-    });
-  return state.queued;
 };
 
 /** How long `settledChangeId` waits for the transactions that may hold an earlier change id. */
@@ -155,7 +123,7 @@ const openTransactionIds = async (db: Database): Promise<string[]> =>
  * the answer is then the last id proved before (0 at first), which only makes the reader look further back.
  */
 export const settledChangeId = async (db: Database): Promise<number> => {
-  const last = await readLastChangeId(db);
+  const last = await lastChangeId(db);
   // Looked at after the sequence was read: a transaction that took an id by then is among these.
   const open = new Set(await openTransactionIds(db));
   const deadline = Date.now() + settleWaitMs;

@@ -1,4 +1,4 @@
-import { lastChangeIdSince } from '../db/change-frontier.js';
+import { lastChangeId } from '../db/change-frontier.js';
 import type { LogtoOrganizationMember } from '../logto/index.js';
 import {
   applyMembers,
@@ -233,7 +233,7 @@ const recompareChanged = async (
   // No change recorded anywhere since the stored members were read: the usual reconcile, where one
   // statement per organization cost PostgreSQL 0.2-0.3 s at 600 organizations. Once any change was
   // recorded (this run's own repairs too), each organization asks for its own.
-  if ((await lastChangeIdSince(db)) <= storedMembers.changesAfter) return [];
+  if ((await lastChangeId(db)) <= storedMembers.changesAfter) return [];
   const changed = await membersChangedAfter(db, organizationId, storedMembers.changesAfter, base.syncRunId ?? null);
   // Members found equal hold on their page exactly the roles stored for them: their snapshot, by page.
   const byPage = new Map<number, MemberSnapshot[]>();
