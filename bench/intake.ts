@@ -194,7 +194,8 @@ export const run = async (argv: string[]): Promise<void> => {
     return new Promise<T>((resolve, reject) => {
       let out = '';
       child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-      child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as T) : reject(new Error(`${script} exited ${code}`))));
+      // 'close', not 'exit': the last of a large line can still be in the pipe when the process has exited.
+      child.once('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!) as T) : reject(new Error(`${script} exited ${code}`))));
     });
   };
   type Sent = { sent: number; accepted: number; seconds: number; sendingSeconds: number; lateP50: number; lateP95: number };
