@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session } from 'node:inspector/promises';
 import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { inArray } from 'drizzle-orm';
 import pg from 'pg';
 import { organizationMembers, users } from '../db/schema.js';
@@ -36,7 +37,9 @@ import { startSimulator } from './simulator.js';
  * partial drain after a burst of sign-ins) and `--skip` leaves some out.
  *
  * Arrivals come from `--sender-processes` processes (default 2) with bodies signed in advance, so that the
- * offered rate is the one asked for. `--profile <dir>` writes a CPU profile of each scenario there.
+ * offered rate is the one asked for. `--profile <dir>` writes a CPU profile of each scenario there,
+ * `--heap-profile <dir>` a sampling heap profile of everything each one allocated, and `--trace-gc` prints
+ * V8's line per garbage collection during each one (`--trace-gc-nvp`: bytes allocated and promoted, pauses).
  * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
  */
 export const run = async (argv: string[]): Promise<void> => {
@@ -62,6 +65,8 @@ export const run = async (argv: string[]): Promise<void> => {
       order: { type: 'string', default: 'drain,visibility,partial,signin' },
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
+      'heap-profile': { type: 'string', default: '' },
+      'trace-gc': { type: 'boolean', default: false },
       'poll-ms': { type: 'string', default: '25' },
     },
   });
@@ -77,21 +82,67 @@ export const run = async (argv: string[]): Promise<void> => {
     for (const [name, value] of Object.entries(rows)) console.log(`${name.padEnd(52)} ${value}`);
   };
 
-  /** With `--profile <dir>`: a CPU profile of this process (service and worker) per scenario, not of the setup. */
-  const inspector = values.profile ? new Session() : null;
+  /**
+   * With `--profile <dir>`: a CPU profile of this process (service and worker) per scenario, not of the setup.
+   * With `--heap-profile <dir>`: a sampling heap profile of each scenario counting every allocation, those
+   * collected since included (what the scenario allocated, not what it left), and its total.
+   */
+  const inspector = values.profile || values['heap-profile'] ? new Session() : null;
   inspector?.connect();
+  /** Bytes the last profiled scenario allocated (sampled), with `--heap-profile`. */
+  let lastAllocated = Number.NaN;
   const profiled = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
+    if (values['trace-gc']) {
+      // V8's line per collection (allocated, promoted, pause...) for this scenario only, between two marks.
+      writeSync(1, `# trace-gc ${name} start\n`);
+      setFlagsFromString('--trace-gc-nvp');
+      try {
+        return await profiledCpuAndHeap(name, scenario);
+      } finally {
+        setFlagsFromString('--no-trace-gc-nvp');
+        writeSync(1, `# trace-gc ${name} end\n`);
+      }
+    }
+    return profiledCpuAndHeap(name, scenario);
+  };
+  const profiledCpuAndHeap = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
     if (!inspector) return scenario();
-    await inspector.post('Profiler.enable');
-    await inspector.post('Profiler.start');
+    if (values.profile) {
+      await inspector.post('Profiler.enable');
+      await inspector.post('Profiler.start');
+    }
+    if (values['heap-profile']) {
+      await inspector.post('HeapProfiler.enable');
+      await inspector.post('HeapProfiler.startSampling', {
+        samplingInterval: 16384,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      });
+    }
     try {
       return await scenario();
     } finally {
-      const { profile } = await inspector.post('Profiler.stop');
-      mkdirSync(values.profile!, { recursive: true });
-      writeFileSync(join(values.profile!, `intake-${name}.cpuprofile`), JSON.stringify(profile));
+      if (values.profile) {
+        const { profile } = await inspector.post('Profiler.stop');
+        mkdirSync(values.profile, { recursive: true });
+        writeFileSync(join(values.profile, `intake-${name}.cpuprofile`), JSON.stringify(profile));
+      }
+      if (values['heap-profile']) {
+        const { profile } = await inspector.post('HeapProfiler.stopSampling');
+        type Node = { selfSize: number; children: Node[] };
+        const total = (node: Node): number => node.children.reduce((sum, child) => sum + total(child), node.selfSize);
+        lastAllocated = total(profile.head as Node);
+        mkdirSync(values['heap-profile'], { recursive: true });
+        writeFileSync(join(values['heap-profile'], `intake-${name}.heapprofile`), JSON.stringify(profile));
+      }
     }
   };
+  /** The old generation's bytes in use (old space and large objects), as they stand: no collection forced. */
+  const oldGeneration = () =>
+    getHeapSpaceStatistics()
+      .filter((space) => space.space_name === 'old_space' || space.space_name === 'large_object_space')
+      .reduce((sum, space) => sum + space.space_used_size, 0);
+  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
   const signingKey = randomBytes(24).toString('base64url');
   const port = 4600 + Math.floor(Math.random() * 300);
@@ -309,8 +360,18 @@ export const run = async (argv: string[]): Promise<void> => {
       });
       await enqueueHeld(payloads, 'drain');
       const updatesBefore = await inboxUpdates();
+      const oldBefore = oldGeneration();
+      let majorGcs = 0;
+      const gcs = new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) {
+          if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) majorGcs += 1;
+        }
+      });
+      gcs.observe({ entryTypes: ['gc'] });
       await release();
       const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
+      const oldAfter = oldGeneration();
+      gcs.disconnect();
       // Every delivery updated three times (release, claim, settlement) once the statistics are all in.
       const updatesAfter = await inboxUpdates(updatesBefore.all + 3 * (n - drained.left));
       updatesSoFar = updatesAfter;
@@ -321,6 +382,9 @@ export const run = async (argv: string[]): Promise<void> => {
         'deliveries per second': ((n - drained.left) / drained.seconds).toFixed(0),
         'target (per second)': 1000,
         'ratio to target': ((n - drained.left) / drained.seconds / 1000).toFixed(2),
+        // What the drain leaves for the first mark-compact of the loaded window to collect.
+        'service old generation before → after the drain (MB; mark-compacts during it)': `${mb(oldBefore)} → ${mb(oldAfter)} (${majorGcs})`,
+        'service bytes allocated per delivery (sampled, with --heap-profile)': Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
         // Each delivery: its release (next_attempt_at, indexed), its claim (HOT when it changes no indexed column
         // and fits in its page) and its settlement.
         'inbox row updates, release + claims + settlements: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
@@ -407,6 +471,10 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
+        // The probes' window only (the arrivals of its first second and last half second are not in it).
+        'service bytes allocated per arrival in the probes\' window (sampled, with --heap-profile)': Number.isNaN(lastAllocated)
+          ? '-'
+          : ((lastAllocated / (Number(values['arrival-rate']) * (windowMs / 1000))) | 0),
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
         'machine cores idle while probing (of all; /proc/stat idle + iowait)': idleCores.toFixed(2),
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,

@@ -18,9 +18,7 @@ export const canonicalJson = (value: unknown): string => {
     return `${out}]`;
   }
   const record = value as Record<string, unknown>;
-  const keys = Object.keys(record).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const indices = keys.filter(isArrayIndex);
-  const ordered = indices.length === 0 ? keys : [...indices.sort((a, b) => Number(a) - Number(b)), ...keys.filter((key) => !isArrayIndex(key))];
+  const ordered = canonicalOrder(Object.keys(record));
   let out = '{';
   let first = true;
   for (const key of ordered) {
@@ -28,9 +26,57 @@ export const canonicalJson = (value: unknown): string => {
     if (item === undefined || typeof item === 'function' || typeof item === 'symbol') continue;
     if (!first) out += ',';
     first = false;
-    out += `${JSON.stringify(key)}:${canonicalJson(item)}`;
+    out += `${quotedKey(key)}:${canonicalJson(item)}`;
   }
   return `${out}}`;
+};
+
+/** The canonical order of an object's keys (see above), computed from `Object.keys`. */
+const sortedKeys = (keys: string[]): string[] => {
+  const sorted = [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const indices = sorted.filter(isArrayIndex);
+  return indices.length === 0 ? sorted : [...indices.sort((a, b) => Number(a) - Number(b)), ...sorted.filter((key) => !isArrayIndex(key))];
+};
+
+/**
+ * The canonical order of key lists seen before, by their first key: objects of one shape (each
+ * delivery's envelope, its user, the user's profile) list the same keys in the same order, and the
+ * webhook receiver hashes every delivery, so their sort (a copy, the comparisons and the index tests)
+ * is done once per shape. Bounded (shapes, and shapes per first key): a shape not kept is sorted each time.
+ */
+const orderCache = new Map<string, { keys: string[]; ordered: string[] }[]>();
+let orderCacheSize = 0;
+const maxOrderCacheSize = 512;
+
+const sameKeys = (a: string[], b: string[]): boolean => {
+  if (a.length !== b.length) return false;
+  for (let index = 0; index < a.length; index += 1) if (a[index] !== b[index]) return false;
+  return true;
+};
+
+const canonicalOrder = (keys: string[]): string[] => {
+  if (keys.length < 2) return keys;
+  const bucket = orderCache.get(keys[0]!);
+  if (bucket) for (const entry of bucket) if (sameKeys(entry.keys, keys)) return entry.ordered;
+  const ordered = sortedKeys(keys);
+  if (orderCacheSize < maxOrderCacheSize && keys.length <= 64 && (bucket?.length ?? 0) < 8) {
+    orderCacheSize += 1;
+    if (bucket) bucket.push({ keys, ordered });
+    else orderCache.set(keys[0]!, [{ keys, ordered }]);
+  }
+  return ordered;
+};
+
+/** `JSON.stringify(key)`, kept for keys seen before (a payload's keys repeat in every delivery); bounded. */
+const quotedKeys = new Map<string, string>();
+const maxQuotedKeys = 4096;
+const quotedKey = (key: string): string => {
+  let quoted = quotedKeys.get(key);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(key);
+    if (quotedKeys.size < maxQuotedKeys && key.length <= 64) quotedKeys.set(key, quoted);
+  }
+  return quoted;
 };
 
 const maxArrayIndex = 2 ** 32 - 2;

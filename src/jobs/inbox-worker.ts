@@ -191,7 +191,8 @@ export const createInboxWorker = (deps: SyncDeps & { config: Config }, options: 
       const held = await statuses.add({ claim: delivery, status: outcome });
       metrics.webhookProcessed.inc({ event: label, outcome });
       if (!held) log.warn(context, 'delivery processed after its lease was taken over; the other claim settles it');
-      else log.debug({ ...context, outcome }, 'delivery processed');
+      // Built only when written: a line per delivery is debug, and every delivery passes here.
+      else if (log.isLevelEnabled('debug')) log.debug({ ...context, outcome }, 'delivery processed');
     } catch (error) {
       const message = describeError(error);
       const permanent = error instanceof PermanentDeliveryError;

@@ -87,3 +87,20 @@ describe('the receiver skipping the storable walk', () => {
     expect(mayNeedStorableCheck(texts[7]!)).toBe(true);
   });
 });
+
+describe('canonical JSON of objects whose shapes repeat (key orders kept per shape)', () => {
+  it('writes the same as for a shape seen for the first time, whichever shapes share a first key', () => {
+    const next = random(27);
+    const pool = ['id', 'b', 'a', '10', '2', 'name', 'é', '__proto__', 'z', 'A'];
+    for (let round = 0; round < 3000; round += 1) {
+      const object: Record<string, unknown> = {};
+      // Mostly "id" first, as a user's or an envelope's keys are: many shapes share that first key.
+      if (next() < 0.8) object.id = round;
+      for (let count = Math.floor(next() * 6); count > 0; count -= 1) {
+        Object.defineProperty(object, pool[Math.floor(next() * pool.length)]!, { value: valueLike(next, 2), enumerable: true, writable: true, configurable: true });
+      }
+      const value = next() < 0.5 ? object : { outer: object, list: [object, { ...object }] };
+      expect(canonicalJson(value)).toBe(JSON.stringify(rebuiltWithSortedKeys(value)));
+    }
+  });
+});

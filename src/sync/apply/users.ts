@@ -51,7 +51,12 @@ const digestOf = (
   customData: unknown,
   profile: unknown,
 ): string =>
-  createHash('sha256').update(`${JSON.stringify([...texts, isSuspended, ...instants])}${canonicalJson(customData)}${canonicalJson(profile)}`).digest('base64');
+  // The three texts hashed one after the other: the digest of their concatenation, without making it.
+  createHash('sha256')
+    .update(JSON.stringify([...texts, isSuspended, ...instants]))
+    .update(canonicalJson(customData))
+    .update(canonicalJson(profile))
+    .digest('base64');
 
 /**
  * A digest of the compared columns of a row, stored with it by every write (`compared_digest`): equal
@@ -87,7 +92,9 @@ export const toUserRow = (user: LogtoUser, observedAt: Date, digest?: string): U
   const { hasPassword: _hasPassword, organizationRoles: _roles, ...raw } = user as LogtoUser & {
     organizationRoles?: unknown;
   };
-  const row = {
+  // One object, its digest taken from the user (`userDigest` is the row's `comparedDigest`): a webhook
+  // delivery's row was built twice, the second time only to add the digest.
+  return {
     id: user.id,
     username: user.username ?? null,
     primaryEmail: user.primaryEmail ?? null,
@@ -103,8 +110,8 @@ export const toUserRow = (user: LogtoUser, observedAt: Date, digest?: string): U
     updatedAt: new Date(user.updatedAt),
     raw,
     observedAt,
+    comparedDigest: digest ?? userDigest(user),
   };
-  return { ...row, comparedDigest: digest ?? comparedDigest(row) };
 };
 
 /** The compared columns, and the id, with their types for the JSON a page is compared with in PostgreSQL. */

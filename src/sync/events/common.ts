@@ -62,6 +62,27 @@ export const envelopeSchema = z.looseObject({
 });
 export type Envelope = z.infer<typeof envelopeSchema>;
 
+const plainRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value) && !Object.hasOwn(value, '__proto__');
+const optionalText = (value: unknown) => value === undefined || typeof value === 'string';
+
+/**
+ * `parsePayload(envelopeSchema, delivery)` without zod's copy of a payload that already fits (each
+ * delivery's envelope, its params rebuilt on the way): the payload comes back as it is, not a copy, as
+ * zod would return it (no default to fill in, nothing to drop). Anything else is zod's to answer.
+ */
+export const parseEnvelope = (delivery: EventDelivery): Envelope => {
+  const payload = delivery.payload;
+  const fits =
+    plainRecord(payload) &&
+    typeof payload.event === 'string' &&
+    optionalText(payload.createdAt) &&
+    (payload.userAgent === null || optionalText(payload.userAgent)) &&
+    optionalText(payload.matchedRoute) &&
+    (payload.params === undefined || plainRecord(payload.params));
+  return fits ? (payload as Envelope) : parsePayload(envelopeSchema, delivery);
+};
+
 /** Parses a payload; a known event whose payload does not fit is a permanent failure, with the offending paths named. */
 export const parsePayload = <S extends z.ZodType>(schema: S, delivery: EventDelivery): z.output<S> => {
   const result = schema.safeParse(delivery.payload);

@@ -14,10 +14,9 @@ import {
 import type { SyncDeps } from '../context.js';
 import {
   baseContext,
-  envelopeSchema,
+  parseEnvelope,
   eventTime,
   isRecord,
-  parsePayload,
   PermanentDeliveryError,
   stringField,
   trustsData,
@@ -43,7 +42,7 @@ type Definition<T extends { id: string }> = {
 const upserted =
   <T extends { id: string }>(definition: Definition<T>): EventHandler =>
   async (deps, delivery) => {
-    const payload = parsePayload(envelopeSchema, delivery);
+    const payload = parseEnvelope(delivery);
     const base = baseContext(delivery, payload);
     const id = stringField(payload.params, 'id') ?? stringField(payload.data, 'id');
     if (trustsData(delivery) && isRecord(payload.data)) {
@@ -69,7 +68,7 @@ const upserted =
 const deleted =
   <T extends { id: string }>(definition: Definition<T>): EventHandler =>
   async (deps, delivery) => {
-    const payload = parsePayload(envelopeSchema, delivery);
+    const payload = parseEnvelope(delivery);
     const id = stringField(payload.params, 'id') ?? stringField(payload.data, 'id');
     if (!id) throw new PermanentDeliveryError(`${delivery.event} names no ${definition.label} (params.id)`);
     await definition.remove(deps.database.db, [id], { ...baseContext(delivery, payload), observedAt: eventTime(delivery, payload) });

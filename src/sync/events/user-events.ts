@@ -1,11 +1,10 @@
-import { logtoUserSchema } from '../../logto/index.js';
+import { parseLogtoUser } from '../../logto/index.js';
 import { removeUsers } from '../apply/index.js';
 import {
   baseContext,
-  envelopeSchema,
+  parseEnvelope,
   eventTime,
   isRecord,
-  parsePayload,
   PermanentDeliveryError,
   refreshUser,
   stringField,
@@ -25,7 +24,7 @@ const partialRoute = /\/(custom-data|profile)\/?$/;
  * a user on its own say-so).
  */
 export const handleUserUpserted: EventHandler = async (deps, delivery) => {
-  const payload = parsePayload(envelopeSchema, delivery);
+  const payload = parseEnvelope(delivery);
   const base = baseContext(delivery, payload);
   const userId = stringField(payload.params, 'userId') ?? stringField(payload.data, 'id');
   const complete =
@@ -35,12 +34,11 @@ export const handleUserUpserted: EventHandler = async (deps, delivery) => {
     'createdAt' in payload.data &&
     !partialRoute.test(payload.matchedRoute ?? '');
   if (complete) {
-    const user = logtoUserSchema.safeParse(payload.data);
-    const usable = user.success && (userId === undefined || user.data.id === userId);
-    if (usable) {
+    const user = parseLogtoUser(payload.data);
+    if (user && (userId === undefined || user.id === userId)) {
       // Batched with the snapshots of the other deliveries in hand: one read and one transaction for all.
       const outcome = await deps.userSnapshots.add({
-        user: user.data,
+        user,
         context: { ...base, observedAt: eventTime(delivery, payload) },
         onlyIfStored: delivery.event !== 'User.Created',
       });
@@ -54,7 +52,7 @@ export const handleUserUpserted: EventHandler = async (deps, delivery) => {
 
 /** `User.Deleted`: the user goes with its memberships and roles (each revoked grant is recorded; Logto sends no membership event). */
 export const handleUserDeleted: EventHandler = async (deps, delivery) => {
-  const payload = parsePayload(envelopeSchema, delivery);
+  const payload = parseEnvelope(delivery);
   const userId = stringField(payload.data, 'id') ?? stringField(payload.params, 'userId');
   if (!userId) throw new PermanentDeliveryError('User.Deleted names no user (data.id or params.userId)');
   await removeUsers(deps.database.db, [userId], { ...baseContext(delivery, payload), observedAt: eventTime(delivery, payload) });
