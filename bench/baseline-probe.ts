@@ -9,7 +9,7 @@
  * `PROBE_STATS=1` has PostgreSQL log each statement's resource usage (`log_statement_stats`, with its text)
  * instead (to PostgreSQL's log, where the user and system seconds of each message can be summed per statement).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
@@ -26,6 +26,28 @@ import { startSimulator } from './simulator.js';
 const processIo = (): { rchar: number; wchar: number; syscw: number } => {
   const fields = Object.fromEntries(readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((line) => line.split(': ')));
   return { rchar: Number(fields.rchar), wchar: Number(fields.wchar), syscw: Number(fields.syscw) };
+};
+
+/**
+ * CPU seconds of this process's main thread and of its other threads (V8's optimising compiler and parallel
+ * garbage collector, libuv's pool), from /proc/self/task: the second part grows with what the main thread
+ * allocates and compiles, and was 0.9-1.8 of a scale-0.3 baseline's 4.7-6.1 CPU-s.
+ */
+const threadSeconds = (): { main: number; helpers: number } => {
+  let main = 0;
+  let helpers = 0;
+  for (const task of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${task}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      if (task === String(process.pid)) main += seconds;
+      else helpers += seconds;
+    } catch {
+      // the thread ended
+    }
+  }
+  return { main, helpers };
 };
 
 export const run = async (args: string[]): Promise<void> => {
@@ -61,12 +83,14 @@ export const run = async (args: string[]): Promise<void> => {
     const postgresCpu = trackPostgresCpu();
     const walBefore = await wal();
     const ioBefore = processIo();
+    const threadsBefore = threadSeconds();
     const syncBefore = process.cpuUsage();
     const simBefore = sim.cpuSeconds();
     const started = performance.now();
     const result = await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
     const seconds = (performance.now() - started) / 1000;
     const syncCpu = process.cpuUsage(syncBefore);
+    const threadsAfter = threadSeconds();
     const ioAfter = processIo();
     const walAfter = await wal();
     const postgresByPid = postgresCpu.stop();
@@ -87,7 +111,8 @@ export const run = async (args: string[]): Promise<void> => {
       // The sync process's kernel share, and what it wrote and read through system calls (PostgreSQL's
       // statements and results, the requests and pages of the simulated tenant): a socket write on
       // loopback also pays the receiving side's network stack.
-      syncProcess: { systemSeconds: syncCpu.system / 1e6, writtenMB: Number(((ioAfter.wchar - ioBefore.wchar) / 1048576).toFixed(1)),
+      syncProcess: { systemSeconds: syncCpu.system / 1e6,
+        mainThreadSeconds: Number((threadsAfter.main - threadsBefore.main).toFixed(2)), helperThreadSeconds: Number((threadsAfter.helpers - threadsBefore.helpers).toFixed(2)), writtenMB: Number(((ioAfter.wchar - ioBefore.wchar) / 1048576).toFixed(1)),
         readMB: Number(((ioAfter.rchar - ioBefore.rchar) / 1048576).toFixed(1)), writeCalls: ioAfter.syscw - ioBefore.syscw },
       postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
       wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
