@@ -53,6 +53,7 @@ export const run = async (args: string[]): Promise<void> => {
     await admin.end();
   }
   const database = await freshPostgres('las_bench_probe', { keep: explain || stats });
+  for (const statement of (process.env.PROBE_EXPERIMENT_SQL ?? '').split(';').filter((s) => s.trim())) await database.db.execute(sql.raw(statement));
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
     const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,
