@@ -8,6 +8,9 @@
  * PostgreSQL's log.
  * `PROBE_STATS=1` has PostgreSQL log each statement's resource usage (`log_statement_stats`, with its text)
  * instead (to PostgreSQL's log, where the user and system seconds of each message can be summed per statement).
+ * `PROBE_EXPERIMENT_SQL='drop index x; …'`: statements (split on `;`) run on the fresh database after its
+ * migrations, to learn what one piece of the schema costs a baseline (an index, a column's collation)
+ * before changing it for real.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
