@@ -8,6 +8,9 @@
  * PostgreSQL's log.
  * `PROBE_STATS=1` has PostgreSQL log each statement's resource usage (`log_statement_stats`, with its text)
  * instead (to PostgreSQL's log, where the user and system seconds of each message can be summed per statement).
+ * `PROBE_EXPERIMENT_SQL='drop index x; …'`: statements (split on `;`) run on the fresh database after its
+ * migrations, to learn what one piece of the schema costs a baseline (an index, a column's collation)
+ * before changing it for real.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -75,6 +78,7 @@ export const run = async (args: string[]): Promise<void> => {
     await admin.end();
   }
   const database = await freshPostgres('las_bench_probe', { keep: explain || stats });
+  for (const statement of (process.env.PROBE_EXPERIMENT_SQL ?? '').split(';').filter((s) => s.trim())) await database.db.execute(sql.raw(statement));
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
     const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,

@@ -3,6 +3,7 @@ import {
   bigint,
   bigserial,
   boolean,
+  customType,
   index,
   integer,
   jsonb,
@@ -16,6 +17,16 @@ import {
 const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 /**
+ * A Logto id: text compared byte by byte (`COLLATE "C"`), whatever the database's collation. Every index
+ * a baseline writes is keyed on these, and a comparison under a libc collation copies both strings and
+ * calls strcoll (C.UTF-8 included), where "C" is one memcmp: PostgreSQL's CPU for a baseline at scale 0.3
+ * fell by ~5 %. Logto's ids are lowercase letters and digits, which sort the same either way, and byte
+ * order is JavaScript's (`<`), the order the crawl writes and compares pages in. A value of another
+ * collation (a parameter, another table's text column) takes this one when compared with it.
+ */
+const id = customType<{ data: string; driverData: string }>({ dataType: () => 'text COLLATE "C"' });
+
+/**
  * `observed_at` on every access-state row is the time of the Logto read (or event) that produced it.
  * Writers never replace a row with a snapshot observed before the stored one, which is what keeps a
  * slow reconcile page from undoing a webhook applied while it ran.
@@ -24,7 +35,7 @@ const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' 
 export const users = pgTable(
   'users',
   {
-    id: text('id').primaryKey(),
+    id: id('id').primaryKey(),
     username: text('username'),
     primaryEmail: text('primary_email'),
     primaryPhone: text('primary_phone'),
@@ -57,7 +68,7 @@ export const users = pgTable(
 export const organizations = pgTable(
   'organizations',
   {
-    id: text('id').primaryKey(),
+    id: id('id').primaryKey(),
     name: text('name').notNull(),
     description: text('description'),
     customData: jsonb('custom_data').$type<Record<string, unknown>>().notNull().default({}),
@@ -72,7 +83,7 @@ export const organizations = pgTable(
 export const organizationRoles = pgTable(
   'organization_roles',
   {
-    id: text('id').primaryKey(),
+    id: id('id').primaryKey(),
     name: text('name').notNull(),
     description: text('description'),
     type: text('type').notNull().default('User'),
@@ -92,8 +103,8 @@ export const organizationRoles = pgTable(
 export const organizationMembers = pgTable(
   'organization_members',
   {
-    organizationId: text('organization_id').notNull(),
-    userId: text('user_id').notNull(),
+    organizationId: id('organization_id').notNull(),
+    userId: id('user_id').notNull(),
     since: tz('since').notNull(),
     observedAt: tz('observed_at').notNull(),
   },
@@ -106,9 +117,9 @@ export const organizationMembers = pgTable(
 export const organizationMemberRoles = pgTable(
   'organization_member_roles',
   {
-    organizationId: text('organization_id').notNull(),
-    userId: text('user_id').notNull(),
-    organizationRoleId: text('organization_role_id').notNull(),
+    organizationId: id('organization_id').notNull(),
+    userId: id('user_id').notNull(),
+    organizationRoleId: id('organization_role_id').notNull(),
     since: tz('since').notNull(),
     observedAt: tz('observed_at').notNull(),
   },
@@ -135,9 +146,9 @@ export const accessChanges = pgTable(
     kind: text('kind').notNull(),
     source: text('source').notNull(),
     actor: text('actor'),
-    userId: text('user_id'),
-    organizationId: text('organization_id'),
-    organizationRoleId: text('organization_role_id'),
+    userId: id('user_id'),
+    organizationId: id('organization_id'),
+    organizationRoleId: id('organization_role_id'),
     details: jsonb('details').$type<Record<string, unknown>>(),
     syncRunId: bigint('sync_run_id', { mode: 'number' }),
     deliveryId: bigint('delivery_id', { mode: 'number' }),

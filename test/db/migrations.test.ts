@@ -36,4 +36,26 @@ describe('migrations', () => {
     ]);
     expect(await migrationsApplied(database.db)).toBe(true);
   });
+
+  it('compares Logto ids byte by byte, in the order JavaScript sorts them', async () => {
+    // The id columns every baseline index is keyed on: "C", one memcmp per comparison (see `id` in db/schema.ts).
+    const collations = await rows<{ column: string; collation: string | null }>(
+      database.db,
+      sql`select c.table_name || '.' || c.column_name as column, c.collation_name as collation from information_schema.columns c
+        where c.table_schema = 'public' and (c.table_name, c.column_name) in (('users', 'id'), ('organizations', 'id'), ('organization_roles', 'id'),
+          ('organization_members', 'organization_id'), ('organization_members', 'user_id'), ('organization_member_roles', 'organization_id'),
+          ('organization_member_roles', 'user_id'), ('organization_member_roles', 'organization_role_id'), ('access_changes', 'user_id'),
+          ('access_changes', 'organization_id'), ('access_changes', 'organization_role_id'))
+        order by 1`,
+    );
+    expect(collations).toHaveLength(11);
+    expect(collations.filter((row) => row.collation !== 'C')).toEqual([]);
+    // Stored ids come back in JavaScript's order (`<`), the order the crawl sorts and compares pages in,
+    // whatever collation the database was created with.
+    const ids = ['b', 'B', 'a-1', 'a1', 'A', '_x', 'é', 'z'];
+    await database.db.execute(sql`insert into organizations (id, name, created_at, raw, observed_at)
+      select id, id, now(), '{}', now() from unnest(${sql.param(ids)}::text[]) as t(id)`);
+    const sorted = await rows<{ id: string }>(database.db, sql`select id from organizations where id = any(${sql.param(ids)}::text[]) order by id`);
+    expect(sorted.map((row) => row.id)).toEqual([...ids].sort());
+  });
 });
