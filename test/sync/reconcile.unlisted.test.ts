@@ -67,6 +67,14 @@ describe('reconciling members stored during the crawl that no page lists', () =>
   });
   reconcileSuiteHooks(() => ({ database, sim }));
 
+  it('removes a member a webhook added to an organization Logto lists as empty, nothing stored, while other organizations were crawled', async () => {
+    expect(sim.state.memberCount(empty)).toBe(0);
+    expect(await storedMemberCount(empty)).toBe(0);
+    const outsider = outsiderOf(empty);
+    await reconcileThrough(database, wrapping(large, (pages) => interceptFirstPage(pages, async () => void (await webhookAdds(empty, outsider)))));
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+  });
+
   it('removes a member a webhook added during the crawl of an organization none of whose members were stored', async () => {
     expect(sim.state.memberCount(large)).toBeGreaterThan(1_000);
     // Its stored members lost: every page differs, and the crawl reads the stored members as it writes.
