@@ -100,19 +100,56 @@ const settlePollMs = 5;
 const provedChangeIds = new WeakMap<Database, number>();
 
 /**
+ * A sequence's last id seen with the transactions then open that may hold an id up to it: proved once
+ * none of them is open any more.
+ */
+type Observation = { last: number; open: Set<string> };
+
+/**
+ * Observations `settledChangeId` could not prove in time, per database, oldest first. A later call proves
+ * one once its transactions have ended, even while transactions begun after it are open: without them, one
+ * long transaction that has ended left every call answering the last id proved before it (0 at first),
+ * and a reconcile then read all of an organization's member changes.
+ */
+const unprovedObservations = new WeakMap<Database, Observation[]>();
+
+/** Unproved observations kept per database: the newest, which prove the highest ids. */
+const unprovedKept = 32;
+
+/** Records `last` as proved if it is higher than what was proved before. */
+const prove = (db: Database, last: number) => provedChangeIds.set(db, Math.max(last, provedChangeIds.get(db) ?? 0));
+
+/** Proves the unproved observations none of whose transactions is among those open now. */
+const proveEnded = (db: Database, openNow: Set<string>) => {
+  const observations = unprovedObservations.get(db);
+  if (!observations) return;
+  for (const observation of observations) {
+    for (const xid of observation.open) if (!openNow.has(xid)) observation.open.delete(xid);
+    if (observation.open.size === 0) prove(db, observation.last);
+  }
+  const proved = provedChangeIds.get(db) ?? 0;
+  unprovedObservations.set(db, observations.filter((observation) => observation.last > proved));
+};
+
+/**
  * The xids of the transactions open in this database: each holds the lock on its own xid until it ends.
  * Not the transaction horizon, which spans every database of the server: there, one long transaction
  * of another application (or another test database) held every answer back.
  */
-const openTransactionIds = async (db: Database): Promise<string[]> =>
-  (
-    await rows<{ xid: string }>(
-      db,
-      sql`select l.transactionid::text as xid from pg_locks l join pg_stat_activity a on a.pid = l.pid
-        where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
-          and a.datid = (select oid from pg_database where datname = current_database())`,
-    )
-  ).map((row) => row.xid);
+const openTransactionIds = async (db: Database): Promise<Set<string>> => {
+  const open = new Set(
+    (
+      await rows<{ xid: string }>(
+        db,
+        sql`select l.transactionid::text as xid from pg_locks l join pg_stat_activity a on a.pid = l.pid
+          where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+            and a.datid = (select oid from pg_database where datname = current_database())`,
+      )
+    ).map((row) => row.xid),
+  );
+  proveEnded(db, open);
+  return open;
+};
 
 /**
  * A change id such that every change with an id up to it is committed or never will be: a reader that
@@ -120,19 +157,24 @@ const openTransactionIds = async (db: Database): Promise<string[]> =>
  * that state. The change log sequence's last id, once every transaction that held an xid when it was
  * read has ended (a writer records its changes after writing the rows they describe, so a transaction
  * holding a change id holds an xid). A transaction still open after `settleWaitMs` is not waited for:
- * the answer is then the last id proved before (0 at first), which only makes the reader look further back.
+ * the answer is then the highest id proved so far, by this call's earlier ones or by an observation of
+ * theirs whose transactions have all ended since (0 at first), which only makes the reader look further back.
  */
 export const settledChangeId = async (db: Database): Promise<number> => {
   const last = await lastChangeId(db);
   // Looked at after the sequence was read: a transaction that took an id by then is among these.
-  const open = new Set(await openTransactionIds(db));
+  const open = await openTransactionIds(db);
   const deadline = Date.now() + settleWaitMs;
   while (open.size > 0) {
-    if (Date.now() >= deadline) return provedChangeIds.get(db) ?? 0;
+    if (Date.now() >= deadline) {
+      const observations = [...(unprovedObservations.get(db) ?? []), { last, open }];
+      unprovedObservations.set(db, observations.slice(-unprovedKept));
+      return provedChangeIds.get(db) ?? 0;
+    }
     await new Promise((resolve) => setTimeout(resolve, settlePollMs));
-    const still = new Set(await openTransactionIds(db));
+    const still = await openTransactionIds(db);
     for (const xid of open) if (!still.has(xid)) open.delete(xid);
   }
-  provedChangeIds.set(db, Math.max(last, provedChangeIds.get(db) ?? 0));
+  prove(db, last);
   return last;
 };

@@ -56,6 +56,12 @@ export const lastSyncRun = async (
       .limit(1)
   )[0] ?? null;
 
+/** The sync_runs sequence's last id: a run whose row is written later has a higher one (read outside any snapshot). */
+export const lastSyncRunId = async (db: Database): Promise<number> => {
+  const [sequence] = await rows<{ last: string | number }>(db, sql`select case when is_called then last_value else 0 end as last from sync_runs_id_seq`);
+  return Number(sequence!.last);
+};
+
 /** Runs still marked running: after a crash, the next start marks them failed so history stays truthful. */
 export const failAbandonedRuns = async (db: Database, kinds: SyncRunKind[], reason: string): Promise<number> => {
   const updated = await db

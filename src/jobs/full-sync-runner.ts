@@ -1,5 +1,5 @@
 import { analyzeLoadedTables } from '../db/statistics.js';
-import { lastSyncRun } from '../db/sync-runs.js';
+import { lastSyncRun, lastSyncRunId } from '../db/sync-runs.js';
 import { AppError } from '../errors.js';
 import type { SyncDeps } from '../sync/context.js';
 import { runFullSync, type FullSyncKind, type FullSyncOptions, type FullSyncResult } from '../sync/full-sync.js';
@@ -26,14 +26,18 @@ const holdStartInProcess = (run: Promise<number | null>, done: Promise<unknown>)
   void done.then(release, release);
 };
 
-/** The run another replica holds the lock for: it may have taken the lock an instant ago and not yet written its row, so wait for it briefly. */
-const runningOnAnotherReplica = async (deps: SyncDeps): Promise<number | null> => {
-  let running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
-  for (let attempt = 0; !running && attempt < 20; attempt += 1) {
+/**
+ * The run another replica holds the lock for: it may have taken the lock an instant ago and not yet written
+ * its row, so wait for it briefly. A run written after `runsBefore` (the last run id before the lock was
+ * tried) is that run whatever its status: a short one can start and end between two looks.
+ */
+const runningOnAnotherReplica = async (deps: SyncDeps, runsBefore: number | null): Promise<number | null> => {
+  for (let attempt = 0; ; attempt += 1) {
+    const newest = await lastSyncRun(deps.database.db, ['baseline', 'reconcile']);
+    if (newest && (newest.status === 'running' || (runsBefore !== null && newest.id > runsBefore))) return newest.id;
+    if (attempt >= 20) return null;
     await new Promise((resolve) => setTimeout(resolve, 50));
-    running = await lastSyncRun(deps.database.db, ['baseline', 'reconcile'], 'running');
   }
-  return running?.id ?? null;
 };
 
 /**
@@ -44,6 +48,8 @@ export const startFullSync = async (
   deps: SyncDeps,
   options: Pick<FullSyncOptions, 'kind' | 'trigger' | 'onProgress' | 'organizationConcurrency'>,
 ): Promise<StartedRun> => {
+  // Read before the lock is tried, for a refusal by another replica (a start in this process answers one itself).
+  const runsBefore = startInProcess ? null : await lastSyncRunId(deps.database.db);
   let started!: (runId: number) => void;
   const runId = new Promise<number>((resolve) => (started = resolve));
   const done = withJobLock(deps.database, lockName, async () => {
@@ -66,7 +72,7 @@ export const startFullSync = async (
   const error = first?.error;
   if (error instanceof AppError && error.code === 'sync_running') {
     throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', {
-      runId: (await inProcess) ?? (await runningOnAnotherReplica(deps)),
+      runId: (await inProcess) ?? (await runningOnAnotherReplica(deps, runsBefore)),
     });
   }
   throw error;

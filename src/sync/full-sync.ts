@@ -1,6 +1,7 @@
 import PQueue from 'p-queue';
-import { asc, gt } from 'drizzle-orm';
-import { organizations } from '../../db/schema.js';
+import { asc, gt, sql } from 'drizzle-orm';
+import { organizationMembers, organizations } from '../../db/schema.js';
+import { namedRows } from '../db/prepared.js';
 import {
   clearCrawl,
   finishSyncRun,
@@ -30,6 +31,7 @@ import {
   removeUsers,
   type ApplyResult,
   type ChangeContext,
+  type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { syncOrganizationMembers } from './organization-members.js';
@@ -419,6 +421,42 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     organizationsDone = [];
     await markSeen(db, position.crawlId, 'organization_members', ids, { flush: false });
   };
+  // Organizations Logto listed as empty whose member crawl was skipped, nothing stored for them.
+  const listedEmpty: string[] = [];
+  // `stored`: the organization's stored members read with its batch's, or 'read' to read them as its crawl starts.
+  const crawl = (id: string, expectedTotal: number | null, stored: StoredMembers | undefined | 'read') =>
+    void queue.add(async () => {
+      if (failure || context.stopped.error) return;
+      try {
+        const storedMembers = stored === 'read' ? (await readStoredMembers(db, [id])).get(id) : stored;
+        const result = await syncOrganizationMembers(deps, id, base, {
+          // None stored (a baseline): every page differs, and the apply statements compare as they write.
+          ...(storedMembers ? { storedMembers } : {}),
+          ahead,
+          expectedTotal,
+          deferGoneUsers: true,
+          batchItems,
+          shouldStop: () => context.stopped.error !== null,
+          onApplied: account,
+          // Past the report's last item a baseline's memberships are only counted: receiving a record of
+          // each (~820,000 at 100,000 users) cost the sync process more than writing them did.
+          countChanges: context.reportFull,
+          // One page at a time each while the queue is full, as many as four for the last large ones:
+          // as many transactions as organizations crawled at once, and pages held in memory no more.
+          applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
+        });
+        account(result);
+        counts.memberships += result.membersChecked;
+        counts.memberRoles += result.memberRolesChecked;
+        await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
+        organizationsDone.push(id);
+        if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
+        finished += 1;
+        if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
+      } catch (error) {
+        failure ??= error;
+      }
+    });
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
   for (;;) {
@@ -437,46 +475,30 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     for (const id of ids) {
       const expectedTotal = memberCounts.get(id) ?? null;
       if (expectedTotal === 0 && !storedTogether.has(id)) {
+        listedEmpty.push(id);
         finished += 1;
         continue;
       }
-      void queue.add(async () => {
-        if (failure || context.stopped.error) return;
-        try {
-          const stored = small(id) ? storedTogether.get(id) : (await readStoredMembers(db, [id])).get(id);
-          const result = await syncOrganizationMembers(deps, id, base, {
-            // None stored (a baseline): every page differs, and the apply statements compare as they write.
-            ...(stored ? { storedMembers: stored } : {}),
-            ahead,
-            expectedTotal,
-            deferGoneUsers: true,
-            batchItems,
-            shouldStop: () => context.stopped.error !== null,
-            onApplied: account,
-            // Past the report's last item a baseline's memberships are only counted: receiving a record of
-            // each (~820,000 at 100,000 users) cost the sync process more than writing them did.
-            countChanges: context.reportFull,
-            // One page at a time each while the queue is full, as many as four for the last large ones:
-            // as many transactions as organizations crawled at once, and pages held in memory no more.
-            applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
-          });
-          account(result);
-          counts.memberships += result.membersChecked;
-          counts.memberRoles += result.memberRolesChecked;
-          await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-          organizationsDone.push(id);
-          if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
-          finished += 1;
-          if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
-        } catch (error) {
-          failure ??= error;
-        }
-      });
+      crawl(id, expectedTotal, small(id) ? storedTogether.get(id) : 'read');
     }
     await queue.onSizeLessThan(queue.concurrency);
     if (failure || context.stopped.error) break;
   }
   await queue.onIdle();
+  // Skipped as empty with nothing stored when their batch was read: one stored since (a webhook that read
+  // Logto earlier, whose removal was lost) was compared with nothing, so those are crawled now.
+  if (!failure && !context.stopped.error && listedEmpty.length > 0) {
+    for (const { o: id } of await namedRows<{ o: string }>(
+      db,
+      sql`select o from unnest(${sql.param(listedEmpty)}::text[]) as o
+        where exists (select 1 from ${organizationMembers} m where m.organization_id = o)`,
+    )) {
+      // Counted as finished when skipped: counted again when its crawl finishes.
+      finished -= 1;
+      crawl(id, null, 'read');
+    }
+    await queue.onIdle();
+  }
   // Also after a failure: the next run then skips the organizations this one finished.
   await recordOrganizationsDone();
   if (failure) throw failure;

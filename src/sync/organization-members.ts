@@ -54,7 +54,8 @@ export type OrganizationMembersOptions = {
    * The organization's stored members and roles, read before its crawl (`readStoredMembers`): each page
    * is compared with them here and only the members that differ are applied, so an unchanged page
    * costs no statement; members changed in the database after they were read (`changesAfter`) are
-   * compared again after the last page. Without it each page is compared by the apply statement.
+   * compared again after the last page. Without it each page is compared by the apply statement, and the
+   * stored members are read again after the last page: those no page listed are the candidates for removal.
    */
   storedMembers?: StoredMembers;
   /**
@@ -129,8 +130,9 @@ export const syncOrganizationMembers = async (
   let stored: string[] | null = options.storedMembers ? [...options.storedMembers.keys()].sort(compareIds) : null;
   let cursor = 0;
   // With `storedMembers`, every member the pages listed: those found equal to the stored state with their
-  // page's observedAt (nothing was written for them), those applied with null.
+  // page's observedAt (nothing was written for them), those applied with null. Without, every member listed.
   const compared = new Map<string, Date | null>();
+  const listed = new Set<string>();
   const take = (applied: ApplyResult) => {
     if (options.onApplied) options.onApplied({ changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) });
     else mergeResults(result, applied);
@@ -158,6 +160,7 @@ export const syncOrganizationMembers = async (
       const last = sorted[sorted.length - 1]!.id;
       const first = stored === null;
       const { storedMembers } = options;
+      if (!storedMembers) for (const item of sorted) listed.add(item.id);
       const differing = storedMembers
         ? sorted.filter((item) => memberDiffers(storedMembers, memberSnapshot(item)))
         : sorted;
@@ -197,8 +200,14 @@ export const syncOrganizationMembers = async (
     await Promise.allSettled(inFlight);
     throw error;
   }
-  candidates.push(...(stored ?? (await storedMemberIds(db, organizationId))).slice(cursor));
-  if (options.storedMembers) candidates.push(...(await recompareChanged(deps, organizationId, base, options, options.storedMembers, compared, take)));
+  if (options.storedMembers) {
+    candidates.push(...stored!.slice(cursor));
+    candidates.push(...(await recompareChanged(deps, organizationId, base, options, options.storedMembers, compared, take)));
+  } else {
+    // Read again once the pages are applied: a member stored after the first page's read by another writer
+    // (a webhook that read Logto before the crawl, whose removal was lost) that no page listed is a candidate too.
+    candidates.push(...(await storedMemberIds(db, organizationId)).filter((userId) => !listed.has(userId)));
+  }
   if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, [...new Set(candidates)], options, result);
   // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.

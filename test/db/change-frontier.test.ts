@@ -58,6 +58,26 @@ describe.runIf(hasPostgresServer())('settledChangeId', () => {
       await other.query('rollback');
     }
   });
+
+  it('answers an id a transaction held open past the wait kept unproved, once that transaction has ended, while a later one is open', async () => {
+    await holdEarlierId();
+    const seen = await record();
+    // Held open past the wait: not proved by this call.
+    expect(await settledChangeId(database.db)).toBeLessThan(seen);
+    await other.query('commit');
+    // Every id up to `seen` is now committed; a transaction that took its id later stays open.
+    const later = new pg.Client({ connectionString: database.url });
+    await later.connect();
+    try {
+      await later.query('begin');
+      await later.query(`insert into access_changes (observed_at, kind, source, user_id) values (now(), 'user.created', 'webhook', 'later')`);
+      await record();
+      expect(await settledChangeId(database.db)).toBe(seen);
+    } finally {
+      await later.query('rollback');
+      await later.end();
+    }
+  });
 });
 
 /** `lastChangeId` counts what a reconcile's skip must not miss: a change whose transaction has not committed yet. */

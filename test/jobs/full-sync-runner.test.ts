@@ -1,7 +1,9 @@
 import { sql } from 'drizzle-orm';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rows } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
+import { lockKey } from '../../src/jobs/lock.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
@@ -63,6 +65,32 @@ describe('the full sync runner', () => {
       release();
       await busy;
       await late.close();
+    }
+  });
+
+  it.skipIf(!hasPostgresServer())("tells a start refused by another replica that replica's run's id, even when the run started and ended before the refused start saw it", async () => {
+    // Another replica: one session holds the lock, another writes its run while the refused start's look at sync_runs waits.
+    const holder = new pg.Client({ connectionString: database.url });
+    const writer = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    await writer.connect();
+    try {
+      await holder.query('select pg_advisory_lock($1::bigint)', [lockKey('full-sync').toString()]);
+      await writer.query('begin');
+      await writer.query('lock table sync_runs in access exclusive mode');
+      const refused = startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'reconcile', trigger: 'test' }).catch((error: unknown) => error);
+      const waiting = async () =>
+        (await holder.query<{ n: number }>(`select count(*)::int as n from pg_locks where relation = 'sync_runs'::regclass and not granted`)).rows[0]!.n;
+      while ((await waiting()) === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      const { rows: inserted } = await writer.query<{ id: string }>(`insert into sync_runs (kind, trigger) values ('reconcile', 'test') returning id`);
+      await writer.query(`update sync_runs set status = 'succeeded', finished_at = now() where id = $1`, [inserted[0]!.id]);
+      await writer.query('commit');
+      expect(await refused).toMatchObject({ status: 409, code: 'reconcile_running', details: { runId: Number(inserted[0]!.id) } });
+    } finally {
+      await writer.query('rollback').catch(() => {});
+      await holder.query('select pg_advisory_unlock_all()');
+      await writer.end();
+      await holder.end();
     }
   });
 });
