@@ -19,7 +19,7 @@ export {
 } from './errors.js';
 export { backoffDelay, defaultBackoff, defaultRetryWindowMs, parseRetryAfter, retryWait, parseTotalNumber, type BackoffOptions } from './backoff.js';
 export { maxPageSize, type AheadOptions } from './paginate.js';
-export { parseLogtoUser } from './parse-user.js';
+export { parseLogtoUser, plainRecord } from './parse-user.js';
 export {
   hookLogSchema,
   logtoOrganizationMemberSchema,

@@ -3,7 +3,7 @@ import { logtoUserSchema, type LogtoUser } from './types.js';
 const textOrNull = (value: unknown): boolean => value === null || typeof value === 'string';
 
 /** A plain record as `z.record` takes it, whose own keys a copy made by assignment would keep (no `__proto__`). */
-const plainRecord = (value: unknown): boolean =>
+export const plainRecord = (value: unknown): value is Record<string, unknown> =>
   value !== null && typeof value === 'object' && !Array.isArray(value) && !Object.hasOwn(value, '__proto__');
 
 /**

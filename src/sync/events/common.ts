@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { LogtoUser } from '../../logto/index.js';
+import { plainRecord, type LogtoUser } from '../../logto/index.js';
 import type { ChangeContext } from '../apply/index.js';
 import type { SyncDeps } from '../context.js';
 import type { Batcher } from './batcher.js';
@@ -62,8 +62,6 @@ export const envelopeSchema = z.looseObject({
 });
 export type Envelope = z.infer<typeof envelopeSchema>;
 
-const plainRecord = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value) && !Object.hasOwn(value, '__proto__');
 const optionalText = (value: unknown) => value === undefined || typeof value === 'string';
 
 /**
