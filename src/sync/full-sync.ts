@@ -1,7 +1,6 @@
 import PQueue from 'p-queue';
-import { asc, gt, sql } from 'drizzle-orm';
-import { organizationMembers, organizations } from '../../db/schema.js';
-import { namedRows } from '../db/prepared.js';
+import { asc, gt } from 'drizzle-orm';
+import { organizations } from '../../db/schema.js';
 import {
   clearCrawl,
   finishSyncRun,
@@ -25,6 +24,7 @@ import {
   applyOrganizations,
   applyUsers,
   changeCount,
+  organizationsWithMembers,
   readStoredMembers,
   removeOrganizationRoles,
   removeOrganizations,
@@ -488,11 +488,7 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   // Skipped as empty with nothing stored when their batch was read: one stored since (a webhook that read
   // Logto earlier, whose removal was lost) was compared with nothing, so those are crawled now.
   if (!failure && !context.stopped.error && listedEmpty.length > 0) {
-    for (const { o: id } of await namedRows<{ o: string }>(
-      db,
-      sql`select o from unnest(${sql.param(listedEmpty)}::text[]) as o
-        where exists (select 1 from ${organizationMembers} m where m.organization_id = o)`,
-    )) {
+    for (const id of await organizationsWithMembers(db, listedEmpty)) {
       // Counted as finished when skipped: counted again when its crawl finishes.
       finished -= 1;
       crawl(id, null, 'read');

@@ -159,12 +159,7 @@ export const readStoredMembers = async (db: Database, organizationIds: string[])
   // An organization with no stored member is compared with nothing (every page is applied, and compared as
   // it is written), so nothing can be missing from its read: a baseline's organizations, read while its
   // own user and member pages hold transactions open, skip the wait for them.
-  const anyHeld = await namedRows<{ o: string }>(
-    db,
-    sql`select o from unnest(${sql.param(organizationIds)}::text[]) as o
-      where exists (select 1 from ${organizationMembers} m where m.organization_id = o) limit 1`,
-  );
-  if (anyHeld.length === 0) return new Map();
+  if ((await organizationsWithMembers(db, organizationIds, 1)).length === 0) return new Map();
   const changesAfter = await settledChangeId(db);
   const found = await namedRows<{ o: string; m: Record<string, string[]> }>(
     db,
@@ -487,6 +482,17 @@ export const removeMembers = async (
     return { changes, rowsWritten: changes.length + logged };
   });
 };
+
+/** Of `organizationIds`, those with a stored member (at most `limit` of them when given). */
+export const organizationsWithMembers = async (db: Database, organizationIds: string[], limit?: number): Promise<string[]> =>
+  (
+    await namedRows<{ o: string }>(
+      db,
+      sql`select o from unnest(${sql.param(organizationIds)}::text[]) as o
+        where exists (select 1 from ${organizationMembers} m where m.organization_id = o)
+        ${limit === undefined ? sql`` : sql`limit ${limit}`}`,
+    )
+  ).map((row) => row.o);
 
 /** Every stored member of an organization. */
 export const storedMemberIds = async (db: Database, organizationId: string): Promise<string[]> =>
