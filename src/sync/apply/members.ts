@@ -499,8 +499,10 @@ export const organizationsWithMembers = async (db: Database, organizationIds: st
     )
   ).map((row) => row.o);
 
-/** Every stored member of an organization. */
+/**
+ * Every stored member of an organization. Named (`namedRows`): a crawl asks this once per organization
+ * after its last page, and parsing and planning the text each time cost more than reading the few
+ * members of most organizations.
+ */
 export const storedMemberIds = async (db: Database, organizationId: string): Promise<string[]> =>
-  (await db.select({ userId: organizationMembers.userId }).from(organizationMembers).where(eq(organizationMembers.organizationId, organizationId))).map(
-    (row) => row.userId,
-  );
+  (await namedRows<{ user_id: string }>(db, sql`select user_id from ${organizationMembers} where organization_id = ${organizationId}`)).map((row) => row.user_id);
