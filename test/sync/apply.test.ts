@@ -132,6 +132,30 @@ describe('apply functions', () => {
     expect(roles.map((row) => row.organizationRoleId)).toEqual([viewer!.id]);
   });
 
+  it('compares a page with the stored rows of its id range: none there, or a member role stored without its membership', async () => {
+    const [early, middle, late] = ['user-a', 'user-m', 'user-z'].map((id) => ({ ...alice!, id, username: id, primaryEmail: `${id}@example.com` }));
+    await applyUsers(db(), [early!, middle!, late!], context('2026-11-23T10:00:00Z', 'baseline'));
+    await applyMembers(db(), acme!.id, [{ userId: early!.id, organizationRoleIds: [admin!.id] }, { userId: late!.id, organizationRoleIds: [viewer!.id] }], context('2026-11-23T11:00:00Z'));
+    // Members stored on both sides of the page's range and none inside it: every member of the page is new.
+    const between = await applyMembers(db(), acme!.id, [{ userId: middle!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:05:00Z'));
+    expect(between.changes.map((change) => [change.kind, change.userId, change.organizationRoleId ?? null])).toEqual([
+      ['member.added', middle!.id, null],
+      ['member_role.granted', middle!.id, admin!.id],
+    ]);
+    // A member role left in the range without its membership (no foreign key keeps them together): the
+    // range is not empty, so the page's member is compared with it and the role it no longer lists is revoked.
+    await db().delete(organizationMembers).where(eq(organizationMembers.userId, late!.id));
+    const orphan = await applyMembers(db(), acme!.id, [{ userId: late!.id, organizationRoleIds: [] }], context('2026-11-23T11:10:00Z'));
+    expect(orphan.changes.map((change) => [change.kind, change.userId, change.organizationRoleId ?? null])).toEqual([
+      ['member.added', late!.id, null],
+      ['member_role.revoked', late!.id, viewer!.id],
+    ]);
+    expect((await db().select().from(organizationMemberRoles).orderBy(asc(organizationMemberRoles.userId))).map((row) => [row.userId, row.organizationRoleId])).toEqual([
+      [early!.id, admin!.id],
+      [middle!.id, admin!.id],
+    ]);
+  });
+
   it('with countChanges, counts the membership changes by kind, still recording each, and lists the users the page brings', async () => {
     const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));

@@ -85,7 +85,10 @@ const readStoredMembership = async (
  * says) come back with their stored rows; every other member of the page is a stored member, whose user
  * is therefore stored too, holding exactly its listed roles. The stored side is read by id range (a
  * page is a range of Logto's id order), one index range scan per table instead of a descent per member,
- * and an unchanged page, most of a reconcile, ships nothing back to be parsed and compared.
+ * and an unchanged page, most of a reconcile, ships nothing back to be parsed and compared. Where the
+ * page's range holds no stored member and no member role (every page of a baseline, unless another
+ * writer stored some meanwhile, which this statement then sees), every member of the page differs: the
+ * set operations, and a lookup per member of stored rows that cannot exist, are then skipped.
  */
 const readDifferingMembership = async (
   db: Database,
@@ -109,22 +112,24 @@ const readDifferingMembership = async (
       ), stored_roles as (
         select m.user_id as u, m.organization_role_id as r from ${organizationMemberRoles} m, span
         where m.organization_id = ${organizationId} and m.user_id between span.lo and span.hi
+      ), stored_any as (
+        select exists (select 1 from stored_members) or exists (select 1 from stored_roles) as s
       ), differing as (
         select u from page except select u from stored_members
         union select u from (select u, r from wanted except select u, r from stored_roles) as granted
         union select u from (select u, r from stored_roles where u in (select u from page) except select u, r from wanted) as revoked
       ), differing_ids as (
-        select array(select u from differing order by u) as ids
+        select case when (select s from stored_any) then array(select u from differing order by u) else array(select u from page) end as ids
       )
       select
         exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
         coalesce((select json_agg(id) from ${organizationRoles} where id = ${idArray(roleIds)}), '[]'::json) as known_roles,
         to_json((select ids from differing_ids)) as differing,
         coalesce((select json_agg(id) from ${users} where id = any((select ids from differing_ids)::text[])), '[]'::json) as known_users,
-        coalesce((select json_agg(user_id) from ${organizationMembers}
-          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) as members,
-        coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
-          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) as roles,
+        case when (select s from stored_any) then coalesce((select json_agg(user_id) from ${organizationMembers}
+          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as members,
+        case when (select s from stored_any) then coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
+          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as roles,
         ${withMembers ? sql`coalesce((select json_agg(user_id) from ${organizationMembers} where organization_id = ${organizationId}), '[]'::json)` : sql`null::json`} as all_members`,
   );
   const differing = new Set(row!.differing);
@@ -494,8 +499,10 @@ export const organizationsWithMembers = async (db: Database, organizationIds: st
     )
   ).map((row) => row.o);
 
-/** Every stored member of an organization. */
+/**
+ * Every stored member of an organization. Named (`namedRows`): a crawl asks this once per organization
+ * after its last page, and parsing and planning the text each time cost more than reading the few
+ * members of most organizations.
+ */
 export const storedMemberIds = async (db: Database, organizationId: string): Promise<string[]> =>
-  (await db.select({ userId: organizationMembers.userId }).from(organizationMembers).where(eq(organizationMembers.organizationId, organizationId))).map(
-    (row) => row.userId,
-  );
+  (await namedRows<{ user_id: string }>(db, sql`select user_id from ${organizationMembers} where organization_id = ${organizationId}`)).map((row) => row.user_id);
