@@ -254,6 +254,48 @@ describe('apply functions', () => {
     expect(await changes()).toEqual([]);
   });
 
+  it('applies a page again, whole, when a concurrent writer stored one of its memberships after the page compared it', async () => {
+    // Two connections: PGlite's one cannot hold a transaction open beside another.
+    if (!database.url) return;
+    // Another writer (a webhook's addMembers) inserts alice's membership, uncommitted, before the page reads:
+    // the page compares it as missing, its insert waits for the writer's row, and the writer commits.
+    const writer = database.separatePool(1);
+    let page: ReturnType<typeof applyMembers> = Promise.resolve({ changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true });
+    try {
+      await writer.db.transaction(async (tx) => {
+        await tx.insert(organizationMembers).values({ organizationId: acme!.id, userId: alice!.id, since: at('2026-11-23T11:00:00Z'), observedAt: at('2026-11-23T11:00:00Z') });
+        await tx.insert(accessChanges).values({ kind: 'member.added', source: 'webhook', userId: alice!.id, organizationId: acme!.id, observedAt: at('2026-11-23T11:00:00Z') });
+        page = applyMembers(
+          db(),
+          acme!.id,
+          [{ userId: alice!.id, organizationRoleIds: [viewer!.id] }, { userId: bob!.id, organizationRoleIds: [admin!.id] }],
+          context('2026-11-23T11:05:00Z', 'reconcile'),
+        );
+        page.catch(() => {});
+        await waitForLockWait();
+      });
+      // Nothing of the first attempt stays; the second adds bob, and grants alice's role on her membership
+      // (the first attempt's statement, which could not see the writer's row, would have left it out).
+      expect((await page).changes).toEqual([
+        { kind: 'member.added', userId: bob!.id, organizationId: acme!.id },
+        { kind: 'member_role.granted', userId: alice!.id, organizationId: acme!.id, organizationRoleId: viewer!.id },
+        { kind: 'member_role.granted', userId: bob!.id, organizationId: acme!.id, organizationRoleId: admin!.id },
+      ]);
+    } finally {
+      await writer.close();
+    }
+    expect(await changes()).toEqual([
+      { kind: 'member.added', userId: alice!.id, organizationId: acme!.id, organizationRoleId: null, source: 'webhook' },
+      { kind: 'member.added', userId: bob!.id, organizationId: acme!.id, organizationRoleId: null, source: 'reconcile' },
+      { kind: 'member_role.granted', userId: alice!.id, organizationId: acme!.id, organizationRoleId: viewer!.id, source: 'reconcile' },
+      { kind: 'member_role.granted', userId: bob!.id, organizationId: acme!.id, organizationRoleId: admin!.id, source: 'reconcile' },
+    ]);
+    expect((await db().select().from(organizationMembers).orderBy(asc(organizationMembers.userId))).map((row) => row.userId)).toEqual(
+      [alice!.id, bob!.id].sort(),
+    );
+    expect(await db().select().from(organizationMemberRoles)).toHaveLength(2);
+  });
+
   /** Until a statement of this database waits for a row lock (the page, on the deleter's). */
   const waitForLockWait = async () => {
     for (let attempt = 0; attempt < 200; attempt += 1) {

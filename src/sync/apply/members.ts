@@ -253,6 +253,20 @@ const membershipDiff = (
   return toAdd.length === 0 && grants.length === 0 && revokes.length === 0 ? null : { toAdd, grants, revokes };
 };
 
+/** PostgreSQL's unique_violation, however the driver wraps it. */
+const isUniqueViolation = (error: unknown): boolean => {
+  for (let current = error, depth = 0; current && typeof current === 'object' && depth < 5; depth += 1) {
+    if ((current as { code?: unknown }).code === '23505') return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+};
+
+/**
+ * A page's rows are inserted as plain inserts (see `writeMemberships`); when a concurrent writer stored one
+ * of them after the page was compared, the page fails as a whole, rolled back, and is compared and written
+ * again, this time skipping rows that are already there.
+ */
 const applyMemberships = async (
   db: Database,
   organizationId: string,
@@ -260,6 +274,23 @@ const applyMemberships = async (
   context: ChangeContext,
   withRoles: boolean,
   options: ApplyMembersOptions = {},
+): Promise<MembersResult> => {
+  try {
+    return await applyMembershipsOnce(db, organizationId, members, context, withRoles, options, false);
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error;
+    return applyMembershipsOnce(db, organizationId, members, context, withRoles, options, true);
+  }
+};
+
+const applyMembershipsOnce = async (
+  db: Database,
+  organizationId: string,
+  members: MemberSnapshot[],
+  context: ChangeContext,
+  withRoles: boolean,
+  options: ApplyMembersOptions,
+  skipConflicts: boolean,
 ): Promise<MembersResult> => {
   const result: MembersResult = { changes: [], rowsWritten: 0, unknownUserIds: [], unknownRoleIds: [], organizationKnown: true };
   if (members.length === 0) return result;
@@ -299,7 +330,7 @@ const applyMemberships = async (
       rowsWritten += (await recordChanges(tx, changes, context)).length;
       return { ...result, changes, rowsWritten };
     }
-    const memberships = await writeMemberships(tx, organizationId, written, changes, context, options.countChanges ?? false);
+    const memberships = await writeMemberships(tx, organizationId, written, changes, context, options.countChanges ?? false, skipConflicts);
     return {
       ...result,
       changes: memberships.changes,
@@ -343,13 +374,23 @@ const writeMemberships = async (
   prior: ChangeRecord[],
   context: ChangeContext,
   countChanges: boolean,
+  skipConflicts: boolean,
 ): Promise<ApplyResult> => {
   const observedAt = context.observedAt.toISOString();
+  // Plain inserts unless told otherwise: `on conflict do nothing` inserts each row speculatively (a
+  // pre-check of the unique index, a speculative lock taken and released, and a second WAL record to
+  // confirm the row), a tenth of a baseline's WAL records for a conflict that only a concurrent writer
+  // of the same membership or grant, since the page was compared, can cause (see `applyMemberships`).
+  const onConflict = skipConflicts ? sql`on conflict do nothing` : sql``;
   // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
   // it. Each write leaves out what such a change covers (`noLaterChange`), in the same statement.
   // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
   const adding = [...diff.toAdd].sort();
-  const granting = [...diff.grants].sort(byMemberRole).map((grant) => ({ u: grant.userId, r: grant.organizationRoleId }));
+  // Once each: a member listed twice must not make the plain insert conflict with itself.
+  const granting = [...diff.grants]
+    .sort(byMemberRole)
+    .filter((grant, index, sorted) => index === 0 || byMemberRole(sorted[index - 1]!, grant) !== 0)
+    .map((grant) => ({ u: grant.userId, r: grant.organizationRoleId }));
   const revoking = [...diff.revokes].sort(byMemberRole).map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId }));
   const grantedUsers = [...new Set(granting.map((grant) => grant.u))];
   const grantedRoles = [...new Set(granting.map((grant) => grant.r))].sort();
@@ -376,7 +417,7 @@ const writeMemberships = async (
       from live_users as t(u)
       where exists (select from live_organization)
         and ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
-      on conflict do nothing
+      ${onConflict}
       returning user_id
     ), granted as (
       insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
@@ -384,7 +425,7 @@ const writeMemberships = async (
       from json_to_recordset(${JSON.stringify(granting)}::json) as t(u text, r text)
       where t.r in (select id from live_roles) and (t.u in (select user_id from live_members) or t.u in (select user_id from added))
         and ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
-      on conflict do nothing
+      ${onConflict}
       returning user_id, organization_role_id
     ), revoked as (
       delete from ${organizationMemberRoles} m
