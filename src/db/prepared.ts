@@ -17,6 +17,18 @@ export const arrayLiteral = (values: (string | number | boolean | null)[]): stri
   `{${values.map((value) => (value === null ? 'NULL' : `"${String(value).replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
 
 /**
+ * `arrayLiteral` of strings (the literal node-postgres would send for the array), built with one `join`
+ * when no element needs escaping (ids, digests): node-postgres builds it an element at a time through
+ * string concatenation and two regular expressions each, and a baseline sends ~600,000 ids as array
+ * parameters (at scale 0.3 that was 180 MB of the 930 MB the sync process allocated beyond its crawl).
+ * Bound to a `…::text[]` cast, PostgreSQL reads the same array either way.
+ */
+export const textArray = (values: readonly string[]): string => {
+  for (const value of values) if (value.includes('"') || value.includes('\\')) return arrayLiteral([...values]);
+  return values.length === 0 ? '{}' : `{"${values.join('","')}"}`;
+};
+
+/**
  * What `pg.escapeLiteral` returns (quotes and backslashes doubled, ` E` before a literal with a
  * backslash), in one replace: pg's builds the literal a character at a time, and for the settlement's
  * arrays (some 80 characters per result) that was 7 % of the bytes the sender allocated during the

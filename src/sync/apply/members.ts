@@ -2,7 +2,7 @@ import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import { settledChangeId } from '../../db/change-frontier.js';
-import { namedRows } from '../../db/prepared.js';
+import { namedRows, textArray } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changeCount, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
@@ -37,7 +37,7 @@ type StoredMembership = {
 };
 
 /** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
-const idArray = (ids: string[]) => sql`any(${sql.param(ids)}::text[])`;
+const idArray = (ids: string[]) => sql`any(${sql.param(textArray(ids))}::text[])`;
 
 /** The row both reads of a page's stored membership return (roles as user, role, observed at). */
 type StoredMembershipRow = {
@@ -95,13 +95,21 @@ const readDifferingMembership = async (
   roleIds: string[],
   withMembers: boolean,
 ): Promise<StoredMembership> => {
-  const pairs = members.flatMap((member) => [...new Set(member.organizationRoleIds)].map((roleId) => [member.userId, roleId] as const));
+  // The page's (user, role) pairs as the two columns they are sent as, without a tuple per pair.
+  const pairUsers: string[] = [];
+  const pairRoles: string[] = [];
+  for (const member of members) {
+    for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+      pairUsers.push(member.userId);
+      pairRoles.push(roleId);
+    }
+  }
   const [row] = await namedRows<StoredMembershipRow & { differing: string[] }>(
     db,
     sql`with page as (
-        select u from unnest(${sql.param(userIds)}::text[]) as t(u)
+        select u from unnest(${sql.param(textArray(userIds))}::text[]) as t(u)
       ), wanted as (
-        select u, r from unnest(${sql.param(pairs.map(([userId]) => userId))}::text[], ${sql.param(pairs.map(([, roleId]) => roleId))}::text[]) as t(u, r)
+        select u, r from unnest(${sql.param(textArray(pairUsers))}::text[], ${sql.param(textArray(pairRoles))}::text[]) as t(u, r)
       ), span as (
         select min(u) as lo, max(u) as hi from page
       ), stored_members as (
@@ -230,18 +238,22 @@ const membershipDiff = (
   const grants: MembershipDiff['grants'] = [];
   const revokes: MembershipDiff['revokes'] = [];
   if (withRoles) {
-    const storedKeys = new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
-    const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
+    // Nothing stored to compare with (every page of a baseline): each listed role of a known role is a
+    // grant, and there is nothing to revoke; the sets below are built only when roles are stored.
+    const storedKeys = stored.roles.length === 0 ? null : new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
     for (const member of known) {
-      for (const roleId of new Set(member.organizationRoleIds)) {
-        if (stored.knownRoles.has(roleId) && !storedKeys.has(pairKey(member.userId, roleId))) {
+      for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+        if (stored.knownRoles.has(roleId) && !storedKeys?.has(pairKey(member.userId, roleId))) {
           grants.push({ userId: member.userId, organizationRoleId: roleId });
         }
       }
     }
-    for (const role of stored.roles) {
-      if (!desiredByUser.get(role.userId)?.has(role.organizationRoleId) && role.observedAt.getTime() <= context.observedAt.getTime()) {
-        revokes.push(role);
+    if (stored.roles.length > 0) {
+      const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
+      for (const role of stored.roles) {
+        if (!desiredByUser.get(role.userId)?.has(role.organizationRoleId) && role.observedAt.getTime() <= context.observedAt.getTime()) {
+          revokes.push(role);
+        }
       }
     }
   }
@@ -359,11 +371,11 @@ const writeMemberships = async (
   const writes = sql`live_organization as (
       select id from ${organizations} where id = ${organizationId} for key share
     ), live_users as (
-      select id from ${users} where id = any(${sql.param(adding)}::text[]) order by id for key share
+      select id from ${users} where id = any(${sql.param(textArray(adding))}::text[]) order by id for key share
     ), live_roles as (
-      select id from ${organizationRoles} where id = any(${sql.param(grantedRoles)}::text[]) order by id for key share
+      select id from ${organizationRoles} where id = any(${sql.param(textArray(grantedRoles))}::text[]) order by id for key share
     ), live_members as (
-      select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(grantedUsers)}::text[])
+      select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(textArray(grantedUsers))}::text[])
       order by user_id for key share
     ), added as (
       insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
@@ -488,7 +500,7 @@ export const organizationsWithMembers = async (db: Database, organizationIds: st
   (
     await namedRows<{ o: string }>(
       db,
-      sql`select o from unnest(${sql.param(organizationIds)}::text[]) as o
+      sql`select o from unnest(${sql.param(textArray(organizationIds))}::text[]) as o
         where exists (select 1 from ${organizationMembers} m where m.organization_id = o)
         ${limit === undefined ? sql`` : sql`limit ${limit}`}`,
     )
