@@ -99,9 +99,10 @@ const shapes = new Map<string, { sql: string; params: unknown[]; name: string }>
 /**
  * `namedRows` of the statement `build` makes, whose values are placeholders (`sql.placeholder(name)`)
  * filled from `values`: built by drizzle once per `shape` (a key naming the statement and whatever
- * changes its text), then only bound. A baseline sends a page's member compare and member write about
- * 2,000 times at scale 0.3, each a tree of hundreds of SQL chunks that drizzle walked again every time
- * (~0.5 of the sync process's ~5 main-thread CPU-s). The text and values sent are what `namedRows` sends.
+ * changes its text), then only bound. A baseline compares and writes each batch of member pages (about
+ * a thousand at scale 0.3) with the two largest statements it sends, trees of hundreds of SQL chunks that
+ * drizzle walked again every time (drizzle was ~0.5 of the sync process's ~5 main-thread CPU-s there).
+ * The text and values sent are what `namedRows` sends for the same statement with its values in place.
  */
 export const namedShapeRows = async <T>(db: Database, shape: string, build: () => SQL, values: Record<string, unknown>): Promise<T[]> => {
   const { session, dialect } = db as unknown as NamingDatabase;
