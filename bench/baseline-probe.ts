@@ -11,8 +11,16 @@
  * `PROBE_EXPERIMENT_SQL='drop index x; …'`: statements (split on `;`) run on the fresh database after its
  * migrations, to learn what one piece of the schema costs a baseline (an index, a column's collation)
  * before changing it for real.
+ * `--crawl`: the pure crawl of the same tenant instead of the baseline (same client, pages ahead and
+ * organizations at once; bodies parsed and dropped; nothing written), with the same CPU split: what the
+ * sync process spends beyond fetching and parsing its pages.
+ * `--profile <dir>`: a CPU profile of this process during the baseline only (not the setup), and
+ * `--heap-profile <dir>` a sampling heap profile of everything it allocated then; both slow the sync, so
+ * their runs' CPU figures are not comparable with a plain probe's.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
@@ -24,6 +32,7 @@ import pg from 'pg';
 import { adminUrl, freshPostgres } from './fresh-database.js';
 import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { startSimulator } from './simulator.js';
+import { pureCrawl } from './sync.js';
 
 /** This process's I/O counters (Linux /proc/self/io): bytes through read/write calls, and the write calls. */
 const processIo = (): { rchar: number; wchar: number; syscw: number } => {
@@ -54,7 +63,10 @@ const threadSeconds = (): { main: number; helpers: number } => {
 };
 
 export const run = async (args: string[]): Promise<void> => {
-  const scale = Number(parseArgs({ args, options: { scale: { type: 'string', default: '0.3' } } }).values.scale);
+  const { values } = parseArgs({ args, options: { scale: { type: 'string', default: '0.3' }, profile: { type: 'string', default: '' },
+    'heap-profile': { type: 'string', default: '' }, crawl: { type: 'boolean', default: false } } });
+  const scale = Number(values.scale);
+  const label = values.crawl ? 'crawl' : 'baseline';
   const users = Math.round(100_000 * scale);
   const organizations = Math.max(1, Math.round(2_000 * scale));
   let harmonic = 0;
@@ -90,9 +102,32 @@ export const run = async (args: string[]): Promise<void> => {
     const threadsBefore = threadSeconds();
     const syncBefore = process.cpuUsage();
     const simBefore = sim.cpuSeconds();
+    const inspector = values.profile || values['heap-profile'] ? new Session() : null;
+    inspector?.connect();
+    if (values.profile) {
+      await inspector!.post('Profiler.enable');
+      await inspector!.post('Profiler.start');
+    }
+    if (values['heap-profile']) {
+      await inspector!.post('HeapProfiler.enable');
+      await inspector!.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    }
     const started = performance.now();
-    const result = await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
+    const result = values.crawl
+      ? { counts: { rowsWritten: 0, changes: 0, requests: (await pureCrawl(createLogtoClient(config.logto))).requests } }
+      : await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
     const seconds = (performance.now() - started) / 1000;
+    if (values.profile) {
+      const { profile } = await inspector!.post('Profiler.stop');
+      mkdirSync(values.profile, { recursive: true });
+      writeFileSync(join(values.profile, `${label}-probe-${scale}.cpuprofile`), JSON.stringify(profile));
+    }
+    if (values['heap-profile']) {
+      const { profile } = await inspector!.post('HeapProfiler.stopSampling');
+      mkdirSync(values['heap-profile'], { recursive: true });
+      writeFileSync(join(values['heap-profile'], `${label}-probe-${scale}.heapprofile`), JSON.stringify(profile));
+    }
+    inspector?.disconnect();
     const syncCpu = process.cpuUsage(syncBefore);
     const threadsAfter = threadSeconds();
     const ioAfter = processIo();
@@ -110,7 +145,7 @@ export const run = async (args: string[]): Promise<void> => {
         from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and pg_relation_size(c.oid) > 1048576 order by pg_relation_size(c.oid) desc`);
     const walBytes = Number(walAfter.bytes) - Number(walBefore.bytes);
     const out = {
-      scale, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
+      scale, run: label, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
       cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(totalSeconds(postgresByPid).toFixed(1)) },
       // The sync process's kernel share, and what it wrote and read through system calls (PostgreSQL's
       // statements and results, the requests and pages of the simulated tenant): a socket write on
@@ -120,7 +155,7 @@ export const run = async (args: string[]): Promise<void> => {
         readMB: Number(((ioAfter.rchar - ioBefore.rchar) / 1048576).toFixed(1)), writeCalls: ioAfter.syscw - ioBefore.syscw },
       postgresByKind: Object.fromEntries([...byKind].filter(([, s]) => s > 0.05).map(([k, s]) => [k, Number(s.toFixed(1))])),
       wal: { records: Number(walAfter.records) - Number(walBefore.records), fpi: Number(walAfter.fpi) - Number(walBefore.fpi), mb: Number((walBytes / 1048576).toFixed(1)),
-        bytesPerRow: Math.round(walBytes / result.counts.rowsWritten) },
+        bytesPerRow: result.counts.rowsWritten ? Math.round(walBytes / result.counts.rowsWritten) : 0 },
       sizes: sizes.map((s) => `${s.name}:${s.mb}`).join(' '),
     };
     console.log(JSON.stringify(out, null, 1));

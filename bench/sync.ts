@@ -77,7 +77,7 @@ const configFor = (sim: Simulator, rate: string, concurrency: string): Config =>
  * What a full sync cannot beat: the same requests through the same client, with the same pages ahead
  * and the same organization concurrency as `runFullSync`, each body parsed (and validated) and dropped.
  */
-const pureCrawl = async (logto: LogtoClient, organizationConcurrency = defaultOrganizationConcurrency, pagesAhead = defaultPagesAhead) => {
+export const pureCrawl = async (logto: LogtoClient, organizationConcurrency = defaultOrganizationConcurrency, pagesAhead = defaultPagesAhead) => {
   const started = performance.now();
   const before = logto.stats().requests;
   const drain = async (pages: AsyncIterable<unknown>) => {

@@ -1,7 +1,7 @@
 import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { organizationRoles, organizations, syncRuns, syncSeen, syncState, users } from '../../db/schema.js';
 import { rows, type Database } from './client.js';
-import { namedRows } from './prepared.js';
+import { namedRows, textArray } from './prepared.js';
 
 export type SyncRunKind = 'baseline' | 'reconcile' | 'sweep';
 export type SyncRun = typeof syncRuns.$inferSelect;
@@ -93,7 +93,7 @@ export const markSeen = async (
 ): Promise<void> => {
   if (ids.length === 0) return;
   const insert = sql`insert into ${syncSeen} (run_id, entity, id)
-      select ${runId}::bigint, ${entity}, t.id from unnest(${sql.param(ids)}::text[]) as t(id)
+      select ${runId}::bigint, ${entity}, t.id from unnest(${sql.param(textArray(ids))}::text[]) as t(id)
       on conflict do nothing`;
   await namedRows(db, options.flush === false ? sql`with seen as (${insert} returning 1) select set_config('synchronous_commit', 'off', true)` : insert);
 };
@@ -172,13 +172,14 @@ export const recordListProgress = async (
 ): Promise<void> => {
   if (ids.length === 0 && !position) return;
   const value = position === undefined ? null : JSON.stringify(position);
+  const idList = textArray(ids);
   await namedRows(
     db,
     sql`
     with seen as (
       insert into ${syncState} (key, value, updated_at)
-      select ${`${seenChunkPrefix}${crawlId}:${entity}:${chunk}`}, jsonb_build_object('ids', to_jsonb(${sql.param(ids)}::text[])), now()
-      where cardinality(${sql.param(ids)}::text[]) > 0
+      select ${`${seenChunkPrefix}${crawlId}:${entity}:${chunk}`}, jsonb_build_object('ids', to_jsonb(${sql.param(idList)}::text[])), now()
+      where cardinality(${sql.param(idList)}::text[]) > 0
       on conflict (key) do update set value = excluded.value, updated_at = excluded.updated_at
       returning 1
     ), positioned as (

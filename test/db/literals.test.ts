@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { arrayLiteral, quotedLiteral } from '../../src/db/prepared.js';
+import { arrayLiteral, quotedLiteral, textArray } from '../../src/db/prepared.js';
 import { rows } from '../../src/db/client.js';
 import { createTestDatabase } from '../helpers/database.js';
 
@@ -31,6 +31,36 @@ describe('quotedLiteral', () => {
       for (const value of samples) {
         const [row] = await rows<{ value: string }>(database.db, sql.raw(`select ${quotedLiteral(value)}::text as value`));
         expect(row!.value).toBe(value);
+      }
+    } finally {
+      await database.drop();
+    }
+  });
+});
+
+/** Text arrays bound as one literal: what node-postgres would have sent for the array, read back exactly. */
+describe('textArray', () => {
+  const samples: string[][] = [
+    [],
+    [''],
+    ['sub_a', 'sub_b'],
+    ['NULL', 'null', ' spaced ', 'a,b', '{braced}', "it's"],
+    ['a"b', 'plain'],
+    ['c\\d', 'plain'],
+    ['Zoë 山田 🚀'],
+  ];
+
+  it('is the literal node-postgres builds for the same array', () => {
+    const { prepareValue } = (pg as unknown as { utils: { prepareValue(value: unknown): unknown } }).utils;
+    for (const values of samples) expect(textArray(values)).toBe(prepareValue(values));
+  });
+
+  it('is read back by PostgreSQL as the same array', async () => {
+    const database = await createTestDatabase();
+    try {
+      for (const values of samples) {
+        const [row] = await rows<{ value: string[] }>(database.db, sql`select ${textArray(values)}::text[] as value`);
+        expect(row!.value).toEqual(values);
       }
     } finally {
       await database.drop();

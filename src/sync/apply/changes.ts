@@ -2,7 +2,7 @@ import { and, gt, inArray, eq, sql, type SQL } from 'drizzle-orm';
 import { accessChanges } from '../../../db/schema.js';
 import { rows, type Database } from '../../db/client.js';
 import { insertChangesCountingKinds, insertChangesWithEvents } from '../../db/outbox.js';
-import { namedRows } from '../../db/prepared.js';
+import { namedRows, namedShapeRows } from '../../db/prepared.js';
 import { transaction, type LastStatement } from '../../db/transaction.js';
 import { entityLocks } from './entity-locks.js';
 import { metrics } from '../../metrics.js';
@@ -92,10 +92,21 @@ const sharedContextRow = (change: ChangeRecord) => ({
 
 const insertIntoChanges = sql`insert into ${accessChanges} (observed_at, kind, source, actor, user_id, organization_id, organization_role_id, details, sync_run_id, delivery_id)`;
 
+/** A call's context as the parameters of the change rows' shared columns (or placeholders for them). */
+type ContextValues = { observedAt: unknown; source: unknown; actor: unknown; syncRunId: unknown; deliveryId: unknown };
+
+const contextValues = (context: ChangeContext): ContextValues => ({
+  observedAt: context.observedAt.toISOString(),
+  source: context.source,
+  actor: context.actor ?? null,
+  syncRunId: context.syncRunId ?? null,
+  deliveryId: context.deliveryId ?? null,
+});
+
 /** The select list of change rows whose own columns are `row`'s (`sharedContextRow`) and whose context is the call's, sent once. */
-const selectWithSharedContext = (row: SQL, context: ChangeContext) =>
-  sql`select ${context.observedAt.toISOString()}::timestamptz, ${row}.k, ${context.source}::text, ${context.actor ?? null}::text, ${row}.u, ${row}.o, ${row}.r, ${row}.d,
-          ${context.syncRunId ?? null}::bigint, ${context.deliveryId ?? null}::bigint`;
+const selectWithSharedContext = (row: SQL, context: ContextValues) =>
+  sql`select ${context.observedAt}::timestamptz, ${row}.k, ${context.source}::text, ${context.actor}::text, ${row}.u, ${row}.o, ${row}.r, ${row}.d,
+          ${context.syncRunId}::bigint, ${context.deliveryId}::bigint`;
 
 /**
  * Appends the change log rows for `changes`, in their order, as one set-based insert per few thousand
@@ -128,7 +139,7 @@ const insertWithOwnContexts = (changes: ChangeRecord[], context: ChangeContext, 
   if (changes.every((change) => change.context === undefined)) {
     const batch = changes.map((change, index) => ({ ...sharedContextRow(change), n: index }));
     return sql`${insertIntoChanges}
-      ${selectWithSharedContext(sql.raw('t'), context)}
+      ${selectWithSharedContext(sql.raw('t'), contextValues(context))}
       from json_to_recordset(${JSON.stringify(batch)}::json) as t(n int, k text, u text, o text, r text, d jsonb)
       ${condition}
       order by t.n`;
@@ -183,6 +194,18 @@ export const writeUsersRecordingChanges = async (
   return { written, recorded };
 };
 
+/** Placeholders of the shared context, filled from `contextValues` by `recordWrittenChanges`. */
+const contextPlaceholders: ContextValues = {
+  observedAt: sql.placeholder('contextObservedAt'),
+  source: sql.placeholder('contextSource'),
+  actor: sql.placeholder('contextActor'),
+  syncRunId: sql.placeholder('contextSyncRunId'),
+  deliveryId: sql.placeholder('contextDeliveryId'),
+};
+
+/** What a statement of `shape` (see `namedShapeRows`) is built from: its writes and selected change rows, with `values` for their placeholders. */
+export type WrittenChangesStatement = { shape: string; writes: () => SQL; selected: () => SQL; values: Record<string, unknown> };
+
 /**
  * Records the change rows `selected` yields (columns `g`, `n`: their order; `k`, `u`, `o`, `r`, `d`: kind,
  * user, organization, role, details) in one statement after the data-modifying CTEs `writes` they select
@@ -190,37 +213,53 @@ export const writeUsersRecordingChanges = async (
  * trip instead of one each. `prior` are changes recorded first, in their order (users the page brings).
  * Returns every change recorded, in order: `prior`, then those `selected` made of the writes; with
  * `countOnly`, those made of the writes are only counted by kind (`counted`), and no row comes back for them.
+ * The statement is built once per shape, its values bound as placeholders (`namedShapeRows`).
  */
 export const recordWrittenChanges = async (
   db: Database,
-  writes: SQL,
-  selected: SQL,
+  statement: WrittenChangesStatement,
   prior: ChangeRecord[],
   context: ChangeContext,
   countOnly = false,
 ): Promise<{ changes: ChangeRecord[]; counted?: ChangeCounts }> => {
-  const insert = sql`${insertIntoChanges}
-        ${selectWithSharedContext(sql.raw('c'), context)}
+  const build = () => {
+    const insert = sql`${insertIntoChanges}
+        ${selectWithSharedContext(sql.raw('c'), contextPlaceholders)}
         from (
           select 0 as g, p.n, p.e->>'k' as k, p.e->>'u' as u, p.e->>'o' as o, p.e->>'r' as r, nullif((p.e->'d')::jsonb, 'null'::jsonb) as d
-          from json_array_elements(${JSON.stringify(prior.map(sharedContextRow))}::json) with ordinality as p(e, n)
-          union all ${selected}
+          from json_array_elements(${sql.placeholder('prior')}::json) with ordinality as p(e, n)
+          union all ${statement.selected()}
         ) c
         order by c.g, c.n`;
+    return countOnly ? insertChangesCountingKinds(insert, statement.writes()) : insertChangesWithEvents(insert, statement.writes());
+  };
+  const shared = contextValues(context);
+  const values = {
+    ...statement.values,
+    prior: JSON.stringify(prior.map(sharedContextRow)),
+    contextObservedAt: shared.observedAt,
+    contextSource: shared.source,
+    contextActor: shared.actor,
+    contextSyncRunId: shared.syncRunId,
+    contextDeliveryId: shared.deliveryId,
+  };
+  // Named, as below: a page's text is the same every time, and planning it cost more than running a small page.
+  const shape = `${statement.shape}:${countOnly ? 'counted' : 'rows'}`;
   if (countOnly) {
-    // Named, as below. The prior changes are counted with the rest by the statement: taken out again here.
+    // The prior changes are counted with the rest by the statement: taken out again here.
     const counted: ChangeCounts = {};
-    for (const row of await namedRows<{ kind: ChangeKind; n: number }>(db, insertChangesCountingKinds(insert, writes))) counted[row.kind] = row.n;
+    for (const row of await namedShapeRows<{ kind: ChangeKind; n: number }>(db, shape, build, values)) counted[row.kind] = row.n;
     for (const change of prior) counted[change.kind] = (counted[change.kind] ?? 0) - 1;
     for (const kind of Object.keys(counted) as ChangeKind[]) if (!counted[kind]) delete counted[kind];
     countRecorded(prior, context);
     countKinds(counted, context.source);
     return { changes: prior, counted };
   }
-  // Named: a page's text is the same every time, and planning it cost more than running a small page.
-  const inserted = await namedRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
+  const inserted = await namedShapeRows<{ id: string | number; kind: ChangeKind; user_id: string | null; organization_id: string | null; organization_role_id: string | null }>(
     db,
-    insertChangesWithEvents(insert, writes),
+    shape,
+    build,
+    values,
   );
   const changes = [
     ...prior,

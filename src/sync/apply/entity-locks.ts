@@ -1,4 +1,5 @@
 import { sql, type SQL } from 'drizzle-orm';
+import { textArray } from '../../db/prepared.js';
 
 /**
  * The statement that serialises writers of the same users, organizations or organization roles until the
@@ -17,7 +18,7 @@ export const entityLocks = (
   const sorted = [...new Set(ids)].sort();
   if (sorted.length === 0) return settings ? sql`select ${settings}` : null;
   // unnest yields the ids in array order, so the locks are taken in that order.
-  const locks = sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(sorted)}::text[]) as entity(id)`;
+  const locks = sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(textArray(sorted))}::text[]) as entity(id)`;
   // The transaction's settings ride with the locks: one round trip fewer for every apply that starts with them.
   return settings ? sql`select ${settings}, (select count(*) from (${locks}) as taken) as locked` : locks;
 };

@@ -2,7 +2,7 @@ import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
 import type { Database } from '../../db/client.js';
 import { settledChangeId } from '../../db/change-frontier.js';
-import { namedRows } from '../../db/prepared.js';
+import { namedRows, namedShapeRows, textArray } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import { applyTransaction, changeCount, changesOfUser, recordChanges, recordWrittenChanges, type ApplyResult, type ChangeContext, type ChangeRecord } from './changes.js';
 import { toUserRow, writeUsers } from './users.js';
@@ -37,7 +37,7 @@ type StoredMembership = {
 };
 
 /** One array parameter, however many ids: a page's read is then cheap to build, send and plan. */
-const idArray = (ids: string[]) => sql`any(${sql.param(ids)}::text[])`;
+const idArray = (ids: string[]) => sql`any(${sql.param(textArray(ids))}::text[])`;
 
 /** The row both reads of a page's stored membership return (roles as user, role, observed at). */
 type StoredMembershipRow = {
@@ -79,6 +79,39 @@ const readStoredMembership = async (
   };
 };
 
+/** `readDifferingMembership`'s statement, its values as placeholders (see `namedShapeRows`). */
+const differingMembershipStatement = (withMembers: boolean): SQL =>
+  sql`with page as (
+        select u from unnest(${sql.placeholder('userIds')}::text[]) as t(u)
+      ), wanted as (
+        select u, r from unnest(${sql.placeholder('pairUsers')}::text[], ${sql.placeholder('pairRoles')}::text[]) as t(u, r)
+      ), span as (
+        select min(u) as lo, max(u) as hi from page
+      ), stored_members as (
+        select m.user_id as u from ${organizationMembers} m, span where m.organization_id = ${sql.placeholder('organizationId')} and m.user_id between span.lo and span.hi
+      ), stored_roles as (
+        select m.user_id as u, m.organization_role_id as r from ${organizationMemberRoles} m, span
+        where m.organization_id = ${sql.placeholder('organizationId')} and m.user_id between span.lo and span.hi
+      ), stored_any as (
+        select exists (select 1 from stored_members) or exists (select 1 from stored_roles) as s
+      ), differing as (
+        select u from page except select u from stored_members
+        union select u from (select u, r from wanted except select u, r from stored_roles) as granted
+        union select u from (select u, r from stored_roles where u in (select u from page) except select u, r from wanted) as revoked
+      ), differing_ids as (
+        select case when (select s from stored_any) then array(select u from differing order by u) else array(select u from page) end as ids
+      )
+      select
+        exists (select 1 from ${organizations} where id = ${sql.placeholder('organizationId')}) as organization_known,
+        coalesce((select json_agg(id) from ${organizationRoles} where id = any(${sql.placeholder('roleIds')}::text[])), '[]'::json) as known_roles,
+        to_json((select ids from differing_ids)) as differing,
+        coalesce((select json_agg(id) from ${users} where id = any((select ids from differing_ids)::text[])), '[]'::json) as known_users,
+        case when (select s from stored_any) then coalesce((select json_agg(user_id) from ${organizationMembers}
+          where organization_id = ${sql.placeholder('organizationId')} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as members,
+        case when (select s from stored_any) then coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
+          where organization_id = ${sql.placeholder('organizationId')} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as roles,
+        ${withMembers ? sql`coalesce((select json_agg(user_id) from ${organizationMembers} where organization_id = ${sql.placeholder('organizationId')}), '[]'::json)` : sql`null::json`} as all_members`;
+
 /**
  * What a page of member snapshots is compared with, as `readStoredMembership` returns it, but judged in
  * PostgreSQL: only the members that differ (not stored as members, or holding other roles than the page
@@ -98,40 +131,22 @@ const readDifferingMembership = async (
   roleIds: string[],
   withMembers: boolean,
 ): Promise<StoredMembership> => {
-  const pairs = members.flatMap((member) => [...new Set(member.organizationRoleIds)].map((roleId) => [member.userId, roleId] as const));
-  const [row] = await namedRows<StoredMembershipRow & { differing: string[] }>(
-    db,
-    sql`with page as (
-        select u from unnest(${sql.param(userIds)}::text[]) as t(u)
-      ), wanted as (
-        select u, r from unnest(${sql.param(pairs.map(([userId]) => userId))}::text[], ${sql.param(pairs.map(([, roleId]) => roleId))}::text[]) as t(u, r)
-      ), span as (
-        select min(u) as lo, max(u) as hi from page
-      ), stored_members as (
-        select m.user_id as u from ${organizationMembers} m, span where m.organization_id = ${organizationId} and m.user_id between span.lo and span.hi
-      ), stored_roles as (
-        select m.user_id as u, m.organization_role_id as r from ${organizationMemberRoles} m, span
-        where m.organization_id = ${organizationId} and m.user_id between span.lo and span.hi
-      ), stored_any as (
-        select exists (select 1 from stored_members) or exists (select 1 from stored_roles) as s
-      ), differing as (
-        select u from page except select u from stored_members
-        union select u from (select u, r from wanted except select u, r from stored_roles) as granted
-        union select u from (select u, r from stored_roles where u in (select u from page) except select u, r from wanted) as revoked
-      ), differing_ids as (
-        select case when (select s from stored_any) then array(select u from differing order by u) else array(select u from page) end as ids
-      )
-      select
-        exists (select 1 from ${organizations} where id = ${organizationId}) as organization_known,
-        coalesce((select json_agg(id) from ${organizationRoles} where id = ${idArray(roleIds)}), '[]'::json) as known_roles,
-        to_json((select ids from differing_ids)) as differing,
-        coalesce((select json_agg(id) from ${users} where id = any((select ids from differing_ids)::text[])), '[]'::json) as known_users,
-        case when (select s from stored_any) then coalesce((select json_agg(user_id) from ${organizationMembers}
-          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as members,
-        case when (select s from stored_any) then coalesce((select json_agg(json_build_object('u', user_id, 'r', organization_role_id, 'o', observed_at)) from ${organizationMemberRoles}
-          where organization_id = ${organizationId} and user_id = any((select ids from differing_ids)::text[])), '[]'::json) else '[]'::json end as roles,
-        ${withMembers ? sql`coalesce((select json_agg(user_id) from ${organizationMembers} where organization_id = ${organizationId}), '[]'::json)` : sql`null::json`} as all_members`,
-  );
+  // The page's (user, role) pairs as the two columns they are sent as, without a tuple per pair.
+  const pairUsers: string[] = [];
+  const pairRoles: string[] = [];
+  for (const member of members) {
+    for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+      pairUsers.push(member.userId);
+      pairRoles.push(roleId);
+    }
+  }
+  const [row] = await namedShapeRows<StoredMembershipRow & { differing: string[] }>(db, `members.differing:${withMembers}`, () => differingMembershipStatement(withMembers), {
+    organizationId,
+    userIds: textArray(userIds),
+    pairUsers: textArray(pairUsers),
+    pairRoles: textArray(pairRoles),
+    roleIds: textArray(roleIds),
+  });
   const differing = new Set(row!.differing);
   const same = userIds.filter((id) => !differing.has(id));
   return {
@@ -235,18 +250,22 @@ const membershipDiff = (
   const grants: MembershipDiff['grants'] = [];
   const revokes: MembershipDiff['revokes'] = [];
   if (withRoles) {
-    const storedKeys = new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
-    const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
+    // Nothing stored to compare with (every page of a baseline): each listed role of a known role is a
+    // grant, and there is nothing to revoke; the sets below are built only when roles are stored.
+    const storedKeys = stored.roles.length === 0 ? null : new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
     for (const member of known) {
-      for (const roleId of new Set(member.organizationRoleIds)) {
-        if (stored.knownRoles.has(roleId) && !storedKeys.has(pairKey(member.userId, roleId))) {
+      for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+        if (stored.knownRoles.has(roleId) && !storedKeys?.has(pairKey(member.userId, roleId))) {
           grants.push({ userId: member.userId, organizationRoleId: roleId });
         }
       }
     }
-    for (const role of stored.roles) {
-      if (!desiredByUser.get(role.userId)?.has(role.organizationRoleId) && role.observedAt.getTime() <= context.observedAt.getTime()) {
-        revokes.push(role);
+    if (stored.roles.length > 0) {
+      const desiredByUser = new Map(known.map((member) => [member.userId, new Set(member.organizationRoleIds)]));
+      for (const role of stored.roles) {
+        if (!desiredByUser.get(role.userId)?.has(role.organizationRoleId) && role.observedAt.getTime() <= context.observedAt.getTime()) {
+          revokes.push(role);
+        }
       }
     }
   }
@@ -345,7 +364,7 @@ const applyMembershipsOnce = async (
  * A scalar subquery, probed per row, through `access_changes_user_idx` alone (see `changesOfUser`): an
  * EXISTS would become a join, planned on statistics a baseline outruns.
  */
-const noLaterChange = (organizationId: string, observedAt: string, kind: SQL) =>
+const noLaterChange = (organizationId: unknown, observedAt: unknown, kind: SQL) =>
   sql`(select true from ${changesOfUser(sql`t.u`)}
     where a.organization_id = ${organizationId} and a.observed_at > ${observedAt}::timestamptz and ${kind}
     limit 1) is null`;
@@ -355,11 +374,59 @@ const noLaterChange = (organizationId: string, observedAt: string, kind: SQL) =>
  * one lookup per row however long the user's history. A user in hundreds of organizations has thousands
  * of grants on record, and reading them all for each of its memberships made a baseline quadratic.
  */
-const noLaterRemoval = (organizationId: string, observedAt: string, kind: SQL) =>
+const noLaterRemoval = (organizationId: unknown, observedAt: unknown, kind: SQL) =>
   sql`(select true from (select * from ${accessChanges} where user_id = t.u and organization_id = ${organizationId}
       and kind in ('member.removed', 'member_role.revoked') offset 0) a
     where a.observed_at > ${observedAt}::timestamptz and ${kind}
     limit 1) is null`;
+
+/**
+ * `writeMemberships`' data-modifying CTEs, their values as placeholders (see `namedShapeRows`). Plain
+ * inserts unless `skipConflicts`: `on conflict do nothing` inserts each row speculatively (a pre-check of
+ * the unique index, a speculative lock taken and released, and a second WAL record to confirm the row), a
+ * tenth of a baseline's WAL records, for a conflict that only a concurrent writer of the same membership
+ * or grant, since the page was compared, can cause (see `applyMemberships`).
+ */
+const memberWrites = (skipConflicts: boolean): SQL =>
+  sql`live_organization as (
+      select id from ${organizations} where id = ${sql.placeholder('organizationId')} for key share
+    ), live_users as (
+      select id from ${users} where id = any(${sql.placeholder('adding')}::text[]) order by id for key share
+    ), live_roles as (
+      select id from ${organizationRoles} where id = any(${sql.placeholder('grantedRoles')}::text[]) order by id for key share
+    ), live_members as (
+      select user_id from ${organizationMembers} where organization_id = ${sql.placeholder('organizationId')} and user_id = any(${sql.placeholder('grantedUsers')}::text[])
+      order by user_id for key share
+    ), added as (
+      insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
+      select ${sql.placeholder('organizationId')}, t.u, ${sql.placeholder('observedAt')}::timestamptz, ${sql.placeholder('observedAt')}::timestamptz
+      from live_users as t(u)
+      where exists (select from live_organization)
+        and ${noLaterRemoval(sql.placeholder('organizationId'), sql.placeholder('observedAt'), sql`a.kind = 'member.removed'`)}
+      ${skipConflicts ? sql`on conflict do nothing` : sql``}
+      returning user_id
+    ), granted as (
+      insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
+      select ${sql.placeholder('organizationId')}, t.u, t.r, ${sql.placeholder('observedAt')}::timestamptz, ${sql.placeholder('observedAt')}::timestamptz
+      from json_to_recordset(${sql.placeholder('granting')}::json) as t(u text, r text)
+      where t.r in (select id from live_roles) and (t.u in (select user_id from live_members) or t.u in (select user_id from added))
+        and ${noLaterRemoval(sql.placeholder('organizationId'), sql.placeholder('observedAt'), sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
+      ${skipConflicts ? sql`on conflict do nothing` : sql``}
+      returning user_id, organization_role_id
+    ), revoked as (
+      delete from ${organizationMemberRoles} m
+      using json_to_recordset(${sql.placeholder('revoking')}::json) as t(u text, r text)
+      where m.organization_id = ${sql.placeholder('organizationId')} and m.user_id = t.u and m.organization_role_id = t.r
+        and m.observed_at <= ${sql.placeholder('observedAt')}::timestamptz
+        and ${noLaterChange(sql.placeholder('organizationId'), sql.placeholder('observedAt'), sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
+      returning m.user_id, m.organization_role_id
+    )`;
+
+/** The change rows `writeMemberships`' writes make (see `recordWrittenChanges`). */
+const memberChangesSelected = (): SQL =>
+  sql`select 1, row_number() over (order by user_id), 'member.added', user_id, ${sql.placeholder('organizationId')}::text, null::text, null::jsonb from added
+    union all select 2, row_number() over (order by user_id, organization_role_id), 'member_role.granted', user_id, ${sql.placeholder('organizationId')}::text, organization_role_id, null::jsonb from granted
+    union all select 3, row_number() over (order by user_id, organization_role_id), 'member_role.revoked', user_id, ${sql.placeholder('organizationId')}::text, organization_role_id, null::jsonb from revoked`;
 
 /**
  * Writes a membership diff and records its changes after `prior` (the users the page brings), in the
@@ -377,11 +444,6 @@ const writeMemberships = async (
   skipConflicts: boolean,
 ): Promise<ApplyResult> => {
   const observedAt = context.observedAt.toISOString();
-  // Plain inserts unless told otherwise: `on conflict do nothing` inserts each row speculatively (a
-  // pre-check of the unique index, a speculative lock taken and released, and a second WAL record to
-  // confirm the row), a tenth of a baseline's WAL records for a conflict that only a concurrent writer
-  // of the same membership or grant, since the page was compared, can cause (see `applyMemberships`).
-  const onConflict = skipConflicts ? sql`on conflict do nothing` : sql``;
   // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
   // it. Each write leaves out what such a change covers (`noLaterChange`), in the same statement.
   // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
@@ -402,43 +464,26 @@ const writeMemberships = async (
   // The members added are the locked users themselves (those of `adding` still stored, in id order):
   // joined back to the page's list instead, the planner (estimating one row) compared every pair in a
   // nested loop, 13 million comparisons in a baseline at scale 0.3.
-  const writes = sql`live_organization as (
-      select id from ${organizations} where id = ${organizationId} for key share
-    ), live_users as (
-      select id from ${users} where id = any(${sql.param(adding)}::text[]) order by id for key share
-    ), live_roles as (
-      select id from ${organizationRoles} where id = any(${sql.param(grantedRoles)}::text[]) order by id for key share
-    ), live_members as (
-      select user_id from ${organizationMembers} where organization_id = ${organizationId} and user_id = any(${sql.param(grantedUsers)}::text[])
-      order by user_id for key share
-    ), added as (
-      insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
-      select ${organizationId}, t.u, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-      from live_users as t(u)
-      where exists (select from live_organization)
-        and ${noLaterRemoval(organizationId, observedAt, sql`a.kind = 'member.removed'`)}
-      ${onConflict}
-      returning user_id
-    ), granted as (
-      insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
-      select ${organizationId}, t.u, t.r, ${observedAt}::timestamptz, ${observedAt}::timestamptz
-      from json_to_recordset(${JSON.stringify(granting)}::json) as t(u text, r text)
-      where t.r in (select id from live_roles) and (t.u in (select user_id from live_members) or t.u in (select user_id from added))
-        and ${noLaterRemoval(organizationId, observedAt, sql`(a.kind = 'member.removed' or (a.kind = 'member_role.revoked' and a.organization_role_id = t.r))`)}
-      ${onConflict}
-      returning user_id, organization_role_id
-    ), revoked as (
-      delete from ${organizationMemberRoles} m
-      using json_to_recordset(${JSON.stringify(revoking)}::json) as t(u text, r text)
-      where m.organization_id = ${organizationId} and m.user_id = t.u and m.organization_role_id = t.r
-        and m.observed_at <= ${observedAt}::timestamptz
-        and ${noLaterChange(organizationId, observedAt, sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
-      returning m.user_id, m.organization_role_id
-    )`;
-  const selected = sql`select 1, row_number() over (order by user_id), 'member.added', user_id, ${organizationId}::text, null::text, null::jsonb from added
-    union all select 2, row_number() over (order by user_id, organization_role_id), 'member_role.granted', user_id, ${organizationId}::text, organization_role_id, null::jsonb from granted
-    union all select 3, row_number() over (order by user_id, organization_role_id), 'member_role.revoked', user_id, ${organizationId}::text, organization_role_id, null::jsonb from revoked`;
-  const recorded = await recordWrittenChanges(tx, writes, selected, prior, context, countChanges);
+  const recorded = await recordWrittenChanges(
+    tx,
+    {
+      shape: skipConflicts ? 'members.write.skip-conflicts' : 'members.write',
+      writes: () => memberWrites(skipConflicts),
+      selected: memberChangesSelected,
+      values: {
+        organizationId,
+        observedAt,
+        adding: textArray(adding),
+        grantedRoles: textArray(grantedRoles),
+        grantedUsers: textArray(grantedUsers),
+        granting: JSON.stringify(granting),
+        revoking: JSON.stringify(revoking),
+      },
+    },
+    prior,
+    context,
+    countChanges,
+  );
   const { changes, counted } = recorded;
   const total = changeCount(recorded);
   // Each membership change is one row written besides its change row; a brought user's rows are counted by the caller.
@@ -534,7 +579,7 @@ export const organizationsWithMembers = async (db: Database, organizationIds: st
   (
     await namedRows<{ o: string }>(
       db,
-      sql`select o from unnest(${sql.param(organizationIds)}::text[]) as o
+      sql`select o from unnest(${sql.param(textArray(organizationIds))}::text[]) as o
         where exists (select 1 from ${organizationMembers} m where m.organization_id = o)
         ${limit === undefined ? sql`` : sql`limit ${limit}`}`,
     )

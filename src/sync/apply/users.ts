@@ -4,7 +4,7 @@ import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
 import type { Database } from '../../db/client.js';
 import { canonicalJson } from '../../db/canonical-json.js';
-import { namedRows } from '../../db/prepared.js';
+import { namedRows, textArray } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
 import type { LastStatement } from '../../db/transaction.js';
 import {
@@ -263,7 +263,7 @@ export const readCompared = async (db: Database, ids: string[]): Promise<Map<str
       [F in UserField]: (typeof users)[F];
     })
     .from(users)
-    .where(sql`${users.id} = any(${sql.param(ids)}::text[])`);
+    .where(sql`${users.id} = any(${sql.param(textArray(ids))}::text[])`);
   return new Map(found.map((row) => [row.id, row]));
 };
 
@@ -296,7 +296,7 @@ const differingUserIds = async (db: Database, rows: UserRow[]): Promise<string[]
 const undigestedIds = async (db: Database, ids: string[], digests: string[]): Promise<Map<string, boolean>> => {
   const found = await namedRows<{ id: string; stored: boolean }>(
     db,
-    sql`select t.id, u.id is not null as stored from unnest(${sql.param(ids)}::text[], ${sql.param(digests)}::text[]) as t(id, digest)
+    sql`select t.id, u.id is not null as stored from unnest(${sql.param(textArray(ids))}::text[], ${sql.param(textArray(digests))}::text[]) as t(id, digest)
       left join ${users} u on u.id = t.id
       where u.compared_digest is distinct from t.digest`,
   );
@@ -391,7 +391,7 @@ const lockedUserWrites = async (tx: Database, byId: Map<string, UserRow>, ids: s
  */
 const guardedUserUpsert = (rows: UserRow[], created: string[], context: ChangeContext): SQL =>
   sql`${insertUsersFromJson(rows)}
-      where not (t.id = any(${sql.param(created)}::text[]) and coalesce((select true from ${accessChanges} a
+      where not (t.id = any(${sql.param(textArray(created))}::text[]) and coalesce((select true from ${accessChanges} a
         where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
       ${overwriteUnlessStoredNewer}
         and ${differsInComparedColumns('users', 'excluded')}
