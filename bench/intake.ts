@@ -496,6 +496,31 @@ export const run = async (argv: string[]): Promise<void> => {
            where event = 'User.SuspensionStatus.Updated' and processed_at is not null`,
         )
       ).rows.map((row: { ms: string | number }) => Number(row.ms));
+      /**
+       * Where a probe's delivery spent its time, from the database's clocks (one machine, one clock):
+       * sent (the simulated tenant stamps `createdAt` as it starts the POST) → stored (the intake insert's
+       * transaction start) → applied (its change row's `at`, the applying transaction's start) → settled.
+       * Loaded: received once the arrivals had begun. Without temporary marks in the service, it says
+       * whether a slow probe waited at intake, for the hand-over and its transaction, or for settling.
+       */
+      const stages = (
+        await raw.query(
+          `select d.received_at >= to_timestamp($1::float8 / 1000) as loaded,
+             extract(epoch from (d.received_at - (d.payload->>'createdAt')::timestamptz)) * 1000 as sent_stored,
+             extract(epoch from (c.at - d.received_at)) * 1000 as stored_applying,
+             extract(epoch from (d.processed_at - c.at)) * 1000 as applying_settled
+           from webhook_deliveries d
+           join lateral (select min(at) as at from access_changes where delivery_id = d.id) c on c.at is not null
+           where d.event = 'User.SuspensionStatus.Updated' and d.processed_at is not null`,
+          [arrivals.startAt],
+        )
+      ).rows as { loaded: boolean; sent_stored: string; stored_applying: string; applying_settled: string }[];
+      const stage = (loaded: boolean, column: 'sent_stored' | 'stored_applying' | 'applying_settled') => {
+        const samples = stages.filter((row) => row.loaded === loaded).map((row) => Number(row[column]));
+        return `${percentile(samples, 50).toFixed(1)} / ${percentile(samples, 95).toFixed(1)}`;
+      };
+      const stageRow = (loaded: boolean) =>
+        `${stage(loaded, 'sent_stored')}, ${stage(loaded, 'stored_applying')}, ${stage(loaded, 'applying_settled')}`;
       // The loaded changes by the second of the window they were made in. At 16 a second, a second's p95 is
       // its slowest change or the one before: a "bad" second is one where that took more than the target.
       const changesBySecond: number[][] = [];
@@ -525,6 +550,8 @@ export const run = async (argv: string[]): Promise<void> => {
         'tenant API call p50 / p95 (ms, loaded; not part of a sample)': `${percentile(loadedRun.callMs, 50).toFixed(1)} / ${percentile(loadedRun.callMs, 95).toFixed(1)}`,
         'changes whose tenant stamp fell outside their call (clock then its nearest end)': quietRun.clamped + loadedRun.clamped,
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
+        'probe delivery sent → stored, → its apply transaction began, → settled p50 / p95 (ms, loaded)': stageRow(true),
+        'the same, quiet (ms)': stageRow(false),
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
         'changes started per second (both)': Number(values['probe-rate']),
         'quiet p50 / p95 (ms)': `${percentile(quiet, 50).toFixed(1)} / ${percentile(quiet, 95).toFixed(1)}`,
