@@ -282,7 +282,7 @@ const isUniqueViolation = (error: unknown): boolean => {
 };
 
 /**
- * A page's rows are inserted as plain inserts (see `writeMemberships`); when a concurrent writer stored one
+ * A page's rows are inserted as plain inserts (see `memberWrites`); when a concurrent writer stored one
  * of them after the page was compared, the page fails as a whole, rolled back, and is compared and written
  * again, this time skipping rows that are already there.
  */
