@@ -239,16 +239,25 @@ export const migrationsApplied = async (db: Database): Promise<boolean> => {
 const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
 const unavailableMessages = /connection terminated|timeout exceeded when trying to connect|connection error|query read timeout/i;
 
+/** Whether `error` or one of the errors it wraps (`cause`, at most five deep: drizzle wraps the driver's) meets `test`. */
+const anyInCauseChain = (error: unknown, test: (candidate: { code?: unknown; message?: unknown }) => boolean): boolean => {
+  for (let current = error, depth = 0; current && typeof current === 'object' && depth < 5; depth += 1) {
+    if (test(current as { code?: unknown; message?: unknown })) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+};
+
 /**
  * True when `error` (or what it wraps) says the database cannot be reached right now, as opposed to a
  * query that failed on its own: the HTTP edge answers 503 with Retry-After for these, not 500.
  */
-export const isDatabaseUnavailable = (error: unknown): boolean => {
-  for (let current = error, depth = 0; current && typeof current === 'object' && depth < 5; depth += 1) {
-    const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
-    if (typeof code === 'string' && (unavailableCodes.has(code) || code.startsWith('08'))) return true;
-    if (typeof message === 'string' && unavailableMessages.test(message)) return true;
-    current = cause;
-  }
-  return false;
-};
+export const isDatabaseUnavailable = (error: unknown): boolean =>
+  anyInCauseChain(
+    error,
+    ({ code, message }) =>
+      (typeof code === 'string' && (unavailableCodes.has(code) || code.startsWith('08'))) || (typeof message === 'string' && unavailableMessages.test(message)),
+  );
+
+/** True when `error` (or what it wraps) is PostgreSQL's unique_violation (SQLSTATE 23505). */
+export const isUniqueViolation = (error: unknown): boolean => anyInCauseChain(error, ({ code }) => code === '23505');

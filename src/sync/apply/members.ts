@@ -1,6 +1,6 @@
 import { and, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, organizationMemberRoles, organizationMembers, organizationRoles, organizations, users } from '../../../db/schema.js';
-import type { Database } from '../../db/client.js';
+import { isUniqueViolation, type Database } from '../../db/client.js';
 import { settledChangeId } from '../../db/change-frontier.js';
 import { namedRows, namedShapeRows, textArray } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
@@ -270,15 +270,6 @@ const membershipDiff = (
     }
   }
   return toAdd.length === 0 && grants.length === 0 && revokes.length === 0 ? null : { toAdd, grants, revokes };
-};
-
-/** PostgreSQL's unique_violation, however the driver wraps it. */
-const isUniqueViolation = (error: unknown): boolean => {
-  for (let current = error, depth = 0; current && typeof current === 'object' && depth < 5; depth += 1) {
-    if ((current as { code?: unknown }).code === '23505') return true;
-    current = (current as { cause?: unknown }).cause;
-  }
-  return false;
 };
 
 /**
