@@ -21,6 +21,9 @@ export type MembersResult = ApplyResult & {
 };
 
 const pairKey = (...parts: string[]) => parts.join('\u0000');
+/** A member's listed roles, each once: most members hold one role, which needs no set to be distinct. */
+const distinctRoleIds = (member: MemberSnapshot): Iterable<string> =>
+  member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds);
 const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const byMemberRole = (a: { userId: string; organizationRoleId: string }, b: { userId: string; organizationRoleId: string }) =>
   compare(a.userId, b.userId) || compare(a.organizationRoleId, b.organizationRoleId);
@@ -135,7 +138,7 @@ const readDifferingMembership = async (
   const pairUsers: string[] = [];
   const pairRoles: string[] = [];
   for (const member of members) {
-    for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+    for (const roleId of distinctRoleIds(member)) {
       pairUsers.push(member.userId);
       pairRoles.push(roleId);
     }
@@ -254,7 +257,7 @@ const membershipDiff = (
     // grant, and there is nothing to revoke; the sets below are built only when roles are stored.
     const storedKeys = stored.roles.length === 0 ? null : new Set(stored.roles.map((role) => pairKey(role.userId, role.organizationRoleId)));
     for (const member of known) {
-      for (const roleId of member.organizationRoleIds.length < 2 ? member.organizationRoleIds : new Set(member.organizationRoleIds)) {
+      for (const roleId of distinctRoleIds(member)) {
         if (stored.knownRoles.has(roleId) && !storedKeys?.has(pairKey(member.userId, roleId))) {
           grants.push({ userId: member.userId, organizationRoleId: roleId });
         }
