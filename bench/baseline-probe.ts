@@ -18,9 +18,7 @@
  * `--heap-profile <dir>` a sampling heap profile of everything it allocated then; both slow the sync, so
  * their runs' CPU figures are not comparable with a plain probe's.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
@@ -31,6 +29,7 @@ import { createLogtoClient } from '../src/logto/index.js';
 import pg from 'pg';
 import { adminUrl, freshPostgres } from './fresh-database.js';
 import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
+import { createProfiler } from './profiling.js';
 import { startSimulator } from './simulator.js';
 import { pureCrawl } from './sync.js';
 
@@ -102,32 +101,15 @@ export const run = async (args: string[]): Promise<void> => {
     const threadsBefore = threadSeconds();
     const syncBefore = process.cpuUsage();
     const simBefore = sim.cpuSeconds();
-    const inspector = values.profile || values['heap-profile'] ? new Session() : null;
-    inspector?.connect();
-    if (values.profile) {
-      await inspector!.post('Profiler.enable');
-      await inspector!.post('Profiler.start');
-    }
-    if (values['heap-profile']) {
-      await inspector!.post('HeapProfiler.enable');
-      await inspector!.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-    }
+    const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'] });
+    await profiler.start();
     const started = performance.now();
     const result = values.crawl
       ? { counts: { rowsWritten: 0, changes: 0, requests: (await pureCrawl(createLogtoClient(config.logto))).requests } }
       : await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
     const seconds = (performance.now() - started) / 1000;
-    if (values.profile) {
-      const { profile } = await inspector!.post('Profiler.stop');
-      mkdirSync(values.profile, { recursive: true });
-      writeFileSync(join(values.profile, `${label}-probe-${scale}.cpuprofile`), JSON.stringify(profile));
-    }
-    if (values['heap-profile']) {
-      const { profile } = await inspector!.post('HeapProfiler.stopSampling');
-      mkdirSync(values['heap-profile'], { recursive: true });
-      writeFileSync(join(values['heap-profile'], `${label}-probe-${scale}.heapprofile`), JSON.stringify(profile));
-    }
-    inspector?.disconnect();
+    await profiler.stop(`${label}-probe-${scale}`);
+    profiler.close();
     const syncCpu = process.cpuUsage(syncBefore);
     const threadsAfter = threadSeconds();
     const ioAfter = processIo();

@@ -1,9 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http, { type Server } from 'node:http';
-import { Session } from 'node:inspector/promises';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
@@ -21,6 +19,7 @@ import type { LogtoUser } from '../src/logto/index.js';
 import { applyUsers } from '../src/sync/apply/index.js';
 import { createEventSubscription } from '../src/sync/event-subscriptions.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
+import { createProfiler } from './profiling.js';
 
 /**
  * `npm run bench -- events`: access events out.
@@ -215,8 +214,7 @@ export const run = async (args: string[]): Promise<void> => {
   const drainTimeoutMs = Number(values['drain-timeout']) * 1000;
   const concurrency = Number(values.concurrency);
   const tracker = values.statements ? statementTracker() : null;
-  const inspector = values.profile ? new Session() : null;
-  inspector?.connect();
+  const profiler = createProfiler({ cpuDir: values.profile });
   /** Drains the sender, but gives up after `drainTimeoutMs`: true when it finished. */
   const drainWithin = async (): Promise<boolean> => {
     let timer: NodeJS.Timeout | undefined;
@@ -404,10 +402,7 @@ export const run = async (args: string[]): Promise<void> => {
     const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
     await sleep(1200);
     const writesBefore = await outboxWrites();
-    if (inspector) {
-      await inspector.post('Profiler.enable');
-      await inspector.post('Profiler.start');
-    }
+    await profiler.start();
     tracker?.start();
     const cpuBefore = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };
     const started = performance.now();
@@ -438,11 +433,7 @@ export const run = async (args: string[]): Promise<void> => {
       postgres: cpuSpent(cpuBefore.postgres, cpuSeconds(postgresPids())),
     };
     const statementStats = tracker?.stop() ?? [];
-    if (inspector) {
-      const { profile } = await inspector.post('Profiler.stop');
-      mkdirSync(values.profile!, { recursive: true });
-      writeFileSync(join(values.profile!, 'events-fanout.cpuprofile'), JSON.stringify(profile));
-    }
+    await profiler.stop('events-fanout');
     const backlogAtEnd = await totalBacklog();
     // The drain sends what the load left, with nothing applied beside it: the sender's own cost per delivery.
     const cpuBeforeDrain = { bench: process.cpuUsage(), receivers: cpuSeconds([receivers.pid]), postgres: cpuSeconds(postgresPids()) };

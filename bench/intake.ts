@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Session } from 'node:inspector/promises';
 import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
@@ -16,6 +15,7 @@ import { startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { startService, type Service } from '../src/service.js';
 import { machineIdleSeconds } from './process-cpu.js';
+import { createProfiler } from './profiling.js';
 import { startSimulator } from './simulator.js';
 
 /**
@@ -92,8 +92,7 @@ export const run = async (argv: string[]): Promise<void> => {
    * With `--heap-profile <dir>`: a sampling heap profile of each scenario counting every allocation, those
    * collected since included (what the scenario allocated, not what it left), and its total.
    */
-  const inspector = values.profile || values['heap-profile'] ? new Session() : null;
-  inspector?.connect();
+  const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'] });
   /** Bytes the last profiled scenario allocated (sampled), with `--heap-profile`. */
   let lastAllocated = Number.NaN;
   const profiled = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
@@ -111,35 +110,11 @@ export const run = async (argv: string[]): Promise<void> => {
     return profiledCpuAndHeap(name, scenario);
   };
   const profiledCpuAndHeap = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
-    if (!inspector) return scenario();
-    if (values.profile) {
-      await inspector.post('Profiler.enable');
-      await inspector.post('Profiler.start');
-    }
-    if (values['heap-profile']) {
-      await inspector.post('HeapProfiler.enable');
-      await inspector.post('HeapProfiler.startSampling', {
-        samplingInterval: 16384,
-        includeObjectsCollectedByMajorGC: true,
-        includeObjectsCollectedByMinorGC: true,
-      });
-    }
+    await profiler.start();
     try {
       return await scenario();
     } finally {
-      if (values.profile) {
-        const { profile } = await inspector.post('Profiler.stop');
-        mkdirSync(values.profile, { recursive: true });
-        writeFileSync(join(values.profile, `intake-${name}.cpuprofile`), JSON.stringify(profile));
-      }
-      if (values['heap-profile']) {
-        const { profile } = await inspector.post('HeapProfiler.stopSampling');
-        type Node = { selfSize: number; children: Node[] };
-        const total = (node: Node): number => node.children.reduce((sum, child) => sum + total(child), node.selfSize);
-        lastAllocated = total(profile.head as Node);
-        mkdirSync(values['heap-profile'], { recursive: true });
-        writeFileSync(join(values['heap-profile'], `intake-${name}.heapprofile`), JSON.stringify(profile));
-      }
+      lastAllocated = await profiler.stop(`intake-${name}`);
     }
   };
   /** The old generation's bytes in use (old space and large objects), as they stand: no collection forced. */
@@ -655,7 +630,7 @@ export const run = async (argv: string[]): Promise<void> => {
     console.log(`\nresults: ${base}.json, ${base}.md`);
   } finally {
     await service?.close().catch(() => {});
-    inspector?.disconnect();
+    profiler.close();
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await raw.end();
     await database.close();
