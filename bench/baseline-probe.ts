@@ -18,7 +18,7 @@
  * `--heap-profile <dir>` a sampling heap profile of everything it allocated then; both slow the sync, so
  * their runs' CPU figures are not comparable with a plain probe's.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
@@ -28,7 +28,7 @@ import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import pg from 'pg';
 import { adminUrl, freshPostgres } from './fresh-database.js';
-import { totalSeconds, trackPostgresCpu } from './process-cpu.js';
+import { threadSeconds, totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { createProfiler } from './profiling.js';
 import { startSimulator } from './simulator.js';
 import { pureCrawl } from './sync.js';
@@ -37,28 +37,6 @@ import { pureCrawl } from './sync.js';
 const processIo = (): { rchar: number; wchar: number; syscw: number } => {
   const fields = Object.fromEntries(readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((line) => line.split(': ')));
   return { rchar: Number(fields.rchar), wchar: Number(fields.wchar), syscw: Number(fields.syscw) };
-};
-
-/**
- * CPU seconds of this process's main thread and of its other threads (V8's optimising compiler and parallel
- * garbage collector, libuv's pool), from /proc/self/task: the second part grows with what the main thread
- * allocates and compiles, and was 0.9-1.8 of a scale-0.3 baseline's 4.7-6.1 CPU-s.
- */
-const threadSeconds = (): { main: number; helpers: number } => {
-  let main = 0;
-  let helpers = 0;
-  for (const task of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${task}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
-      if (task === String(process.pid)) main += seconds;
-      else helpers += seconds;
-    } catch {
-      // the thread ended
-    }
-  }
-  return { main, helpers };
 };
 
 export const run = async (args: string[]): Promise<void> => {
