@@ -66,6 +66,15 @@ export const preparedRows = async <T>(db: Database, statement: PreparedStatement
   return rows<T>(db, asSql(statement, values));
 };
 
+/**
+ * Whether `db` runs `namedRows` statements as named prepared statements, whose plans its connections keep
+ * (node-postgres); PGlite runs them unnamed. A transaction's handle answers false: ask the database's.
+ */
+export const keepsNamedPlans = (db: Database): boolean => {
+  const client = (db as { $client?: unknown }).$client;
+  return client instanceof pg.Pool || client instanceof pg.Client;
+};
+
 type NamingSession = {
   prepareQuery(query: { sql: string; params: unknown[] }, fields: undefined, name: string, arrayMode: false): { execute(values?: Record<string, unknown>): Promise<unknown> };
 };

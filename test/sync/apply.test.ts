@@ -156,6 +156,59 @@ describe('apply functions', () => {
     ]);
   });
 
+  it('adds one member and grants a role to a stored one in the same page: the grant finds the stored membership, the new member its own insert', async () => {
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z', 'baseline'));
+    const page = await applyMembers(
+      db(),
+      acme!.id,
+      [{ userId: alice!.id, organizationRoleIds: [viewer!.id] }, { userId: bob!.id, organizationRoleIds: [admin!.id] }],
+      context('2026-11-23T11:05:00Z', 'reconcile'),
+    );
+    expect(page.changes).toEqual([
+      { kind: 'member.added', userId: bob!.id, organizationId: acme!.id },
+      ...[
+        { kind: 'member_role.granted', userId: alice!.id, organizationId: acme!.id, organizationRoleId: viewer!.id },
+        { kind: 'member_role.granted', userId: bob!.id, organizationId: acme!.id, organizationRoleId: admin!.id },
+      ].sort((a, b) => (a.userId < b.userId ? -1 : 1)),
+    ]);
+    expect((await db().select().from(organizationMemberRoles).orderBy(asc(organizationMemberRoles.userId))).map((row) => [row.userId, row.organizationRoleId])).toEqual(
+      [
+        [alice!.id, viewer!.id],
+        [bob!.id, admin!.id],
+      ].sort((a, b) => (a[0]! < b[0]! ? -1 : 1)),
+    );
+  });
+
+  it("plans a crawl's page that only adds and grants once per connection, and a page that revokes for its values", async () => {
+    // pg_prepared_statements is per connection: one connection for the pages and the look at their plans.
+    if (!database.url) return;
+    const one = database.separatePool(1);
+    try {
+      const plans = async () => {
+        const [row] = await rows<{ generic: number; custom: number }>(one.db, sql`select coalesce(sum(generic_plans), 0)::int as generic,
+          coalesce(sum(custom_plans), 0)::int as custom from pg_prepared_statements where statement like '%live_organization as%'`);
+        return row!;
+      };
+      await applyMembers(one.db, acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id, viewer!.id] }], context('2026-11-23T11:00:00Z', 'baseline'));
+      await applyMembers(one.db, initech!.id, [{ userId: bob!.id, organizationRoleIds: [viewer!.id] }], context('2026-11-23T11:00:00Z', 'baseline'));
+      expect(await plans()).toEqual({ generic: 2, custom: 0 });
+      // A webhook's page is planned for its values, as before.
+      await applyMembers(one.db, acme!.id, [{ userId: bob!.id, organizationRoleIds: [] }], context('2026-11-23T11:01:00Z', 'webhook'));
+      expect(await plans()).toEqual({ generic: 2, custom: 1 });
+      const revoking = await applyMembers(one.db, acme!.id, [{ userId: alice!.id, organizationRoleIds: [viewer!.id] }], context('2026-11-23T11:05:00Z', 'reconcile'));
+      expect(revoking.changes).toEqual([{ kind: 'member_role.revoked', organizationId: acme!.id, userId: alice!.id, organizationRoleId: admin!.id }]);
+      expect(await plans()).toEqual({ generic: 2, custom: 2 });
+    } finally {
+      await one.close();
+    }
+    expect((await db().select().from(organizationMemberRoles).orderBy(asc(organizationMemberRoles.organizationId))).map((row) => [row.organizationId, row.userId, row.organizationRoleId])).toEqual(
+      [
+        [acme!.id, alice!.id, viewer!.id],
+        [initech!.id, bob!.id, viewer!.id],
+      ].sort((a, b) => (a[0]! < b[0]! ? -1 : 1)),
+    );
+  });
+
   it('with countChanges, counts the membership changes by kind, still recording each, and lists the users the page brings', async () => {
     const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));

@@ -325,6 +325,11 @@ const applyMembershipsOnce = async (
 
   // The users it brings are locked (for `writeUsers`) by the statement that makes the transaction's settings.
   const lock = bringing.length > 0 ? { entity: 'user' as const, ids: [...offered] } : undefined;
+  // A page that only adds and grants (every page of a baseline) is the member write alone, which plans
+  // well without its values (its reads are key lookups and fenced probes): planned once per connection.
+  // Pages bringing users (their upserts) or revoking roles (a reconcile's few changed members) keep
+  // plans made for their values.
+  const plans = bringing.length === 0 && diff!.revokes.length === 0 ? 'generic' : 'custom';
   return applyTransaction(db, context, async (tx) => {
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
@@ -350,7 +355,7 @@ const applyMembershipsOnce = async (
       ...(memberships.counted ? { counted: memberships.counted } : {}),
       rowsWritten: rowsWritten + memberships.rowsWritten,
     };
-  }, lock);
+  }, lock, plans);
 };
 
 /**
@@ -390,6 +395,9 @@ const memberWrites = (skipConflicts: boolean): SQL =>
       select id from ${organizationRoles} where id = any(${sql.placeholder('grantedRoles')}::text[]) order by id for key share
     ), live_members as (
       select user_id from ${organizationMembers} where organization_id = ${sql.placeholder('organizationId')} and user_id = any(${sql.placeholder('grantedUsers')}::text[])
+        -- Nothing read when no grant needs a stored membership (every page of a baseline): planned by the
+        -- organization alone, this read the organization's whole membership on every page of it.
+        and cardinality(${sql.placeholder('grantedUsers')}::text[]) > 0
       order by user_id for key share
     ), added as (
       insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
@@ -448,7 +456,11 @@ const writeMemberships = async (
     .filter((grant, index, sorted) => index === 0 || byMemberRole(sorted[index - 1]!, grant) !== 0)
     .map((grant) => ({ u: grant.userId, r: grant.organizationRoleId }));
   const revoking = [...diff.revokes].sort(byMemberRole).map((revoke) => ({ u: revoke.userId, r: revoke.organizationRoleId }));
-  const grantedUsers = [...new Set(granting.map((grant) => grant.u))];
+  // The members whose grants need a stored membership (`live_members`). Without `skipConflicts` a member
+  // being added needs none: its grants go with its insert, and were it stored meanwhile, that insert
+  // fails the page, which is retried with `skipConflicts`, where a membership already stored is wanted.
+  const addingIds = new Set(skipConflicts ? [] : adding);
+  const grantedUsers = [...new Set(granting.map((grant) => grant.u))].filter((userId) => !addingIds.has(userId));
   const grantedRoles = [...new Set(granting.map((grant) => grant.r))].sort();
   // What the foreign keys checked row by row (a trigger and a lookup per written row, an eighth of
   // PostgreSQL's CPU in a baseline), checked once per page: the user, organization, role and membership
