@@ -269,15 +269,18 @@ export const run = async (argv: string[]): Promise<void> => {
   const secondBySecond = (from: number) => {
     const delay = monitorEventLoopDelay({ resolution: 5 });
     delay.enable();
-    const seconds: { cores: number; longestDelayMs: number; idleCores: number; markCompactMs: number }[] = [];
+    const seconds: { cores: number; longestDelayMs: number; idleCores: number; markCompactMs: number; scavengeMs: number }[] = [];
     // The service's mark-compact pauses, incremental marking steps included (this process): the first one after the drain, collecting what the
     // drain promoted (heap ~250-310 MB down to ~65 MB), came 1.6-3.5 s into the arrivals and its second had
     // the window's longest loop delay in each of 3 runs (vis2 notes).
     let markCompactMs = 0;
+    // And its scavenges: under 1,000 arrivals/s one every ~125 ms, 4-10 ms each, about 5 % of the loop's time (vis notes, round 29).
+    let scavengeMs = 0;
     const gc = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
         const kind = (entry as unknown as { detail?: { kind?: number } }).detail?.kind;
         if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR || kind === perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL) markCompactMs += entry.duration;
+        else if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavengeMs += entry.duration;
       }
     });
     gc.observe({ entryTypes: ['gc'] });
@@ -295,8 +298,10 @@ export const run = async (argv: string[]): Promise<void> => {
         longestDelayMs: delay.max / 1e6,
         idleCores: ((idle - idleSince) * 1000) / elapsedMs,
         markCompactMs,
+        scavengeMs,
       });
       markCompactMs = 0;
+      scavengeMs = 0;
       idleSince = idle;
       since = performance.now();
       delay.reset();
@@ -587,11 +592,11 @@ export const run = async (argv: string[]): Promise<void> => {
       const fixed = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(1));
       say('Loaded visibility per second of the window', {
         columns:
-          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle, service mark-compact GC pauses (ms)',
+          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle, service mark-compact GC pauses (ms), service scavenge pauses (ms)',
         ...Object.fromEntries(
           timeline.map(({ changes, load: spent }, second) => [
             `second ${second + 1}`,
-            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}, ${fixed(spent?.markCompactMs)}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
+            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}, ${fixed(spent?.markCompactMs)}, ${fixed(spent?.scavengeMs)}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
           ]),
         ),
       });
