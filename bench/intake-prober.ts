@@ -109,6 +109,16 @@ const main = async () => {
   const samples: number[] = [];
   /** Each sample's change instant (epoch ms, same order as `samples`): the bench groups them per second of the load. */
   const madeAts: number[] = [];
+  /**
+   * Each sample's user and the tenant's stamp of its change (same order as `samples`): the bench finds the
+   * sample's delivery by them and splits the sample into its stages (made → sent → stored → applying →
+   * settled → answered). And how many GETs the sample took, and whether the last one followed a commit's
+   * notification or the `pollMs` timer: a sample answered by a poll waited for the prober, not the service.
+   */
+  const userIds: string[] = [];
+  const stamps: number[] = [];
+  const getsPerSample: number[] = [];
+  const answeredByPoll: boolean[] = [];
   const callMs: number[] = [];
   let clamped = 0;
   const probeOne = async (userId: string, organizationId: string) => {
@@ -123,15 +133,26 @@ const main = async () => {
     if (!(stamped >= Math.floor(sentAt) && stamped <= returnedAt)) clamped += 1;
     const madeAt = Math.min(returnedAt, Math.max(sentAt, stamped));
     let seen = seenBefore;
+    let asked = 0;
+    let byPoll = false;
     for (;;) {
-      if (notifications === seen) await nextSignal(plan.pollMs);
+      byPoll = false;
+      if (notifications === seen) {
+        await nextSignal(plan.pollMs);
+        byPoll = notifications === seen;
+      }
       seen = notifications;
+      asked += 1;
       const response = await get(`/v1/access?userId=${userId}&organizationId=${organizationId}`);
       if (response.status === 200 && (JSON.parse(response.body) as { isSuspended: boolean }).isSuspended === suspend) break;
       if (now() - madeAt > 10_000) break;
     }
     samples.push(now() - madeAt);
     madeAts.push(madeAt);
+    userIds.push(userId);
+    stamps.push(stamped);
+    getsPerSample.push(asked);
+    answeredByPoll.push(byPoll);
   };
 
   const inFlight = new Set<string>();
@@ -160,7 +181,7 @@ const main = async () => {
   const seconds = (performance.now() - started) / 1000;
   await listener.end();
   agent.destroy();
-  process.stdout.write(`${JSON.stringify({ samples, madeAts, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
+  process.stdout.write(`${JSON.stringify({ samples, madeAts, userIds, stamps, getsPerSample, answeredByPoll, callMs, clamped, resent, getsPerSecond: gets / seconds, notificationsPerSecond: (notifications - notificationsBefore) / seconds })}\n`);
 };
 
 // Exits once its line is written (a pipe: written synchronously): the Logto client's keep-alive sockets kept the

@@ -170,6 +170,13 @@ export const run = async (argv: string[]): Promise<void> => {
    */
   const anyOpen = async () =>
     Boolean((await raw.query('select exists (select 1 from webhook_deliveries where outcome is null) as open')).rows[0].open);
+  /**
+   * Connections PostgreSQL has accepted for the bench's database so far (`pg_stat_database.sessions`, every
+   * client's: the service's pools, the prober's listener, this process's own). A connection opened inside a
+   * measured window costs its request a backend's start and cold caches, where a kept one costs nothing.
+   */
+  const sessionsOpened = async () =>
+    Number((await raw.query("select sessions::int as n from pg_stat_database where datname = current_database()")).rows[0].n);
   const waitDrained = async (limitMs: number) => {
     const started = performance.now();
     for (;;) {
@@ -262,15 +269,18 @@ export const run = async (argv: string[]): Promise<void> => {
   const secondBySecond = (from: number) => {
     const delay = monitorEventLoopDelay({ resolution: 5 });
     delay.enable();
-    const seconds: { cores: number; longestDelayMs: number; idleCores: number; markCompactMs: number }[] = [];
+    const seconds: { cores: number; longestDelayMs: number; idleCores: number; markCompactMs: number; scavengeMs: number }[] = [];
     // The service's mark-compact pauses, incremental marking steps included (this process): the first one after the drain, collecting what the
     // drain promoted (heap ~250-310 MB down to ~65 MB), came 1.6-3.5 s into the arrivals and its second had
     // the window's longest loop delay in each of 3 runs (vis2 notes).
     let markCompactMs = 0;
+    // And its scavenges: under 1,000 arrivals/s one every ~125 ms, 4-10 ms each, about 5 % of the loop's time (vis notes, round 29).
+    let scavengeMs = 0;
     const gc = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
         const kind = (entry as unknown as { detail?: { kind?: number } }).detail?.kind;
         if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR || kind === perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL) markCompactMs += entry.duration;
+        else if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavengeMs += entry.duration;
       }
     });
     gc.observe({ entryTypes: ['gc'] });
@@ -288,8 +298,10 @@ export const run = async (argv: string[]): Promise<void> => {
         longestDelayMs: delay.max / 1e6,
         idleCores: ((idle - idleSince) * 1000) / elapsedMs,
         markCompactMs,
+        scavengeMs,
       });
       markCompactMs = 0;
+      scavengeMs = 0;
       idleSince = idle;
       since = performance.now();
       delay.reset();
@@ -411,6 +423,10 @@ export const run = async (argv: string[]): Promise<void> => {
       type Probed = {
         samples: number[];
         madeAts: number[];
+        userIds: string[];
+        stamps: number[];
+        getsPerSample: number[];
+        answeredByPoll: boolean[];
         callMs: number[];
         clamped: number;
         resent: number;
@@ -436,7 +452,9 @@ export const run = async (argv: string[]): Promise<void> => {
       // Before the quiet probes: waiting for the statistics between them and the arrivals idles the keep-alive sockets.
       const updatesBefore = updatesSoFar ?? (await inboxUpdates());
       // The prober starts in a second or two (tsx): its window begins at a set instant after that.
+      const sessionsBeforeQuiet = await sessionsOpened();
       const quietRun = await probe(Date.now() + 3000, windowMs);
+      const quietSessions = (await sessionsOpened()) - sessionsBeforeQuiet;
       quiet.push(...quietRun.samples);
       const arrivals = sender({ rate: Number(values['arrival-rate']), seconds, kind: 'full' });
       const windowFrom = arrivals.startAt + 1000;
@@ -452,7 +470,9 @@ export const run = async (argv: string[]): Promise<void> => {
       const lag = monitorEventLoopDelay({ resolution: 5 });
       lag.enable();
       const perSecond = secondBySecond(windowFrom);
+      const sessionsBeforeLoaded = await sessionsOpened();
       const loadedRun = await profiled('visibility', () => loadedProbes);
+      const loadedSessions = (await sessionsOpened()) - sessionsBeforeLoaded;
       const loaded = loadedRun.samples;
       const load = perSecond.stop();
       const postgresCores = (await postgresLoad).cores;
@@ -472,30 +492,52 @@ export const run = async (argv: string[]): Promise<void> => {
         )
       ).rows.map((row: { ms: string | number }) => Number(row.ms));
       /**
-       * Where a probe's delivery spent its time, from the database's clocks (one machine, one clock):
-       * sent (the simulated tenant stamps `createdAt` as it starts the POST) → stored (the intake insert's
-       * transaction start) → applied (its change row's `at`, the applying transaction's start) → settled.
-       * Loaded: received once the arrivals had begun. Without temporary marks in the service, it says
-       * whether a slow probe waited at intake, for the hand-over and its transaction, or for settling.
+       * Where each sample's time went, from clocks every process here shares (one machine): made (the
+       * tenant's stamp of the change, `data.updatedAt`) → sent (the tenant stamps `createdAt` as it starts
+       * the POST) → stored (the intake insert's transaction start) → applying (its change row's `at`, the
+       * applying transaction's start) → settled (`processed_at`) → answered (the prober's GET that showed the
+       * change). A sample's delivery is found by its user and stamp. Without temporary marks in the service,
+       * it says whether a slow sample waited in the tenant, at intake, for the hand-over and its transaction,
+       * for settling, or for the prober to ask.
        */
-      const stages = (
-        await raw.query(
-          `select d.received_at >= to_timestamp($1::float8 / 1000) as loaded,
-             extract(epoch from (d.received_at - (d.payload->>'createdAt')::timestamptz)) * 1000 as sent_stored,
-             extract(epoch from (c.at - d.received_at)) * 1000 as stored_applying,
-             extract(epoch from (d.processed_at - c.at)) * 1000 as applying_settled
-           from webhook_deliveries d
-           join lateral (select min(at) as at from access_changes where delivery_id = d.id) c on c.at is not null
-           where d.event = 'User.SuspensionStatus.Updated' and d.processed_at is not null`,
-          [arrivals.startAt],
-        )
-      ).rows as { loaded: boolean; sent_stored: string; stored_applying: string; applying_settled: string }[];
-      const stage = (loaded: boolean, column: 'sent_stored' | 'stored_applying' | 'applying_settled') => {
-        const samples = stages.filter((row) => row.loaded === loaded).map((row) => Number(row[column]));
-        return `${percentile(samples, 50).toFixed(1)} / ${percentile(samples, 95).toFixed(1)}`;
-      };
-      const stageRow = (loaded: boolean) =>
-        `${stage(loaded, 'sent_stored')}, ${stage(loaded, 'stored_applying')}, ${stage(loaded, 'applying_settled')}`;
+      const deliveries = new Map(
+        (
+          await raw.query(
+            `select d.payload->'data'->>'id' || ':' || (d.payload->'data'->>'updatedAt') as key,
+               extract(epoch from (d.payload->>'createdAt')::timestamptz) * 1000 as sent,
+               extract(epoch from d.received_at) * 1000 as stored,
+               extract(epoch from c.at) * 1000 as applying,
+               extract(epoch from d.processed_at) * 1000 as settled
+             from webhook_deliveries d
+             join lateral (select min(at) as at from access_changes where delivery_id = d.id) c on c.at is not null
+             where d.event = 'User.SuspensionStatus.Updated' and d.processed_at is not null`,
+          )
+        ).rows.map((row: { key: string; sent: string; stored: string; applying: string; settled: string }) => [
+          row.key,
+          { sent: Number(row.sent), stored: Number(row.stored), applying: Number(row.applying), settled: Number(row.settled) },
+        ]),
+      );
+      const stageNames = ['made → sent', 'sent → stored', 'stored → applying', 'applying → settled', 'settled → answered'] as const;
+      type Breakdown = { total: number; stages: number[]; gets: number; byPoll: boolean };
+      const breakdown = (run: Probed): Breakdown[] =>
+        run.samples.flatMap((total, index) => {
+          const delivery = deliveries.get(`${run.userIds[index]}:${run.stamps[index]}`);
+          if (!delivery) return [];
+          const marks = [run.madeAts[index]!, delivery.sent, delivery.stored, delivery.applying, delivery.settled, run.madeAts[index]! + total];
+          return [{ total, stages: marks.slice(1).map((mark, stage) => mark - marks[stage]!), gets: run.getsPerSample[index]!, byPoll: run.answeredByPoll[index]! }];
+        });
+      const stageRow = (rows: Breakdown[]) =>
+        stageNames.map((_, stage) => {
+          const column = rows.map((row) => row.stages[stage]!);
+          return `${percentile(column, 50).toFixed(1)} / ${percentile(column, 95).toFixed(1)}`;
+        }).join(', ');
+      /** The slowest samples one by one, each stage's milliseconds: what a p95 is made of. */
+      const slowest = (rows: Breakdown[]) =>
+        [...rows]
+          .sort((a, b) => b.total - a.total)
+          .slice(0, 6)
+          .map((row) => `${row.total.toFixed(0)} = ${row.stages.map((ms) => ms.toFixed(0)).join(' + ')} (${row.gets} GET${row.byPoll ? ', by poll' : ''})`)
+          .join('; ');
       // The loaded changes by the second of the window they were made in. At 16 a second, a second's p95 is
       // its slowest change or the one before: a "bad" second is one where that took more than the target.
       const changesBySecond: number[][] = [];
@@ -525,8 +567,13 @@ export const run = async (argv: string[]): Promise<void> => {
         'tenant API call p50 / p95 (ms, loaded; not part of a sample)': `${percentile(loadedRun.callMs, 50).toFixed(1)} / ${percentile(loadedRun.callMs, 95).toFixed(1)}`,
         'changes whose tenant stamp fell outside their call (clock then its nearest end)': quietRun.clamped + loadedRun.clamped,
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
-        'probe delivery sent → stored, → its apply transaction began, → settled p50 / p95 (ms, loaded)': stageRow(true),
-        'the same, quiet (ms)': stageRow(false),
+        [`stages ${stageNames.join(', ')} p50 / p95 (ms, loaded)`]: stageRow(breakdown(loadedRun)),
+        'the same, quiet (ms)': stageRow(breakdown(quietRun)),
+        'slowest loaded samples: total = stages (ms)': slowest(breakdown(loadedRun)),
+        'slowest quiet samples: total = stages (ms)': slowest(breakdown(quietRun)),
+        'samples answered after a poll, not a notification (loaded / quiet)': `${loadedRun.answeredByPoll.filter(Boolean).length} / ${quietRun.answeredByPoll.filter(Boolean).length}`,
+        // Reported by each backend within a second or so of its start; the loaded count starts as the window does.
+        'PostgreSQL connections opened while probing (loaded / quiet; every client of the database)': `${loadedSessions} / ${quietSessions}`,
         'changes probed (loaded / quiet)': `${loaded.length} / ${quiet.length}`,
         'changes started per second (both)': Number(values['probe-rate']),
         'quiet p50 / p95 (ms)': `${percentile(quiet, 50).toFixed(1)} / ${percentile(quiet, 95).toFixed(1)}`,
@@ -545,11 +592,11 @@ export const run = async (argv: string[]): Promise<void> => {
       const fixed = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(1));
       say('Loaded visibility per second of the window', {
         columns:
-          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle, service mark-compact GC pauses (ms)',
+          'changes made, their visibility p50 / p95 (ms), service longest event-loop delay (ms), service CPU (cores), PostgreSQL CPU (cores), machine cores idle, service mark-compact GC pauses (ms), service scavenge pauses (ms)',
         ...Object.fromEntries(
           timeline.map(({ changes, load: spent }, second) => [
             `second ${second + 1}`,
-            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}, ${fixed(spent?.markCompactMs)}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
+            `${changes.length}, ${fixed(percentile(changes, 50))} / ${fixed(percentile(changes, 95))}, ${fixed(spent?.longestDelayMs)}, ${spent?.cores.toFixed(2) ?? '-'}, ${postgresCores[second]?.toFixed(2) ?? '-'}, ${spent?.idleCores.toFixed(2) ?? '-'}, ${fixed(spent?.markCompactMs)}, ${fixed(spent?.scavengeMs)}${percentile(changes, 95) > 50 ? ' (bad)' : ''}`,
           ]),
         ),
       });
