@@ -16,6 +16,7 @@ import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import type { LoadResult, LoadSpec } from './hot-paths/load.js';
 import { cpuSeconds, cpuSpent, postgresPids } from './process-cpu.js';
+import { serviceNodeFlags } from './service-flags.js';
 
 /**
  * `npm run bench -- hot-paths [--scale 0.1] [--duration 10] [--connections 32] [--label after] [--fresh] [--warmup 2]`
@@ -279,12 +280,12 @@ export const runHotPaths = async (argv: string[]): Promise<void> => {
       receiver.kill('SIGTERM');
       log(`  receiver alone ${receiverOnly.throughput.toFixed(0)} req/s (p99 ${receiverOnly.p99} ms)`);
     }
-    serverPids.set(`http://127.0.0.1:${servicePort}`, (await spawnChild([...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null)).pid!);
+    serverPids.set(`http://127.0.0.1:${servicePort}`, (await spawnChild([...serviceNodeFlags(), ...profile, 'dist/src/server.js'], { ...serviceEnv, PORT: String(servicePort), HOST: '127.0.0.1' }, null)).pid!);
     await waitForHttp(`http://127.0.0.1:${servicePort}/healthz`);
     await quiet('service start');
     const beforePort = servicePort + 200;
     if (values.before) {
-      serverPids.set(`http://127.0.0.1:${beforePort}`, (await spawnChild([join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null)).pid!);
+      serverPids.set(`http://127.0.0.1:${beforePort}`, (await spawnChild([...serviceNodeFlags(), join(values.before, 'dist/src/server.js')], { ...serviceEnv, PORT: String(beforePort), HOST: '127.0.0.1' }, null)).pid!);
       await waitForHttp(`http://127.0.0.1:${beforePort}/healthz`);
       await quiet('before build start');
     }

@@ -9,6 +9,9 @@
  *   npm run bench -- outbox-writes             WAL and PostgreSQL CPU per delivery, no HTTP (bench/outbox-writes.ts)
  *   npm run bench -- baseline-probe            one baseline's PostgreSQL CPU, WAL and table sizes (bench/baseline-probe.ts)
  */
+import { spawnSync } from 'node:child_process';
+import { serviceNodeFlags } from './service-flags.js';
+
 type Scenario = { run(args: string[]): Promise<void> };
 
 const scenarios: Record<string, () => Promise<Scenario>> = {
@@ -29,6 +32,15 @@ const load = scenarios[name];
 if (!load) {
   console.error(`unknown bench scenario "${name}"; one of: ${Object.keys(scenarios).join(', ')}`);
   process.exit(2);
+}
+/** Scenarios that run the service in this process (the others run syncs here, or the built service in a child). */
+const servingHere = new Set(['overview', 'intake', 'events']);
+// Node flags are fixed when a process starts: a scenario serving here runs in a process started with the
+// service's flags (`serviceNodeFlags`), so that its figures are those of the service as deployed.
+const missingFlags = servingHere.has(name) ? serviceNodeFlags().filter((flag) => !process.execArgv.includes(flag)) : [];
+if (missingFlags.length > 0) {
+  const child = spawnSync(process.execPath, [...process.execArgv, ...missingFlags, ...process.argv.slice(1)], { stdio: 'inherit' });
+  process.exit(child.status ?? 1);
 }
 load()
   .then((scenario) => scenario.run(args))

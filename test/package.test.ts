@@ -3,6 +3,7 @@ import { builtinModules } from 'node:module';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { nodeFlagsOf, serviceNodeFlags } from '../bench/service-flags.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
@@ -63,17 +64,15 @@ describe('the production install', () => {
     expect(readFileSync(join(root, 'src', 'cli.ts'), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
   });
 
-  /** The node flags before the entry point of a command line (`node --a=1 --b dist/src/server.js` → `--a=1 --b`). */
-  const nodeFlags = (commandLine: string) => commandLine.match(/(?<=^|\s)--[\w-]+(=\S+)?(?=\s)/g) ?? [];
-
-  it('the image, npm start and the bench run the service with the same node flags', () => {
-    const startFlags = nodeFlags(manifest.scripts.start!);
+  it('the image and npm start run the service with the same node flags, which the benches read from npm start', () => {
+    const startFlags = nodeFlagsOf(manifest.scripts.start!);
     // The young generation sized for a stream of webhooks (README): without it the service scavenges every ~125 ms under load.
     expect(startFlags).toContain('--max-semi-space-size=64');
+    expect(serviceNodeFlags()).toEqual(startFlags);
     const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1];
     expect(JSON.parse(cmd!) as string[]).toEqual(['node', ...startFlags, 'dist/src/server.js']);
-    // The benches run the service in their own process: with other flags they would measure another service.
-    expect(nodeFlags(manifest.scripts.bench!)).toEqual(startFlags);
+    expect(nodeFlagsOf('node --a=1 --b dist/src/server.js --c')).toEqual(['--a=1', '--b']);
+    expect(nodeFlagsOf('tsx --a bench/run.ts')).toEqual([]);
   });
 
   it('the test patterns recognise runtime imports and ignore type-only ones', () => {
