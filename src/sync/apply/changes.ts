@@ -384,9 +384,10 @@ export type PlanChoice = 'custom' | 'generic';
 /**
  * Plans made once per connection and reused: planning the member page write (a dozen CTEs) cost PostgreSQL
  * about a millisecond per page, a tenth of a baseline's statement CPU (`PROBE_STATS`, scale 0.3: its bind
- * 0.73 s of 6.8 s, 0.20 s planned once per connection, its execution unchanged). Without sequential scans: a generic plan is made once, often early in a baseline while
- * the tables are nearly empty and unanalysed, and a sequential scan chosen then would read a whole table on
- * every page afterwards; each table the page statement reads has an index for its lookups.
+ * 0.73 s of 6.8 s, 0.20 s planned once per connection, its execution unchanged). Without sequential scans:
+ * a generic plan is made once, often early in a baseline while the tables are nearly empty and unanalysed,
+ * and a sequential scan chosen then would read a whole table on every page afterwards; each table the page
+ * statement reads has an index for its lookups.
  */
 const genericPlanSettings = sql`set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`;
 
