@@ -14,6 +14,8 @@
  * `--crawl`: the pure crawl of the same tenant instead of the baseline (same client, pages ahead and
  * organizations at once; bodies parsed and dropped; nothing written), with the same CPU split: what the
  * sync process spends beyond fetching and parsing its pages.
+ * `--reconcile`: a baseline first (not measured), then the reconcile of the unchanged tenant measured the
+ * same way: what a reconcile costs this process (and PostgreSQL) beyond its crawl.
  * `--profile <dir>`: a CPU profile of this process during the baseline only (not the setup), and
  * `--heap-profile <dir>` a sampling heap profile of everything it allocated then; both slow the sync, so
  * their runs' CPU figures are not comparable with a plain probe's.
@@ -41,9 +43,10 @@ const processIo = (): { rchar: number; wchar: number; syscw: number } => {
 
 export const run = async (args: string[]): Promise<void> => {
   const { values } = parseArgs({ args, options: { scale: { type: 'string', default: '0.3' }, profile: { type: 'string', default: '' },
-    'heap-profile': { type: 'string', default: '' }, crawl: { type: 'boolean', default: false } } });
+    'heap-profile': { type: 'string', default: '' }, crawl: { type: 'boolean', default: false },
+    reconcile: { type: 'boolean', default: false } } });
   const scale = Number(values.scale);
-  const label = values.crawl ? 'crawl' : 'baseline';
+  const label = values.crawl ? 'crawl' : values.reconcile ? 'reconcile' : 'baseline';
   const users = Math.round(100_000 * scale);
   const organizations = Math.max(1, Math.round(2_000 * scale));
   let harmonic = 0;
@@ -70,6 +73,12 @@ export const run = async (args: string[]): Promise<void> => {
   for (const statement of (process.env.PROBE_EXPERIMENT_SQL ?? '').split(';').filter((s) => s.trim())) await database.db.execute(sql.raw(statement));
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
+    const fullSync = async (kind: 'baseline' | 'reconcile') =>
+      (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind, trigger: 'probe' })).done;
+    if (values.reconcile) {
+      await fullSync('baseline');
+      global.gc?.();
+    }
     const wal = async () => (await rows<{ lsn: string; records: string; fpi: string; bytes: string }>(database.db,
       sql`select pg_current_wal_insert_lsn()::text as lsn, wal_records::text as records, wal_fpi::text as fpi, wal_bytes::text as bytes from pg_stat_wal`))[0]!;
     const comm = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return '?'; } };
@@ -84,7 +93,7 @@ export const run = async (args: string[]): Promise<void> => {
     const started = performance.now();
     const result = values.crawl
       ? { counts: { rowsWritten: 0, changes: 0, requests: (await pureCrawl(createLogtoClient(config.logto))).requests } }
-      : await (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'probe' })).done;
+      : await fullSync(values.reconcile ? 'reconcile' : 'baseline');
     const seconds = (performance.now() - started) / 1000;
     await profiler.stop(`${label}-probe-${scale}`);
     profiler.close();
@@ -105,7 +114,7 @@ export const run = async (args: string[]): Promise<void> => {
         from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and pg_relation_size(c.oid) > 1048576 order by pg_relation_size(c.oid) desc`);
     const walBytes = Number(walAfter.bytes) - Number(walBefore.bytes);
     const out = {
-      scale, run: label, seconds: Number(seconds.toFixed(2)), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
+      scale, run: label, seconds: Number(seconds.toFixed(2)), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), rowsWritten: result.counts.rowsWritten, changes: result.counts.changes, requests: result.counts.requests,
       cpu: { sync: (syncCpu.user + syncCpu.system) / 1e6, simulator: sim.cpuSeconds() - simBefore, postgres: Number(totalSeconds(postgresByPid).toFixed(1)) },
       // The sync process's kernel share, and what it wrote and read through system calls (PostgreSQL's
       // statements and results, the requests and pages of the simulated tenant): a socket write on

@@ -5,6 +5,7 @@ import { defaultBackoff, type BackoffOptions } from './backoff.js';
 import { isLogtoError, isNotMember } from './errors.js';
 import { apiPath, apiRequest, type ApiRequest, type HttpContext } from './http.js';
 import { maxPageSize, paginate, validateItem, type AheadOptions } from './paginate.js';
+import { isParsedMember, isParsedUser } from './parse-user.js';
 import { RateBudget } from './rate-budget.js';
 import { TokenProvider } from './token.js';
 import { createTransport } from './transport.js';
@@ -166,7 +167,8 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
   };
 
   return {
-    listUsers: (options) => paginate(context, { segments: ['users'], item: logtoUserSchema }, options),
+    // A whole user or member, as Logto sends every one, is taken as it is (see `CrawlOptions.parsed`).
+    listUsers: (options) => paginate(context, { segments: ['users'], item: logtoUserSchema, parsed: isParsedUser }, options),
     listOrganizations: (options) => paginate(context, { segments: ['organizations'], item: logtoOrganizationSchema }, options),
     async *listOrganizationsWithMemberCounts(options) {
       const pages = paginate(
@@ -188,7 +190,7 @@ export const createLogtoClient = (config: Config['logto'], options: LogtoClientO
     listOrganizationRoles: (options) =>
       paginate(context, { segments: ['organization-roles'], item: logtoOrganizationRoleSchema }, options),
     listOrganizationMembers: (organizationId, options) =>
-      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema }, options),
+      paginate(context, { segments: ['organizations', organizationId, 'users'], item: logtoOrganizationMemberSchema, parsed: isParsedMember }, options),
 
     getUser: (id) => getOne(logtoUserSchema, { method: 'GET', path: apiPath(['users', id]), notFound: 'null' }),
 

@@ -1,4 +1,4 @@
-import { logtoUserSchema, type LogtoUser } from './types.js';
+import { logtoUserSchema, type LogtoOrganizationMember, type LogtoUser } from './types.js';
 
 const textOrNull = (value: unknown): boolean => value === null || typeof value === 'string';
 
@@ -10,7 +10,7 @@ export const plainRecord = (value: unknown): value is Record<string, unknown> =>
  * True when `logtoUserSchema` would return `value` as it is, with no default to fill in and nothing
  * dropped: every field present with its type (a user as Logto sends it in full).
  */
-const alreadyParsed = (value: unknown): value is LogtoUser => {
+export const isParsedUser = (value: unknown): value is LogtoUser => {
   if (!plainRecord(value)) return false;
   const user = value as Record<string, unknown>;
   return (
@@ -42,7 +42,26 @@ const alreadyParsed = (value: unknown): value is LogtoUser => {
  * goes through zod, so the outcome is zod's.
  */
 export const parseLogtoUser = (value: unknown): LogtoUser | null => {
-  if (alreadyParsed(value)) return value;
+  if (isParsedUser(value)) return value;
   const parsed = logtoUserSchema.safeParse(value);
   return parsed.success ? parsed.data : null;
+};
+
+/** An organization role as a member item lists it, as `organizationRoleRefSchema` returns it unchanged. */
+const isRoleRef = (value: unknown): boolean =>
+  plainRecord(value) && typeof value.id === 'string' && value.id.length > 0 && typeof value.name === 'string';
+
+/**
+ * True when `logtoOrganizationMemberSchema` would return `value` as it is: a whole user (`isParsedUser`)
+ * with its `organizationRoles`, each an id and a name. The member crawl validates each item of every
+ * page, and zod rebuilt every one of them (the user, its records, each role) only to return what it was
+ * given: at scale 0.3 a third of what a baseline allocated, every copy garbage by the next page.
+ */
+export const isParsedMember = (value: unknown): value is LogtoOrganizationMember => {
+  if (!isParsedUser(value)) return false;
+  const roles = (value as { organizationRoles?: unknown }).organizationRoles;
+  if (!Array.isArray(roles)) return false;
+  // Indexed, not `every`: a hole is not a role (zod fails it), and `every` would skip it.
+  for (let index = 0; index < roles.length; index += 1) if (!isRoleRef(roles[index])) return false;
+  return true;
 };

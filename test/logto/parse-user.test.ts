@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { logtoUserSchema, parseLogtoUser } from '../../src/logto/index.js';
+import { logtoOrganizationMemberSchema, logtoUserSchema, parseLogtoUser } from '../../src/logto/index.js';
+import { isParsedMember, isParsedUser } from '../../src/logto/parse-user.js';
 import { parseEnvelope, envelopeSchema, PermanentDeliveryError } from '../../src/sync/events/common.js';
 
 const fullUser = () => ({
@@ -54,6 +55,47 @@ describe('parseLogtoUser', () => {
     }
     // The whole users came back as they were, without a copy; the rest through zod.
     expect(unchanged).toBeGreaterThan(10);
+  });
+});
+
+/** Member items as a page may carry them: a user variant with its roles, and roles missing, empty, sparse or of the wrong shape. */
+const memberVariants = (): unknown[] => {
+  const role = () => ({ id: 'r1', name: 'admin', extra: 1 });
+  const out: unknown[] = variants().map((user) => (user !== null && typeof user === 'object' && !Array.isArray(user) ? { ...user, organizationRoles: [role()] } : user));
+  const member = () => ({ ...fullUser(), organizationRoles: [role()] as unknown });
+  for (const roles of [undefined, null, {}, 'r1', [], [role(), role()], [null], ['r1'], [{ id: 'r1' }], [{ id: '', name: 'x' }], [{ id: 1, name: 'x' }],
+    [{ id: 'r1', name: null }], [[]], [JSON.parse('{"__proto__":{"x":1},"id":"r1","name":"admin"}')], new Array(2)]) {
+    const item: Record<string, unknown> = member();
+    if (roles === undefined) delete item.organizationRoles;
+    else item.organizationRoles = roles;
+    out.push(item);
+  }
+  return out;
+};
+
+describe('the crawl takes a whole user or member as it is', () => {
+  it('only where zod would return it unchanged: every other value is left to zod', () => {
+    for (const [schema, parsed, cases] of [
+      [logtoUserSchema, isParsedUser, variants()],
+      [logtoOrganizationMemberSchema, isParsedMember, memberVariants()],
+    ] as const) {
+      let taken = 0;
+      for (const value of cases) {
+        if (!parsed(value)) continue;
+        taken += 1;
+        const zod = schema.safeParse(value);
+        expect(zod.success).toBe(true);
+        expect(zod.data).toStrictEqual(value);
+      }
+      expect(taken).toBeGreaterThan(10);
+    }
+    // Not taken: what zod rejects, and what it would change (a default filled in).
+    const rejected = memberVariants().filter((value) => !logtoOrganizationMemberSchema.safeParse(value).success);
+    expect(rejected.length).toBeGreaterThan(20);
+    for (const value of rejected) expect(isParsedMember(value)).toBe(false);
+    const { customData: _customData, ...withoutCustomData } = { ...fullUser(), organizationRoles: [] };
+    expect(logtoOrganizationMemberSchema.safeParse(withoutCustomData).success).toBe(true);
+    expect(isParsedMember(withoutCustomData)).toBe(false);
   });
 });
 
