@@ -78,6 +78,22 @@ describe('apply functions', () => {
     expect(await changes()).toEqual([]);
   });
 
+  it('stores every column of a user page as toUserRow takes it from the user, raw and its JSON included', async () => {
+    const odd: LogtoUser = {
+      ...alice!,
+      id: 'user-odd',
+      username: 'o\'brien "quoted" \\ back',
+      name: 'Ngọc 🦊 \u00e9\n',
+      isSuspended: true,
+      lastSignInAt: null,
+      customData: { nested: { list: [1, 2.5, 1e21, null, true], text: 'a\u0001b "c" \\' }, big: 12345678901234567890, empty: {} },
+      profile: { nickname: 'Nick', address: { country: 'ÅLAND' } },
+    };
+    await applyUsers(db(), [odd], context('2026-11-23T11:00:00Z', 'baseline'));
+    const [stored] = await db().select().from(users).where(eq(users.id, odd.id));
+    expect(stored).toEqual(toUserRow(odd, at('2026-11-23T11:00:00Z')));
+  });
+
   it('never replaces a user with an older copy, in whichever order the copies arrive', async () => {
     const renamed = { ...alice!, name: 'Alice Newer', updatedAt: alice!.updatedAt + 1000 };
     const older = { ...alice!, name: 'Alice Older', updatedAt: alice!.updatedAt + 500 };
