@@ -161,11 +161,12 @@ export const accessChanges = pgTable(
     // entry per change row, a quarter of the change log's index entries in a baseline; this keeps a
     // summary per range of pages. New ranges are summarized as they fill (`autosummarize`).
     index('access_changes_at_idx').using('brin', table.at).with({ autosummarize: true }),
-    // What a membership or grant snapshot must not undo (a later removal or revoke), probed per written
-    // row: only these kinds, so a user in hundreds of organizations costs one lookup, not a scan of its
-    // history, and a baseline (grants only) adds nothing to this index.
+    // What a page of memberships and grants must not undo (a later removal or revoke), read once per page
+    // as the organization's removals recorded after the page was observed: only these kinds, keyed by
+    // organization and observation time, so the range read holds only what came after the page (empty in
+    // a baseline, which adds nothing to this index), however long the organization's history.
     index('access_changes_member_removals_idx')
-      .on(table.userId, table.organizationId)
+      .on(table.organizationId, table.observedAt)
       .where(sql`${table.kind} in ('member.removed', 'member_role.revoked')`),
     // What a user snapshot must not undo (a later deletion), probed per user a page creates: a baseline
     // writes no such row, so the probe descends an empty index, where through access_changes_user_idx

@@ -78,6 +78,22 @@ describe('apply functions', () => {
     expect(await changes()).toEqual([]);
   });
 
+  it('stores every column of a user page as toUserRow takes it from the user, raw and its JSON included', async () => {
+    const odd: LogtoUser = {
+      ...alice!,
+      id: 'user-odd',
+      username: 'o\'brien "quoted" \\ back',
+      name: 'Ngọc 🦊 \u00e9\n',
+      isSuspended: true,
+      lastSignInAt: null,
+      customData: { nested: { list: [1, 2.5, 1e21, null, true], text: 'a\u0001b "c" \\' }, big: 12345678901234567890, empty: {} },
+      profile: { nickname: 'Nick', address: { country: 'ÅLAND' } },
+    };
+    await applyUsers(db(), [odd], context('2026-11-23T11:00:00Z', 'baseline'));
+    const [stored] = await db().select().from(users).where(eq(users.id, odd.id));
+    expect(stored).toEqual(toUserRow(odd, at('2026-11-23T11:00:00Z')));
+  });
+
   it('never replaces a user with an older copy, in whichever order the copies arrive', async () => {
     const renamed = { ...alice!, name: 'Alice Newer', updatedAt: alice!.updatedAt + 1000 };
     const older = { ...alice!, name: 'Alice Older', updatedAt: alice!.updatedAt + 500 };
@@ -263,6 +279,44 @@ describe('apply functions', () => {
     const stale = await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:05:00Z', 'reconcile'));
     expect(stale.changes).toEqual([]);
     expect(await db().select().from(organizationMembers)).toEqual([]);
+  });
+
+  it('keeps out of an older page only what a removal or revoke recorded after it covers: that member, that role, in that organization', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    await applyUsers(db(), [carol], context('2026-11-23T10:00:00Z', 'baseline'));
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [viewer!.id] }, { userId: carol.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z'));
+    await applyMembers(db(), initech!.id, [{ userId: bob!.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z'));
+    // Recorded after the page below was read: alice's viewer role revoked and carol removed in acme, bob removed from initech.
+    await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [] }, { userId: carol.id, organizationRoleIds: [] }], context('2026-11-23T11:10:00Z'));
+    await removeMembers(db(), acme!.id, [carol.id], context('2026-11-23T11:10:00Z'));
+    await removeMembers(db(), initech!.id, [bob!.id], context('2026-11-23T11:10:00Z'));
+    const stale = await applyMembers(
+      db(),
+      acme!.id,
+      [
+        { userId: alice!.id, organizationRoleIds: [admin!.id, viewer!.id] },
+        { userId: bob!.id, organizationRoleIds: [admin!.id] },
+        { userId: carol.id, organizationRoleIds: [admin!.id] },
+      ],
+      context('2026-11-23T11:05:00Z', 'reconcile'),
+    );
+    // The organization's later removals are read once for the whole page: each still keeps out only its own member and role.
+    const written = (rows: { kind: string; userId?: string | null; organizationRoleId?: string | null }[]) =>
+      rows.map((row) => [row.kind, row.userId, row.organizationRoleId ?? null].join(' ')).sort();
+    expect(written(stale.changes)).toEqual(
+      written([
+        { kind: 'member.added', userId: bob!.id },
+        { kind: 'member_role.granted', userId: alice!.id, organizationRoleId: admin!.id },
+        { kind: 'member_role.granted', userId: bob!.id, organizationRoleId: admin!.id },
+      ]),
+    );
+    const acmeRoles = await db().select().from(organizationMemberRoles).where(eq(organizationMemberRoles.organizationId, acme!.id));
+    expect(written(acmeRoles.map((row) => ({ kind: 'role', ...row })))).toEqual(
+      written([
+        { kind: 'role', userId: alice!.id, organizationRoleId: admin!.id },
+        { kind: 'role', userId: bob!.id, organizationRoleId: admin!.id },
+      ]),
+    );
   });
 
   it('keeps a membership added after the information behind a removal', async () => {
