@@ -402,8 +402,8 @@ const transactionSettings = (context: ChangeContext, plans: PlanChoice): SQL =>
   // early in a baseline probed a page's removals through an index that reads a whole history per row
   // (at 100,000 users, a quarter of PostgreSQL's CPU by perf, where planning each page cost a twelfth).
   // The same statements apply webhooks and provisioning, where a generic plan could go as wrong.
-  // A statement whose probes are fenced to their index (the member page write: see `noLaterRemoval`), so
-  // that no value makes another plan better, may ask for `generic` (see `PlanChoice`).
+  // A statement that no value can plan better (the member page write, whose later removals are one range
+  // of a partial index per page: see `laterRemovals` in members.ts) may ask for `generic` (see `PlanChoice`).
   isCrawl(context)
     ? // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
       // jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.

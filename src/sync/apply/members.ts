@@ -326,7 +326,7 @@ const applyMembershipsOnce = async (
   // The users it brings are locked (for `writeUsers`) by the statement that makes the transaction's settings.
   const lock = bringing.length > 0 ? { entity: 'user' as const, ids: [...offered] } : undefined;
   // A page that only adds and grants (every page of a baseline) is the member write alone, which plans
-  // well without its values (its reads are key lookups and fenced probes): planned once per connection.
+  // well without its values (its reads are key lookups and one range of later removals): planned once per connection.
   // Pages bringing users (their upserts) or revoking roles (a reconcile's few changed members) keep
   // plans made for their values.
   const plans = bringing.length === 0 && diff!.revokes.length === 0 ? 'generic' : 'custom';
@@ -453,7 +453,7 @@ const writeMemberships = async (
 ): Promise<ApplyResult> => {
   const observedAt = context.observedAt.toISOString();
   // A change recorded after this snapshot was observed is newer information: the snapshot must not undo
-  // it. Each write leaves out what such a change covers (`noLaterChange`), in the same statement.
+  // it. Each write leaves out what such a change covers (`noLaterRemoval`, `noLaterChange`), in the same statement.
   // Written in key order: two writers inserting overlapping rows in different orders wait on each other in a circle (deadlock).
   const adding = [...diff.toAdd].sort();
   // Once each: a member listed twice must not make the plain insert conflict with itself.
