@@ -2,7 +2,7 @@ import { analyzeLoadedTables } from '../db/statistics.js';
 import { lastSyncRun, lastSyncRunId } from '../db/sync-runs.js';
 import { AppError } from '../errors.js';
 import type { SyncDeps } from '../sync/context.js';
-import { runFullSync, type FullSyncKind, type FullSyncOptions, type FullSyncResult } from '../sync/full-sync.js';
+import { runFullSync, type FullSyncKind, type FullSyncOptions, type FullSyncResult, type SyncCounts } from '../sync/full-sync.js';
 import { withJobLock } from './lock.js';
 
 export type StartedRun = { runId: number; done: Promise<FullSyncResult> };
@@ -52,16 +52,17 @@ export const startFullSync = async (
   const runsBefore = startInProcess ? null : await lastSyncRunId(deps.database.db);
   let started!: (runId: number) => void;
   const runId = new Promise<number>((resolve) => (started = resolve));
-  const done = withJobLock(deps.database, lockName, async () => {
-    const result = await runFullSync(deps, { ...options, onStart: (run) => started(run.id) });
-    if (options.kind === 'baseline' || result.counts.rowsWritten >= bulkRowsWritten) {
-      // Still under the lock, so the next run is planned with these statistics; a failure costs only speed.
-      await analyzeLoadedTables(deps.database.db).catch((error: unknown) =>
-        deps.logger.warn({ err: error }, 'could not analyze the tables the sync loaded'),
-      );
-    }
-    return result;
-  }).then((outcome) => {
+  // Under the lock, so the next run is planned with these statistics, and before the run is marked
+  // finished; a failure costs only speed.
+  const analyzeLoaded = async (counts: SyncCounts) => {
+    if (options.kind !== 'baseline' && counts.rowsWritten < bulkRowsWritten) return;
+    await analyzeLoadedTables(deps.database.db).catch((error: unknown) =>
+      deps.logger.warn({ err: error }, 'could not analyze the tables the sync loaded'),
+    );
+  };
+  const done = withJobLock(deps.database, lockName, () =>
+    runFullSync(deps, { ...options, onStart: (run) => started(run.id), beforeFinish: analyzeLoaded }),
+  ).then((outcome) => {
     if (outcome === null) throw new AppError(409, 'sync_running', 'A full sync or reconcile is already running');
     return outcome.value;
   });

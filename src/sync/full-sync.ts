@@ -56,6 +56,11 @@ export type FullSyncOptions = {
   onProgress?: (progress: SyncProgress) => void;
   /** Lets a caller that needs the run id early (the API's 202) have it as soon as the row exists. */
   onStart?: (run: SyncRun) => void;
+  /**
+   * Work of a successful run after its last page (the runner's ANALYZE). The run stays 'running' until it
+   * is done, because its lock is still held: a start refused meanwhile by another replica finds this run.
+   */
+  beforeFinish?: (counts: SyncCounts) => Promise<void>;
 };
 
 export type SyncCounts = {
@@ -251,8 +256,9 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
 
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
-    counts.durationMs = Math.round(performance.now() - started);
     await clearCrawl(db, position.crawlId);
+    await options.beforeFinish?.(counts);
+    counts.durationMs = Math.round(performance.now() - started);
     const finished = await finishSyncRun(db, run.id, {
       status: 'succeeded',
       counts,

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rows } from '../../src/db/client.js';
 import { startFullSync } from '../../src/jobs/full-sync-runner.js';
 import { lockKey } from '../../src/jobs/lock.js';
@@ -65,6 +65,32 @@ describe('the full sync runner', () => {
       release();
       await busy;
       await late.close();
+    }
+  });
+
+  it.skipIf(!hasPostgresServer())("tells a start refused by another replica that replica's run while it still analyzes what it loaded", async () => {
+    // The other replica: this module loaded afresh (its own in-process state) on connections of its own.
+    vi.resetModules();
+    const replica = await import('../../src/jobs/full-sync-runner.js');
+    const replicaDatabase = database.separatePool(2);
+    // ANALYZE waits for this lock, so the running baseline stays in its analyze, holding the full-sync lock.
+    const blocker = new pg.Client({ connectionString: database.url });
+    await blocker.connect();
+    let running: Awaited<ReturnType<typeof startFullSync>> | undefined;
+    try {
+      await blocker.query('begin');
+      await blocker.query('lock table organization_members in share update exclusive mode');
+      running = await startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'baseline', trigger: 'test' });
+      const analyzeWaiting = async () =>
+        (await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks where relation = 'organization_members'::regclass and not granted`)).rows[0]!.n;
+      while ((await analyzeWaiting()) === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      const refused = await replica.startFullSync(syncDepsFor(replicaDatabase, clientFor(sim)), { kind: 'reconcile', trigger: 'test' }).catch((error: unknown) => error);
+      expect(refused).toMatchObject({ status: 409, code: 'reconcile_running', details: { runId: running.runId } });
+    } finally {
+      await blocker.query('rollback');
+      await blocker.end();
+      if (running) expect((await running.done).run.status).toBe('succeeded');
+      await replicaDatabase.close();
     }
   });
 
