@@ -274,6 +274,31 @@ describe('apply functions', () => {
     expect((await db().select({ id: users.id }).from(users).orderBy(asc(users.id))).map((row) => row.id)).toEqual([alice!.id, bob!.id, carol.id, dave.id].sort());
   });
 
+  it('with nothingStored, writes a users page without asking first which users are stored, comparing them under their locks', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const renamed = { ...bob!, name: 'Bob Renamed', updatedAt: bob!.updatedAt + 1 };
+    const one = keepsNamedPlans(db()) ? database.separatePool(1) : null;
+    const on = () => one?.db ?? db();
+    try {
+      // alice is stored as listed, bob differs, carol is new: as if the crawl's member pages had stored the first two.
+      const page = await applyUsers(on(), [carol, renamed, alice!], context('2026-11-23T11:00:00Z', 'baseline'), { nothingStored: true });
+      expect(page.changes).toEqual([
+        { kind: 'user.updated', userId: bob!.id, details: { fields: ['name'] } },
+        { kind: 'user.created', userId: carol.id, details: { username: 'carol', primaryEmail: 'carol@example.com' } },
+      ].sort((a, b) => (a.userId < b.userId ? -1 : 1)));
+      const again = await applyUsers(on(), [carol, renamed, alice!], context('2026-11-23T11:05:00Z', 'baseline'), { nothingStored: true });
+      expect(again).toEqual({ changes: [], rowsWritten: 0 });
+      if (one) {
+        // The read of ids and digests a page otherwise begins with was never sent.
+        const [row] = await rows<{ n: number }>(on(), sql`select count(*)::int as n from pg_prepared_statements where statement like '%compared_digest is distinct from%'`);
+        expect(row!.n).toBe(0);
+      }
+    } finally {
+      await one?.close();
+    }
+    expect(await db().select({ id: users.id, name: users.name }).from(users).where(eq(users.id, bob!.id))).toEqual([{ id: bob!.id, name: 'Bob Renamed' }]);
+  });
+
   it('with countChanges, counts the membership changes by kind, still recording each, and lists the users the page brings', async () => {
     const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));
