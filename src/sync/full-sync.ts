@@ -229,9 +229,12 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       );
     }
 
+    // Into an empty database (a first baseline, not one continued or run again) every users page is
+    // written whole, without first asking which of its users are stored (see `ApplyUsersOptions`).
+    const nothingStored = (await storedIdsAfter(db, 'user', null, 1)).length === 0;
     const parts = [
       crawlList(context, 'user', 'users', (ahead) => deps.logto.listUsers(ahead), (items, observedAt) =>
-        applyUsers(db, items, { ...base, observedAt }).then(account),
+        applyUsers(db, items, { ...base, observedAt }, { nothingStored }).then(account),
       ).then((seen) => {
         counts.users = seen;
         context.usersDone = true;

@@ -231,6 +231,74 @@ describe('apply functions', () => {
     );
   });
 
+  it("plans a crawl's users page and a member page bringing users once per connection, and keeps a tombstoned user out on those plans", async () => {
+    const late = { ...alice!, id: 'latecomer002', username: 'late', primaryEmail: 'late@example.com' };
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const dave = { ...alice!, id: 'user-dave', username: 'dave', primaryEmail: 'dave@example.com' };
+    // A deletion processed before the crawl's page that still lists the user (observed earlier).
+    await removeUsers(db(), [late.id], context('2026-11-23T11:10:00Z'));
+    await db().delete(accessChanges).where(sql`${accessChanges.kind} <> 'user.deleted'`);
+    const one = keepsNamedPlans(db()) ? database.separatePool(1) : null;
+    const on = () => one?.db ?? db();
+    // pg_prepared_statements is per connection: the pages and the look at their plans share one.
+    const plans = async (like: string) => {
+      const [row] = await rows<{ generic: number; custom: number }>(on(), sql`select coalesce(sum(generic_plans), 0)::int as generic,
+        coalesce(sum(custom_plans), 0)::int as custom from pg_prepared_statements where statement like ${like}`);
+      return row!;
+    };
+    try {
+      const page = await applyUsers(on(), [carol, late], context('2026-11-23T11:00:00Z', 'baseline'));
+      expect(page.changes).toEqual([{ kind: 'user.created', userId: carol.id, details: { username: 'carol', primaryEmail: 'carol@example.com' } }]);
+      const brought = await applyMembers(on(), acme!.id, [{ userId: dave.id, organizationRoleIds: [admin!.id] }, { userId: late.id, organizationRoleIds: [] }], context('2026-11-23T11:00:00Z', 'baseline'), {
+        users: [dave, late],
+      });
+      expect(brought.unknownUserIds).toEqual([late.id]);
+      expect(brought.changes.map((change) => [change.kind, change.userId])).toEqual([
+        ['user.created', dave.id],
+        ['member.added', dave.id],
+        ['member_role.granted', dave.id],
+      ]);
+      if (one) {
+        // The users' upserts (the page's, with its change rows, and the member page's) and the member write.
+        expect(await plans('%insert into "users"%')).toEqual({ generic: 2, custom: 0 });
+        expect(await plans('%live_organization as%')).toEqual({ generic: 1, custom: 0 });
+        // A webhook's users are planned for their values, as before.
+        await applyUsers(on(), [{ ...carol, name: 'Carol Renamed', updatedAt: carol.updatedAt + 1 }], context('2026-11-23T11:05:00Z'));
+        expect(await plans('%insert into "users"%')).toEqual({ generic: 2, custom: 1 });
+      } else {
+        expect(keepsNamedPlans(db())).toBe(false);
+      }
+    } finally {
+      await one?.close();
+    }
+    expect((await db().select({ id: users.id }).from(users).orderBy(asc(users.id))).map((row) => row.id)).toEqual([alice!.id, bob!.id, carol.id, dave.id].sort());
+  });
+
+  it('with nothingStored, writes a users page without asking first which users are stored, comparing them under their locks', async () => {
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const renamed = { ...bob!, name: 'Bob Renamed', updatedAt: bob!.updatedAt + 1 };
+    const one = keepsNamedPlans(db()) ? database.separatePool(1) : null;
+    const on = () => one?.db ?? db();
+    try {
+      // alice is stored as listed, bob differs, carol is new: as if the crawl's member pages had stored the first two.
+      const page = await applyUsers(on(), [carol, renamed, alice!], context('2026-11-23T11:00:00Z', 'baseline'), { nothingStored: true });
+      expect(page.changes).toEqual([
+        { kind: 'user.updated', userId: bob!.id, details: { fields: ['name'] } },
+        { kind: 'user.created', userId: carol.id, details: { username: 'carol', primaryEmail: 'carol@example.com' } },
+      ].sort((a, b) => (a.userId < b.userId ? -1 : 1)));
+      const again = await applyUsers(on(), [carol, renamed, alice!], context('2026-11-23T11:05:00Z', 'baseline'), { nothingStored: true });
+      expect(again).toEqual({ changes: [], rowsWritten: 0 });
+      if (one) {
+        // The read of ids and digests a page otherwise begins with was never sent.
+        const [row] = await rows<{ n: number }>(on(), sql`select count(*)::int as n from pg_prepared_statements where statement like '%compared_digest is distinct from%'`);
+        expect(row!.n).toBe(0);
+      }
+    } finally {
+      await one?.close();
+    }
+    expect(await db().select({ id: users.id, name: users.name }).from(users).where(eq(users.id, bob!.id))).toEqual([{ id: bob!.id, name: 'Bob Renamed' }]);
+  });
+
   it('with countChanges, counts the membership changes by kind, still recording each, and lists the users the page brings', async () => {
     const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
     await applyMembers(db(), acme!.id, [{ userId: alice!.id, organizationRoleIds: [admin!.id] }], context('2026-11-23T11:00:00Z'));

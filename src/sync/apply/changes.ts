@@ -375,9 +375,10 @@ const isCrawl = (context: ChangeContext) => context.source === 'baseline' || con
 
 /**
  * How a transaction's named statements are planned. `custom` (the default): for their values each time.
- * `generic`: once per connection, then reused (see `genericPlanSettings`); asked for by a crawl's member
- * page whose statement is planned well without its values, and honoured only for crawls on a driver that
- * keeps named statements' plans.
+ * `generic`: once per connection, then reused (see `genericPlanSettings`); asked for by a crawl's users
+ * page and member page that revokes nothing, whose statements are planned well without their values, and
+ * honoured only for crawls on a driver that keeps named statements' plans. Such a statement must not test
+ * rows against an array parameter (`x = any($n)` as a filter): only a constant array is hashed.
  */
 export type PlanChoice = 'custom' | 'generic';
 
