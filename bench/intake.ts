@@ -584,8 +584,8 @@ export const run = async (argv: string[]): Promise<void> => {
         // Each probe asks after every commit's NOTIFY, and at least every `--poll-ms`.
         'GET /v1/access asked per second, loaded (probes together) / commit notifications per second': `${loadedRun.getsPerSecond.toFixed(0)} / ${loadedRun.notificationsPerSecond.toFixed(0)}`,
         'GET /v1/access asked at least every (ms, per probe in flight)': values['poll-ms']!,
-        // A GET that met its kept-alive socket being closed as it was sent is sent once more (the prober's `get`).
-        'GET /v1/access re-sent after a reset on a reused socket (loaded / quiet)': `${loadedRun.resent} / ${quietRun.resent}`,
+        // A GET whose connection was closed under it (ECONNRESET, EPIPE, socket hang up) is sent again, up to 3 attempts (the prober's `get`).
+        'GET /v1/access re-sent after a connection reset (loaded / quiet)': `${loadedRun.resent} / ${quietRun.resent}`,
         // Per delivery: a claim and a settlement, or only the settlement when it was stored claimed at intake.
         'inbox row updates, quiet probes and arrivals: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
       });

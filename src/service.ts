@@ -117,7 +117,15 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     { allowPrivateUrls: config.events.allowPrivateUrls, concurrency: config.events.senderConcurrency, ...options.eventSender },
   );
   const feed = await startChangeFeed(database, { onError: (error) => logger.warn({ err: error }, 'change feed poll failed') });
-  feed.subscribe({ wake: () => sender.wake(), close: () => {} });
+  // Only by commits that queued outbox rows (or may have). A row that becomes claimable otherwise (a retry
+  // falling due; the end of a transaction it waited for, when that one queued nothing) is found by the
+  // sender's poll, within its interval, where any later commit used to wake it sooner.
+  feed.subscribe({
+    wake: (news) => {
+      if (news.outboxRows) sender.wake();
+    },
+    close: () => {},
+  });
   let schedule: ReconcileSchedule | null = null;
   const app = createApp({
     db: database.db,

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { rows, type DatabaseHandle } from './client.js';
-import { changesChannel } from './outbox.js';
+import { changesChannel, parseChangeNotice } from './outbox.js';
 
 /**
  * One wake-up source per process for everything that follows the change log live. It LISTENs on one
@@ -10,29 +10,39 @@ import { changesChannel } from './outbox.js';
  * own cursor, which stays the source of truth.
  */
 export type ChangeFeed = {
-  /** `wake` runs on each notification; `close` when the feed shuts down (streams end then). */
-  subscribe(listener: { wake(): void; close(): void }): () => void;
+  /**
+   * `wake` runs on each notification; `close` when the feed shuts down (streams end then). `news.outboxRows`
+   * is false when the commit is known to have queued no outbox rows (the safety poll and a reconnection
+   * cannot tell, and say true).
+   */
+  subscribe(listener: FeedListener): () => void;
   listeners(): number;
   close(): Promise<void>;
 };
+
+export type FeedNews = { outboxRows: boolean };
+export type FeedListener = { wake(news: FeedNews): void; close(): void };
+
+/** What a wake-up that cannot tell what was committed says. */
+const anything: FeedNews = { outboxRows: true };
 
 export const startChangeFeed = async (
   handle: DatabaseHandle,
   options: { safetyPollMs?: number; onError?: (error: unknown) => void } = {},
 ): Promise<ChangeFeed> => {
-  const listeners = new Set<{ wake(): void; close(): void }>();
-  const wakeAll = () => {
-    for (const listener of listeners) listener.wake();
+  const listeners = new Set<FeedListener>();
+  const wakeAll = (news: FeedNews = anything) => {
+    for (const listener of listeners) listener.wake(news);
   };
   let lastSeen = 0;
   const unlisten = await handle.listen(
     changesChannel,
     (payload) => {
-      const id = Number(payload);
-      if (Number.isFinite(id) && id > lastSeen) lastSeen = id;
-      wakeAll();
+      const notice = parseChangeNotice(payload);
+      if (notice.lastChangeId !== null && notice.lastChangeId > lastSeen) lastSeen = notice.lastChangeId;
+      wakeAll({ outboxRows: notice.outboxRows });
     },
-    wakeAll,
+    () => wakeAll(),
   );
   let polling = false;
   const poll = setInterval(() => {
