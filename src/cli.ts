@@ -5,7 +5,7 @@ import { ConfigError, loadConfig, loadDatabaseConfig } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
 import { createApiKey, listApiKeys, revokeApiKey } from './db/api-keys.js';
 import { AppError } from './errors.js';
-import { startFullSync } from './jobs/full-sync-runner.js';
+import { openBaselineDatabase, startFullSync } from './jobs/full-sync-runner.js';
 import { createLogger } from './logger.js';
 import { createLogtoClient, LogtoError } from './logto/index.js';
 import { createProgressReporter } from './progress.js';
@@ -34,7 +34,7 @@ const withDatabase = async <T>(fn: (database: DatabaseHandle) => Promise<T>): Pr
 const fullSync = async (kind: FullSyncKind) => {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
-  const database = await openDatabase(config.database);
+  const database = await (kind === 'baseline' ? openBaselineDatabase(config.database) : openDatabase(config.database));
   const progress = createProgressReporter(logger);
   try {
     await runMigrations(database);

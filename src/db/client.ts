@@ -191,10 +191,21 @@ export const openPglite = async (dataDir: string | undefined): Promise<DatabaseH
   return handle;
 };
 
-/** Real PostgreSQL when a URL is given, otherwise the embedded PGlite database under `dataDir/pglite`. */
-export const openDatabase = async (options: { url?: string | undefined; dataDir: string; queryTimeoutMs?: number | undefined }): Promise<DatabaseHandle> =>
+/**
+ * Real PostgreSQL when a URL is given, otherwise the embedded PGlite database under `dataDir/pglite`.
+ * `max`: the pool's connections (10 unless given); PGlite is one connection whatever it says.
+ */
+export const openDatabase = async (options: {
+  url?: string | undefined;
+  dataDir: string;
+  queryTimeoutMs?: number | undefined;
+  max?: number | undefined;
+}): Promise<DatabaseHandle> =>
   options.url
-    ? openPostgres(options.url, options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: options.queryTimeoutMs })
+    ? openPostgres(options.url, {
+        ...(options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: options.queryTimeoutMs }),
+        ...(options.max === undefined ? {} : { max: options.max }),
+      })
     : openPglite(join(options.dataDir, 'pglite'));
 
 export const runMigrations = async (handle: DatabaseHandle): Promise<void> => {

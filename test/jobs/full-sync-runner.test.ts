@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rows } from '../../src/db/client.js';
-import { startFullSync } from '../../src/jobs/full-sync-runner.js';
+import { baselineConnections, openBaselineDatabase, startFullSync } from '../../src/jobs/full-sync-runner.js';
 import { lockKey } from '../../src/jobs/lock.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
@@ -46,6 +46,20 @@ describe('the full sync runner', () => {
     const analyzedColumns = await rows<{ attname: string }>(database.db, sql`select attname from pg_stats where tablename = 'users' order by attname`);
     expect(analyzedColumns.map((column) => column.attname)).toEqual(expect.arrayContaining(['id', 'is_suspended', 'primary_email', 'updated_at', 'username']));
     expect(analyzedColumns.map((column) => column.attname).filter((name) => ['raw', 'custom_data', 'profile', 'avatar'].includes(name))).toEqual([]);
+  });
+
+  it.skipIf(!hasPostgresServer())("opens a baseline process's database on fewer connections than the service's pool (each new backend faults in the shared buffers it touches)", async () => {
+    const handle = await openBaselineDatabase({ url: database.url, dataDir: '' });
+    try {
+      // More statements at once than the service's pool of 10 has connections: each backend answers with its pid.
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, () => rows<{ pid: number }>(handle.db, sql`select pg_backend_pid() as pid, pg_sleep(0.05)`)),
+      );
+      expect(new Set(answers.map(([answer]) => answer!.pid)).size).toBe(baselineConnections);
+      expect(baselineConnections).toBeLessThan(10);
+    } finally {
+      await handle.close();
+    }
   });
 
   it.skipIf(!hasPostgresServer())("tells a start refused while this process runs another that run's id, even when it looks only after the run ended", async () => {
