@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config.js';
 import { rows } from '../src/db/client.js';
-import { startFullSync } from '../src/jobs/full-sync-runner.js';
+import { baselineConnections, startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
 import pg from 'pg';
@@ -73,8 +73,15 @@ export const run = async (args: string[]): Promise<void> => {
   for (const statement of (process.env.PROBE_EXPERIMENT_SQL ?? '').split(';').filter((s) => s.trim())) await database.db.execute(sql.raw(statement));
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
-    const fullSync = async (kind: 'baseline' | 'reconcile') =>
-      (await startFullSync({ database, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind, trigger: 'probe' })).done;
+    // A baseline on the connections the CLI's `sync` gives it (`baselineConnections`), a reconcile on the default pool.
+    const fullSync = async (kind: 'baseline' | 'reconcile') => {
+      const syncing = kind === 'baseline' ? database.separatePool(baselineConnections) : database;
+      try {
+        return await (await startFullSync({ database: syncing, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind, trigger: 'probe' })).done;
+      } finally {
+        if (syncing !== database) await syncing.close();
+      }
+    };
     if (values.reconcile) {
       await fullSync('baseline');
       global.gc?.();

@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 import { accessChanges } from '../db/schema.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { openDatabase, rows, runMigrations, type DatabaseHandle } from '../src/db/client.js';
-import { startFullSync } from '../src/jobs/full-sync-runner.js';
+import { baselineConnections, startFullSync } from '../src/jobs/full-sync-runner.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import { defaultOrganizationConcurrency, defaultPagesAhead, type FullSyncResult } from '../src/sync/full-sync.js';
@@ -183,8 +183,11 @@ const fullSync = async (database: DatabaseHandle, logto: LogtoClient, kind: 'bas
   const changesBefore = await database.db.$count(accessChanges);
   const server = await serverDatabase(database);
   const started = performance.now();
+  // A baseline runs on the connections the CLI's `sync` gives it (`baselineConnections`), a reconcile on the default pool.
+  const syncing = kind === 'baseline' && database.driver === 'postgres' ? database.separatePool(baselineConnections) : database;
   const { value: result, cpu } = await withCpu(sim, server, async (): Promise<FullSyncResult> =>
-    (await startFullSync({ database, logto, logger: silentLogger }, { kind, trigger: 'bench', organizationConcurrency })).done);
+    (await startFullSync({ database: syncing, logto, logger: silentLogger }, { kind, trigger: 'bench', organizationConcurrency })).done,
+  ).finally(() => (syncing === database ? undefined : syncing.close()));
   const seconds = (performance.now() - started) / 1000;
   const changeRows = (await database.db.$count(accessChanges)) - changesBefore;
   return { seconds, requests: result.counts.requests, rowsWritten: result.counts.rowsWritten, changeRows, cpu, counts: result.counts };
