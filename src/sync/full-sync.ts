@@ -139,6 +139,12 @@ type RunContext = {
   counts: SyncCounts;
   /** Set when one part failed: the others stop at their next page. */
   stopped: { error: unknown };
+  /**
+   * Writes of the crawl position, one after another: the users list records its progress while the
+   * organization lists write theirs, and each write carries the whole position as it is when it starts,
+   * so a write started earlier must not commit after a later one.
+   */
+  positionWrites: Promise<void>;
   /** The organization roles and organizations lists are crawled and their removals done. */
   definitionsDone: boolean;
   usersDone: boolean;
@@ -193,7 +199,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     }
     const seen = await readSeenIds(db, position.crawlId);
     const context: RunContext = {
-      deps, options, base, position, seen, chunks: 0, account, reportFull: () => drift.full(), counts, stopped: { error: null }, definitionsDone: false, usersDone: false,
+      deps, options, base, position, seen, chunks: 0, account, reportFull: () => drift.full(), counts, stopped: { error: null }, positionWrites: Promise.resolve(), definitionsDone: false, usersDone: false,
     };
 
     // The users crawl starts at once, beside the organization roles and organizations lists: it needs
@@ -330,8 +336,15 @@ const crawlList = async <T extends { id: string }>(
   const { deps, position, options } = context;
   const db = deps.database.db;
   const seenIds = context.seen[entity];
-  const record = (ids: string[], at?: CrawlPosition) =>
-    recordListProgress(db, position.crawlId, entity, `${context.base.syncRunId}:${(context.chunks += 1)}`, ids, at);
+  const inOrder = (write: () => Promise<void>) => {
+    const written = context.positionWrites.then(write);
+    context.positionWrites = written.catch(() => {});
+    return written;
+  };
+  const record = (ids: string[], at?: CrawlPosition) => {
+    const chunk = `${context.base.syncRunId}:${(context.chunks += 1)}`;
+    return inOrder(() => recordListProgress(db, position.crawlId, entity, chunk, ids, at));
+  };
   const progress: CrawlListPosition = (position.lists[entity] ??= { pages: 0, total: null, moved: false, done: false });
   const ahead = options.pagesAhead ?? defaultPagesAhead;
   if (!progress.done) {
@@ -341,14 +354,19 @@ const crawlList = async <T extends { id: string }>(
     // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
-    // Ids of the pages applied since the position was last recorded.
+    // Ids of the pages applied since the position was last recorded, and the last of those pages. The
+    // position's page count moves only with their ids: another list writing the position meanwhile must not
+    // record pages whose ids are not yet in the seen set (a continued run would then take those users
+    // for unseen, and ask Logto about each of them).
     let unrecorded: string[] = [];
     let unrecordedPages = 0;
+    let appliedThrough = progress.pages;
     const recordProgress = async () => {
       if (unrecordedPages === 0) return;
       const ids = unrecorded;
       unrecorded = [];
       unrecordedPages = 0;
+      progress.pages = appliedThrough;
       await record(ids, position);
     };
     try {
@@ -367,7 +385,7 @@ const crawlList = async <T extends { id: string }>(
         previous = (async () => {
           await applied;
           await before;
-          progress.pages = last.page;
+          appliedThrough = last.page;
           for (const item of items) {
             unrecorded.push(item.id);
             seenIds.add(item.id);
@@ -403,7 +421,7 @@ const crawlList = async <T extends { id: string }>(
       }
     }
     progress.done = true;
-    await writeCrawlPosition(db, position);
+    await inOrder(() => writeCrawlPosition(db, position));
   }
   return seenIds.size;
 };
