@@ -22,6 +22,7 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   events: () => import('./events.js'),
   'outbox-writes': () => import('./outbox-writes.js'),
   'baseline-probe': () => import('./baseline-probe.js'),
+  'sync-timeline': () => import('./sync-timeline.js'),
 };
 
 const [first, ...rest] = process.argv.slice(2);

@@ -144,6 +144,14 @@ type RunContext = {
   counts: SyncCounts;
   /** Set when one part failed: the others stop at their next page. */
   stopped: { error: unknown };
+  /**
+   * Writes of the crawl position, one after another: the users list records its progress while the
+   * organization lists write theirs, and each write carries the whole position as it is when it starts,
+   * so a write started earlier must not commit after a later one.
+   */
+  positionWrites: Promise<void>;
+  /** The organization roles and organizations lists are crawled and their removals done. */
+  definitionsDone: boolean;
   usersDone: boolean;
 };
 
@@ -196,18 +204,33 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     }
     const seen = await readSeenIds(db, position.crawlId);
     const context: RunContext = {
-      deps, options, base, position, seen, chunks: 0, account, reportFull: () => drift.full(), counts, stopped: { error: null }, usersDone: false,
+      deps, options, base, position, seen, chunks: 0, account, reportFull: () => drift.full(), counts, stopped: { error: null }, positionWrites: Promise.resolve(), definitionsDone: false, usersDone: false,
     };
 
-    const probe = await deps.logto.probeOrganizations();
-    if (!probe.available) {
-      organizationsAvailable = false;
-      notes = `Organizations are unavailable on this tenant (${probe.reason}): syncing users only.`;
-      log.warn({ reason: probe.reason }, 'organizations unavailable: syncing users only');
-    }
-
-    const memberCounts = new Map<string, number | null>();
-    if (organizationsAvailable) {
+    // Into an empty database (a first baseline, not one continued or run again) every users page is
+    // written whole, without first asking which of its users are stored (see `ApplyUsersOptions`).
+    const nothingStored = (await storedIdsAfter(db, 'user', null, 1)).length === 0;
+    // The users crawl starts at once, beside the organization roles and organizations lists: it needs
+    // nothing from them, and those lists (a few dozen pages) alone left the request pipeline half empty
+    // for the first ~1 s of a scale-1 baseline. Its progress is reported once they are done, so that a
+    // progress bar still shows one phase at a time.
+    const users = crawlList(context, 'user', 'users', (ahead) => deps.logto.listUsers(ahead), (items, observedAt) =>
+      applyUsers(db, items, { ...base, observedAt }, { nothingStored }).then(account),
+    { reportProgress: () => context.definitionsDone },
+    ).then((seen) => {
+      counts.users = seen;
+      context.usersDone = true;
+    });
+    const organizationsAndMembers = async () => {
+      const probe = await deps.logto.probeOrganizations();
+      if (!probe.available) {
+        organizationsAvailable = false;
+        notes = `Organizations are unavailable on this tenant (${probe.reason}): syncing users only.`;
+        log.warn({ reason: probe.reason }, 'organizations unavailable: syncing users only');
+        context.definitionsDone = true;
+        return;
+      }
+      const memberCounts = new Map<string, number | null>();
       counts.organizationRoles = await crawlList(context, 'organization_role', 'organization_roles', (ahead) => deps.logto.listOrganizationRoles(ahead), (items, observedAt) =>
         applyOrganizationRoles(db, items, { ...base, observedAt }).then(account),
       );
@@ -227,20 +250,12 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
       counts.removed += await removeUnseen(context, 'organization_role', async (ids) =>
         confirmEach(ids, (id) => deps.logto.getOrganizationRole(id)),
       );
-    }
+      context.definitionsDone = true;
+      if (context.usersDone) options.onProgress?.({ phase: 'users', done: counts.users, total: counts.users });
+      await crawlAllMembers(context, memberCounts);
+    };
 
-    // Into an empty database (a first baseline, not one continued or run again) every users page is
-    // written whole, without first asking which of its users are stored (see `ApplyUsersOptions`).
-    const nothingStored = (await storedIdsAfter(db, 'user', null, 1)).length === 0;
-    const parts = [
-      crawlList(context, 'user', 'users', (ahead) => deps.logto.listUsers(ahead), (items, observedAt) =>
-        applyUsers(db, items, { ...base, observedAt }, { nothingStored }).then(account),
-      ).then((seen) => {
-        counts.users = seen;
-        context.usersDone = true;
-      }),
-      ...(organizationsAvailable ? [crawlAllMembers(context, memberCounts)] : []),
-    ].map((part) =>
+    const parts = [users, organizationsAndMembers()].map((part) =>
       part.catch((error: unknown) => {
         context.stopped.error ??= error;
       }),
@@ -325,12 +340,20 @@ const crawlList = async <T extends { id: string }>(
   phase: Phase,
   list: (ahead: AheadOptions) => AsyncIterable<Page<T>>,
   apply: (items: T[], observedAt: Date) => Promise<void>,
+  { reportProgress = () => true }: { reportProgress?: () => boolean } = {},
 ): Promise<number> => {
   const { deps, position, options } = context;
   const db = deps.database.db;
   const seenIds = context.seen[entity];
-  const record = (ids: string[], at?: CrawlPosition) =>
-    recordListProgress(db, position.crawlId, entity, `${context.base.syncRunId}:${(context.chunks += 1)}`, ids, at);
+  const inOrder = (write: () => Promise<void>) => {
+    const written = context.positionWrites.then(write);
+    context.positionWrites = written.catch(() => {});
+    return written;
+  };
+  const record = (ids: string[], at?: CrawlPosition) => {
+    const chunk = `${context.base.syncRunId}:${(context.chunks += 1)}`;
+    return inOrder(() => recordListProgress(db, position.crawlId, entity, chunk, ids, at));
+  };
   const progress: CrawlListPosition = (position.lists[entity] ??= { pages: 0, total: null, moved: false, done: false });
   const ahead = options.pagesAhead ?? defaultPagesAhead;
   if (!progress.done) {
@@ -340,14 +363,19 @@ const crawlList = async <T extends { id: string }>(
     // each batch's progress recorded only once it and every batch before it are applied.
     const recorded: Promise<void>[] = [];
     let previous: Promise<void> = Promise.resolve();
-    // Ids of the pages applied since the position was last recorded.
+    // Ids of the pages applied since the position was last recorded, and the last of those pages. The
+    // position's page count moves only with their ids: another list writing the position meanwhile must not
+    // record pages whose ids are not yet in the seen set (a continued run would then take those users
+    // for unseen, and ask Logto about each of them).
     let unrecorded: string[] = [];
     let unrecordedPages = 0;
+    let appliedThrough = progress.pages;
     const recordProgress = async () => {
       if (unrecordedPages === 0) return;
       const ids = unrecorded;
       unrecorded = [];
       unrecordedPages = 0;
+      progress.pages = appliedThrough;
       await record(ids, position);
     };
     try {
@@ -366,14 +394,14 @@ const crawlList = async <T extends { id: string }>(
         previous = (async () => {
           await applied;
           await before;
-          progress.pages = last.page;
+          appliedThrough = last.page;
           for (const item of items) {
             unrecorded.push(item.id);
             seenIds.add(item.id);
           }
           unrecordedPages += batch.length;
           if (unrecordedPages >= progressEveryPages) await recordProgress();
-          options.onProgress?.({ phase, done: seenIds.size, total: last.total });
+          if (reportProgress()) options.onProgress?.({ phase, done: seenIds.size, total: last.total });
         })();
         // Awaited below or by the next page; a rejection must not count as unhandled in between.
         applied.catch(() => {});
@@ -402,7 +430,7 @@ const crawlList = async <T extends { id: string }>(
       }
     }
     progress.done = true;
-    await writeCrawlPosition(db, position);
+    await inOrder(() => writeCrawlPosition(db, position));
   }
   return seenIds.size;
 };

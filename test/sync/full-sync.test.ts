@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { accessChanges, syncRuns, users } from '../../db/schema.js';
 import { LogtoError } from '../../src/logto/index.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
@@ -135,6 +135,23 @@ describe('full sync against the simulated tenant', () => {
     const [last] = await database.db.select().from(syncRuns).orderBy(syncRuns.id).then((runs) => runs.slice(-1));
     expect(last?.status).toBe('failed');
     expect(last?.error).toMatch(/client id or secret/i);
+  });
+
+  it('crawls users while the organization lists are still being read', async () => {
+    sim.faults.resetStats();
+    const hold = sim.faults.holdNext({ paths: /^\/api\/organizations(\?.*)?$/ });
+    // A client that waits for the held request rather than timing out and retrying it.
+    const running = sync('reconcile', clientFor(sim, { timeoutMs: 60_000 }));
+    try {
+      await hold.held;
+      // The organizations list has not answered: users pages are requested all the same.
+      await vi.waitFor(() => expect(sim.stats().byRoute['GET /api/users']?.total ?? 0).toBeGreaterThan(0), { timeout: 5000 });
+    } finally {
+      hold.release();
+    }
+    const { run } = await running;
+    expect(run.status).toBe('succeeded');
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 
   it('leaves the previous state intact when Logto goes down part-way', async () => {
