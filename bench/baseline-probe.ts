@@ -32,7 +32,7 @@ import pg from 'pg';
 import { adminUrl, freshPostgres } from './fresh-database.js';
 import { threadSeconds, totalSeconds, trackPostgresCpu } from './process-cpu.js';
 import { createProfiler } from './profiling.js';
-import { startSimulator } from './simulator.js';
+import { shapeFor, startTenant } from './sync-tenant.js';
 import { pureCrawl } from './sync.js';
 
 /** This process's I/O counters (Linux /proc/self/io): bytes through read/write calls, and the write calls. */
@@ -47,13 +47,7 @@ export const run = async (args: string[]): Promise<void> => {
     reconcile: { type: 'boolean', default: false } } });
   const scale = Number(values.scale);
   const label = values.crawl ? 'crawl' : values.reconcile ? 'reconcile' : 'baseline';
-  const users = Math.round(100_000 * scale);
-  const organizations = Math.max(1, Math.round(2_000 * scale));
-  let harmonic = 0;
-  for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
-  const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
-  const sim = await startSimulator(['--port', '0', '--users', String(users), '--organizations', String(organizations), '--roles', '20', '--seed', '2026',
-    '--resource', 'self', '--latency-ms', '20', '--largest-share', largestShare.toFixed(4), '--member-role-weights', '0.17,0.45,0.26,0.12']);
+  const sim = await startTenant(shapeFor(scale), 20);
   const explain = Boolean(process.env.PROBE_EXPLAIN);
   const stats = Boolean(process.env.PROBE_STATS);
   if (explain || stats) {

@@ -18,7 +18,7 @@ import { baselineConnections } from '../src/jobs/full-sync-runner.js';
 import { runFullSync } from '../src/sync/full-sync.js';
 import { freshPostgres } from './fresh-database.js';
 import { cpuSeconds, machineIdleSeconds, postgresPids } from './process-cpu.js';
-import { startSimulator } from './simulator.js';
+import { shapeFor, startTenant } from './sync-tenant.js';
 import { pureCrawl } from './sync.js';
 
 type Sample = {
@@ -46,13 +46,7 @@ export const run = async (args: string[]): Promise<void> => {
     crawl: { type: 'boolean', default: false } } });
   const scale = Number(values.scale);
   const everyMs = Number(values.every);
-  const users = Math.round(100_000 * scale);
-  const organizations = Math.max(1, Math.round(2_000 * scale));
-  let harmonic = 0;
-  for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
-  const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
-  const sim = await startSimulator(['--port', '0', '--users', String(users), '--organizations', String(organizations), '--roles', '20', '--seed', '2026',
-    '--resource', 'self', '--latency-ms', '20', '--largest-share', largestShare.toFixed(4), '--member-role-weights', '0.17,0.45,0.26,0.12']);
+  const sim = await startTenant(shapeFor(scale), 20);
   const database = await freshPostgres('las_bench_timeline');
   let inFlight = 0;
   let started: Record<string, number> = {};

@@ -14,7 +14,8 @@ import { createLogtoClient, type LogtoClient } from '../src/logto/index.js';
 import { defaultOrganizationConcurrency, defaultPagesAhead, type FullSyncResult } from '../src/sync/full-sync.js';
 import { adminUrl, freshPostgres } from './fresh-database.js';
 import { secondsOf, totalSeconds, trackPostgresCpu } from './process-cpu.js';
-import { startSimulator, type Simulator } from './simulator.js';
+import type { Simulator } from './simulator.js';
+import { shapeFor, startTenant } from './sync-tenant.js';
 
 /**
  * `npm run bench -- sync [--scale 0.1] [--rate 200/10s]`: issue 11's figures. `--reconciles 3` repeats the unchanged
@@ -44,24 +45,6 @@ const options = {
   // Names the result files (sync-<label>-scale<scale>-<time>), so that the runs of an A/B stay apart.
   label: { type: 'string' },
 } as const;
-
-type Shape = { users: number; organizations: number; roles: number; largestShare: number; memberRoleWeights: string };
-
-/** Zipf sizes (rank r ≈ largest / r) summing to about 300,000 memberships at scale 1. */
-const shapeFor = (scale: number): Shape => {
-  const users = Math.round(100_000 * scale);
-  const organizations = Math.max(1, Math.round(2_000 * scale));
-  let harmonic = 0;
-  for (let rank = 1; rank <= organizations; rank += 1) harmonic += 1 / rank;
-  const largestShare = Math.min(0.5, (300_000 * scale) / (users * harmonic * 0.97));
-  // About 1.33 roles per member: 400,000 member roles for 300,000 memberships.
-  return { users, organizations, roles: 20, largestShare, memberRoleWeights: '0.17,0.45,0.26,0.12' };
-};
-
-const startTenant = (shape: Shape, latencyMs: number) =>
-  startSimulator(['--port', '0', '--users', String(shape.users), '--organizations', String(shape.organizations),
-    '--roles', String(shape.roles), '--seed', '2026', '--resource', 'self', '--latency-ms', String(latencyMs),
-    '--largest-share', shape.largestShare.toFixed(4), '--member-role-weights', shape.memberRoleWeights]);
 
 const freshPglite = async (): Promise<DatabaseHandle & { drop(): Promise<void> }> => {
   const dataDir = mkdtempSync(join(tmpdir(), 'las-bench-pglite-'));
