@@ -538,6 +538,8 @@ export const run = async (argv: string[]): Promise<void> => {
           .slice(0, 6)
           .map((row) => `${row.total.toFixed(0)} = ${row.stages.map((ms) => ms.toFixed(0)).join(' + ')} (${row.gets} GET${row.byPoll ? ', by poll' : ''})`)
           .join('; ');
+      const loadedStages = breakdown(loadedRun);
+      const quietStages = breakdown(quietRun);
       // The loaded changes by the second of the window they were made in. At 16 a second, a second's p95 is
       // its slowest change or the one before: a "bad" second is one where that took more than the target.
       const changesBySecond: number[][] = [];
@@ -567,10 +569,10 @@ export const run = async (argv: string[]): Promise<void> => {
         'tenant API call p50 / p95 (ms, loaded; not part of a sample)': `${percentile(loadedRun.callMs, 50).toFixed(1)} / ${percentile(loadedRun.callMs, 95).toFixed(1)}`,
         'changes whose tenant stamp fell outside their call (clock then its nearest end)': quietRun.clamped + loadedRun.clamped,
         'probe delivery received → settled p50 / p95 (ms, quiet and loaded)': `${percentile(inbox, 50).toFixed(1)} / ${percentile(inbox, 95).toFixed(1)}`,
-        [`stages ${stageNames.join(', ')} p50 / p95 (ms, loaded)`]: stageRow(breakdown(loadedRun)),
-        'the same, quiet (ms)': stageRow(breakdown(quietRun)),
-        'slowest loaded samples: total = stages (ms)': slowest(breakdown(loadedRun)),
-        'slowest quiet samples: total = stages (ms)': slowest(breakdown(quietRun)),
+        [`stages ${stageNames.join(', ')} p50 / p95 (ms, loaded)`]: stageRow(loadedStages),
+        'the same, quiet (ms)': stageRow(quietStages),
+        'slowest loaded samples: total = stages (ms)': slowest(loadedStages),
+        'slowest quiet samples: total = stages (ms)': slowest(quietStages),
         'samples answered after a poll, not a notification (loaded / quiet)': `${loadedRun.answeredByPoll.filter(Boolean).length} / ${quietRun.answeredByPoll.filter(Boolean).length}`,
         // Reported by each backend within a second or so of its start; the loaded count starts as the window does.
         'PostgreSQL connections opened while probing (loaded / quiet; every client of the database)': `${loadedSessions} / ${quietSessions}`,

@@ -391,6 +391,8 @@ export type PlanChoice = 'custom' | 'generic';
  * statement reads has an index for its lookups.
  */
 const genericPlanSettings = sql`set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`;
+/** Plans made for a statement's values each time (see `transactionSettings`). */
+const customPlanSettings = sql`set_config('plan_cache_mode', 'force_custom_plan', true)`;
 
 /**
  * The settings of the transaction every apply function writes in. Crawls (baseline, reconcile, sweep)
@@ -409,9 +411,9 @@ const transactionSettings = (context: ChangeContext, plans: PlanChoice): SQL =>
     ? // Nor JIT-compiled: a page's statements run once each, and their estimates (a probe per row) pass
       // jit_above_cost on a large tenant, where compiling cost ~50 ms a statement, more than running it.
       sql`set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true), ${
-        plans === 'generic' ? genericPlanSettings : sql`set_config('plan_cache_mode', 'force_custom_plan', true)`
+        plans === 'generic' ? genericPlanSettings : customPlanSettings
       }`
-    : sql`set_config('plan_cache_mode', 'force_custom_plan', true)`;
+    : customPlanSettings;
 
 /**
  * The transaction every apply function writes in (see `transactionSettings`). With `lock`, the entity
