@@ -56,14 +56,15 @@ const runningOnAnotherReplica = async (deps: SyncDeps, runsBefore: number | null
   }
 };
 
+type StartOptions = Pick<FullSyncOptions, 'kind' | 'trigger' | 'onProgress' | 'organizationConcurrency'>;
+
 /**
  * Starts a baseline or reconcile under the one 'full-sync' lock, so across every replica at most one
  * runs. Resolves as soon as the run has its id; a start while another runs fails with 409 and that id.
  */
-export const startFullSync = async (
-  deps: SyncDeps,
-  options: Pick<FullSyncOptions, 'kind' | 'trigger' | 'onProgress' | 'organizationConcurrency'>,
-): Promise<StartedRun> => {
+export const startFullSync = (deps: SyncDeps, options: StartOptions): Promise<StartedRun> => tryStart(deps, options, true);
+
+const tryStart = async (deps: SyncDeps, options: StartOptions, mayRetry: boolean): Promise<StartedRun> => {
   // Read before the lock is tried, for a refusal by another replica (a start in this process answers one itself).
   const runsBefore = startInProcess ? null : await lastSyncRunId(deps.database.db);
   let started!: (runId: number) => void;
@@ -88,9 +89,12 @@ export const startFullSync = async (
   if (first && 'id' in first) return { runId: first.id, done };
   const error = first?.error;
   if (error instanceof AppError && error.code === 'sync_running') {
-    throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', {
-      runId: (await inProcess) ?? (await runningOnAnotherReplica(deps, runsBefore)),
-    });
+    const running = (await inProcess) ?? (await runningOnAnotherReplica(deps, runsBefore));
+    // Held by another replica, yet no run is running there and none started since this start looked: its
+    // run had ended and it was releasing the lock (the instant between the run's final update and the
+    // unlock), which a second of looks has outlasted. Nothing runs, so this start may.
+    if (running === null && !inProcess && mayRetry) return tryStart(deps, options, false);
+    throw new AppError(409, 'reconcile_running', 'A full sync or reconcile is already running', { runId: running });
   }
   throw error;
 };

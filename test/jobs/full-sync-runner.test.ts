@@ -108,6 +108,34 @@ describe('the full sync runner', () => {
     }
   });
 
+  it.skipIf(!hasPostgresServer())('starts after all when the replica that refused it had already finished its run and was releasing the lock', async () => {
+    // Another replica between its run's final update and its unlock: the lock held, its run succeeded before this start looked.
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    let started: Awaited<ReturnType<typeof startFullSync>> | undefined;
+    try {
+      await holder.query(`insert into sync_runs (kind, trigger, status, finished_at) values ('reconcile', 'test', 'succeeded', now())`);
+      await holder.query('select pg_advisory_lock($1::bigint)', [lockKey('full-sync').toString()]);
+      const starting = startFullSync(syncDepsFor(database, clientFor(sim)), { kind: 'reconcile', trigger: 'test' });
+      // Refused: it looks in sync_runs for the run the lock is held for (each look's text stays in pg_stat_activity while its connection idles).
+      const looking = async () =>
+        (await holder.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and query like '%from "sync_runs"%desc limit%'`)).rows[0]!.n;
+      while ((await looking()) === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+      const runningRuns = await holder.query(`select id from sync_runs where status = 'running'`);
+      expect(runningRuns.rows).toEqual([]);
+      await holder.query('select pg_advisory_unlock_all()');
+      started = await starting;
+      const [run] = await rows<{ id: number; trigger: string }>(database.db, sql`select id::int, trigger from sync_runs order by id desc limit 1`);
+      expect(run).toEqual({ id: started.runId, trigger: 'test' });
+      expect((await started.done).run.status).toBe('succeeded');
+    } finally {
+      await holder.query('select pg_advisory_unlock_all()').catch(() => {});
+      await holder.end();
+      if (started) await started.done.catch(() => {});
+    }
+  });
+
   it.skipIf(!hasPostgresServer())("tells a start refused by another replica that replica's run's id, even when the run started and ended before the refused start saw it", async () => {
     // Another replica: one session holds the lock, another writes its run while the refused start's look at sync_runs waits.
     const holder = new pg.Client({ connectionString: database.url });
