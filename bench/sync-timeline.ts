@@ -4,6 +4,9 @@
  * CPU of the sync process, the simulator and every PostgreSQL process, the requests to Logto in flight and
  * started (by list), and the phase. Where the wall time beyond the crawl goes: stretches where the request
  * pipeline is not full while a core idles. Prints a table per phase and writes every sample as JSON.
+ * `--reconcile`: a baseline first (not sampled), then the reconcile of the unchanged tenant sampled the same
+ * way, on the default pool as the CLI's `reconcile`, and then the pure crawl of the same tenant (phase
+ * `crawl`) in the same run: where a reconcile's wall time exceeds the crawl's.
  */
 import { subscribe } from 'node:diagnostics_channel';
 import type { ClientRequest } from 'node:http';
@@ -43,7 +46,7 @@ const listOf = (path: string): string => {
 
 export const run = async (args: string[]): Promise<void> => {
   const { values } = parseArgs({ args, options: { scale: { type: 'string', default: '1' }, every: { type: 'string', default: '250' },
-    crawl: { type: 'boolean', default: false } } });
+    crawl: { type: 'boolean', default: false }, reconcile: { type: 'boolean', default: false } } });
   const scale = Number(values.scale);
   const everyMs = Number(values.every);
   const sim = await startTenant(shapeFor(scale), 20);
@@ -65,6 +68,14 @@ export const run = async (args: string[]): Promise<void> => {
   });
   try {
     const config = loadConfig({ ...sim.env, LOGTO_RATE_LIMIT: '100000/10s', LOGTO_CONCURRENCY: '8', LOG_LEVEL: 'warn' });
+    if (values.reconcile) {
+      const syncing = database.separatePool(baselineConnections);
+      await runFullSync({ database: syncing, logto: createLogtoClient(config.logto), logger: silentLogger }, { kind: 'baseline', trigger: 'timeline' });
+      await analyzeLoadedTables(syncing.db);
+      await syncing.close();
+      global.gc?.();
+      started = {};
+    }
     let phase = 'start';
     const samples: Sample[] = [];
     // Per pid, so that a backend appearing or leaving between samples does not read as a jump.
@@ -102,6 +113,16 @@ export const run = async (args: string[]): Promise<void> => {
     if (values.crawl) {
       enter('crawl');
       await pureCrawl(logto);
+    } else if (values.reconcile) {
+      const result = await runFullSync({ database, logto, logger: silentLogger }, {
+        kind: 'reconcile', trigger: 'timeline',
+        onProgress: (progress) => enter(progress.phase === 'users' && progress.done === progress.total ? 'users-done' : progress.phase),
+      });
+      const reconciled = performance.now() - begin;
+      console.log(`reconcile ${(reconciled / 1000).toFixed(2)} s: requests ${result.counts.requests}, rows ${result.counts.rowsWritten}`);
+      enter('crawl');
+      const crawl = await pureCrawl(createLogtoClient(config.logto));
+      console.log(`crawl ${crawl.seconds.toFixed(2)} s: requests ${crawl.requests}; reconcile ÷ crawl ${(reconciled / 1000 / crawl.seconds).toFixed(2)}`);
     } else {
       // On the connections the CLI's `sync` gives a baseline.
       const syncing = database.separatePool(baselineConnections);
@@ -136,7 +157,7 @@ export const run = async (args: string[]): Promise<void> => {
     }
     const dir = process.env.TIMELINE_DIR ?? 'bench/results';
     mkdirSync(dir, { recursive: true });
-    const file = join(dir, `timeline-${values.crawl ? 'crawl' : 'baseline'}-scale${scale}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    const file = join(dir, `timeline-${values.crawl ? 'crawl' : values.reconcile ? 'reconcile' : 'baseline'}-scale${scale}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     writeFileSync(file, JSON.stringify({ scale, everyMs, total, phases, samples }));
     console.log(`written ${file}`);
   } finally {

@@ -1,6 +1,7 @@
 import PQueue from 'p-queue';
 import { asc, gt } from 'drizzle-orm';
 import { organizations } from '../../db/schema.js';
+import { lastChangeId } from '../db/change-frontier.js';
 import {
   clearCrawl,
   finishSyncRun,
@@ -34,7 +35,7 @@ import {
   type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
-import { syncOrganizationMembers } from './organization-members.js';
+import { syncOrganizationMembers, type OrganizationMembersResult } from './organization-members.js';
 import { batchObservedAt, pageBatches } from './page-batches.js';
 import { DriftReporter } from './report.js';
 
@@ -451,12 +452,23 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   let failure: unknown = null;
   // Organizations finished but not yet in the seen set, recorded a few at a time: most take one page,
   // and a statement each would cost as much as their page. A crash forgets at most these, which the
-  // next run crawls again (writing nothing).
-  let organizationsDone: string[] = [];
+  // next run crawls again (writing nothing). Each is recorded only after the compare of its members
+  // changed since their stored state was read (`recompare`): the last change id is read once for them
+  // all, after all their pages were compared (an unchanged reconcile's one statement per organization).
+  let organizationsDone: { id: string; recompare: OrganizationMembersResult['recompare'] }[] = [];
   const recordOrganizationsDone = async () => {
-    const ids = organizationsDone;
+    const group = organizationsDone;
     organizationsDone = [];
-    await markSeen(db, position.crawlId, 'organization_members', ids, { flush: false });
+    if (group.some((entry) => entry.recompare)) {
+      const last = await lastChangeId(db);
+      for (const { recompare } of group) {
+        if (!recompare) continue;
+        const later = await recompare(last);
+        account(later);
+        await markSeen(db, position.crawlId, 'gone_user', later.goneUserIds ?? []);
+      }
+    }
+    await markSeen(db, position.crawlId, 'organization_members', group.map((entry) => entry.id), { flush: false });
   };
   // Organizations Logto listed as empty whose member crawl was skipped, nothing stored for them.
   const listedEmpty: string[] = [];
@@ -481,12 +493,13 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           // One page at a time each while the queue is full, as many as four for the last large ones:
           // as many transactions as organizations crawled at once, and pages held in memory no more.
           applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
+          deferRecompare: true,
         });
         account(result);
         counts.memberships += result.membersChecked;
         counts.memberRoles += result.memberRolesChecked;
         await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-        organizationsDone.push(id);
+        organizationsDone.push({ id, recompare: result.recompare });
         if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
         finished += 1;
         if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
@@ -533,7 +546,9 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
     await queue.onIdle();
   }
   // Also after a failure: the next run then skips the organizations this one finished.
-  await recordOrganizationsDone();
+  await recordOrganizationsDone().catch((error: unknown) => {
+    failure ??= error;
+  });
   if (failure) throw failure;
   if (context.stopped.error) throw context.stopped.error;
 };

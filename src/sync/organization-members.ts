@@ -22,6 +22,12 @@ export type OrganizationMembersResult = ApplyResult & {
   memberRolesChecked: number;
   /** With `deferGoneUsers`: members whose user Logto no longer has, left for the caller's user removal. */
   goneUserIds?: string[];
+  /**
+   * With `deferRecompare`: the compare of the members changed in the database after the stored members
+   * were read, given the last change id read after this crawl's pages (`lastChangeId`). Its result holds
+   * what it removed and its gone users; what it applied goes to `onApplied` as the pages' did.
+   */
+  recompare?: (lastChangeId: number) => Promise<OrganizationMembersResult>;
 };
 
 export type OrganizationMembersOptions = {
@@ -63,6 +69,12 @@ export type OrganizationMembersOptions = {
    * kind (`ApplyResult.counted`) instead of one record each (see `ApplyMembersOptions.countChanges`).
    */
   countChanges?: () => boolean;
+  /**
+   * With `storedMembers`: leave the look for changes made after the stored members were read to the
+   * caller (`OrganizationMembersResult.recompare`), which reads the last change id once for several
+   * organizations: a statement per organization was most of an unchanged reconcile's statements.
+   */
+  deferRecompare?: boolean;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -200,18 +212,31 @@ export const syncOrganizationMembers = async (
     await Promise.allSettled(inFlight);
     throw error;
   }
+  // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
+  const moved = new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling;
   if (options.storedMembers) {
     candidates.push(...stored!.slice(cursor));
-    candidates.push(...(await recompareChanged(deps, organizationId, base, options, options.storedMembers, compared, take)));
+    const { storedMembers } = options;
+    // A list that moved is crawled once more below, after the compare it needs first.
+    if (options.deferRecompare && !moved) {
+      const removing = new Set(candidates);
+      result.recompare = async (lastChangeId) => {
+        const later: OrganizationMembersResult = { ...emptyResult(), membersChecked: 0, memberRolesChecked: 0 };
+        const takeLater = (applied: ApplyResult) => (options.onApplied ? take(applied) : void mergeResults(later, applied));
+        const changed = await recompareChanged(deps, organizationId, base, options, storedMembers, compared, takeLater, lastChangeId);
+        const more = changed.filter((userId) => !removing.has(userId));
+        if (more.length > 0) await removeConfirmed(deps, organizationId, base, more, options, later);
+        return later;
+      };
+    } else candidates.push(...(await recompareChanged(deps, organizationId, base, options, storedMembers, compared, take)));
   } else {
     // Read again once the pages are applied: a member stored after the first page's read by another writer
     // (a webhook that read Logto before the crawl, whose removal was lost) that no page listed is a candidate too.
     candidates.push(...(await storedMemberIds(db, organizationId)).filter((userId) => !listed.has(userId)));
   }
   if (candidates.length > 0) await removeConfirmed(deps, organizationId, base, [...new Set(candidates)], options, result);
-  // The list moved under the crawl (`Total-Number` changed): offset pages may have skipped a member.
   // Once more, which writes only what the first pass missed.
-  if (new Set([...totals].filter((total) => total !== null)).size > 1 && !options.settling) {
+  if (moved) {
     // Compared by the apply statements: the first pass may have written since the stored members were read.
     const again = await syncOrganizationMembers(deps, organizationId, base, { ...options, expectedTotal: null, settling: true, storedMembers: undefined });
     mergeResults(result, again);
@@ -237,12 +262,14 @@ const recompareChanged = async (
   storedMembers: StoredMembers,
   compared: Map<string, Date | null>,
   take: (applied: ApplyResult) => void,
+  lastChangeIdAfterPages?: number,
 ): Promise<string[]> => {
   const db = deps.database.db;
   // No change recorded anywhere since the stored members were read: the usual reconcile, where one
-  // statement per organization cost PostgreSQL 0.2-0.3 s at 600 organizations. Once any change was
-  // recorded (this run's own repairs too), each organization asks for its own.
-  if ((await lastChangeId(db)) <= storedMembers.changesAfter) return [];
+  // statement per organization cost PostgreSQL 0.2-0.3 s at 600 organizations (a full sync reads the last
+  // id once for several organizations: `deferRecompare`). Once any change was recorded (this run's own
+  // repairs too), each organization asks for its own.
+  if ((lastChangeIdAfterPages ?? (await lastChangeId(db))) <= storedMembers.changesAfter) return [];
   const changed = await membersChangedAfter(db, organizationId, storedMembers.changesAfter, base.syncRunId ?? null);
   // Members found equal hold on their page exactly the roles stored for them: their snapshot, by page.
   const byPage = new Map<number, MemberSnapshot[]>();
