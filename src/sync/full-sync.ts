@@ -24,7 +24,6 @@ import {
   applyOrganizations,
   applyUsers,
   changeCount,
-  gatherMemberWrites,
   organizationsWithMembers,
   readStoredMembers,
   removeOrganizationRoles,
@@ -450,8 +449,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
   const ahead = Math.max(1, Math.floor((options.pagesAhead ?? defaultPagesAhead) / 2));
   let finished = done.size;
   let failure: unknown = null;
-  // Most organizations are one page: their writes share transactions instead of one each.
-  const writes = gatherMemberWrites(db);
   // Organizations finished but not yet in the seen set, recorded a few at a time: most take one page,
   // and a statement each would cost as much as their page. A crash forgets at most these, which the
   // next run crawls again (writing nothing).
@@ -481,9 +478,6 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           // Past the report's last item a baseline's memberships are only counted: receiving a record of
           // each (~820,000 at 100,000 users) cost the sync process more than writing them did.
           countChanges: context.reportFull,
-          // An organization applied whole in one batch of pages shares its transaction with others; a larger
-          // one's batches keep transactions of their own, applied several at once (`applyDepth`).
-          ...(expectedTotal !== null && expectedTotal <= batchItems ? { writes } : {}),
           // One page at a time each while the queue is full, as many as four for the last large ones:
           // as many transactions as organizations crawled at once, and pages held in memory no more.
           applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),

@@ -12,7 +12,6 @@ import {
   type ApplyResult,
   type ChangeContext,
   type MemberSnapshot,
-  type MemberWrites,
   type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
@@ -64,8 +63,6 @@ export type OrganizationMembersOptions = {
    * kind (`ApplyResult.counted`) instead of one record each (see `ApplyMembersOptions.countChanges`).
    */
   countChanges?: () => boolean;
-  /** Where the pages' writes go to share transactions with other organizations' (`gatherMemberWrites`). */
-  writes?: MemberWrites;
 };
 
 /** Logto's order of member ids (`collate "C"`: by code point, as JavaScript compares strings). */
@@ -99,11 +96,10 @@ const applyMemberPage = async (
   context: ChangeContext,
   readStoredMembers: boolean,
   countChanges: boolean,
-  writes: MemberWrites | undefined,
 ): Promise<ApplyResult & { storedMemberIds?: string[] }> => {
   const db = deps.database.db;
   const snapshots = members.map(memberSnapshot);
-  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members, countChanges, ...(writes ? { writes } : {}) });
+  const first = await applyMembers(db, organizationId, snapshots, context, { allOrNothing: true, readStoredMembers, users: members, countChanges });
   if (first.unknownRoleIds.length === 0) return first;
   const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
   if (first.storedMemberIds) result.storedMemberIds = first.storedMemberIds;
@@ -111,7 +107,7 @@ const applyMemberPage = async (
     (role) => role !== null,
   );
   mergeResults(result, await applyOrganizationRoles(db, roles, context));
-  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members, countChanges, ...(writes ? { writes } : {}) }));
+  return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members, countChanges }));
 };
 
 /**
@@ -174,7 +170,7 @@ export const syncOrganizationMembers = async (
       }
       const applying =
         differing.length > 0
-          ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first, options.countChanges?.() ?? false, options.writes)
+          ? applyMemberPage(deps, organizationId, differing, { ...base, observedAt }, first, options.countChanges?.() ?? false)
           : Promise.resolve<ApplyResult & { storedMemberIds?: string[] }>(emptyResult());
       const before = previous;
       previous = (async () => {

@@ -429,12 +429,9 @@ export const applyTransaction = <T>(
   fn: (tx: Database, last: LastStatement) => Promise<T>,
   lock?: { entity: 'user' | 'organization' | 'organization_role'; ids: readonly string[] },
   plans: PlanChoice = 'custom',
-  rowLocks?: SQL,
 ): Promise<T> => {
   const settings = transactionSettings(context, plans === 'generic' && keepsNamedPlans(db) ? 'generic' : 'custom');
-  // Row locks ride with the settings and come after the entity locks, as in a transaction whose writes take them.
-  const opening = lock ? entityLocks(lock.entity, lock.ids, settings, rowLocks) : sql`select ${settings}${rowLocks ? sql`, ${rowLocks}` : sql``}`;
-  return transaction(db, opening, fn);
+  return transaction(db, lock ? entityLocks(lock.entity, lock.ids, settings) : sql`select ${settings}`, fn);
 };
 
 /**

@@ -14,14 +14,11 @@ export const entityLocks = (
   entity: 'user' | 'organization' | 'organization_role',
   ids: readonly string[],
   settings?: SQL,
-  /** Further select-list entries (row locks), evaluated after the entity locks; only with `settings`. */
-  after?: SQL,
 ): SQL | null => {
   const sorted = [...new Set(ids)].sort();
-  const rest = after ? sql`, ${after}` : sql``;
-  if (sorted.length === 0) return settings ? sql`select ${settings}${rest}` : null;
+  if (sorted.length === 0) return settings ? sql`select ${settings}` : null;
   // unnest yields the ids in array order, so the locks are taken in that order.
   const locks = sql`select pg_advisory_xact_lock(hashtextextended(${entity} || ':' || id, 0)) from unnest(${sql.param(textArray(sorted))}::text[]) as entity(id)`;
   // The transaction's settings ride with the locks: one round trip fewer for every apply that starts with them.
-  return settings ? sql`select ${settings}, (select count(*) from (${locks}) as taken) as locked${rest}` : locks;
+  return settings ? sql`select ${settings}, (select count(*) from (${locks}) as taken) as locked` : locks;
 };

@@ -332,7 +332,7 @@ const applyMembershipsOnce = async (
   // statements for their values cost a millisecond or more each. Pages revoking roles (a reconcile's few
   // changed members) keep plans made for their values.
   const plans = (diff?.revokes.length ?? 0) === 0 ? 'generic' : 'custom';
-  const write = async (tx: Database): Promise<MembersResult> => {
+  return applyTransaction(db, context, async (tx) => {
     const changes: ChangeRecord[] = [];
     let rowsWritten = 0;
     let written = diff;
@@ -357,19 +357,7 @@ const applyMembershipsOnce = async (
       ...(memberships.counted ? { counted: memberships.counted } : {}),
       rowsWritten: rowsWritten + memberships.rowsWritten,
     };
-  };
-  if (options.writes && plans === 'generic') {
-    return options.writes.write({
-      organizationId,
-      context,
-      broughtUserIds: lock?.ids ?? [],
-      userIds: diff?.toAdd ?? [],
-      roleIds: [...new Set(diff?.grants.map((grant) => grant.organizationRoleId) ?? [])],
-      items: members.length,
-      write,
-    });
-  }
-  return applyTransaction(db, context, write, lock, plans);
+  }, lock, plans);
 };
 
 /**
@@ -538,111 +526,7 @@ export type ApplyMembersOptions = {
    * report holds as many items as it keeps. The change rows and their events are the same.
    */
   countChanges?: boolean;
-  /**
-   * Writes gathered with other organizations' pages into shared transactions (`gatherMemberWrites`):
-   * pages that revoke nothing (every page of a baseline) go there, the rest in a transaction of their own.
-   */
-  writes?: MemberWrites;
 };
-
-/** One organization's page, compared and ready to write, as `MemberWrites` takes it. */
-export type MemberPageWrite = {
-  organizationId: string;
-  context: ChangeContext;
-  /** Users the page brings (locked for `writeUsers`, as `applyTransaction`'s `lock`). */
-  broughtUserIds: readonly string[];
-  /** Users the page adds as members, and roles it grants: what its write locks (`live_users`, `live_roles`). */
-  userIds: readonly string[];
-  roleIds: readonly string[];
-  items: number;
-  write: (tx: Database) => Promise<MembersResult>;
-};
-
-export type MemberWrites = { write: (page: MemberPageWrite) => Promise<MembersResult> };
-
-type Gathered = MemberPageWrite & { resolve: (result: MembersResult) => void; reject: (error: unknown) => void };
-
-/**
- * Member pages of several organizations written in one transaction. About 85 % of a tenant's
- * organizations have at most a hundred members, one page each, and each was a transaction of its own:
- * BEGIN, the opening settings, COMMIT, a pool checkout and their round trips cost as much as the writes
- * of such a page. Each page keeps its own statements (its later-removals guard, its observation time, its
- * change rows in order); only the transaction is shared. Pages are gathered while `concurrency`
- * transactions of gathered pages are running, and sent as soon as one ends (or at the end of the event
- * loop's turn when none is running): gathering never waits for a page not yet compared. A batch holds up
- * to `maxItems` members, so what is held stays bounded. A failure of any page's write rolls the whole
- * batch back and fails every page in it (a unique violation then has each retried, as a page alone would be).
- */
-export const gatherMemberWrites = (db: Database, { concurrency = 1, maxItems = 1_000 }: { concurrency?: number; maxItems?: number } = {}): MemberWrites => {
-  const pending: Gathered[] = [];
-  let running = 0;
-  let scheduled = false;
-  const flush = () => {
-    scheduled = false;
-    while (running < concurrency && pending.length > 0) {
-      let items = pending[0]!.items;
-      let taken = 1;
-      while (taken < pending.length && items + pending[taken]!.items <= maxItems) items += pending[taken++]!.items;
-      running += 1;
-      void writeGathered(db, pending.splice(0, taken)).finally(() => {
-        running -= 1;
-        flush();
-      });
-    }
-  };
-  return {
-    write: (page) =>
-      new Promise<MembersResult>((resolve, reject) => {
-        pending.push({ ...page, resolve, reject });
-        if (!scheduled && running < concurrency) {
-          scheduled = true;
-          setImmediate(flush);
-        }
-      }),
-  };
-};
-
-const writeGathered = async (db: Database, batch: Gathered[]): Promise<void> => {
-  // By organization (a stable sort: one organization's pages stay in the order they came), as the row locks.
-  const ordered = [...batch].sort((a, b) => compare(a.organizationId, b.organizationId));
-  const brought = ordered.flatMap((page) => page.broughtUserIds);
-  // Each page's write locks its organization, then its users, then its roles (`memberWrites`); pages of
-  // several organizations in one transaction would take them in no common order with another writer, so the
-  // batch takes all of them first, each kind in id order, in the statement that makes the settings.
-  const rowLocks =
-    ordered.length < 2
-      ? undefined
-      : memberRowLocks(
-          ordered.map((page) => page.organizationId),
-          ordered.flatMap((page) => page.userIds),
-          ordered.flatMap((page) => page.roleIds),
-        );
-  try {
-    const results = await applyTransaction(
-      db,
-      ordered[0]!.context,
-      async (tx) => {
-        const written: MembersResult[] = [];
-        for (const page of ordered) written.push(await page.write(tx));
-        return written;
-      },
-      brought.length > 0 ? { entity: 'user', ids: brought } : undefined,
-      'generic',
-      rowLocks,
-    );
-    ordered.forEach((page, index) => page.resolve(results[index]!));
-  } catch (error) {
-    for (const page of ordered) page.reject(error);
-  }
-};
-
-const sortedDistinct = (ids: string[]) => textArray([...new Set(ids)].sort());
-
-/** Key-share locks on the organizations, users and roles of a batch's writes, each kind in id order (as `memberWrites` takes them). */
-const memberRowLocks = (organizationIds: string[], userIds: string[], roleIds: string[]): SQL =>
-  sql`(select count(*) from (select 1 from ${organizations} where id = any(${sql.param(sortedDistinct(organizationIds))}::text[]) order by id for key share) as o) as organizations_locked,
-    (select count(*) from (select 1 from ${users} where id = any(${sql.param(sortedDistinct(userIds))}::text[]) order by id for key share) as u) as users_locked,
-    (select count(*) from (select 1 from ${organizationRoles} where id = any(${sql.param(sortedDistinct(roleIds))}::text[]) order by id for key share) as r) as roles_locked`;
 
 /**
  * Applies what Logto says about some members of one organization: each is a member holding exactly the
