@@ -31,7 +31,9 @@ describe('the members of a large organization', () => {
     database.db
       .select({ userId: accessChanges.userId, source: accessChanges.source })
       .from(accessChanges)
-      .where(and(eq(accessChanges.organizationId, organizationId), eq(accessChanges.kind, kind)));
+      .where(and(eq(accessChanges.organizationId, organizationId), eq(accessChanges.kind, kind)))
+      // In the order recorded: without it the rows came in the plan's order (once a reconcile's before a baseline's).
+      .orderBy(accessChanges.id);
   const storedMembers = async () =>
     new Set(
       (await database.db.select({ userId: organizationMembers.userId }).from(organizationMembers).where(eq(organizationMembers.organizationId, organizationId))).map(
