@@ -1,4 +1,7 @@
 import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import request from 'supertest';
@@ -179,6 +182,60 @@ describe('POST /webhooks/logto', () => {
     expect(Buffer.byteLength(body)).toBeLessThanOrEqual(1024 * 1024);
     const response = await post(body, { 'logto-signature-sha-256': signLogtoBody(recordedSigningKey, body) });
     expect(response.status).toBe(202);
+  });
+
+  it('reads a body however it is framed: declared length, chunked, gzip; one cut short stores nothing', async () => {
+    const server = app().listen(0);
+    await new Promise((resolve) => server.once('listening', resolve));
+    const { port } = server.address() as AddressInfo;
+    const send = (body: Buffer, headers: Record<string, string | number>, sent = body) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest({ port, method: 'POST', path: '/webhooks/logto', headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        });
+        req.on('error', reject);
+        // Several writes: the body arrives in more than one chunk.
+        const half = Math.floor(sent.length / 2);
+        req.write(sent.subarray(0, half));
+        setTimeout(() => req.end(sent.subarray(half)), 5);
+      });
+    const delivery = (framing: string) => {
+      const body = Buffer.from(JSON.stringify({ event: 'User.Created', createdAt: new Date().toISOString(), data: { id: `u-${framing}`, name: 'ü'.repeat(2000) } }));
+      return { body, signature: signLogtoBody(recordedSigningKey, body) };
+    };
+    try {
+      const declared = delivery('declared');
+      expect((await send(declared.body, { 'content-type': 'application/json', 'content-length': declared.body.length, 'logto-signature-sha-256': declared.signature })).status).toBe(202);
+      const chunked = delivery('chunked');
+      expect((await send(chunked.body, { 'content-type': 'application/json', 'transfer-encoding': 'chunked', 'logto-signature-sha-256': chunked.signature })).status).toBe(202);
+      const zipped = delivery('gzip');
+      const compressed = gzipSync(zipped.body);
+      expect(
+        (await send(zipped.body, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': compressed.length, 'logto-signature-sha-256': zipped.signature }, compressed)).status,
+      ).toBe(202);
+      expect((await stored()).map((row) => (row.payload as { data: { id: string } }).data.id)).toEqual(['u-declared', 'u-chunked', 'u-gzip']);
+
+      // Declared longer than what is sent before the connection closes.
+      const short = delivery('short');
+      await new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(
+            `POST /webhooks/logto HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${short.body.length}\r\n` +
+              `logto-signature-sha-256: ${short.signature}\r\n\r\n`,
+          );
+          socket.write(short.body.subarray(0, 100), () => setTimeout(() => socket.destroy(), 20));
+        });
+        socket.on('close', () => resolve());
+        socket.on('error', () => {});
+      });
+      const after = delivery('after');
+      expect((await send(after.body, { 'content-type': 'application/json', 'content-length': after.body.length, 'logto-signature-sha-256': after.signature })).status).toBe(202);
+      expect((await stored()).map((row) => (row.payload as { data: { id: string } }).data.id)).toEqual(['u-declared', 'u-chunked', 'u-gzip', 'u-after']);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('stores an unknown event (the worker marks it ignored)', async () => {
