@@ -373,11 +373,11 @@ export const syncOrganizationsMembersTogether = async (
   const users: LogtoUser[] = listed.flatMap(({ items }) => items);
   const context = { ...base, observedAt };
   const countChanges = options.countChanges?.() ?? false;
-  let applied: ApplyResult = await applyMembersOfOrganizations(db, entries, context, { allOrNothing: true, users, countChanges });
-  const { unknownRoleIds } = applied as Awaited<ReturnType<typeof applyMembersOfOrganizations>>;
-  if (unknownRoleIds.length > 0) {
+  const first = await applyMembersOfOrganizations(db, entries, context, { allOrNothing: true, users, countChanges });
+  let applied: ApplyResult = first;
+  if (first.unknownRoleIds.length > 0) {
     // A role created after the roles crawl: fetched first, then the pages are applied again.
-    const roles = (await Promise.all(unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter((role) => role !== null);
+    const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter((role) => role !== null);
     applied = mergeResults(await applyOrganizationRoles(db, roles, context), await applyMembersOfOrganizations(db, entries, context, { users, countChanges }));
   }
   const appliedOnly: ApplyResult = { changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) };
