@@ -35,7 +35,7 @@ import {
   type StoredMembers,
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
-import { syncOrganizationMembers, type OrganizationMembersResult } from './organization-members.js';
+import { syncOrganizationMembers, syncOrganizationsMembersTogether, type OrganizationMembersResult } from './organization-members.js';
 import { batchObservedAt, pageBatches } from './page-batches.js';
 import { DriftReporter } from './report.js';
 
@@ -111,6 +111,13 @@ const batchItems = 400;
  * what is held at once stays bounded by the largest organizations being crawled.
  */
 const storedMembersReadTogether = 1_000;
+/**
+ * Organizations listed with at most `batchItems` members and none stored are crawled together, as many as
+ * hold about this many members or `organizationsTogether` of them (see `syncOrganizationsMembersTogether`):
+ * each alone cost a compare, a transaction, a write and a read-back, whatever its size.
+ */
+const membersTogether = 800;
+const organizationsTogether = 32;
 /**
  * Pages of a list whose seen ids and position are recorded together (and at a failure): a statement per
  * batch of pages cost as much as an unchanged batch's compare. A crash forgets at most these pages, which
@@ -495,18 +502,45 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
           applyDepth: () => Math.min(4, Math.floor(queue.concurrency / Math.max(1, queue.pending))),
           deferRecompare: true,
         });
-        account(result);
-        counts.memberships += result.membersChecked;
-        counts.memberRoles += result.memberRolesChecked;
-        await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
-        organizationsDone.push({ id, recompare: result.recompare });
-        if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
-        finished += 1;
-        if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
+        await finish(id, result);
       } catch (error) {
         failure ??= error;
       }
     });
+  const finish = async (id: string, result: OrganizationMembersResult) => {
+    account(result);
+    counts.memberships += result.membersChecked;
+    counts.memberRoles += result.memberRolesChecked;
+    await markSeen(db, position.crawlId, 'gone_user', result.goneUserIds ?? []);
+    organizationsDone.push({ id, recompare: result.recompare });
+    if (organizationsDone.length >= progressBatch) await recordOrganizationsDone();
+    finished += 1;
+    if (context.usersDone) options.onProgress?.({ phase: 'members', done: finished, total: counts.organizations });
+  };
+  // Small organizations with nothing stored, waiting to be crawled together (`membersTogether`).
+  let together: { id: string; expectedTotal: number }[] = [];
+  let togetherMembers = 0;
+  const crawlTogether = () => {
+    const group = together;
+    together = [];
+    togetherMembers = 0;
+    if (group.length === 0) return;
+    void queue.add(async () => {
+      if (failure || context.stopped.error) return;
+      try {
+        const results = await syncOrganizationsMembersTogether(deps, group, base, {
+          ahead,
+          deferGoneUsers: true,
+          shouldStop: () => context.stopped.error !== null,
+          onApplied: account,
+          countChanges: context.reportFull,
+        });
+        for (const { id } of group) await finish(id, results.get(id)!);
+      } catch (error) {
+        failure ??= error;
+      }
+    });
+  };
   // Keyset over the stored organizations keeps memory flat however many there are.
   let after: string | null = null;
   for (;;) {
@@ -529,11 +563,18 @@ const crawlAllMembers = async (context: RunContext, memberCounts: Map<string, nu
         finished += 1;
         continue;
       }
+      if (expectedTotal !== null && expectedTotal <= batchItems && !storedTogether.has(id)) {
+        together.push({ id, expectedTotal });
+        togetherMembers += expectedTotal;
+        if (togetherMembers >= membersTogether || together.length >= organizationsTogether) crawlTogether();
+        continue;
+      }
       crawl(id, expectedTotal, small(id) ? storedTogether.get(id) : 'read');
     }
     await queue.onSizeLessThan(queue.concurrency);
     if (failure || context.stopped.error) break;
   }
+  if (!failure && !context.stopped.error) crawlTogether();
   await queue.onIdle();
   // Skipped as empty with nothing stored when their batch was read: one stored since (a webhook that read
   // Logto earlier, whose removal was lost) was compared with nothing, so those are crawled now.

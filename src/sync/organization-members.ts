@@ -2,6 +2,7 @@ import { lastChangeId } from '../db/change-frontier.js';
 import type { LogtoOrganizationMember } from '../logto/index.js';
 import {
   applyMembers,
+  applyMembersOfOrganizations,
   applyOrganizationRoles,
   emptyResult,
   memberDiffers,
@@ -9,6 +10,7 @@ import {
   mergeResults,
   removeMembers,
   storedMemberIds,
+  storedMemberIdsOf,
   type ApplyResult,
   type ChangeContext,
   type MemberSnapshot,
@@ -16,6 +18,7 @@ import {
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { batchObservedAt, pageBatches } from './page-batches.js';
+import type { LogtoUser, Page } from '../logto/index.js';
 
 export type OrganizationMembersResult = ApplyResult & {
   membersChecked: number;
@@ -332,3 +335,66 @@ const confirmRemovedMembers = async (
   return { removed, goneUsers: removed.filter((userId) => !existing.has(userId)) };
 };
 
+
+/**
+ * `syncOrganizationMembers` for several organizations listed with few members and none stored when the
+ * caller looked (most organizations of a baseline): their pages are fetched at once, compared and written
+ * together (`applyMembersOfOrganizations`: one compare, one transaction, one write statement), and their
+ * stored members read back together. Applied one by one, each such organization cost PostgreSQL about as
+ * much in per-statement work (a compare, a transaction, a write, a read-back) as in its rows. All or
+ * nothing: a failure writes nothing for any of them, and the caller marks none of them done. A list that
+ * moved during its crawl is crawled again alone. Returns each organization's result; what was applied
+ * goes to `onApplied` when given, else to the first result.
+ */
+export const syncOrganizationsMembersTogether = async (
+  deps: SyncDeps,
+  organizations: { id: string; expectedTotal: number | null }[],
+  base: Omit<ChangeContext, 'observedAt'>,
+  options: Pick<OrganizationMembersOptions, 'ahead' | 'deferGoneUsers' | 'shouldStop' | 'onApplied' | 'countChanges'> = {},
+): Promise<Map<string, OrganizationMembersResult>> => {
+  const db = deps.database.db;
+  const results = new Map<string, OrganizationMembersResult>();
+  const fallbackObservedAt = new Date();
+  const crawled = await Promise.all(
+    organizations.map(async ({ id, expectedTotal }) => {
+      const pages: Page<LogtoOrganizationMember>[] = [];
+      for await (const page of deps.logto.listOrganizationMembers(id, { ahead: options.ahead ?? 1, expectedTotal })) {
+        if (options.shouldStop?.()) throw new Error('the crawl stopped');
+        pages.push(page);
+      }
+      return { id, pages };
+    }),
+  );
+  const moved = crawled.filter(({ pages }) => new Set(pages.map((page) => page.total).filter((total) => total !== null)).size > 1);
+  const together = crawled.filter((entry) => !moved.includes(entry));
+  const observedAt = batchObservedAt(together.flatMap(({ pages }) => pages), fallbackObservedAt);
+  const listed = together.map(({ id, pages }) => ({ id, items: pages.flatMap((page) => page.items) }));
+  const entries = listed.map(({ id, items }) => ({ organizationId: id, members: items.map(memberSnapshot) }));
+  const users: LogtoUser[] = listed.flatMap(({ items }) => items);
+  const context = { ...base, observedAt };
+  const countChanges = options.countChanges?.() ?? false;
+  const first = await applyMembersOfOrganizations(db, entries, context, { allOrNothing: true, users, countChanges });
+  let applied: ApplyResult = first;
+  if (first.unknownRoleIds.length > 0) {
+    // A role created after the roles crawl: fetched first, then the pages are applied again.
+    const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter((role) => role !== null);
+    applied = mergeResults(await applyOrganizationRoles(db, roles, context), await applyMembersOfOrganizations(db, entries, context, { users, countChanges }));
+  }
+  const appliedOnly: ApplyResult = { changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) };
+  if (options.onApplied) options.onApplied(appliedOnly);
+  // Read once the pages are applied: a member stored by another writer that no page listed is a candidate for removal.
+  const stored = await storedMemberIdsOf(db, listed.map(({ id }) => id));
+  for (const [index, { id, items }] of listed.entries()) {
+    const result: OrganizationMembersResult = {
+      ...(index === 0 && !options.onApplied ? mergeResults(emptyResult(), appliedOnly) : emptyResult()),
+      membersChecked: items.length,
+      memberRolesChecked: items.reduce((sum, item) => sum + item.organizationRoles.length, 0),
+    };
+    const onPages = new Set(items.map((item) => item.id));
+    const candidates = (stored.get(id) ?? []).filter((userId) => !onPages.has(userId));
+    if (candidates.length > 0) await removeConfirmed(deps, id, base, candidates, options, result);
+    results.set(id, result);
+  }
+  for (const { id } of moved) results.set(id, await syncOrganizationMembers(deps, id, base, { ...options, expectedTotal: null }));
+  return results;
+};

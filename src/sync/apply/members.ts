@@ -606,3 +606,263 @@ export const organizationsWithMembers = async (db: Database, organizationIds: st
  */
 export const storedMemberIds = async (db: Database, organizationId: string): Promise<string[]> =>
   (await namedRows<{ user_id: string }>(db, sql`select user_id from ${organizationMembers} where organization_id = ${organizationId}`)).map((row) => row.user_id);
+
+/** Some members of one organization as Logto listed them, one entry of `applyMembersOfOrganizations`. */
+export type OrganizationMemberSnapshots = { organizationId: string; members: MemberSnapshot[] };
+
+export type OrganizationsMembersResult = ApplyResult & {
+  /** Roles the database does not know: the caller fetches them and applies again. */
+  unknownRoleIds: string[];
+  /** Organizations the database does not know (deleted meanwhile): nothing was written for them. */
+  unknownOrganizationIds: string[];
+};
+
+/** The row of `readStoredMembershipsStatement`: what is stored for a batch of organizations and their pages. */
+type StoredMembershipsRow = {
+  known_organizations: string[];
+  known_users: string[];
+  known_roles: string[];
+  members: { o: string; u: string }[];
+  roles: { o: string; u: string; r: string; t: string }[];
+};
+
+/**
+ * Everything the members of a batch of organizations are compared with, in one statement: each one's
+ * stored members and member roles whole (the organizations batched are those listed with few members, so
+ * reading them whole stays small; in a baseline they are empty), and which of the listed users and roles
+ * exist.
+ */
+const readStoredMembershipsStatement = (): SQL =>
+  sql`select
+      coalesce((select json_agg(id) from ${organizations} where id = any(${sql.placeholder('organizationIds')}::text[])), '[]'::json) as known_organizations,
+      coalesce((select json_agg(id) from ${users} where id = any(${sql.placeholder('userIds')}::text[])), '[]'::json) as known_users,
+      coalesce((select json_agg(id) from ${organizationRoles} where id = any(${sql.placeholder('roleIds')}::text[])), '[]'::json) as known_roles,
+      coalesce((select json_agg(json_build_object('o', organization_id, 'u', user_id)) from ${organizationMembers}
+        where organization_id = any(${sql.placeholder('organizationIds')}::text[])), '[]'::json) as members,
+      coalesce((select json_agg(json_build_object('o', organization_id, 'u', user_id, 'r', organization_role_id, 't', observed_at)) from ${organizationMemberRoles}
+        where organization_id = any(${sql.placeholder('organizationIds')}::text[])), '[]'::json) as roles`;
+
+/**
+ * `writeMembershipsOfOrganizations`' data-modifying CTEs: `memberWrites` over several organizations, the
+ * organization a column of every array. The same guards: referents locked FOR KEY SHARE (organizations,
+ * users and roles each in id order), nothing written that a removal or revoke recorded after
+ * `observedAt` covers, no revoke of a grant recorded after it. Rows are inserted in (organization, user,
+ * role) order, the order in which a single organization's apply inserts its own: two writers of the same
+ * rows meet in one order and never wait on each other in a circle. The live checks are wrapped in `is
+ * true` so they stay hashed lookups: pulled up into joins, planned for a handful of rows, they became
+ * nested loops over every pair.
+ */
+const batchMemberWrites = (skipConflicts: boolean): SQL =>
+  sql`later_removals as materialized (
+      select organization_id, user_id, organization_role_id, kind from ${accessChanges}
+      where organization_id = any(${sql.placeholder('organizationIds')}::text[]) and kind in ('member.removed', 'member_role.revoked')
+        and observed_at > ${sql.placeholder('observedAt')}::timestamptz
+    ), live_organizations as (
+      select id from ${organizations} where id = any(${sql.placeholder('organizationIds')}::text[]) order by id for key share
+    ), live_users as (
+      select id from ${users} where id = any(${sql.placeholder('addingUserIds')}::text[]) order by id for key share
+    ), live_roles as (
+      select id from ${organizationRoles} where id = any(${sql.placeholder('grantedRoles')}::text[]) order by id for key share
+    ), live_members as (
+      select m.organization_id as o, m.user_id as u from ${organizationMembers} m
+        join unnest(${sql.placeholder('grantedOrganizations')}::text[], ${sql.placeholder('grantedUsers')}::text[]) as g(o, u) on m.organization_id = g.o and m.user_id = g.u
+      -- Nothing read when no grant needs a stored membership (every batch of a baseline), as in memberWrites.
+      where cardinality(${sql.placeholder('grantedUsers')}::text[]) > 0
+      order by m.organization_id, m.user_id for key share of m
+    ), added as (
+      insert into ${organizationMembers} (organization_id, user_id, since, observed_at)
+      select t.o, t.u, ${sql.placeholder('observedAt')}::timestamptz, ${sql.placeholder('observedAt')}::timestamptz
+      from unnest(${sql.placeholder('addingOrganizations')}::text[], ${sql.placeholder('addingUsers')}::text[]) with ordinality as t(o, u, n)
+      where (t.o in (select id from live_organizations) and t.u in (select id from live_users)) is true
+        and not exists (select from later_removals l where l.organization_id = t.o and l.user_id = t.u and l.kind = 'member.removed')
+      order by t.n
+      ${skipConflicts ? sql`on conflict do nothing` : sql``}
+      returning organization_id, user_id
+    ), granted as (
+      insert into ${organizationMemberRoles} (organization_id, user_id, organization_role_id, since, observed_at)
+      select t.o, t.u, t.r, ${sql.placeholder('observedAt')}::timestamptz, ${sql.placeholder('observedAt')}::timestamptz
+      from unnest(${sql.placeholder('grantingOrganizations')}::text[], ${sql.placeholder('grantingUsers')}::text[], ${sql.placeholder('grantingRoles')}::text[]) with ordinality as t(o, u, r, n)
+      where t.r in (select id from live_roles) and ((t.o, t.u) in (select o, u from live_members) or (t.o, t.u) in (select organization_id, user_id from added))
+        and not exists (select from later_removals l where l.organization_id = t.o and l.user_id = t.u
+          and (l.kind = 'member.removed' or (l.kind = 'member_role.revoked' and l.organization_role_id = t.r)))
+      order by t.n
+      ${skipConflicts ? sql`on conflict do nothing` : sql``}
+      returning organization_id, user_id, organization_role_id
+    ), revoked as (
+      delete from ${organizationMemberRoles} m
+      using unnest(${sql.placeholder('revokingOrganizations')}::text[], ${sql.placeholder('revokingUsers')}::text[], ${sql.placeholder('revokingRoles')}::text[]) as t(o, u, r)
+      where m.organization_id = t.o and m.user_id = t.u and m.organization_role_id = t.r
+        and m.observed_at <= ${sql.placeholder('observedAt')}::timestamptz
+        and ${noLaterChange(sql`t.o`, sql.placeholder('observedAt'), sql`a.kind = 'member_role.granted' and a.organization_role_id = t.r`)}
+      returning m.organization_id, m.user_id, m.organization_role_id
+    )`;
+
+/** The change rows `batchMemberWrites` make, each organization's in the order a single apply records them. */
+const batchMemberChangesSelected = (): SQL =>
+  sql`select 1, row_number() over (order by organization_id, user_id), 'member.added', user_id, organization_id, null::text, null::jsonb from added
+    union all select 2, row_number() over (order by organization_id, user_id, organization_role_id), 'member_role.granted', user_id, organization_id, organization_role_id, null::jsonb from granted
+    union all select 3, row_number() over (order by organization_id, user_id, organization_role_id), 'member_role.revoked', user_id, organization_id, organization_role_id, null::jsonb from revoked`;
+
+/** Writes the membership diffs of several organizations in one statement, recording their changes after `prior` (see `writeMemberships`). */
+const writeMembershipsOfOrganizations = async (
+  tx: Database,
+  diffs: { organizationId: string; diff: MembershipDiff }[],
+  prior: ChangeRecord[],
+  context: ChangeContext,
+  countChanges: boolean,
+  skipConflicts: boolean,
+): Promise<ApplyResult> => {
+  const ordered = [...diffs].sort((a, b) => compare(a.organizationId, b.organizationId));
+  const adding: [string, string][] = [];
+  const granting: [string, string, string][] = [];
+  const revoking: [string, string, string][] = [];
+  for (const { organizationId, diff } of ordered) {
+    for (const userId of [...new Set(diff.toAdd)].sort()) adding.push([organizationId, userId]);
+    const grants = [...diff.grants].sort(byMemberRole).filter((grant, index, sorted) => index === 0 || byMemberRole(sorted[index - 1]!, grant) !== 0);
+    for (const grant of grants) granting.push([organizationId, grant.userId, grant.organizationRoleId]);
+    for (const revoke of [...diff.revokes].sort(byMemberRole)) revoking.push([organizationId, revoke.userId, revoke.organizationRoleId]);
+  }
+  // As in `writeMemberships`: without `skipConflicts` a member being added needs no stored membership for its grants.
+  const addingKeys = new Set(skipConflicts ? [] : adding.map(([o, u]) => pairKey(o, u)));
+  const granted = [...new Map(granting.map(([o, u]) => [pairKey(o, u), [o, u] as const])).entries()].filter(([key]) => !addingKeys.has(key)).map(([, pair]) => pair);
+  const column = <T extends readonly string[]>(tuples: T[], index: number) => textArray(tuples.map((tuple) => tuple[index]!));
+  const recorded = await recordWrittenChanges(
+    tx,
+    {
+      shape: skipConflicts ? 'members.batch.write.skip-conflicts' : 'members.batch.write',
+      writes: () => batchMemberWrites(skipConflicts),
+      selected: batchMemberChangesSelected,
+      values: {
+        organizationIds: textArray(ordered.map((entry) => entry.organizationId)),
+        observedAt: context.observedAt.toISOString(),
+        addingUserIds: textArray([...new Set(adding.map(([, u]) => u))].sort()),
+        grantedRoles: textArray([...new Set(granting.map(([, , r]) => r))].sort()),
+        grantedOrganizations: column(granted, 0),
+        grantedUsers: column(granted, 1),
+        addingOrganizations: column(adding, 0),
+        addingUsers: column(adding, 1),
+        grantingOrganizations: column(granting, 0),
+        grantingUsers: column(granting, 1),
+        grantingRoles: column(granting, 2),
+        revokingOrganizations: column(revoking, 0),
+        revokingUsers: column(revoking, 1),
+        revokingRoles: column(revoking, 2),
+      },
+    },
+    prior,
+    context,
+    countChanges,
+  );
+  const total = changeCount(recorded);
+  return { changes: recorded.changes, ...(recorded.counted ? { counted: recorded.counted } : {}), rowsWritten: total + (total - prior.length) };
+};
+
+/**
+ * `applyMembers` for several organizations at once, all observed at `context.observedAt`: one statement
+ * compares them all with the stored state, and one transaction writes the users they bring and then
+ * every organization's memberships, grants and revokes in one statement, with their change rows. For
+ * organizations listed with few members (most of a tenant's): applied one by one, each cost its own
+ * compare, write, transaction and read-back, whatever its size. All or nothing: a failure writes nothing
+ * for any of them. `users`: the members' user snapshots (as in `ApplyMembersOptions.users`); with
+ * `allOrNothing`, nothing is written when a role is unknown, only reported.
+ */
+export const applyMembersOfOrganizations = async (
+  db: Database,
+  entries: OrganizationMemberSnapshots[],
+  context: ChangeContext,
+  options: Pick<ApplyMembersOptions, 'allOrNothing' | 'users' | 'countChanges'> = {},
+): Promise<OrganizationsMembersResult> => {
+  try {
+    return await applyMembersOfOrganizationsOnce(db, entries, context, options, false);
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error;
+    return applyMembersOfOrganizationsOnce(db, entries, context, options, true);
+  }
+};
+
+const applyMembersOfOrganizationsOnce = async (
+  db: Database,
+  entries: OrganizationMemberSnapshots[],
+  context: ChangeContext,
+  options: Pick<ApplyMembersOptions, 'allOrNothing' | 'users' | 'countChanges'>,
+  skipConflicts: boolean,
+): Promise<OrganizationsMembersResult> => {
+  const result: OrganizationsMembersResult = { changes: [], rowsWritten: 0, unknownRoleIds: [], unknownOrganizationIds: [] };
+  const listed = entries.filter((entry) => entry.members.length > 0);
+  if (listed.length === 0) return result;
+  const organizationIds = [...new Set(listed.map((entry) => entry.organizationId))].sort();
+  const userIds = [...new Set(listed.flatMap((entry) => entry.members.map((member) => member.userId)))].sort();
+  const roleIds = [...new Set(listed.flatMap((entry) => entry.members.flatMap((member) => member.organizationRoleIds)))].sort();
+  const [row] = await namedShapeRows<StoredMembershipsRow>(db, 'members.batch.stored', readStoredMembershipsStatement, {
+    organizationIds: textArray(organizationIds),
+    userIds: textArray(userIds),
+    roleIds: textArray(roleIds),
+  });
+  const knownOrganizations = new Set(row!.known_organizations);
+  const knownUsers = new Set(row!.known_users);
+  const knownRoles = new Set(row!.known_roles);
+  result.unknownOrganizationIds = organizationIds.filter((id) => !knownOrganizations.has(id));
+  result.unknownRoleIds = roleIds.filter((id) => !knownRoles.has(id));
+  if (options.allOrNothing && result.unknownRoleIds.length > 0) return result;
+  const storedOf = new Map<string, StoredMembership>();
+  for (const organizationId of organizationIds) {
+    storedOf.set(organizationId, { organizationKnown: knownOrganizations.has(organizationId), knownUsers, knownRoles, members: new Set(), roles: [], allMembers: null });
+  }
+  for (const member of row!.members) storedOf.get(member.o)?.members.add(member.u);
+  for (const role of row!.roles) storedOf.get(role.o)?.roles.push({ userId: role.u, organizationRoleId: role.r, observedAt: new Date(role.t) });
+  const applying = listed.filter((entry) => knownOrganizations.has(entry.organizationId));
+  const diffsWith = (known: Set<string>) =>
+    applying.flatMap(({ organizationId, members }) => {
+      const diff = membershipDiff(members, storedOf.get(organizationId)!, known, true, context);
+      return diff ? [{ organizationId, diff }] : [];
+    });
+  const bringing = [...new Map((options.users ?? []).filter((user) => !knownUsers.has(user.id)).map((user) => [user.id, user])).values()];
+  const diffs = diffsWith(knownUsers);
+  if (diffs.length === 0 && bringing.length === 0) return result;
+  const offered = bringing.map((user) => user.id);
+  const lock = bringing.length > 0 ? { entity: 'user' as const, ids: offered } : undefined;
+  const plans = diffs.some(({ diff }) => diff.revokes.length > 0) ? 'custom' : 'generic';
+  return applyTransaction(
+    db,
+    context,
+    async (tx) => {
+      const changes: ChangeRecord[] = [];
+      let rowsWritten = 0;
+      let written = diffs;
+      if (bringing.length > 0) {
+        // The users go first in the change log: a member is added after its user is created.
+        const rows = new Map(bringing.map((user) => [user.id, toUserRow(user, context.observedAt)]));
+        const brought = await writeUsers(tx, rows, offered, context);
+        changes.push(...brought.changes);
+        rowsWritten += brought.rowsWritten;
+        // A user whose deletion was recorded after these pages were read stays out, and so do its memberships.
+        written = diffsWith(new Set([...knownUsers, ...brought.held]));
+      }
+      if (written.length === 0) {
+        rowsWritten += (await recordChanges(tx, changes, context)).length;
+        return { ...result, changes, rowsWritten };
+      }
+      const memberships = await writeMembershipsOfOrganizations(tx, written, changes, context, options.countChanges ?? false, skipConflicts);
+      return {
+        ...result,
+        changes: memberships.changes,
+        ...(memberships.counted ? { counted: memberships.counted } : {}),
+        rowsWritten: rowsWritten + memberships.rowsWritten,
+      };
+    },
+    lock,
+    plans,
+  );
+};
+
+/** The stored members of each of `organizationIds` (those with none are absent). */
+export const storedMemberIdsOf = async (db: Database, organizationIds: string[]): Promise<Map<string, string[]>> => {
+  const found = new Map<string, string[]>();
+  if (organizationIds.length === 0) return found;
+  const stored = await namedRows<{ o: string; u: string }>(
+    db,
+    sql`select organization_id as o, user_id as u from ${organizationMembers} where organization_id = ${idArray(organizationIds)}`,
+  );
+  for (const { o, u } of stored) found.set(o, [...(found.get(o) ?? []), u]);
+  return found;
+};
