@@ -64,6 +64,36 @@ describe('canonical JSON of a delivery', () => {
   });
 });
 
+describe('canonical JSON written into a reused list', () => {
+  it('quotes every kind of string as JSON.stringify does', () => {
+    const strings = ['', 'plain', '"', '\\', '\u0000', '\u001f', ' ', '\u007f', '\u2028', '\ud83d', '\ude00', '😀', 'a\ud83d\ude00b', 'é', '\ufffe'];
+    for (const text of strings) {
+      expect(canonicalJson(text)).toBe(JSON.stringify(text));
+      expect(canonicalJson({ [text]: text, list: [text] })).toBe(JSON.stringify(rebuiltWithSortedKeys({ [text]: text, list: [text] })));
+    }
+  });
+
+  it('writes a payload of any size, and a small one after a huge one, whole', () => {
+    const huge = Object.fromEntries(Array.from({ length: 3000 }, (_, index) => [`k${index}`, [index, `v${index}`]]));
+    const small = { b: 'x', a: [1, { d: null, c: true }] };
+    expect(canonicalJson(huge)).toBe(JSON.stringify(rebuiltWithSortedKeys(huge)));
+    expect(canonicalJson(small)).toBe('{"a":[1,{"c":true,"d":null}],"b":"x"}');
+    expect(canonicalJson(huge)).toBe(JSON.stringify(rebuiltWithSortedKeys(huge)));
+  });
+
+  it('is not confused by a value whose getter writes canonical JSON itself', () => {
+    const inner = { z: 1, y: [2] };
+    const value = {
+      b: 'outer',
+      get a() {
+        return canonicalJson(inner);
+      },
+    };
+    expect(canonicalJson(value)).toBe(JSON.stringify({ a: '{"y":[2],"z":1}', b: 'outer' }));
+    expect(canonicalJson(inner)).toBe('{"y":[2],"z":1}');
+  });
+});
+
 describe('the receiver skipping the storable walk', () => {
   it('skips it only for payloads the walk would leave as they are', () => {
     const texts = [
