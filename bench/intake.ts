@@ -395,8 +395,10 @@ export const run = async (argv: string[]): Promise<void> => {
         }
       });
       gcs.observe({ entryTypes: ['gc'] });
+      const simulatorBefore = sim.cpuSeconds();
       await release();
       const drained = await profiled('drain', () => waitDrained(Number(values['time-limit']) * 1000));
+      const simulatorSeconds = sim.cpuSeconds() - simulatorBefore;
       const oldAfter = oldGeneration();
       gcs.disconnect();
       // Every delivery updated three times (release, claim, settlement) once the statistics are all in.
@@ -409,6 +411,8 @@ export const run = async (argv: string[]): Promise<void> => {
         'deliveries per second': ((n - drained.left) / drained.seconds).toFixed(0),
         'target (per second)': 1000,
         'ratio to target': ((n - drained.left) / drained.seconds / 1000).toFixed(2),
+        // Full-data deliveries need no read from the tenant: near zero, unless some delivery fell back to a read.
+        'simulator CPU during the drain (seconds; cores)': `${simulatorSeconds.toFixed(2)}; ${(simulatorSeconds / drained.seconds).toFixed(2)}`,
         // What the drain leaves for the first mark-compact of the loaded window to collect.
         'service old generation before → after the drain (MB; mark-compacts during it)': `${mb(oldBefore)} → ${mb(oldAfter)} (${majorGcs})`,
         'service bytes allocated per delivery (sampled, with --heap-profile)': Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
@@ -464,6 +468,7 @@ export const run = async (argv: string[]): Promise<void> => {
       await sleep(windowFrom - Date.now());
       // This process's CPU (the service and its worker; the probes have their own) while the arrivals come.
       const cpuBefore = process.cpuUsage();
+      const simulatorBefore = sim.cpuSeconds();
       const idleBefore = machineIdleSeconds();
       const cpuFrom = performance.now();
       // How late this process's timers run while loaded: every request and turn waits at least that long.
@@ -479,6 +484,8 @@ export const run = async (argv: string[]): Promise<void> => {
       lag.disable();
       const cpu = process.cpuUsage(cpuBefore);
       const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - cpuFrom);
+      const simulatorSeconds = sim.cpuSeconds() - simulatorBefore;
+      const simulatorCores = (simulatorSeconds * 1000) / (performance.now() - cpuFrom);
       const idleCores = ((machineIdleSeconds() - idleBefore) * 1000) / (performance.now() - cpuFrom);
       const sent = await arrivals.done;
       const backlogAtStop = await unsettled();
@@ -563,6 +570,9 @@ export const run = async (argv: string[]): Promise<void> => {
           : ((lastAllocated / (Number(values['arrival-rate']) * (windowMs / 1000))) | 0),
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
         'machine cores idle while probing (of all; /proc/stat idle + iowait)': idleCores.toFixed(2),
+        // The tenant makes the probed changes and sends their webhooks: its CPU in the window is the same work in
+        // every run, so a run's figures can be judged divided by it when the machine's other load varies.
+        'simulator CPU while probing (seconds; cores)': `${simulatorSeconds.toFixed(2)}; ${simulatorCores.toFixed(2)}`,
         'service event-loop delay while probing p50 / p99 (ms, 5 ms resolution)': `${(lag.percentile(50) / 1e6).toFixed(1)} / ${(lag.percentile(99) / 1e6).toFixed(1)}`,
         'service event-loop delay while probing, longest (ms)': (lag.max / 1e6).toFixed(1),
         // The clock of each sample starts at the tenant's stamp of the change (within its API call), so the call is apart.

@@ -18,4 +18,19 @@ export const nodeFlagsOf = (commandLine: string): string[] => {
  * these, so it measures the service as deployed, and one that runs a sync passes none, as `npm run sync` does.
  */
 export const serviceNodeFlags = (): string[] =>
+  process.env.BENCH_SERVICE_FLAGS !== undefined ? candidateFlags(process.env.BENCH_SERVICE_FLAGS) : deployedFlags();
+
+const deployedFlags = (): string[] =>
   nodeFlagsOf((JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } }).scripts.start);
+
+/**
+ * `BENCH_SERVICE_FLAGS="--max-semi-space-size=32 …"` (empty: none): flags to try instead of `npm start`'s, so
+ * that candidates can be alternated run by run without editing package.json between them. Said on stderr, so
+ * that no run's figures are taken for the deployed service's by mistake.
+ */
+const candidateFlags = (text: string): string[] => {
+  const flags = text.split(/\s+/).filter(Boolean);
+  if (flags.some((flag) => !flag.startsWith('--'))) throw new Error(`BENCH_SERVICE_FLAGS holds a word that is not a --flag: "${text}"`);
+  console.error(`service node flags from BENCH_SERVICE_FLAGS, not npm start: ${flags.join(' ') || '(none)'}`);
+  return flags;
+};
