@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accessChanges, organizationMembers } from '../../db/schema.js';
 import { rows } from '../../src/db/client.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
-import { applyMembers, readStoredMembers, removeMembers } from '../../src/sync/apply/index.js';
+import { applyMembers, applyOrganizations, readStoredMembers, removeMembers } from '../../src/sync/apply/index.js';
 import { runFullSync } from '../../src/sync/full-sync.js';
-import { syncOrganizationMembers } from '../../src/sync/organization-members.js';
+import { syncOrganizationMembers, syncOrganizationsMembersTogether } from '../../src/sync/organization-members.js';
 import { mirrorState, tenantState } from '../helpers/compare.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { clientFor, startTenant, syncDepsFor } from '../helpers/tenant.js';
@@ -114,5 +114,49 @@ describe('the members of a large organization', () => {
     await syncOrganizationMembers(deps(), organizationId, { source: 'reconcile', actor: 'test' }, { ahead: 4, storedMembers });
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
     expect((await changesOf('member.added')).filter((change) => change.userId === removed).map((change) => change.source)).toEqual(['baseline', 'reconcile']);
+  });
+});
+
+/** Small organizations crawled together (`syncOrganizationsMembersTogether`), as a baseline crawls most of a tenant. */
+describe('the members of small organizations crawled together', () => {
+  let database: TestDatabase;
+  let sim: SimulatedTenant;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    sim = await startTenant({ seed: 12, generate: { users: 60, organizations: 4, organizationRoles: 2 } });
+  });
+  afterAll(async () => {
+    await sim.close();
+    await database.drop();
+  });
+
+  it('a role created after the roles crawl is fetched, and the group is written with its grants', async () => {
+    const deps = syncDepsFor(database, clientFor(sim));
+    const { run } = await runFullSync(deps, { kind: 'baseline', trigger: 'test' });
+    expect(run.status).toBe('succeeded');
+    // Created in Logto after the roles were crawled: the database knows neither the role nor the new organizations' members.
+    const role = sim.state.createOrganizationRole({ name: 'created-mid-crawl' });
+    const userIds = sim.state.listUsers().map((user) => user.id).sort();
+    const organizationIds = ['first', 'second'].map((name, index) => {
+      const id = sim.state.createOrganization({ name: `together-${name}` }).id;
+      const members = userIds.slice(index * 3, index * 3 + 3);
+      sim.state.addMembers(id, members);
+      sim.state.addRolesToMembers(id, members.slice(0, 2), [role.id]);
+      return id;
+    });
+    const base = { source: 'reconcile' as const, actor: 'test' };
+    const listed = await Promise.all(organizationIds.map((id) => deps.logto.getOrganization(id)));
+    await applyOrganizations(database.db, listed.filter((organization) => organization !== null), { ...base, observedAt: new Date() });
+
+    const results = await syncOrganizationsMembersTogether(deps, organizationIds.map((id) => ({ id, expectedTotal: 3 })), base);
+    expect([...results.keys()].sort()).toEqual([...organizationIds].sort());
+    for (const id of organizationIds) expect(results.get(id)!.membersChecked).toBe(3);
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    const grants = await database.db
+      .select({ organizationId: accessChanges.organizationId })
+      .from(accessChanges)
+      .where(and(eq(accessChanges.kind, 'member_role.granted'), eq(accessChanges.organizationRoleId, role.id)));
+    expect(grants.map((grant) => grant.organizationId).sort()).toEqual([...organizationIds, ...organizationIds].sort());
   });
 });
