@@ -1,5 +1,5 @@
 import { lastChangeId } from '../db/change-frontier.js';
-import type { LogtoOrganizationMember } from '../logto/index.js';
+import type { LogtoOrganizationMember, LogtoUser, Page } from '../logto/index.js';
 import {
   applyMembers,
   applyMembersOfOrganizations,
@@ -18,7 +18,10 @@ import {
 } from './apply/index.js';
 import type { SyncDeps } from './context.js';
 import { batchObservedAt, pageBatches } from './page-batches.js';
-import type { LogtoUser, Page } from '../logto/index.js';
+
+/** Roles a page granted that the database does not know (created after the roles crawl), read from Logto; those deleted since are left out. */
+const fetchOrganizationRoles = async (deps: SyncDeps, ids: string[]) =>
+  (await Promise.all(ids.map((id) => deps.logto.getOrganizationRole(id)))).filter((role) => role !== null);
 
 export type OrganizationMembersResult = ApplyResult & {
   membersChecked: number;
@@ -118,10 +121,7 @@ const applyMemberPage = async (
   if (first.unknownRoleIds.length === 0) return first;
   const result: ApplyResult & { storedMemberIds?: string[] } = mergeResults(emptyResult(), first);
   if (first.storedMemberIds) result.storedMemberIds = first.storedMemberIds;
-  const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter(
-    (role) => role !== null,
-  );
-  mergeResults(result, await applyOrganizationRoles(db, roles, context));
+  mergeResults(result, await applyOrganizationRoles(db, await fetchOrganizationRoles(deps, first.unknownRoleIds), context));
   return mergeResults(result, await applyMembers(db, organizationId, snapshots, context, { users: members, countChanges }));
 };
 
@@ -377,7 +377,7 @@ export const syncOrganizationsMembersTogether = async (
   let applied: ApplyResult = first;
   if (first.unknownRoleIds.length > 0) {
     // A role created after the roles crawl: fetched first, then the pages are applied again.
-    const roles = (await Promise.all(first.unknownRoleIds.map((id) => deps.logto.getOrganizationRole(id)))).filter((role) => role !== null);
+    const roles = await fetchOrganizationRoles(deps, first.unknownRoleIds);
     applied = mergeResults(await applyOrganizationRoles(db, roles, context), await applyMembersOfOrganizations(db, entries, context, { users, countChanges }));
   }
   const appliedOnly: ApplyResult = { changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) };
