@@ -41,7 +41,8 @@ import { startSimulator } from './simulator.js';
  * at `at` ms into the loaded window, and `--hog <at>:<ms>:<processes>[,…]` runs that many busy processes
  * then (the machine's cores taken by other work): a disturbance put where the per-second table shows
  * whether, and how fast, visibility recovers from it. `--profile <dir>` writes a CPU profile of each scenario there,
- * `--heap-profile <dir>` a sampling heap profile of everything each one allocated, and `--trace-gc` prints
+ * `--heap-profile <dir>` a sampling heap profile of everything each one allocated (with `--heap-survivors`, only
+ * what survived a scavenge: what each one copies, so what its pause costs), and `--trace-gc` prints
  * V8's line per garbage collection during each one (`--trace-gc-nvp`: bytes allocated and promoted, pauses).
  * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
  */
@@ -69,6 +70,7 @@ export const run = async (argv: string[]): Promise<void> => {
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
       'heap-profile': { type: 'string', default: '' },
+      'heap-survivors': { type: 'boolean', default: false },
       'trace-gc': { type: 'boolean', default: false },
       'poll-ms': { type: 'string', default: '25' },
       stall: { type: 'string', default: '' },
@@ -90,9 +92,12 @@ export const run = async (argv: string[]): Promise<void> => {
   /**
    * With `--profile <dir>`: a CPU profile of this process (service and worker) per scenario, not of the setup.
    * With `--heap-profile <dir>`: a sampling heap profile of each scenario counting every allocation, those
-   * collected since included (what the scenario allocated, not what it left), and its total.
+   * collected since included (what the scenario allocated, not what it left), and its total. With
+   * `--heap-survivors` as well, only what outlived a scavenge: under 1,000 arrivals/s each scavenge copied
+   * ~16 MB and paused the loop 14-50 ms, the largest single wait in a slow sample (vis notes, round 33).
    */
-  const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'] });
+  const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'], survivors: values['heap-survivors'] });
+  const allocatedWord = values['heap-survivors'] ? 'that survived a scavenge' : 'allocated';
   /** Bytes the last profiled scenario allocated (sampled), with `--heap-profile`. */
   let lastAllocated = Number.NaN;
   const profiled = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
@@ -415,7 +420,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'simulator CPU during the drain (seconds; cores)': `${simulatorSeconds.toFixed(2)}; ${(simulatorSeconds / drained.seconds).toFixed(2)}`,
         // What the drain leaves for the first mark-compact of the loaded window to collect.
         'service old generation before → after the drain (MB; mark-compacts during it)': `${mb(oldBefore)} → ${mb(oldAfter)} (${majorGcs})`,
-        'service bytes allocated per delivery (sampled, with --heap-profile)': Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
+        [`service bytes ${allocatedWord} per delivery (sampled, with --heap-profile)`]: Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
         // Each delivery: its release (next_attempt_at, indexed), its claim (HOT when it changes no indexed column
         // and fits in its page) and its settlement.
         'inbox row updates, release + claims + settlements: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
@@ -565,7 +570,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
         'backlog when arrivals stop': backlogAtStop,
         // The probes' window only (the arrivals of its first second and last half second are not in it).
-        'service bytes allocated per arrival in the probes\' window (sampled, with --heap-profile)': Number.isNaN(lastAllocated)
+        [`service bytes ${allocatedWord} per arrival in the probes' window (sampled, with --heap-profile)`]: Number.isNaN(lastAllocated)
           ? '-'
           : ((lastAllocated / (Number(values['arrival-rate']) * (windowMs / 1000))) | 0),
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),
