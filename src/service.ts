@@ -26,7 +26,7 @@ import { retryDeadLetter } from './db/inbox.js';
 import { unsettledDeliveries, writeServiceLifecycle } from './db/service-state.js';
 import type { SyncDeps } from './sync/context.js';
 import { createProvisioning } from './sync/provisioning.js';
-import { createWebhookHandlers } from './webhooks/router.js';
+import { createWebhookRouter } from './webhooks/router.js';
 
 export type ServiceOptions = {
   logger: Logger;
@@ -132,7 +132,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
     config,
     logger,
     freshnessCap: () => freshnessHold.cap(),
-    webhookHandlers: createWebhookHandlers({ db: database.db, config, logger, onDelivery: () => worker.wake(), intake: worker.intake }),
+    webhookRouter: createWebhookRouter({ db: database.db, config, logger, onDelivery: () => worker.wake(), intake: worker.intake }),
     events: { wake: () => sender.wake(), feed },
     actions: {
       startReconcile: async (trigger) => ({ runId: (await startReconcile(trigger)).runId }),

@@ -41,11 +41,6 @@ export type ApiDeps = {
   logger: Logger;
   /** Mounted at /webhooks (provides POST /webhooks/logto). It receives the raw body: no JSON parser runs in front of it. */
   webhookRouter?: express.Router;
-  /**
-   * The receiver's handlers (body reader, receiver, body reader's errors), registered as `POST /webhooks/logto`
-   * on the app itself, in place of `webhookRouter`: a delivery then skips a sub-router's dispatch.
-   */
-  webhookHandlers?: [express.RequestHandler, express.RequestHandler, express.ErrorRequestHandler];
   /** A time X-Access-State-As-Of may not go past (a restart still catching up), or null. */
   freshnessCap?: () => Date | null;
   /** Access events out: wakes the event sender (after a retry or replay); the feed that wakes live streams. */
@@ -214,13 +209,12 @@ export const createApp = (deps: ApiDeps, options: AppOptions = {}): express.Expr
   let document: Record<string, unknown> | undefined;
   const routes = [...systemRoutes({ document: () => document ?? {}, draining: isDraining, synced }), ...apiRoutes()];
   document = buildOpenApiDocument(routes, {
-    external: deps.webhookHandlers || deps.webhookRouter ? [{ path: '/webhooks/logto', method: 'post', operation: webhookReceiverOperation }] : [],
+    external: deps.webhookRouter ? [{ path: '/webhooks/logto', method: 'post', operation: webhookReceiverOperation }] : [],
   });
 
   app.use(observe(deps.logger, isDraining));
   // Before any body parser: the receiver verifies signatures over the raw bytes.
-  if (deps.webhookHandlers) app.post('/webhooks/logto', ...deps.webhookHandlers);
-  else if (deps.webhookRouter) app.use('/webhooks', deps.webhookRouter);
+  if (deps.webhookRouter) app.use('/webhooks', deps.webhookRouter);
   app.use('/v1', keyFailures.guard, requireApiKey(authenticator, keyFailures.recordFailure));
 
   const idempotentWrites = idempotency({ db: deps.db, logger: deps.logger, ...options.idempotency });

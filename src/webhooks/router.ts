@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { eventName, type DeliveryChannel } from '../db/inbox.js';
@@ -42,30 +42,13 @@ export const inboxRetryAfterSeconds = 5;
 type Outcome = 'accepted' | 'duplicate' | 'unauthorized' | 'invalid' | 'too_large' | 'unavailable';
 
 /**
- * The receiver's handlers in the order they run: the raw body reader, the receiver, and the handler of the
- * body reader's errors. Registered on the app itself (`POST /webhooks/logto`, see `createApp`) rather than
- * through a router mounted at `/webhooks`, a delivery skips the sub-router's dispatch, path trimming and
- * restoring: under 1,000 arrivals a second those closures were among the objects live at each scavenge
- * (requests in flight), so they lengthened every pause the event loop takes.
- */
-export type WebhookHandlers = [RequestHandler, RequestHandler, ErrorRequestHandler];
-
-/** `POST /webhooks/logto` as a router mounted at `/webhooks` (tests mount it on an app of their own). */
-export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => {
-  const [readBody, receive, refuse] = createWebhookHandlers(deps);
-  const router = express.Router();
-  router.post('/logto', readBody, receive);
-  router.use(refuse);
-  return router;
-};
-
-/**
- * `POST /webhooks/logto`. Logto sends each webhook once and waits at most 10 s, so the
+ * `POST /logto` (mounted at `/webhooks`). Logto sends each webhook once and waits at most 10 s, so the
  * only work here is to verify the signature over the raw bytes, commit the delivery to the inbox and
  * answer 202; applying it is the inbox worker's job. Every refusal is answered here as problem+json,
  * so the router needs nothing from the app it is mounted in (no body parser may run in front of it).
  */
-export const createWebhookHandlers = (deps: WebhookRouterDeps): WebhookHandlers => {
+export const createWebhookRouter = (deps: WebhookRouterDeps): express.Router => {
+  const router = express.Router();
   const log = deps.logger.child({ component: 'webhook-receiver' });
   const { signingKeys, svixSecret } = deps.config.webhooks;
   const verifyRelayed = svixSecret ? createStandardWebhookVerifier(svixSecret) : null;
@@ -84,8 +67,7 @@ export const createWebhookHandlers = (deps: WebhookRouterDeps): WebhookHandlers 
     bytes: raw?.length ?? Number(req.get('content-length') ?? 0),
   });
 
-  const readBody = express.raw({ type: () => true, limit: maxWebhookBodyBytes });
-  const receive = async (req: Request, res: Response) => {
+  router.post('/logto', express.raw({ type: () => true, limit: maxWebhookBodyBytes }), async (req: Request, res: Response) => {
     const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (raw.length === 0) {
       count('invalid');
@@ -166,10 +148,10 @@ export const createWebhookHandlers = (deps: WebhookRouterDeps): WebhookHandlers 
     res.end(body);
     if (ticket) ticket.finish(stored.delivery ?? null);
     if (!stored.duplicate && !stored.delivery) wake();
-  };
+  });
 
   // Errors of the body parser (body too large, aborted request, unsupported encoding) as problem+json.
-  const refuse = (error: unknown, req: Request, res: Response, next: NextFunction) => {
+  router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
     const httpError = error as { status?: number; statusCode?: number; type?: string; expose?: boolean; message?: string };
     const status = httpError?.status ?? httpError?.statusCode;
     if (res.headersSent || typeof status !== 'number' || status < 400 || status >= 500) {
@@ -185,6 +167,6 @@ export const createWebhookHandlers = (deps: WebhookRouterDeps): WebhookHandlers 
     count('invalid');
     const code = status === 415 ? 'unsupported_media_type' : 'bad_request';
     sendProblem(req, status, code, httpError.expose && httpError.message ? httpError.message : 'The delivery could not be read');
-  };
-  return [readBody, receive, refuse];
+  });
+  return router;
 };
