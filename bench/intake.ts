@@ -281,9 +281,12 @@ export const run = async (argv: string[]): Promise<void> => {
     let markCompactMs = 0;
     // And its scavenges: under 1,000 arrivals/s one every ~125 ms, 4-10 ms each, about 5 % of the loop's time (vis notes, round 29).
     let scavengeMs = 0;
+    /** Each pause as an interval (epoch ms): which samples it fell inside. */
+    const pauses: { at: number; ms: number }[] = [];
     const gc = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
         const kind = (entry as unknown as { detail?: { kind?: number } }).detail?.kind;
+        pauses.push({ at: performance.timeOrigin + entry.startTime, ms: entry.duration });
         if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR || kind === perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL) markCompactMs += entry.duration;
         else if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavengeMs += entry.duration;
       }
@@ -314,6 +317,7 @@ export const run = async (argv: string[]): Promise<void> => {
     };
     timer = setTimeout(tick, from + 1000 - Date.now());
     return {
+      pauses,
       stop() {
         clearTimeout(timer);
         delay.disable();
@@ -560,6 +564,20 @@ export const run = async (argv: string[]): Promise<void> => {
         changes: changesBySecond[second] ?? [],
         load: load[second],
       }));
+      /**
+       * Whether the samples over the target are the ones a GC pause (10 ms or more) fell inside, from the
+       * change until its answer: under 1,000 arrivals/s a scavenge every ~0.55 s paused the loop 14-50 ms
+       * (round 33), and every stage of a sample waits for that loop.
+       */
+      const paused = loaded.map((ms, index) => {
+        const from = loadedRun.madeAts[index]!;
+        return perSecond.pauses.filter((pause) => pause.ms >= 10 && pause.at + pause.ms > from && pause.at < from + ms).reduce((sum, pause) => sum + pause.ms, 0);
+      });
+      const spanned = (keep: (ms: number) => boolean) => {
+        const picked = loaded.flatMap((ms, index) => (keep(ms) ? [paused[index]!] : []));
+        const hit = picked.filter((ms) => ms > 0);
+        return `${hit.length} of ${picked.length}${hit.length > 0 ? `, pauses in them p50 ${percentile(hit, 50).toFixed(0)} ms` : ''}`;
+      };
       const probedSeconds = timeline.filter((second) => second.changes.length > 0);
       const badSeconds = probedSeconds.filter((second) => percentile(second.changes, 95) > 50).length;
       say('Visibility in GET /v1/access while deliveries arrive', {
@@ -568,6 +586,13 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
+        'service GC pauses of 10 ms or more while probing: count, p50 / longest (ms)': (() => {
+          const long = perSecond.pauses.filter((pause) => pause.ms >= 10 && pause.at >= windowFrom).map((pause) => pause.ms);
+          return long.length === 0 ? '0' : `${long.length}, ${percentile(long, 50).toFixed(1)} / ${Math.max(...long).toFixed(1)}`;
+        })(),
+        'loaded samples a GC pause of 10 ms or more fell inside: the slowest 5 %; over 50 ms; at most 50 ms': `${spanned(
+          (ms) => ms >= percentile(loaded, 95),
+        )}; ${spanned((ms) => ms > 50)}; ${spanned((ms) => ms <= 50)}`,
         'backlog when arrivals stop': backlogAtStop,
         // The probes' window only (the arrivals of its first second and last half second are not in it).
         [`service bytes ${allocatedWord} per arrival in the probes' window (sampled, with --heap-profile)`]: Number.isNaN(lastAllocated)
