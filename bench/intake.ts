@@ -41,7 +41,8 @@ import { startSimulator } from './simulator.js';
  * at `at` ms into the loaded window, and `--hog <at>:<ms>:<processes>[,…]` runs that many busy processes
  * then (the machine's cores taken by other work): a disturbance put where the per-second table shows
  * whether, and how fast, visibility recovers from it. `--profile <dir>` writes a CPU profile of each scenario there,
- * `--heap-profile <dir>` a sampling heap profile of everything each one allocated, and `--trace-gc` prints
+ * `--heap-profile <dir>` a sampling heap profile of everything each one allocated (with `--heap-survivors`, only
+ * what survived a scavenge: what each one copies, so what its pause costs), and `--trace-gc` prints
  * V8's line per garbage collection during each one (`--trace-gc-nvp`: bytes allocated and promoted, pauses).
  * `--scale` multiplies every count and duration. Results also go to `bench/results/intake-<label>-<time>.{json,md}`.
  */
@@ -69,6 +70,7 @@ export const run = async (argv: string[]): Promise<void> => {
       'sender-processes': { type: 'string', default: '2' },
       profile: { type: 'string', default: '' },
       'heap-profile': { type: 'string', default: '' },
+      'heap-survivors': { type: 'boolean', default: false },
       'trace-gc': { type: 'boolean', default: false },
       'poll-ms': { type: 'string', default: '25' },
       stall: { type: 'string', default: '' },
@@ -90,9 +92,12 @@ export const run = async (argv: string[]): Promise<void> => {
   /**
    * With `--profile <dir>`: a CPU profile of this process (service and worker) per scenario, not of the setup.
    * With `--heap-profile <dir>`: a sampling heap profile of each scenario counting every allocation, those
-   * collected since included (what the scenario allocated, not what it left), and its total.
+   * collected since included (what the scenario allocated, not what it left), and its total. With
+   * `--heap-survivors` as well, only what outlived a scavenge: under 1,000 arrivals/s each scavenge copied
+   * ~16 MB and paused the loop 14-50 ms, the largest single wait in a slow sample (vis notes, round 33).
    */
-  const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'] });
+  const profiler = createProfiler({ cpuDir: values.profile, heapDir: values['heap-profile'], survivors: values['heap-survivors'] });
+  const allocatedWord = values['heap-survivors'] ? 'that survived a scavenge' : 'allocated';
   /** Bytes the last profiled scenario allocated (sampled), with `--heap-profile`. */
   let lastAllocated = Number.NaN;
   const profiled = async <T>(name: string, scenario: () => Promise<T>): Promise<T> => {
@@ -276,9 +281,12 @@ export const run = async (argv: string[]): Promise<void> => {
     let markCompactMs = 0;
     // And its scavenges: under 1,000 arrivals/s one every ~125 ms, 4-10 ms each, about 5 % of the loop's time (vis notes, round 29).
     let scavengeMs = 0;
+    /** Each pause as an interval (epoch ms): which samples it fell inside. */
+    const pauses: { at: number; ms: number }[] = [];
     const gc = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
         const kind = (entry as unknown as { detail?: { kind?: number } }).detail?.kind;
+        pauses.push({ at: performance.timeOrigin + entry.startTime, ms: entry.duration });
         if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR || kind === perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL) markCompactMs += entry.duration;
         else if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavengeMs += entry.duration;
       }
@@ -309,6 +317,7 @@ export const run = async (argv: string[]): Promise<void> => {
     };
     timer = setTimeout(tick, from + 1000 - Date.now());
     return {
+      pauses,
       stop() {
         clearTimeout(timer);
         delay.disable();
@@ -415,7 +424,7 @@ export const run = async (argv: string[]): Promise<void> => {
         'simulator CPU during the drain (seconds; cores)': `${simulatorSeconds.toFixed(2)}; ${(simulatorSeconds / drained.seconds).toFixed(2)}`,
         // What the drain leaves for the first mark-compact of the loaded window to collect.
         'service old generation before → after the drain (MB; mark-compacts during it)': `${mb(oldBefore)} → ${mb(oldAfter)} (${majorGcs})`,
-        'service bytes allocated per delivery (sampled, with --heap-profile)': Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
+        [`service bytes ${allocatedWord} per delivery (sampled, with --heap-profile)`]: Number.isNaN(lastAllocated) ? '-' : ((lastAllocated / n) | 0),
         // Each delivery: its release (next_attempt_at, indexed), its claim (HOT when it changes no indexed column
         // and fits in its page) and its settlement.
         'inbox row updates, release + claims + settlements: all / HOT (pg_stat_user_tables)': updatesSince(updatesBefore, updatesAfter),
@@ -555,6 +564,20 @@ export const run = async (argv: string[]): Promise<void> => {
         changes: changesBySecond[second] ?? [],
         load: load[second],
       }));
+      /**
+       * Whether the samples over the target are the ones a GC pause (10 ms or more) fell inside, from the
+       * change until its answer: under 1,000 arrivals/s a scavenge every ~0.55 s paused the loop 14-50 ms
+       * (round 33), and every stage of a sample waits for that loop.
+       */
+      const paused = loaded.map((ms, index) => {
+        const from = loadedRun.madeAts[index]!;
+        return perSecond.pauses.filter((pause) => pause.ms >= 10 && pause.at + pause.ms > from && pause.at < from + ms).reduce((sum, pause) => sum + pause.ms, 0);
+      });
+      const spanned = (keep: (ms: number) => boolean) => {
+        const picked = loaded.flatMap((ms, index) => (keep(ms) ? [paused[index]!] : []));
+        const hit = picked.filter((ms) => ms > 0);
+        return `${hit.length} of ${picked.length}${hit.length > 0 ? `, pauses in them p50 ${percentile(hit, 50).toFixed(0)} ms` : ''}`;
+      };
       const probedSeconds = timeline.filter((second) => second.changes.length > 0);
       const badSeconds = probedSeconds.filter((second) => percentile(second.changes, 95) > 50).length;
       say('Visibility in GET /v1/access while deliveries arrive', {
@@ -563,9 +586,16 @@ export const run = async (argv: string[]): Promise<void> => {
         'arrivals offered per second (target 1000)': (sent.sent / sent.sendingSeconds).toFixed(0),
         'arrivals answered per second': (sent.accepted / sent.seconds).toFixed(0),
         'arrivals answered after their due instant p50 / p95 (ms)': `${sent.lateP50.toFixed(0)} / ${sent.lateP95.toFixed(0)}`,
+        'service GC pauses of 10 ms or more while probing: count, p50 / longest (ms)': (() => {
+          const long = perSecond.pauses.filter((pause) => pause.ms >= 10 && pause.at >= windowFrom).map((pause) => pause.ms);
+          return long.length === 0 ? '0' : `${long.length}, ${percentile(long, 50).toFixed(1)} / ${Math.max(...long).toFixed(1)}`;
+        })(),
+        'loaded samples a GC pause of 10 ms or more fell inside: the slowest 5 %; over 50 ms; at most 50 ms': `${spanned(
+          (ms) => ms >= percentile(loaded, 95),
+        )}; ${spanned((ms) => ms > 50)}; ${spanned((ms) => ms <= 50)}`,
         'backlog when arrivals stop': backlogAtStop,
         // The probes' window only (the arrivals of its first second and last half second are not in it).
-        'service bytes allocated per arrival in the probes\' window (sampled, with --heap-profile)': Number.isNaN(lastAllocated)
+        [`service bytes ${allocatedWord} per arrival in the probes' window (sampled, with --heap-profile)`]: Number.isNaN(lastAllocated)
           ? '-'
           : ((lastAllocated / (Number(values['arrival-rate']) * (windowMs / 1000))) | 0),
         'service process CPU while probing (cores; user+system)': cpuShare.toFixed(2),

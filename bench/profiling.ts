@@ -8,9 +8,10 @@ type HeapNode = { selfSize: number; children: HeapNode[] };
  * Profiles of this process over the stretches a bench measures, not its setup: with `cpuDir` a CPU profile
  * (`<name>.cpuprofile`), with `heapDir` a sampling heap profile counting every allocation, those collected
  * since included (`<name>.heapprofile`: what the stretch allocated, not what it left). Without either,
- * `start` and `stop` do nothing.
+ * `start` and `stop` do nothing. With `survivors`, the heap profile leaves out what a scavenge found dead:
+ * it counts what the young generation's collections copied (or promoted), the work that makes their pauses.
  */
-export const createProfiler = (dirs: { cpuDir?: string | undefined; heapDir?: string | undefined }) => {
+export const createProfiler = (dirs: { cpuDir?: string | undefined; heapDir?: string | undefined; survivors?: boolean }) => {
   const cpuDir = dirs.cpuDir || null;
   const heapDir = dirs.heapDir || null;
   const session = cpuDir || heapDir ? new Session() : null;
@@ -24,7 +25,7 @@ export const createProfiler = (dirs: { cpuDir?: string | undefined; heapDir?: st
       }
       if (heapDir) {
         await session.post('HeapProfiler.enable');
-        await session.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+        await session.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !dirs.survivors });
       }
     },
     /** Writes the profiles of the stretch since `start` as `name`; returns the bytes it allocated (sampled), NaN without a heap profile. */
