@@ -10,7 +10,7 @@ import {
   mergeResults,
   removeMembers,
   storedMemberIds,
-  storedMemberIdsOf,
+  storedMembersNotListed,
   type ApplyResult,
   type ChangeContext,
   type MemberSnapshot,
@@ -383,15 +383,14 @@ export const syncOrganizationsMembersTogether = async (
   const appliedOnly: ApplyResult = { changes: applied.changes, rowsWritten: applied.rowsWritten, ...(applied.counted ? { counted: applied.counted } : {}) };
   if (options.onApplied) options.onApplied(appliedOnly);
   // Read once the pages are applied: a member stored by another writer that no page listed is a candidate for removal.
-  const stored = await storedMemberIdsOf(db, listed.map(({ id }) => id));
+  const unlisted = await storedMembersNotListed(db, listed.map(({ id, items }) => ({ id, userIds: items.map((item) => item.id) })));
   for (const [index, { id, items }] of listed.entries()) {
     const result: OrganizationMembersResult = {
       ...(index === 0 && !options.onApplied ? mergeResults(emptyResult(), appliedOnly) : emptyResult()),
       membersChecked: items.length,
       memberRolesChecked: items.reduce((sum, item) => sum + item.organizationRoles.length, 0),
     };
-    const onPages = new Set(items.map((item) => item.id));
-    const candidates = (stored.get(id) ?? []).filter((userId) => !onPages.has(userId));
+    const candidates = unlisted.get(id) ?? [];
     if (candidates.length > 0) await removeConfirmed(deps, id, base, candidates, options, result);
     results.set(id, result);
   }

@@ -159,4 +159,31 @@ describe('the members of small organizations crawled together', () => {
       .where(and(eq(accessChanges.kind, 'member_role.granted'), eq(accessChanges.organizationRoleId, role.id)));
     expect(grants.map((grant) => grant.organizationId).sort()).toEqual([...organizationIds, ...organizationIds].sort());
   });
+
+  it('removes a member another writer stored that no page of the group listed, and keeps the listed ones it stored too', async () => {
+    const deps = syncDepsFor(database, clientFor(sim));
+    const userIds = sim.state.listUsers().map((user) => user.id).sort();
+    const organizationIds = ['third', 'fourth'].map((name, index) => {
+      const id = sim.state.createOrganization({ name: `together-${name}` }).id;
+      sim.state.addMembers(id, userIds.slice(10 + index * 3, 13 + index * 3));
+      return id;
+    });
+    const base = { source: 'reconcile' as const, actor: 'test' };
+    const listed = await Promise.all(organizationIds.map((id) => deps.logto.getOrganization(id)));
+    await applyOrganizations(database.db, listed.filter((organization) => organization !== null), { ...base, observedAt: new Date() });
+    // A webhook that read Logto earlier stored one member the pages list and one they do not (since removed in Logto).
+    const [listedMember, outsider] = [userIds[13]!, userIds[40]!];
+    await applyMembers(database.db, organizationIds[1]!, [{ userId: listedMember, organizationRoleIds: [] }, { userId: outsider, organizationRoleIds: [] }], {
+      source: 'webhook',
+      observedAt: new Date(Date.now() - 60_000),
+    });
+
+    await syncOrganizationsMembersTogether(deps, organizationIds.map((id) => ({ id, expectedTotal: 3 })), base);
+    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
+    const removed = await database.db
+      .select({ organizationId: accessChanges.organizationId, userId: accessChanges.userId })
+      .from(accessChanges)
+      .where(and(eq(accessChanges.kind, 'member.removed'), eq(accessChanges.organizationId, organizationIds[1]!)));
+    expect(removed).toEqual([{ organizationId: organizationIds[1], userId: outsider }]);
+  });
 });

@@ -855,14 +855,27 @@ const applyMembersOfOrganizationsOnce = async (
   );
 };
 
-/** The stored members of each of `organizationIds` (those with none are absent). */
-export const storedMemberIdsOf = async (db: Database, organizationIds: string[]): Promise<Map<string, string[]>> => {
+/**
+ * The stored members of each organization of `listed` that its pages did not list (organizations with
+ * none are absent): a group's candidates for removal. The difference is taken in PostgreSQL, so a
+ * group whose pages listed every stored member (every group of a baseline) gets no row back: reading
+ * every stored member back, to drop in this process all but the few another writer stored meanwhile,
+ * parsed one row per membership just written.
+ */
+export const storedMembersNotListed = async (db: Database, listed: { id: string; userIds: string[] }[]): Promise<Map<string, string[]>> => {
   const found = new Map<string, string[]>();
-  if (organizationIds.length === 0) return found;
+  if (listed.length === 0) return found;
+  const pairs = listed.flatMap(({ id, userIds }) => userIds.map(() => id));
+  const users = listed.flatMap(({ userIds }) => userIds);
   const stored = await namedRows<{ o: string; u: string }>(
     db,
-    sql`select organization_id as o, user_id as u from ${organizationMembers} where organization_id = ${idArray(organizationIds)}`,
+    sql`select organization_id as o, user_id as u from ${organizationMembers} where organization_id = ${idArray(listed.map(({ id }) => id))}
+      except select * from unnest(${sql.param(textArray(pairs))}::text[], ${sql.param(textArray(users))}::text[])`,
   );
-  for (const { o, u } of stored) found.set(o, [...(found.get(o) ?? []), u]);
+  for (const { o, u } of stored) {
+    const ids = found.get(o);
+    if (ids) ids.push(u);
+    else found.set(o, [u]);
+  }
   return found;
 };

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { inArray, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
@@ -51,12 +51,10 @@ const digestOf = (
   customData: unknown,
   profile: unknown,
 ): string =>
-  // The three texts hashed one after the other: the digest of their concatenation, without making it.
-  createHash('sha256')
-    .update(JSON.stringify([...texts, isSuspended, ...instants]))
-    .update(canonicalJson(customData))
-    .update(canonicalJson(profile))
-    .digest('base64');
+  // The digest of the three texts one after the other, in one call: a Hash object per user (a stream,
+  // three updates) cost ~2.7 µs against ~1.1, and a baseline digests every user it writes. Each text is
+  // JSON that starts and ends with ASCII, so the joined string encodes as the three did.
+  hash('sha256', `${JSON.stringify([...texts, isSuspended, ...instants])}${canonicalJson(customData)}${canonicalJson(profile)}`, 'base64');
 
 /**
  * A digest of the compared columns of a row, stored with it by every write (`compared_digest`): equal
