@@ -110,7 +110,8 @@ export const organizationMembers = pgTable(
   },
   (table) => [
     primaryKey({ columns: [table.organizationId, table.userId] }),
-    index('organization_members_user_idx').on(table.userId, table.organizationId),
+    // Entries unique by the primary key in them: deduplication cannot merge any (migration 0019).
+    index('organization_members_user_idx').on(table.userId, table.organizationId).with({ deduplicate_items: false }),
   ],
 );
 
@@ -125,7 +126,7 @@ export const organizationMemberRoles = pgTable(
   },
   (table) => [
     primaryKey({ columns: [table.organizationId, table.userId, table.organizationRoleId] }),
-    index('organization_member_roles_role_idx').on(table.organizationRoleId, table.organizationId, table.userId),
+    index('organization_member_roles_role_idx').on(table.organizationRoleId, table.organizationId, table.userId).with({ deduplicate_items: false }),
     // No index by user alone: every member role has its membership, so a user's roles are found through
     // organization_members_user_idx and this primary key's (organization_id, user_id) prefix. One index
     // fewer to write per grant, the most numerous row of a baseline.
@@ -154,8 +155,9 @@ export const accessChanges = pgTable(
     deliveryId: bigint('delivery_id', { mode: 'number' }),
   },
   (table) => [
-    index('access_changes_user_idx').on(table.userId, table.id),
-    index('access_changes_organization_idx').on(table.organizationId, table.id),
+    // Entries unique by `id`: deduplication cannot merge any, and tried before every leaf split (migration 0019).
+    index('access_changes_user_idx').on(table.userId, table.id).with({ deduplicate_items: false }),
+    index('access_changes_organization_idx').on(table.organizationId, table.id).with({ deduplicate_items: false }),
     // BRIN, not btree: `at` is the writing transaction's start, so rows arrive nearly in its order and
     // every reader asks for a range (since / until, the role sweep's recent window). A btree took an
     // entry per change row, a quarter of the change log's index entries in a baseline; this keeps a

@@ -58,4 +58,19 @@ describe('migrations', () => {
     const sorted = await rows<{ id: string }>(database.db, sql`select id from organizations where id = any(${sql.param(ids)}::text[]) order by id`);
     expect(sorted.map((row) => row.id)).toEqual([...ids].sort());
   });
+
+  it('keeps no deduplication on the indexes whose every entry is unique (each ends in a primary key)', async () => {
+    const options = await rows<{ index: string; options: string[] | null }>(
+      database.db,
+      sql`select c.relname as index, c.reloptions as options from pg_class c
+        where c.relname in ('access_changes_user_idx', 'access_changes_organization_idx', 'organization_members_user_idx', 'organization_member_roles_role_idx')
+        order by 1`,
+    );
+    expect(options).toEqual(
+      ['access_changes_organization_idx', 'access_changes_user_idx', 'organization_member_roles_role_idx', 'organization_members_user_idx'].map((index) => ({
+        index,
+        options: ['deduplicate_items=off'],
+      })),
+    );
+  });
 });

@@ -477,6 +477,63 @@ describe('apply functions', () => {
     expect(await db().select().from(organizationMemberRoles)).toHaveLength(2);
   });
 
+  it("writes a baseline's users page of unstored users with plain inserts, without a speculative insertion per row", async () => {
+    // The WAL of the users table read back (pg_walinspect): PGlite has neither.
+    if (!database.url) return;
+    await db().execute(sql`create extension if not exists pg_walinspect`);
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const dave = { ...alice!, id: 'user-dave', username: 'dave', primaryEmail: 'dave@example.com' };
+    const [start] = await rows<{ lsn: string }>(db(), sql`select pg_current_wal_insert_lsn()::text as lsn`);
+    const page = await applyUsers(db(), [carol, dave], context('2026-11-23T11:00:00Z', 'baseline'), { nothingStored: true });
+    expect(page.changes.map((change) => [change.kind, change.userId])).toEqual([
+      ['user.created', carol.id],
+      ['user.created', dave.id],
+    ]);
+    // The page's WAL can be read once flushed (a baseline commits without waiting for that).
+    const [end] = await rows<{ lsn: string }>(db(), sql`select pg_current_wal_insert_lsn()::text as lsn`);
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      const [flushed] = await rows<{ done: boolean }>(db(), sql`select pg_current_wal_flush_lsn() >= ${end!.lsn}::pg_lsn as done`);
+      if (flushed!.done) break;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const [records] = await rows<{ inserts: number; confirms: number }>(
+      db(),
+      sql`select count(*) filter (where record_type like 'INSERT%')::int as inserts, count(*) filter (where record_type like '%CONFIRM')::int as confirms
+        from pg_get_wal_records_info(${start!.lsn}::pg_lsn, ${end!.lsn}::pg_lsn)
+        where resource_manager = 'Heap' and block_ref like '%/' || (select oid from pg_database where datname = current_database()) || '/' || pg_relation_filenode('users') || ' %'`,
+    );
+    // An upsert (on conflict) confirms each row it inserts with a WAL record of its own.
+    expect(records).toEqual({ inserts: 2, confirms: 0 });
+  });
+
+  it('writes a users page again, as an upsert, when a writer without the entity locks stored one of its users after the page read it', async () => {
+    // Two connections: PGlite's one cannot hold a transaction open beside another.
+    if (!database.url) return;
+    const carol = { ...alice!, id: 'user-carol', username: 'carol', primaryEmail: 'carol@example.com' };
+    const dave = { ...alice!, id: 'user-dave', username: 'dave', primaryEmail: 'dave@example.com' };
+    // The writer's carol is uncommitted when the page reads under its locks: the page finds both unstored,
+    // its plain insert waits for the writer's row, and fails on it once the writer commits.
+    const writer = database.separatePool(1);
+    let page: ReturnType<typeof applyUsers> = Promise.resolve({ changes: [], rowsWritten: 0 });
+    try {
+      await writer.db.transaction(async (tx) => {
+        await tx.insert(users).values(toUserRow(carol, at('2026-11-23T11:00:00Z')));
+        page = applyUsers(db(), [carol, dave], context('2026-11-23T11:00:00Z', 'baseline'), { nothingStored: true });
+        page.catch(() => {});
+        await waitForLockWait();
+      });
+      // Written again whole: carol, stored meanwhile with the same columns, is left as it is; dave is created.
+      expect((await page).changes.map((change) => [change.kind, change.userId])).toEqual([['user.created', dave.id]]);
+    } finally {
+      await writer.close();
+    }
+    expect((await db().select().from(users).where(sql`${users.id} in (${carol.id}, ${dave.id})`).orderBy(asc(users.id))).map((row) => row.id)).toEqual([
+      carol.id,
+      dave.id,
+    ]);
+    expect(await changes()).toEqual([{ kind: 'user.created', userId: dave.id, organizationId: null, organizationRoleId: null, source: 'baseline' }]);
+  });
+
   /** Until a statement of this database waits for a row lock (the page, on the deleter's). */
   const waitForLockWait = async () => {
     for (let attempt = 0; attempt < 200; attempt += 1) {

@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { inArray, sql, type SQL } from 'drizzle-orm';
 import { accessChanges, users } from '../../../db/schema.js';
 import { endedGrants, grantsHeldBy } from './cascade.js';
-import type { Database } from '../../db/client.js';
+import { isUniqueViolation, type Database } from '../../db/client.js';
 import { canonicalJson } from '../../db/canonical-json.js';
 import { namedRows, textArray } from '../../db/prepared.js';
 import type { LogtoUser } from '../../logto/index.js';
@@ -363,11 +363,21 @@ export const applyUsers = async (db: Database, incoming: LogtoUser[], context: C
 };
 
 /** Writes those of `ids` (sorted; rows in `byId`) that are new or differ, in a transaction holding their entity locks. */
-const guardedUserTransaction = (db: Database, byId: Map<string, UserRow>, ids: string[], context: ChangeContext): Promise<ApplyResult> =>
+const guardedUserTransaction = async (db: Database, byId: Map<string, UserRow>, ids: string[], context: ChangeContext): Promise<ApplyResult> => {
   // Planned once per connection where the caller is a crawl (`PlanChoice`; webhooks and provisioning keep
   // plans for their values): its reads are by key, and a crawl's users page, the largest statement of a
   // baseline after the member write, was planned for its values every time (~1.8 ms of its bind).
-  applyTransaction(db, context, (tx, last) => guardedUserWrite(tx, last, byId, ids, context), { entity: 'user', ids }, 'generic');
+  const attempt = (inserts: 'plain' | 'upsert') =>
+    applyTransaction(db, context, (tx, last) => guardedUserWrite(tx, last, byId, ids, context, inserts), { entity: 'user', ids }, 'generic');
+  try {
+    return await attempt('plain');
+  } catch (error) {
+    // A writer that stored one of the users without their entity lock, after the read under it: the
+    // page, rolled back whole, is compared and written again as an upsert.
+    if (!isUniqueViolation(error)) throw error;
+    return attempt('upsert');
+  }
+};
 
 /** Of the stored users `ids` (rows in `byId`), those whose write would record a change, compared outside a transaction. */
 const changedStoredUsers = async (db: Database, byId: Map<string, UserRow>, ids: string[]): Promise<string[]> => {
@@ -390,12 +400,17 @@ const guardedUserWrite = async (
   byId: Map<string, UserRow>,
   ids: string[],
   context: ChangeContext,
+  inserts: 'plain' | 'upsert',
 ): Promise<ApplyResult> => {
   const { writes, created } = await lockedUserWrites(tx, byId, ids);
   if (writes.size === 0) return { changes: [], rowsWritten: 0 };
+  // Every user to write unstored under the entity locks (all of a baseline's users pages but those a member
+  // page overtook): a plain insert, without the speculative insertion of `on conflict` (a unique-index
+  // pre-check, a speculative lock and a second WAL record per row) for a conflict the locks rule out.
+  const plain = inserts === 'plain' && created.length === writes.size;
   const { written, recorded } = await writeUsersRecordingChanges(
     tx,
-    guardedUserUpsert([...writes.keys()].map((id) => byId.get(id)!), created, context),
+    guardedUserUpsert([...writes.keys()].map((id) => byId.get(id)!), created, context, plain),
     [...writes.values()].flat(),
     context,
     last,
@@ -425,12 +440,12 @@ const lockedUserWrites = async (tx: Database, byId: Map<string, UserRow>, ids: s
  * plan `= any($n)` of a parameter is a linear search per row (a constant array, in a plan made for its
  * values, is hashed), 400 × 400 comparisons for a baseline's users page (its median 7.2 → 10.0 ms, PROBE_STATS at scale 0.3).
  */
-const guardedUserUpsert = (rows: UserRow[], created: string[], context: ChangeContext): SQL =>
+const guardedUserUpsert = (rows: UserRow[], created: string[], context: ChangeContext, plain = false): SQL =>
   sql`${insertUsersFromJson(rows, new Set(created))}
       where not (t.created is true and coalesce((select true from ${accessChanges} a
         where a.user_id = t.id and a.kind = 'user.deleted' and a.observed_at > ${context.observedAt.toISOString()}::timestamptz limit 1), false))
-      ${overwriteUnlessStoredNewer}
-        and ${differsInComparedColumns('users', 'excluded')}
+      ${plain ? sql`` : sql`${overwriteUnlessStoredNewer}
+        and ${differsInComparedColumns('users', 'excluded')}`}
       returning id`;
 
 /**
