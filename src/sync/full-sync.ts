@@ -257,40 +257,19 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
         return;
       }
       const memberCounts = new Map<string, number | null>();
-      // The two definition lists are crawled at once: neither needs the other (members need both), and the
-      // roles list's round trips and write, before the organizations list, left the request pipeline part
-      // empty at the start. The organizations' progress is reported once the roles are done, so that a
-      // progress bar still shows one phase at a time.
-      let rolesDone = false;
-      let organizationsUnreported = false;
-      const stopOthers = (error: unknown) => {
-        context.stopped.error ??= error;
-        throw error;
-      };
-      const lists = await Promise.allSettled([
-        crawlList(context, 'organization_role', 'organization_roles', (ahead) => deps.logto.listOrganizationRoles(ahead), (items, observedAt) =>
-          applyOrganizationRoles(db, items, { ...base, observedAt }).then(account),
-        ).then((seen) => {
-          rolesDone = true;
-          counts.organizationRoles = seen;
-        }, stopOthers),
-        crawlList(
-          context,
-          'organization',
-          'organizations',
-          (ahead) => withIds(deps.logto.listOrganizationsWithMemberCounts(ahead), (entry) => entry.organization.id),
-          (items, observedAt) => {
-            for (const { organization, usersCount } of items) memberCounts.set(organization.id, usersCount);
-            return applyOrganizations(db, items.map((entry) => entry.organization), { ...base, observedAt }).then(account);
-          },
-          { reportProgress: () => rolesDone },
-        ).then((seen) => {
-          organizationsUnreported = !rolesDone;
-          counts.organizations = seen;
-        }, stopOthers),
-      ]);
-      for (const list of lists) if (list.status === 'rejected') throw list.reason;
-      if (organizationsUnreported) options.onProgress?.({ phase: 'organizations', done: counts.organizations, total: counts.organizations });
+      counts.organizationRoles = await crawlList(context, 'organization_role', 'organization_roles', (ahead) => deps.logto.listOrganizationRoles(ahead), (items, observedAt) =>
+        applyOrganizationRoles(db, items, { ...base, observedAt }).then(account),
+      );
+      counts.organizations = await crawlList(
+        context,
+        'organization',
+        'organizations',
+        (ahead) => withIds(deps.logto.listOrganizationsWithMemberCounts(ahead), (entry) => entry.organization.id),
+        (items, observedAt) => {
+          for (const { organization, usersCount } of items) memberCounts.set(organization.id, usersCount);
+          return applyOrganizations(db, items.map((entry) => entry.organization), { ...base, observedAt }).then(account);
+        },
+      );
       // Definitions go before any member is crawled: a deleted organization or role then shows in the
       // report as itself, with the grants it took along counted as cascades, not as drift of their own.
       counts.removed += await removeUnseen(context, 'organization', async (ids) => confirmEach(ids, (id) => deps.logto.getOrganization(id)));

@@ -154,29 +154,6 @@ describe('full sync against the simulated tenant', () => {
     expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
   });
 
-  it('reads the organizations list while the organization roles list is still being read', async () => {
-    sim.faults.resetStats();
-    // The roles list waits in the client (the simulator's holds match paths, and the availability probe
-    // before the list asks the same path).
-    const logto = clientFor(sim);
-    const listRoles = logto.listOrganizationRoles.bind(logto);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    logto.listOrganizationRoles = async function* (options) {
-      await gate;
-      yield* listRoles(options);
-    };
-    const running = sync('reconcile', logto);
-    try {
-      await vi.waitFor(() => expect(sim.stats().byRoute['GET /api/organizations']?.total ?? 0).toBeGreaterThan(0), { timeout: 5000 });
-    } finally {
-      release();
-    }
-    const { run } = await running;
-    expect(run.status).toBe('succeeded');
-    expect(await mirrorState(database.db)).toEqual(tenantState(sim.state.snapshot()));
-  });
-
   it('leaves the previous state intact when Logto goes down part-way', async () => {
     sim.state.updateUser(sim.state.listUsers()[5]!.id, { name: 'Changed before the outage' });
     const before = await mirrorState(database.db);
