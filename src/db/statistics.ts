@@ -35,9 +35,17 @@ export const analyzeLoadedTables = async (db: Database, { users: withUsers = tru
     db.execute(sql`analyze ${organizationMembers}, ${organizationMemberRoles}, ${organizations}, ${organizationRoles}`),
     (async () => {
       await db.execute(sql`analyze ${accessChanges}`);
-      // The same holds for the change log's BRIN index on `at`: the ranges of pages the load filled are
-      // summarized by autovacuum (`autosummarize`), and until then a range read scans them all.
-      await db.execute(sql`select brin_summarize_new_values('access_changes_at_idx'::regclass)`);
+      await summarizeLoadedChanges(db);
     })(),
   ]);
+};
+
+/**
+ * The change log's BRIN index on `at` needs the same: the ranges of pages the load filled are summarized
+ * by autovacuum (`autosummarize`), and until then a range read scans them all. Ranges summarized once are
+ * kept up to date by later inserts, so an early call (`loadedStatistics`) leaves the final one only the
+ * ranges filled since.
+ */
+export const summarizeLoadedChanges = async (db: Database): Promise<void> => {
+  await db.execute(sql`select brin_summarize_new_values('access_changes_at_idx'::regclass)`);
 };
