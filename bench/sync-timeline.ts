@@ -17,7 +17,7 @@ import { loadConfig } from '../src/config.js';
 import { analyzeLoadedTables } from '../src/db/statistics.js';
 import { silentLogger } from '../src/logger.js';
 import { createLogtoClient } from '../src/logto/index.js';
-import { baselineConnections } from '../src/jobs/full-sync-runner.js';
+import { baselineConnections, loadedStatistics } from '../src/jobs/full-sync-runner.js';
 import { runFullSync } from '../src/sync/full-sync.js';
 import { freshPostgres } from './fresh-database.js';
 import { cpuSeconds, machineIdleSeconds, postgresPids } from './process-cpu.js';
@@ -124,17 +124,24 @@ export const run = async (args: string[]): Promise<void> => {
       const crawl = await pureCrawl(createLogtoClient(config.logto));
       console.log(`crawl ${crawl.seconds.toFixed(2)} s: requests ${crawl.requests}; reconcile ÷ crawl ${(reconciled / 1000 / crawl.seconds).toFixed(2)}`);
     } else {
-      // On the connections the CLI's `sync` gives a baseline.
+      // On the connections the CLI's `sync` gives a baseline, with the runner's ANALYZE.
       const syncing = database.separatePool(baselineConnections);
-      const result = await runFullSync({ database: syncing, logto, logger: silentLogger }, {
+      const deps = { database: syncing, logto, logger: silentLogger };
+      const statistics = loadedStatistics(deps, 'baseline');
+      const result = await runFullSync(deps, {
         kind: 'baseline', trigger: 'timeline',
         onProgress: (progress) => {
           // Members are reported only once users are done: before that both lists are crawled.
           enter(progress.phase === 'users' && progress.done === progress.total ? 'users-done' : progress.phase);
         },
+        // `analyze`: what is left of the ANALYZE once the removals are done (into an empty database it
+        // overlaps them, `users` the member crawl).
+        onLoaded: statistics.onLoaded,
+        beforeFinish: async (counts) => {
+          enter('analyze');
+          await statistics.beforeFinish?.(counts);
+        },
       });
-      enter('analyze');
-      await analyzeLoadedTables(syncing.db);
       await syncing.close();
       console.log(`requests ${result.counts.requests}, rows ${result.counts.rowsWritten}`);
     }

@@ -62,6 +62,14 @@ export type FullSyncOptions = {
    * is done, because its lock is still held: a start refused meanwhile by another replica finds this run.
    */
   beforeFinish?: (counts: SyncCounts) => Promise<void>;
+  /**
+   * Called in a run into an empty database once the users list is applied (`'users'`: member pages add
+   * only users created since it was read) and once every page is (`'pages'`, before the removals, which
+   * in such a run can only remove what was written beside it). The tables then hold what the run ends
+   * with, so work on them (the runner's ANALYZE) overlaps the rest of the run instead of following it.
+   * The run awaits what it returns before `beforeFinish`, or before it fails.
+   */
+  onLoaded?: (loaded: 'users' | 'pages') => Promise<void> | void;
 };
 
 export type SyncCounts = {
@@ -203,6 +211,8 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
   let organizationsAvailable = true;
   let notes: string | null = null;
   let resumedFrom: number | null = null;
+  // Work started by `onLoaded`, awaited before the run ends.
+  const overlapping: Promise<void>[] = [];
 
   try {
     const position = await startOrContinueCrawl(deps, run.id);
@@ -218,6 +228,13 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     // Into an empty database (a first baseline, not one continued or run again) every users page is
     // written whole, without first asking which of its users are stored (see `ApplyUsersOptions`).
     const nothingStored = (await storedIdsAfter(db, 'user', null, 1)).length === 0;
+    const loaded = (part: 'users' | 'pages') => {
+      if (!nothingStored || !options.onLoaded) return;
+      const work = (async () => options.onLoaded?.(part))();
+      // Awaited before the run ends; a rejection must not count as unhandled in between.
+      work.catch(() => {});
+      overlapping.push(work);
+    };
     // The users crawl starts at once, beside the organization roles and organizations lists: it needs
     // nothing from them, and those lists (a few dozen pages) alone left the request pipeline half empty
     // for the first ~1 s of a scale-1 baseline. Its progress is reported once they are done, so that a
@@ -228,6 +245,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     ).then((seen) => {
       counts.users = seen;
       context.usersDone = true;
+      loaded('users');
     });
     const organizationsAndMembers = async () => {
       const probe = await deps.logto.probeOrganizations();
@@ -270,6 +288,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     );
     await Promise.all(parts);
     if (context.stopped.error) throw context.stopped.error;
+    loaded('pages');
 
     // Users go last: a user deleted in Logto is removed with its memberships, recorded as cascades.
     options.onProgress?.({ phase: 'removals', done: 0, total: null });
@@ -283,6 +302,7 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
     await clearCrawl(db, position.crawlId);
+    await Promise.all(overlapping);
     await options.beforeFinish?.(counts);
     counts.durationMs = Math.round(performance.now() - started);
     const finished = await finishSyncRun(db, run.id, {
@@ -297,6 +317,8 @@ export const runFullSync = async (deps: SyncDeps, options: FullSyncOptions): Pro
     log.info({ counts, drift: drift.toJSON().totals }, `${options.kind} succeeded`);
     return { run: finished, counts, organizationsAvailable, resumedFrom };
   } catch (error) {
+    // Nothing this run started is left running on the database once it has ended.
+    await Promise.allSettled(overlapping);
     counts.requests = deps.logto.stats().requests - requestsBefore;
     counts.drift = drift.total();
     counts.durationMs = Math.round(performance.now() - started);

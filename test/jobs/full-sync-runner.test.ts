@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rows } from '../../src/db/client.js';
-import { baselineConnections, openBaselineDatabase, startFullSync } from '../../src/jobs/full-sync-runner.js';
+import { baselineConnections, loadedStatistics, openBaselineDatabase, startFullSync } from '../../src/jobs/full-sync-runner.js';
 import { lockKey } from '../../src/jobs/lock.js';
 import type { SimulatedTenant } from '../../src/simulator/index.js';
 import { createTestDatabase, hasPostgresServer, type TestDatabase } from '../helpers/database.js';
@@ -159,6 +159,18 @@ describe('the full sync runner', () => {
       await holder.query('select pg_advisory_unlock_all()');
       await writer.end();
       await holder.end();
+    }
+  });
+  it.skipIf(!hasPostgresServer())("summarizes the change log's BRIN ranges filled so far once the users list is loaded, leaving the end only those filled since", async () => {
+    // More change rows than one 128-page range holds, past the ranges the earlier baselines' ANALYZE summarized.
+    await database.db.execute(sql`insert into access_changes (observed_at, kind, source, actor, user_id, details)
+      select now(), 'user.created', 'baseline', 'test:brin', 'brin-' || n, jsonb_build_object('filler', repeat('x', 200)) from generate_series(1, 20000) n`);
+    try {
+      await loadedStatistics(syncDepsFor(database, clientFor(sim)), 'baseline').onLoaded?.('users');
+      const [left] = await rows<{ summarized: number }>(database.db, sql`select brin_summarize_new_values('access_changes_at_idx'::regclass)::int as summarized`);
+      expect(left?.summarized).toBe(0);
+    } finally {
+      await database.db.execute(sql`delete from access_changes where actor = 'test:brin'`);
     }
   });
 });
