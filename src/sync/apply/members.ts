@@ -870,12 +870,13 @@ const applyMembersOfOrganizationsOnce = async (
 export const storedMembersNotListed = async (db: Database, listed: { id: string; userIds: string[] }[]): Promise<Map<string, string[]>> => {
   const found = new Map<string, string[]>();
   if (listed.length === 0) return found;
-  const pairs = listed.flatMap(({ id, userIds }) => userIds.map(() => id));
-  const users = listed.flatMap(({ userIds }) => userIds);
+  // The listed (organization, user) pairs as two columns.
+  const listedOrganizations = listed.flatMap(({ id, userIds }) => userIds.map(() => id));
+  const listedUsers = listed.flatMap(({ userIds }) => userIds);
   const stored = await namedRows<{ o: string; u: string }>(
     db,
     sql`select organization_id as o, user_id as u from ${organizationMembers} where organization_id = ${idArray(listed.map(({ id }) => id))}
-      except select * from unnest(${sql.param(textArray(pairs))}::text[], ${sql.param(textArray(users))}::text[])`,
+      except select * from unnest(${sql.param(textArray(listedOrganizations))}::text[], ${sql.param(textArray(listedUsers))}::text[])`,
   );
   for (const { o, u } of stored) {
     const ids = found.get(o);
