@@ -439,6 +439,8 @@ const lockedUserWrites = async (tx: Database, byId: Map<string, UserRow>, ids: s
  * `created` is a flag of each row (`t.created`), not an array the rows are looked up in: under a generic
  * plan `= any($n)` of a parameter is a linear search per row (a constant array, in a plan made for its
  * values, is hashed), 400 × 400 comparisons for a baseline's users page (its median 7.2 → 10.0 ms, PROBE_STATS at scale 0.3).
+ * With `plain` (every row unstored under the entity locks) it is a plain insert without the conflict clause:
+ * a row stored meanwhile fails the statement, and `guardedUserTransaction` writes the page again as the upsert.
  */
 const guardedUserUpsert = (rows: UserRow[], created: string[], context: ChangeContext, plain = false): SQL =>
   sql`${insertUsersFromJson(rows, new Set(created))}
