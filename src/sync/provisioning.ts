@@ -93,6 +93,26 @@ const logto = async <T>(call: () => Promise<T>): Promise<T> => {
   }
 };
 
+/**
+ * A role write refused for a non-member right after this request added the member: another change (a
+ * removal in Logto's console, another client) took the membership away in between. That is a conflict
+ * with that change, not a request Logto cannot process: nothing was granted, and the same request again
+ * adds the member anew. Without it the refusal surfaced as a 422 `logto_rejected`.
+ */
+const removedMeanwhile = (organizationId: string, userId: string, call: () => Promise<void>) => async (): Promise<void> => {
+  try {
+    await call();
+  } catch (error) {
+    if (!isNotMember(error)) throw error;
+    throw new AppError(
+      409,
+      'conflict',
+      `User ${userId} was removed from organization ${organizationId} by another change after this request added the membership; no role was granted: send the request again`,
+      { organizationId, userId, ...logtoDetails(membershipRequired) },
+    );
+  }
+};
+
 const notMember = (organizationId: string, userId: string) =>
   new AppError(
     409,
@@ -386,9 +406,8 @@ export const createProvisioning = (deps: SyncDeps) => {
       } else if (before.some((role) => role.id === organizationRoleId)) {
         return { created: false, member: await applyMember(organizationId, userId, before, observedAt, ctx) };
       }
-      await write(() => deps.logto.assignOrganizationMemberRoles(organizationId, userId, [organizationRoleId]), {
-        organizationRoleIds: [organizationRoleId],
-      });
+      const assign = () => deps.logto.assignOrganizationMemberRoles(organizationId, userId, [organizationRoleId]);
+      await write(before === null ? removedMeanwhile(organizationId, userId, assign) : assign, { organizationRoleIds: [organizationRoleId] });
       return { created: true, member: await readBackMember(organizationId, userId, ctx) };
     },
 
@@ -411,7 +430,7 @@ export const createProvisioning = (deps: SyncDeps) => {
         }
         await assertRolesAssignable(organizationRoleIds);
         await addMembership(organizationId, userId);
-        await write(replace, { organizationRoleIds });
+        await write(removedMeanwhile(organizationId, userId, replace), { organizationRoleIds });
       }
       return readBackMember(organizationId, userId, ctx);
     },
