@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { beginDraining, createApp } from './api/app.js';
+import { createAppServer } from './api/app-server.js';
 import type { Config } from './config.js';
 import { openDatabase, runMigrations, type DatabaseHandle } from './db/client.js';
 import { finishSyncRun } from './db/sync-runs.js';
@@ -147,7 +148,7 @@ export const startService = async (config: Config, options: ServiceOptions): Pro
   });
 
   const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(config.http.port, config.http.host, () => resolve(listening));
+    const listening = createAppServer(app).listen(config.http.port, config.http.host, () => resolve(listening));
     listening.once('error', reject);
   });
   const address = server.address() as AddressInfo;

@@ -1,3 +1,4 @@
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -32,4 +33,6 @@ const app = createApp({
     provision: new Proxy({}, { get: () => unused }) as never,
   },
 });
-const server = app.listen(Number(port), '127.0.0.1', () => process.stdout.write(`listening ${(server.address() as AddressInfo).port}\n`));
+// As the service serves it; a build older than `createAppServer` has only express's own server.
+const appServer = await from<typeof import('../../src/api/app-server.js')>('api/app-server.js').catch(() => null);
+const server = (appServer ? appServer.createAppServer(app) : createServer(app)).listen(Number(port), '127.0.0.1', () => process.stdout.write(`listening ${(server.address() as AddressInfo).port}\n`));
