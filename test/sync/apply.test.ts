@@ -95,6 +95,25 @@ describe('apply functions', () => {
     expect(stored).toEqual(toUserRow(odd, at('2026-11-23T11:00:00Z')));
   });
 
+  it('stores each user of a page with its own columns, whichever write path takes the page', async () => {
+    const page: LogtoUser[] = ['a', 'b"q', 'c\\s'].map((suffix, index) => ({
+      ...bob!,
+      id: `user-page-${suffix}`,
+      username: `page-${index}`,
+      primaryEmail: index === 1 ? null : `page-${index}@example.com`,
+      isSuspended: index === 2,
+      customData: index === 0 ? {} : { index, text: `"${suffix}"` },
+      updatedAt: bob!.updatedAt + index,
+    }));
+    await applyUsers(db(), page, context('2026-11-23T11:00:00Z', 'baseline'));
+    const stored = async () => db().select().from(users).where(sql`${users.id} like 'user-page-%'`).orderBy(asc(users.id));
+    expect(await stored()).toEqual(page.map((user) => toUserRow(user, at('2026-11-23T11:00:00Z'))));
+
+    const later = page.map((user, index) => ({ ...user, name: `renamed ${index}`, updatedAt: user.updatedAt + 1000 }));
+    await applyUserSnapshots(db(), later.map((user, index) => ({ user, context: context(`2026-11-23T12:00:0${index}Z`) })));
+    expect(await stored()).toEqual(later.map((user, index) => toUserRow(user, at(`2026-11-23T12:00:0${index}Z`))));
+  });
+
   it('never replaces a user with an older copy, in whichever order the copies arrive', async () => {
     const renamed = { ...alice!, name: 'Alice Newer', updatedAt: alice!.updatedAt + 1000 };
     const older = { ...alice!, name: 'Alice Older', updatedAt: alice!.updatedAt + 500 };
