@@ -1,5 +1,6 @@
 import type { SQL } from 'drizzle-orm';
 import { NodePgSession, NodePgTransaction } from 'drizzle-orm/node-postgres';
+import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import type { Database } from './client.js';
 import { namedRows } from './prepared.js';
@@ -45,10 +46,32 @@ export const transaction = async <T>(
   // checked rather than assumed; none is accepted once COMMIT (or ROLLBACK) has been sent.
   let sent = 0;
   let ended = false;
+  // BEGIN, the opening and fn's first statement leave in one write, as do the last statement and COMMIT:
+  // held in the corked socket until the statement that ends each group is sent. A write is a system call
+  // and, on a busy loop, a turn of its own; five per delivery became two.
+  const socket = (client as unknown as { connection: { stream: Duplex } }).connection.stream;
+  let corked = false;
+  // Set once the opening is out: fn's first statement ends the first group.
+  let releaseAfterNext = false;
+  const uncork = () => {
+    if (!corked) return;
+    corked = false;
+    socket.uncork();
+  };
+  const cork = () => {
+    if (corked) return;
+    corked = true;
+    socket.cork();
+  };
   const send: QueryFn = (...args) => {
     if (ended) return Promise.reject(new Error('a statement was sent after its transaction ended'));
     sent += 1;
-    return (client.query as unknown as QueryFn)(...args);
+    const result = (client.query as unknown as QueryFn)(...args);
+    if (releaseAfterNext) {
+      releaseAfterNext = false;
+      uncork();
+    }
+    return result;
   };
   const base = (db as unknown as { session: SessionInternals }).session;
   const session = new NodePgSession({ query: send } as never, base.dialect as never, base.schema as never, base.options as never);
@@ -58,19 +81,28 @@ export const transaction = async <T>(
     promise.catch(() => {});
     return promise;
   };
+  cork();
+  // Whatever fn does before its first statement, nothing stays held past this turn of the event loop.
+  const released = setImmediate(uncork);
   const begin = observed(client.query('begin'));
   const opened = opening ? observed(namedRows(tx, opening)) : null;
   // fn's statements must follow the opening's on the wire (its locks first); drizzle sends a statement
   // in the call that makes it, and when it does not, fn waits for the opening instead.
-  if (opened && sent === 0) await opened;
+  if (opened && sent === 0) {
+    uncork();
+    await opened;
+  } else releaseAfterNext = true;
   let committing: Promise<pg.QueryResult> | null = null;
   const last: LastStatement = async (query) => {
     const before = sent;
+    releaseAfterNext = false;
+    cork();
     const result = namedRows<never>(tx, query);
     if (sent === before + 1 && !ended) {
       ended = true;
       committing = observed(client.query('commit'));
     }
+    uncork();
     return result;
   };
   let broken: Error | undefined;
@@ -100,6 +132,8 @@ export const transaction = async <T>(
     // The earliest failure is the cause: the statements behind it failed only because the transaction was aborted.
     throw (await firstFailure([begin, opened])) ?? error;
   } finally {
+    clearImmediate(released);
+    uncork();
     client.release(broken);
   }
 };

@@ -155,6 +155,44 @@ describe.skipIf(!hasPostgresServer())('transaction on a pipelining pool, against
     await database.db.delete(syncState).where(eq(syncState.key, 'tx-pipelined'));
   });
 
+  it('writes BEGIN, the opening and the first statement to the socket at once, and the last statement with COMMIT', async () => {
+    const pool = (handle.db as unknown as { $client: pg.Pool }).$client;
+    const client = await pool.connect();
+    client.release();
+    expect(pool.totalCount).toBe(1);
+    // What reaches the socket's handle: one call is one write of the connection (a system call).
+    const socket = (client as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream as unknown as {
+      _write: (chunk: Buffer, ...rest: unknown[]) => void;
+      _writev: (chunks: { chunk: Buffer }[], ...rest: unknown[]) => void;
+    };
+    const writes: string[] = [];
+    const { _write: write, _writev: writev } = socket;
+    socket._write = function (this: unknown, chunk: Buffer, ...rest: unknown[]) {
+      writes.push(Buffer.from(chunk).toString('latin1'));
+      return write.call(this, chunk, ...rest);
+    };
+    socket._writev = function (this: unknown, chunks: { chunk: Buffer }[], ...rest: unknown[]) {
+      writes.push(chunks.map(({ chunk }) => Buffer.from(chunk).toString('latin1')).join(''));
+      return writev.call(this, chunks, ...rest);
+    };
+    try {
+      await transaction(handle.db, entityLocks('user', ['corked']), async (tx, last) => {
+        await tx.execute(sql`select 1 as one`);
+        await last(put('tx-corked'));
+      });
+    } finally {
+      Object.assign(socket, { _write: write, _writev: writev });
+    }
+    expect(writes).toHaveLength(2);
+    // The opening and the insert are statements this connection prepared in the test before: only their
+    // Bind and Execute go out, so the texts to find are BEGIN, the first statement and COMMIT.
+    expect(writes[0]).toMatch(/begin[\s\S]*select 1 as one/);
+    expect(writes[0]).not.toMatch(/commit/);
+    expect(writes[1]).toMatch(/commit/);
+    expect(await rows(database.db, sql`select key from sync_state where key = 'tx-corked'`)).toEqual([{ key: 'tx-corked' }]);
+    await database.db.delete(syncState).where(eq(syncState.key, 'tx-corked'));
+  });
+
   it('reads after its locks: a writer holding them commits first, and the read sees it', async () => {
     let holding!: () => void;
     const held = new Promise<void>((resolve) => (holding = resolve));
