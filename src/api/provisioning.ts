@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineRoute } from './route.js';
-import { idParam, toUser, userSchema } from './schemas.js';
+import { idParam, nulMessage, toUser, userSchema, withoutNul } from './schemas.js';
 
 const createUserSchema = z
   .strictObject({
@@ -11,7 +11,7 @@ const createUserSchema = z
       .optional(),
     primaryEmail: z.email('must be an email address').max(256).optional(),
     primaryPhone: z.string().regex(/^\d{5,20}$/, 'must be digits only, with the country code').optional(),
-    name: z.string().max(128).optional(),
+    name: z.string().max(128).refine(withoutNul, nulMessage).optional(),
     password: z.string().min(1).max(256).optional().describe('Checked against the tenant password policy by Logto'),
   })
   .describe('The user to create in Logto');

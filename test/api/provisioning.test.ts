@@ -50,6 +50,11 @@ describe('provisioning', () => {
     expectProblem(await t.post('/v1/users').set('Content-Type', 'application/json').send('{"username":'), 400, 'invalid_json');
     expectProblem(await t.post('/v1/users').set('Content-Type', 'text/plain').send('username=x'), 415, 'unsupported_media_type');
     expect(invalidParamNames(await t.post('/v1/users').send([1]))).toEqual(['body']);
+    // PostgreSQL text cannot hold NUL: Logto could not store such a name, nor could the mirror.
+    const nul = await t.post('/v1/users').send({ name: 'a\u0000b' });
+    expectProblem(nul, 400, 'invalid_params');
+    expect(nul.body.invalid_params).toEqual([expect.objectContaining({ name: 'name', reason: 'must not contain NUL characters' })]);
+    expect(t.calls).toEqual([]);
   });
 
   it('POST /v1/users/:id/suspend and /unsuspend: 200 with the user', async () => {
