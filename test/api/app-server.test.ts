@@ -2,7 +2,7 @@ import { IncomingMessage, ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAppServer } from '../../src/api/app-server.js';
+import { constructing, createAppServer } from '../../src/api/app-server.js';
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -57,5 +57,25 @@ describe('createAppServer', () => {
     const response = await fetch(`${url}/echo`, { method: 'POST', body: 'x'.repeat(100_000) });
     expect(response.status).toBe(200);
     expect(await response.text()).toBe(`${'x'.repeat(100_000)}|done`);
+  });
+
+  it('builds from a plain constructor function or a class, with the prototype given and the constructor run', () => {
+    function Plain(this: { value: number }, value: number) {
+      this.value = value;
+    }
+    class Modern {
+      value: number;
+      constructor(value: number) {
+        this.value = value;
+      }
+    }
+    for (const base of [Plain as unknown as new (value: number) => { value: number }, Modern]) {
+      const prototype = Object.create(base.prototype as object) as object;
+      const Built = constructing(base as never, prototype) as unknown as new (value: number) => { value: number };
+      const built = new Built(7);
+      expect(Object.getPrototypeOf(built)).toBe(prototype);
+      expect(built).toBeInstanceOf(base);
+      expect(built.value).toBe(7);
+    }
   });
 });
