@@ -1,4 +1,5 @@
 import { eq, like, sql } from 'drizzle-orm';
+import type { Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { syncState } from '../../db/schema.js';
@@ -118,14 +119,19 @@ describe.skipIf(!hasPostgresServer())('transaction on a pipelining pool, against
     await database?.drop();
   });
 
-  it('sends BEGIN, the opening and the first statement before the first answer, and COMMIT with the last', async () => {
+  /** The socket of the pool's one connection: warmed to it, so that the transaction under test runs on it. */
+  const onlyConnectionSocket = async (): Promise<Socket> => {
     const pool = (handle.db as unknown as { $client: pg.Pool }).$client;
-    // Warm the pool to one connection, then watch its socket: what is written, and when answers come.
     const client = await pool.connect();
     client.release();
     expect(pool.totalCount).toBe(1);
+    return (client as unknown as { connection: { stream: Socket } }).connection.stream;
+  };
+
+  it('sends BEGIN, the opening and the first statement before the first answer, and COMMIT with the last', async () => {
+    // Watch the connection's socket: what is written, and when answers come.
+    const socket = await onlyConnectionSocket();
     const events: { kind: 'write' | 'read'; text: string }[] = [];
-    const socket = (client as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
     const write = socket.write;
     socket.write = ((chunk: Buffer | string, ...rest: unknown[]) => {
       events.push({ kind: 'write', text: Buffer.from(chunk).toString('latin1') });
@@ -156,12 +162,8 @@ describe.skipIf(!hasPostgresServer())('transaction on a pipelining pool, against
   });
 
   it('writes BEGIN, the opening and the first statement to the socket at once, and the last statement with COMMIT', async () => {
-    const pool = (handle.db as unknown as { $client: pg.Pool }).$client;
-    const client = await pool.connect();
-    client.release();
-    expect(pool.totalCount).toBe(1);
     // What reaches the socket's handle: one call is one write of the connection (a system call).
-    const socket = (client as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream as unknown as {
+    const socket = (await onlyConnectionSocket()) as unknown as {
       _write: (chunk: Buffer, ...rest: unknown[]) => void;
       _writev: (chunks: { chunk: Buffer }[], ...rest: unknown[]) => void;
     };
